@@ -1,0 +1,64 @@
+# xdpguard build, test and benchmark entry points.
+#
+# Everything a target needs is installed by the target itself (through apt on
+# Debian/Ubuntu), so a fresh machine needs only Go and root.
+
+GO       ?= go
+BIN      := bin/xdpguard
+PKGS     := ./...
+APT_PKGS := clang llvm libbpf-dev bpftool iproute2
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+
+.PHONY: all build generate check-generated deps-bpf deps-test test test-short \
+        bench bench-bpf bench-logs vet fmt-check clean bpffs
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xdpguard
+
+# Installs the BPF toolchain if it is missing. Only `generate` needs it: the
+# generated objects are committed, so `go build` works without clang.
+deps-bpf:
+	@command -v clang >/dev/null && test -f /usr/include/bpf/bpf_helpers.h || { \
+	  echo ">> installing $(APT_PKGS)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); }
+
+generate: deps-bpf
+	$(GO) generate ./bpf/...
+
+# Regenerates into the work tree and fails if the committed objects differ:
+# the committed .o must be what the committed .c compiles to.
+check-generated: generate
+	@git diff --exit-code --stat -- bpf/ || { \
+	  echo "bpf/: committed generated files do not match the C source; run 'make generate' and commit"; exit 1; }
+
+# Packages the kernel tests need on a fresh machine.
+deps-test:
+	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+
+bpffs:
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# The one test command (README, .ci/run). Kernel tests run for real: root,
+# BPF and network namespaces are required.
+test: deps-test bpffs fmt-check vet
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-short: bpffs
+	$(GO) test -count=1 -short $(PKGS)
+
+bench: bench-bpf
+
+bench-bpf: bpffs
+	$(GO) test -run '^$$' -bench . -benchtime 2000000x -count 3 ./loader/
+
+clean:
+	rm -rf bin build
