@@ -17,3 +17,5 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 	gopkg.in/tomb.v1 v1.0.0-20141024135613-dd632973f1e7 // indirect
 )
+
+tool github.com/cilium/ebpf/cmd/bpf2go
