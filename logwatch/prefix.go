@@ -1,0 +1,438 @@
+package logwatch
+
+import (
+	"bytes"
+	"time"
+)
+
+// Format names the prefix format a line was written in.
+type Format uint8
+
+const (
+	FormatNone    Format = iota // no recognised timestamp
+	FormatBSD                   // "Nov  8 16:56:06 host tag[pid]: "
+	FormatRFC3339               // "2026-11-28T17:09:12.466432+00:00 host tag: " (also "2026-11-28 17:09:12 ")
+	FormatRFC5424               // "<34>1 2026-11-28T17:09:12Z host app procid msgid sd msg"
+	FormatTAI64N                // "@4000000068d9a7c31c9c8b4c msg" (daemontools, s6)
+)
+
+var formatNames = [...]string{"none", "bsd", "rfc3339", "rfc5424", "tai64n"}
+
+func (f Format) String() string {
+	if int(f) < len(formatNames) {
+		return formatNames[f]
+	}
+	return "unknown"
+}
+
+// Prefix is what precedes the message of a log line.
+type Prefix struct {
+	Format Format
+	// Time is the line's own timestamp; zero when the line has none or it
+	// was not asked for. BSD syslog has no year or zone: the local zone and
+	// the year that puts the time closest before ref are assumed.
+	Time time.Time
+	// Tag is the program name without the pid ("dovecot", "postfix/smtpd").
+	// It is empty for Dovecot's own log_path format, whose message starts
+	// directly with the service ("pop3-login: Info: ...").
+	Tag []byte
+	// Msg is the message after "tag[pid]: ", or the whole rest of the line
+	// when there is no tag.
+	Msg []byte
+}
+
+// ParsePrefix splits a log line into its prefix and message. It never fails:
+// a line without a recognised prefix is returned whole as Msg. When wantTime
+// is false the timestamp is skipped but not converted, which is what a live
+// follower wants (it uses arrival time) and is markedly cheaper.
+func ParsePrefix(line []byte, wantTime bool, ref time.Time) Prefix {
+	var p Prefix
+	rest := line
+	// An optional syslog PRI, as some relays keep it: "<34>".
+	if len(rest) > 2 && rest[0] == '<' {
+		i := 1
+		for i < len(rest) && i < 5 && isDigit(rest[i]) {
+			i++
+		}
+		if i > 1 && i < len(rest) && rest[i] == '>' {
+			rest = rest[i+1:]
+		}
+	}
+	switch {
+	case len(rest) > 2 && rest[0] == '1' && rest[1] == ' ' && len(rest) > 3 && (isDigit(rest[2]) || rest[2] == '-'):
+		if ok := parse5424(rest, wantTime, &p); ok {
+			return p
+		}
+	case len(rest) > 25 && rest[0] == '@':
+		if t, ok := parseTAI64N(rest[1:25]); ok && rest[25] == ' ' {
+			p.Format = FormatTAI64N
+			if wantTime {
+				p.Time = t
+			}
+			splitTag(rest[26:], &p)
+			return p
+		}
+	case len(rest) >= 16 && isUpper(rest[0]):
+		if n, t, ok := parseBSDTime(rest, wantTime, ref); ok {
+			p.Format = FormatBSD
+			p.Time = t
+			splitTag(rest[n:], &p)
+			return p
+		}
+	case len(rest) >= 20 && isDigit(rest[0]):
+		if n, t, ok := parseISOTime(rest, wantTime); ok && n < len(rest) && rest[n] == ' ' {
+			p.Format = FormatRFC3339
+			p.Time = t
+			splitTag(rest[n+1:], &p)
+			return p
+		}
+	}
+	p.Format = FormatNone
+	splitTag(rest, &p)
+	return p
+}
+
+// splitTag separates "host tag[pid]: msg", "tag[pid]: msg" and Dovecot's
+// host-less "service: msg". Only the first two tokens are looked at, so a
+// message can never move the split.
+func splitTag(rest []byte, p *Prefix) {
+	sp := bytes.IndexByte(rest, ' ')
+	if sp <= 0 {
+		p.Msg = rest
+		return
+	}
+	t1 := rest[:sp]
+	if t1[len(t1)-1] != ':' && !isHostToken(t1) {
+		// Not a host name: Dovecot's log_path format whose first token
+		// carries a user name, e.g. 2.4's "auth(user,ip,<sid>): ". The
+		// user name may contain spaces and must not be able to make the
+		// next token look like a tag.
+		p.Msg = rest
+		return
+	}
+	if t1[len(t1)-1] == ':' {
+		// No host. "dovecot: ..." / "postfix/smtpd[1]: ..." carry a tag;
+		// anything else is Dovecot's log_path format, whose first token is
+		// the service and belongs to the message.
+		if tag := stripPID(t1[:len(t1)-1]); isKnownTag(tag) {
+			p.Tag = tag
+			p.Msg = rest[sp+1:]
+			return
+		}
+		p.Msg = rest
+		return
+	}
+	r2 := rest[sp+1:]
+	sp2 := bytes.IndexByte(r2, ' ')
+	if sp2 > 1 && r2[sp2-1] == ':' && isTagToken(r2[:sp2-1]) {
+		p.Tag = stripPID(r2[:sp2-1])
+		p.Msg = r2[sp2+1:]
+		return
+	}
+	p.Msg = rest
+}
+
+func isHostToken(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// isTagToken accepts "name" and "name[pid]" with the characters syslog tags
+// use ("postfix/submission/smtpd[123]").
+func isTagToken(b []byte) bool {
+	for i, c := range b {
+		if c == '[' {
+			return i > 0 && len(b) > i+2 && b[len(b)-1] == ']' && allDigits(b[i+1:len(b)-1])
+		}
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_' || c == '/') {
+			return false
+		}
+	}
+	return true
+}
+
+func isKnownTag(tag []byte) bool {
+	return string(tag) == "dovecot" || bytes.HasPrefix(tag, []byte("postfix"))
+}
+
+func stripPID(tag []byte) []byte {
+	if n := len(tag); n > 2 && tag[n-1] == ']' {
+		if i := bytes.LastIndexByte(tag, '['); i > 0 {
+			return tag[:i]
+		}
+	}
+	return tag
+}
+
+var months = [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"}
+
+// parseBSDTime parses "Nov  8 16:56:06 " (and "Nov 08", and an optional
+// fraction) and returns the length including the trailing space.
+func parseBSDTime(b []byte, wantTime bool, ref time.Time) (int, time.Time, bool) {
+	if b[3] != ' ' {
+		return 0, time.Time{}, false
+	}
+	mon := 0
+	for i, m := range months {
+		if b[0] == m[0] && b[1] == m[1] && b[2] == m[2] {
+			mon = i + 1
+			break
+		}
+	}
+	if mon == 0 {
+		return 0, time.Time{}, false
+	}
+	var day int
+	switch {
+	case b[4] == ' ' && isDigit(b[5]):
+		day = int(b[5] - '0')
+	case isDigit(b[4]) && isDigit(b[5]):
+		day = int(b[4]-'0')*10 + int(b[5]-'0')
+	default:
+		return 0, time.Time{}, false
+	}
+	if b[6] != ' ' {
+		return 0, time.Time{}, false
+	}
+	hh, mm, ss, ok := parseClock(b[7:15])
+	if !ok || day < 1 || day > 31 {
+		return 0, time.Time{}, false
+	}
+	n := 15
+	nsec := 0
+	if n < len(b) && b[n] == '.' {
+		var k int
+		nsec, k = parseFraction(b[n+1:])
+		n += 1 + k
+	}
+	if n >= len(b) || b[n] != ' ' {
+		return 0, time.Time{}, false
+	}
+	if !wantTime {
+		return n + 1, time.Time{}, true
+	}
+	if ref.IsZero() {
+		ref = time.Now()
+	}
+	loc := ref.Location()
+	t := time.Date(ref.Year(), time.Month(mon), day, hh, mm, ss, nsec, loc)
+	// A syslog line has no year; one more than a day in the future of the
+	// reference belongs to last year (December lines read in January).
+	if t.Sub(ref) > 24*time.Hour {
+		t = time.Date(ref.Year()-1, time.Month(mon), day, hh, mm, ss, nsec, loc)
+	}
+	return n + 1, t, true
+}
+
+// parseISOTime parses RFC 3339 ("2026-11-28T17:09:12.466432+00:00") and the
+// space-separated, zone-less form Dovecot's log_timestamp can produce
+// ("2026-11-28 17:09:12"). It returns the length consumed.
+func parseISOTime(b []byte, wantTime bool) (int, time.Time, bool) {
+	if len(b) < 19 || b[4] != '-' || b[7] != '-' || (b[10] != 'T' && b[10] != ' ') {
+		return 0, time.Time{}, false
+	}
+	year, ok1 := atoiN(b[0:4])
+	mon, ok2 := atoiN(b[5:7])
+	day, ok3 := atoiN(b[8:10])
+	hh, mm, ss, ok4 := parseClock(b[11:19])
+	if !(ok1 && ok2 && ok3 && ok4) || mon < 1 || mon > 12 || day < 1 || day > 31 {
+		return 0, time.Time{}, false
+	}
+	n := 19
+	nsec := 0
+	if n < len(b) && (b[n] == '.' || b[n] == ',') {
+		var k int
+		nsec, k = parseFraction(b[n+1:])
+		if k == 0 {
+			return 0, time.Time{}, false
+		}
+		n += 1 + k
+	}
+	loc := time.Local
+	offset := 0
+	zoned := false
+	if n < len(b) {
+		switch c := b[n]; {
+		case c == 'Z' || c == 'z':
+			zoned = true
+			n++
+		case (c == '+' || c == '-') && n+6 <= len(b) && b[n+3] == ':':
+			oh, okh := atoiN(b[n+1 : n+3])
+			om, okm := atoiN(b[n+4 : n+6])
+			if !okh || !okm || oh > 23 || om > 59 {
+				return 0, time.Time{}, false
+			}
+			offset = oh*3600 + om*60
+			if c == '-' {
+				offset = -offset
+			}
+			zoned = true
+			n += 6
+		}
+	}
+	if !wantTime {
+		return n, time.Time{}, true
+	}
+	if zoned {
+		loc = time.UTC
+	}
+	t := time.Date(year, time.Month(mon), day, hh, mm, ss, nsec, loc)
+	if zoned && offset != 0 {
+		t = t.Add(-time.Duration(offset) * time.Second)
+	}
+	return n, t, true
+}
+
+// parse5424 parses "1 TIMESTAMP HOST APP PROCID MSGID SD [MSG]" (after the
+// PRI). The structured data is skipped with its escapes, so a "]" inside a
+// quoted value cannot end it early.
+func parse5424(b []byte, wantTime bool, p *Prefix) bool {
+	rest := b[2:]
+	var t time.Time
+	if rest[0] == '-' {
+		rest = rest[1:]
+	} else {
+		n, tt, ok := parseISOTime(rest, wantTime)
+		if !ok {
+			return false
+		}
+		t = tt
+		rest = rest[n:]
+	}
+	fields := [4][]byte{}
+	for i := range fields {
+		if len(rest) == 0 || rest[0] != ' ' {
+			return false
+		}
+		rest = rest[1:]
+		sp := bytes.IndexByte(rest, ' ')
+		if sp <= 0 {
+			return false
+		}
+		fields[i] = rest[:sp]
+		rest = rest[sp:]
+	}
+	if len(rest) < 2 || rest[0] != ' ' {
+		return false
+	}
+	rest = rest[1:]
+	if rest[0] == '-' {
+		rest = rest[1:]
+	} else {
+		for len(rest) > 0 && rest[0] == '[' {
+			i, inQuote := 1, false
+			for ; i < len(rest); i++ {
+				c := rest[i]
+				if c == '\\' && inQuote {
+					i++
+					continue
+				}
+				if c == '"' {
+					inQuote = !inQuote
+				}
+				if c == ']' && !inQuote {
+					break
+				}
+			}
+			if i >= len(rest) {
+				return false
+			}
+			rest = rest[i+1:]
+		}
+	}
+	if len(rest) > 0 {
+		if rest[0] != ' ' {
+			return false
+		}
+		rest = rest[1:]
+	}
+	rest = bytes.TrimPrefix(rest, []byte("\xEF\xBB\xBF"))
+	p.Format = FormatRFC5424
+	p.Time = t
+	if app := fields[1]; !(len(app) == 1 && app[0] == '-') {
+		p.Tag = app
+	}
+	p.Msg = rest
+	return true
+}
+
+// parseTAI64N decodes the 24 hex digits of a TAI64N label. The 10 s TAI-UTC
+// offset of 1970 is removed, as daemontools' tai64nlocal does; later leap
+// seconds are ignored (at most 27 s off, irrelevant for 10-minute windows).
+func parseTAI64N(h []byte) (time.Time, bool) {
+	var secs, nano uint64
+	for i := 0; i < 16; i++ {
+		v, ok := hexVal(h[i])
+		if !ok {
+			return time.Time{}, false
+		}
+		secs = secs<<4 | uint64(v)
+	}
+	for i := 16; i < 24; i++ {
+		v, ok := hexVal(h[i])
+		if !ok {
+			return time.Time{}, false
+		}
+		nano = nano<<4 | uint64(v)
+	}
+	const base = uint64(1)<<62 + 10
+	if secs < base || secs-base > 1<<40 || nano >= 1e9 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(secs-base), int64(nano)), true
+}
+
+func hexVal(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+func parseClock(b []byte) (hh, mm, ss int, ok bool) {
+	if len(b) < 8 || b[2] != ':' || b[5] != ':' {
+		return 0, 0, 0, false
+	}
+	h, ok1 := atoiN(b[0:2])
+	m, ok2 := atoiN(b[3:5])
+	s, ok3 := atoiN(b[6:8])
+	if !(ok1 && ok2 && ok3) || h > 23 || m > 59 || s > 60 {
+		return 0, 0, 0, false
+	}
+	return h, m, s, true
+}
+
+func parseFraction(b []byte) (nsec, n int) {
+	scale := 100000000
+	for n < len(b) && isDigit(b[n]) {
+		if scale > 0 {
+			nsec += int(b[n]-'0') * scale
+			scale /= 10
+		}
+		n++
+	}
+	return nsec, n
+}
+
+func atoiN(b []byte) (int, bool) {
+	v := 0
+	for _, c := range b {
+		if !isDigit(c) {
+			return 0, false
+		}
+		v = v*10 + int(c-'0')
+	}
+	return v, true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+func isUpper(c byte) bool { return c >= 'A' && c <= 'Z' }
