@@ -1,0 +1,339 @@
+package sockdestroy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Addresses on lo inside the test namespace: two clients and a server per
+// family, so that a prefix can cover one client and not the other, and
+// never covers the server (whose client-side sockets must survive too).
+var (
+	banned4 = netip.MustParseAddr("198.18.0.1")
+	other4  = netip.MustParseAddr("198.18.0.2")
+	server4 = netip.MustParseAddr("198.18.1.1")
+	banned6 = netip.MustParseAddr("2001:db8::1")
+	other6  = netip.MustParseAddr("2001:db8:2::2") // outside banned6's /64
+	server6 = netip.MustParseAddr("2001:db8:1::1")
+)
+
+// enterNetns moves the calling goroutine's thread into a fresh network
+// namespace with lo up and the test addresses on it. Cleanup restores the
+// original namespace; the new one disappears once its last socket closes.
+// Every socket of the test must be created on this goroutine.
+func enterNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and SOCK_DESTROY")
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	ns, err := netns.New() // also switches this thread into it
+	if err != nil {
+		orig.Close()
+		runtime.UnlockOSThread()
+		t.Fatalf("netns.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: the runtime then discards it
+			// with the goroutine instead of reusing a thread stuck in
+			// the test namespace.
+			t.Errorf("restore netns: %v", err)
+			return
+		}
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []netip.Addr{banned4, other4, server4, banned6, other6, server6} {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
+		if a.Is6() {
+			addr.Flags = syscall.IFA_F_NODAD // usable at once
+		}
+		if err := h.AddrAdd(lo, addr); err != nil {
+			t.Fatalf("add %v to lo: %v", a, err)
+		}
+	}
+}
+
+// server accepts connections and echoes; it records how each server-side
+// connection ended.
+type server struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	ended []error
+	wg    sync.WaitGroup
+}
+
+func listen(t *testing.T, network, addr string) *server {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{ln: ln}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				_, err := io.Copy(c, c)
+				s.mu.Lock()
+				s.ended = append(s.ended, err)
+				s.mu.Unlock()
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return s
+}
+
+func (s *server) port() uint16 { return uint16(s.ln.Addr().(*net.TCPAddr).Port) }
+
+func (s *server) endedCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ended)
+}
+
+// connect opens n connections from src to dst and checks each one works.
+func connect(t *testing.T, src, dst netip.Addr, port uint16, n int) []net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)), Timeout: 5 * time.Second}
+	conns := make([]net.Conn, 0, n)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for i := 0; i < n; i++ {
+		c, err := d.Dial("tcp", netip.AddrPortFrom(dst, port).String())
+		if err != nil {
+			t.Fatalf("dial %v -> %v:%d: %v", src, dst, port, err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		echo(t, c)
+	}
+	return conns
+}
+
+// echo fails the test unless c still carries data both ways, which also
+// proves the server has accepted it.
+func echo(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatalf("%v -> %v: write: %v", c.LocalAddr(), c.RemoteAddr(), err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("%v -> %v: echo: %q, %v", c.LocalAddr(), c.RemoteAddr(), buf, err)
+	}
+}
+
+// reset asserts the connection was torn down under the client: the read
+// ends with ECONNRESET (the RST sent on abort) or EOF.
+func reset(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) && err != io.EOF {
+		t.Fatalf("%v -> %v: read after destroy: %v, want ECONNRESET or EOF", c.LocalAddr(), c.RemoteAddr(), err)
+	}
+}
+
+func waitEnded(t *testing.T, s *server, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.endedCount() < want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.endedCount(); got != want {
+		t.Fatalf("%d server-side connections ended, want %d", got, want)
+	}
+}
+
+func TestDestroy(t *testing.T) {
+	enterNetns(t)
+	// A dual-stack listener (AF_INET6, IPv4 peers as ::ffff:a.b.c.d),
+	// an IPv4-only listener, and an unprotected port.
+	dual := listen(t, "tcp", "[::]:0")
+	only4 := listen(t, "tcp4", server4.String()+":0")
+	unprot := listen(t, "tcp", "[::]:0")
+	ports := []uint16{dual.port(), only4.port()}
+
+	const N, M = 5, 3
+	b4dual := connect(t, banned4, server4, dual.port(), N)
+	b4only := connect(t, banned4, server4, only4.port(), N)
+	b6 := connect(t, banned6, server6, dual.port(), N)
+	o4 := connect(t, other4, server4, dual.port(), M)
+	o6 := connect(t, other6, server6, dual.port(), M)
+	o4only := connect(t, other4, server4, only4.port(), M)
+	bUnprot := connect(t, banned4, server4, unprot.port(), M)
+
+	ctx := context.Background()
+	n, err := Destroy(ctx, netip.MustParsePrefix("198.18.0.1/32"), ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2*N {
+		t.Errorf("destroyed %d sockets, want %d", n, 2*N)
+	}
+	for _, c := range append(b4dual, b4only...) {
+		reset(t, c)
+	}
+	waitEnded(t, dual, N)
+	waitEnded(t, only4, N)
+	for _, c := range append(append(append(append(b6, o4...), o6...), o4only...), bUnprot...) {
+		echo(t, c)
+	}
+
+	// The IPv6 source by its /64, as the kernel masks it.
+	n, err = Destroy(ctx, netip.MustParsePrefix("2001:db8::/64"), ports)
+	if err != nil || n != N {
+		t.Fatalf("IPv6: destroyed %d, %v; want %d", n, err, N)
+	}
+	for _, c := range b6 {
+		reset(t, c)
+	}
+	waitEnded(t, dual, 2*N)
+	for _, c := range append(append(o4, o4only...), bUnprot...) {
+		echo(t, c)
+	}
+
+	// Nothing left to destroy: not an error.
+	n, err = Destroy(ctx, netip.MustParsePrefix("198.18.0.1/32"), ports)
+	if err != nil || n != 0 {
+		t.Errorf("second destroy: %d, %v", n, err)
+	}
+	// A v4-mapped prefix means the IPv4 one; a wide prefix covers both
+	// IPv4 clients but still not the client side of the connections.
+	n, err = DestroyAll(ctx, []netip.Prefix{
+		netip.MustParsePrefix("::ffff:198.18.0.2/128"),
+		netip.PrefixFrom(other6, 128),
+	}, ports)
+	if err != nil || n != 3*M {
+		t.Fatalf("DestroyAll: destroyed %d, %v; want %d", n, err, 3*M)
+	}
+	for _, c := range append(append(o4, o6...), o4only...) {
+		reset(t, c)
+	}
+	for _, c := range bUnprot {
+		echo(t, c)
+	}
+}
+
+func TestDestroyWidePrefixSparesClientSide(t *testing.T) {
+	enterNetns(t)
+	s := listen(t, "tcp", "[::]:0")
+	// 198.18.0.0/15 also covers the server address, so the client-side
+	// sockets' remote matches; their local port (ephemeral) must not.
+	conns := connect(t, banned4, server4, s.port(), 4)
+	n, err := Destroy(context.Background(), netip.MustParsePrefix("198.18.0.0/15"), []uint16{s.port()})
+	if err != nil || n != 4 {
+		t.Fatalf("destroyed %d, %v; want 4", n, err)
+	}
+	for _, c := range conns {
+		reset(t, c)
+	}
+}
+
+func TestDestroyBadInput(t *testing.T) {
+	ctx := context.Background()
+	p := netip.MustParsePrefix("198.18.0.1/32")
+	for _, tc := range []struct {
+		p     netip.Prefix
+		ports []uint16
+		want  string
+	}{
+		{p, nil, "no local ports"},
+		{p, []uint16{0}, "local port 0"},
+		{netip.Prefix{}, []uint16{110}, "invalid prefix"},
+		{netip.MustParsePrefix("::ffff:0.0.0.0/80"), []uint16{110}, "shorter than /96"},
+	} {
+		if _, err := Destroy(ctx, tc.p, tc.ports); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Destroy(%v, %v) = %v, want error containing %q", tc.p, tc.ports, err, tc.want)
+		}
+	}
+}
+
+func TestDestroyCancelled(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Destroy(ctx, netip.MustParsePrefix("198.18.0.1/32"), []uint16{110}); !errors.Is(err, context.Canceled) {
+		t.Errorf("err = %v, want context.Canceled", err)
+	}
+}
+
+// The issue asks for a measurement with 1,000 sockets: 1,000 banned
+// connections among 1,000 others.
+func TestDestroy1000(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 4,000 sockets")
+	}
+	enterNetns(t)
+	s := listen(t, "tcp", "[::]:0")
+	banned := connect(t, banned4, server4, s.port(), 1000)
+	others := connect(t, other4, server4, s.port(), 1000)
+	start := time.Now()
+	n, err := Destroy(context.Background(), netip.PrefixFrom(banned4, 32), []uint16{s.port()})
+	d := time.Since(start)
+	if err != nil || n != 1000 {
+		t.Fatalf("destroyed %d, %v; want 1000", n, err)
+	}
+	t.Logf("destroyed 1000 of 2000 established sockets (4000 in the namespace) in %v", d)
+	for _, c := range banned {
+		reset(t, c)
+	}
+	for _, c := range others {
+		echo(t, c)
+	}
+	// With nothing to destroy the cost is the dump alone.
+	start = time.Now()
+	if n, err := Destroy(context.Background(), netip.PrefixFrom(banned4, 32), []uint16{s.port()}); err != nil || n != 0 {
+		t.Fatalf("second pass: %d, %v", n, err)
+	}
+	t.Logf("scan of 2000 established sockets with no match: %v", time.Since(start))
+}
