@@ -1,0 +1,7 @@
+// Package bpf holds the XDP program and its bpf2go bindings. The generated
+// *_bpfel.go and *_bpfel.o files are committed so that `go build` needs no
+// clang; `make generate` rebuilds them.
+package bpf
+
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type ban -type cidr_rule -type cidr_v4_key -type cidr_v6_key -type syn_state -type config -type event -type in6_key -type origin -type reason -type stat -type cidr_action -type config_flags Xdpguard xdpguard.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel Empty empty.c

@@ -1,0 +1,464 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// xdpguard: drop banned sources and rate-limit new connections to the mail
+// ports, per masked source, before the kernel allocates anything for them.
+//
+// Verdict order (the Go reference model in loader/model_test.go mirrors it):
+//   1. parse Ethernet (+2 VLAN tags) and IPv4/IPv6; no readable source: PASS.
+//   2. CIDR trie, only when it holds rules: allow -> PASS, never counted;
+//      deny -> DROP.
+//   3. ban map, on the source masked to the ban granularity -> DROP while the
+//      ban's monotonic deadline is in the future.
+//   4. a TCP SYN to a protected port feeds the source's rate limiter; over
+//      the rate, the source is banned here and userspace hears of it through
+//      the ring buffer.
+// Monitor mode turns every DROP into PASS and counts it as "would drop".
+// Malformed packets are never dropped for being malformed.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "xdpguard.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+// Sizes are defaults: the loader overrides max_entries before loading.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u32);
+	__type(value, struct ban);
+} bans_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct in6_key);
+	__type(value, struct ban);
+} bans_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct cidr_v4_key);
+	__type(value, struct cidr_rule);
+} cidr_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct cidr_v6_key);
+	__type(value, struct cidr_rule);
+} cidr_v6 SEC(".maps");
+
+// Shared (not per-CPU) so that a source's SYNs, spread over CPUs by RSS,
+// add up; LRU so that spoofed sources evict each other instead of filling it.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct syn_state);
+} syn_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_key);
+	__type(value, struct syn_state);
+} syn_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} settings SEC(".maps");
+
+// Number of rules per trie, kept by userspace, so that the common case of an
+// empty trie costs an inlined array read instead of a trie walk.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} cidr_count SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+// Types only userspace reads; naming them here puts them in BTF, from which
+// bpf2go generates their Go twins.
+const struct event *unused_event __attribute__((unused));
+const enum origin *unused_origin __attribute__((unused));
+const enum reason *unused_reason __attribute__((unused));
+const enum cidr_action *unused_cidr_action __attribute__((unused));
+const enum config_flags *unused_config_flags __attribute__((unused));
+const enum stat *unused_stat __attribute__((unused));
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+struct pkt {
+	struct in6_key src;	// IPv4 in src.hi's low 32 bits (network order)
+	__u8 family;		// 0: no readable source
+	__u8 tcp;		// a sane TCP header was found
+	__u8 syn;		// SYN without ACK, RST or FIN
+	__u8 malformed;
+	__u16 dport;		// host order
+};
+
+#define IP_OFFSET 0x1fff
+
+// Each parser returns the L4 protocol with *l4 at its header, or -1 when no
+// L4 header can be trusted (non-first fragment, too many extension headers,
+// truncation). The source is recorded first, so a ban applies regardless.
+static __always_inline int parse_ipv6(void *cur, void *data_end, struct pkt *p,
+				      void **l4)
+{
+	struct ipv6hdr *ip6 = cur;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	__builtin_memcpy(&p->src, &ip6->saddr, sizeof(p->src));
+	p->family = 6;
+
+	__u8 nexthdr = ip6->nexthdr;
+
+	cur = ip6 + 1;
+	// Bounded so that the verifier sees a finite walk.
+#pragma unroll
+	for (int i = 0; i < MAX_EXT_HDRS; i++) {
+		__u8 *h = cur;
+
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+		case IPPROTO_MH:
+			if ((void *)(h + 2) > data_end)
+				return -1;
+			nexthdr = h[0];
+			cur += ((__u32)h[1] + 1) * 8;
+			break;
+		case IPPROTO_AH:
+			if ((void *)(h + 2) > data_end)
+				return -1;
+			nexthdr = h[0];
+			cur += ((__u32)h[1] + 2) * 4;
+			break;
+		case IPPROTO_FRAGMENT:
+			if ((void *)(h + 8) > data_end)
+				return -1;
+			// Only the first fragment carries the TCP header.
+			if ((((__u16)h[2] << 8) | h[3]) & 0xfff8)
+				return -2;
+			nexthdr = h[0];
+			cur += 8;
+			break;
+		default:
+			*l4 = cur;
+			return nexthdr;
+		}
+	}
+	switch (nexthdr) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_MH:
+	case IPPROTO_AH:
+	case IPPROTO_FRAGMENT:
+		return -1;	// a seventh extension header: give up on L4
+	}
+	*l4 = cur;
+	return nexthdr;
+}
+
+static __always_inline int parse_ipv4(void *cur, void *data_end, struct pkt *p,
+				      void **l4)
+{
+	struct iphdr *ip = cur;
+
+	if ((void *)(ip + 1) > data_end)
+		return -1;
+	// The source sits at a fixed offset, so a ban applies even when the
+	// rest of the header is nonsense; the stack drops such packets anyway.
+	p->src.hi = (__u64)ip->saddr;
+	p->family = 4;
+	if (ip->version != 4 || ip->ihl < 5)
+		return -1;
+	if (ip->frag_off & bpf_htons(IP_OFFSET))
+		return -2;	// non-first fragment: no TCP header, not malformed
+	*l4 = cur + ip->ihl * 4;
+	return ip->protocol;
+}
+
+static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	void *cur = eth + 1;
+	__u16 proto;
+
+	if (cur > data_end) {
+		p->malformed = 1;
+		return;
+	}
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		__u16 *vlan = cur;	// struct vlan_hdr: TCI, encapsulated proto
+
+		if ((void *)(vlan + 2) > data_end) {
+			p->malformed = 1;
+			return;
+		}
+		proto = vlan[1];
+		cur = vlan + 2;
+	}
+
+	void *l4 = 0;
+	int l4proto;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		l4proto = parse_ipv4(cur, data_end, p, &l4);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		l4proto = parse_ipv6(cur, data_end, p, &l4);
+	} else {
+		// A third VLAN tag hides the network header: pass it, unparsed.
+		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+			p->malformed = 1;
+		return;
+	}
+	if (l4proto == -1)
+		p->malformed = 1;
+	if (l4proto != IPPROTO_TCP)
+		return;
+
+	struct tcphdr *tcp = l4;
+
+	if ((void *)(tcp + 1) > data_end || tcp->doff < 5) {
+		p->malformed = 1;
+		return;
+	}
+	p->tcp = 1;
+	p->dport = bpf_ntohs(tcp->dest);
+	p->syn = tcp->syn && !(tcp->ack | tcp->rst | tcp->fin);
+}
+
+static __always_inline int port_protected(const struct config *cfg, __u16 port)
+{
+	return (cfg->ports[port >> 6] >> (port & 63)) & 1;
+}
+
+static __always_inline int expired(__u64 deadline, __u64 now)
+{
+	return deadline != 0 && deadline <= now;
+}
+
+// Returns 0 (no rule), CIDR_ALLOW or CIDR_DENY for the unmasked source: an
+// allow for one host inside a banned /64 must match that host.
+static __always_inline int cidr_verdict(const struct pkt *p)
+{
+	__u32 idx = p->family == 4 ? 0 : 1;
+	__u32 *n = bpf_map_lookup_elem(&cidr_count, &idx);
+	struct cidr_rule *r;
+
+	if (!n || *n == 0)
+		return 0;
+	if (p->family == 4) {
+		struct cidr_v4_key k = { .prefixlen = 32, .addr = (__u32)p->src.hi };
+
+		r = bpf_map_lookup_elem(&cidr_v4, &k);
+	} else {
+		struct cidr_v6_key k = { .prefixlen = 128 };
+
+		__builtin_memcpy(k.addr, &p->src, sizeof(k.addr));
+		r = bpf_map_lookup_elem(&cidr_v6, &k);
+	}
+	if (!r || expired(r->expires_ns, bpf_ktime_get_ns()))
+		return 0;
+	return r->action;
+}
+
+static __always_inline struct ban *ban_lookup(const struct pkt *p, __u32 *key4,
+					      struct in6_key *key6)
+{
+	if (p->family == 4)
+		return bpf_map_lookup_elem(&bans_v4, key4);
+	return bpf_map_lookup_elem(&bans_v6, key6);
+}
+
+// Generic cell rate algorithm: one deadline per source. Each SYN pushes the
+// source's theoretical arrival time (tat) one interval into the future; a
+// source whose tat runs more than the burst ahead of now is over the rate.
+// `threshold` back-to-back SYNs pass, the next one does not.
+// The read and the add are not one atomic step (a fetching add needs 5.12,
+// and we support 5.10): CPUs racing on one source may each let one extra SYN
+// through, which only errs towards not banning; the adds themselves are
+// never lost.
+static __always_inline int over_rate(struct syn_state *s, const struct config *cfg,
+				     __u64 now)
+{
+	__u64 old = s->tat;
+
+	if (old < now) {
+		s->tat = now;
+		old = now;
+	}
+	__sync_fetch_and_add(&s->tat, cfg->rate_interval_ns);
+	__sync_fetch_and_add(&s->syns, 1);
+	return (__s64)(old - now) > (__s64)cfg->rate_burst_ns;
+}
+
+static __always_inline void auto_ban(const struct pkt *p, const struct config *cfg,
+				     __u32 *key4, struct in6_key *key6, __u64 now)
+{
+	struct ban b = {
+		.expires_ns = now + cfg->ban_ns,
+		.drops = 1,	// the SYN that tipped it over
+		.origin = ORIGIN_KERNEL,
+		.reason = REASON_SYN_RATE,
+	};
+
+	if (p->family == 4) {
+		bpf_map_update_elem(&bans_v4, key4, &b, BPF_ANY);
+		// A fresh start when the ban ends, not an instant re-ban.
+		bpf_map_delete_elem(&syn_v4, key4);
+	} else {
+		bpf_map_update_elem(&bans_v6, key6, &b, BPF_ANY);
+		bpf_map_delete_elem(&syn_v6, key6);
+	}
+	count(STAT_AUTOBAN);
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(STAT_EVENT_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	if (p->family == 4)
+		__builtin_memcpy(e->addr, key4, sizeof(*key4));
+	else
+		__builtin_memcpy(e->addr, key6, sizeof(*key6));
+	e->family = p->family;
+	e->prefixlen = p->family == 4 ? cfg->prefix_v4 : cfg->prefix_v6;
+	e->reason = REASON_SYN_RATE;
+	e->threshold = cfg->rate_threshold;
+	e->ts_ns = now;
+	e->expires_ns = b.expires_ns;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int drop(const struct config *cfg, __u32 stat)
+{
+	if (cfg->flags & FLAG_MONITOR) {
+		count(stat + (STAT_WOULD_DROP_BAN - STAT_DROP_BAN));
+		count(STAT_PASS);
+		return XDP_PASS;
+	}
+	count(stat);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int xdpguard(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct pkt p = {};
+
+	if (!cfg)
+		return XDP_PASS;
+	parse(ctx, &p);
+	if (p.malformed)
+		count(STAT_MALFORMED);
+	if (!p.family)
+		goto pass;
+
+	int cidr = cidr_verdict(&p);
+
+	if (cidr == CIDR_ALLOW) {
+		count(STAT_ALLOW);
+		goto pass;
+	}
+	if (cidr == CIDR_DENY)
+		return drop(cfg, STAT_DROP_CIDR);
+
+	__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
+	struct in6_key key6 = {
+		.hi = p.src.hi & cfg->mask_v6_hi,
+		.lo = p.src.lo & cfg->mask_v6_lo,
+	};
+	int to_port = p.tcp && port_protected(cfg, p.dport);
+	struct ban *b = ban_lookup(&p, &key4, &key6);
+	__u64 now = 0;
+
+	if (b) {
+		if (b->expires_ns)
+			now = bpf_ktime_get_ns();
+		if (!expired(b->expires_ns, now) &&
+		    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port)) {
+			__sync_fetch_and_add(&b->drops, 1);
+			return drop(cfg, STAT_DROP_BAN);
+		}
+	}
+
+	if (!p.syn || !to_port || !cfg->rate_interval_ns)
+		goto pass;
+	count(STAT_SYN);
+	if (!now)
+		now = bpf_ktime_get_ns();
+
+	struct syn_state *s = p.family == 4 ? bpf_map_lookup_elem(&syn_v4, &key4)
+					    : bpf_map_lookup_elem(&syn_v6, &key6);
+	if (!s) {
+		struct syn_state init = {};
+
+		if (p.family == 4)
+			bpf_map_update_elem(&syn_v4, &key4, &init, BPF_NOEXIST);
+		else
+			bpf_map_update_elem(&syn_v6, &key6, &init, BPF_NOEXIST);
+		s = p.family == 4 ? bpf_map_lookup_elem(&syn_v4, &key4)
+				  : bpf_map_lookup_elem(&syn_v6, &key6);
+		if (!s)
+			goto pass;
+	}
+	if (over_rate(s, cfg, now)) {
+		auto_ban(&p, cfg, &key4, &key6, now);
+		return drop(cfg, STAT_DROP_BAN);
+	}
+pass:
+	count(STAT_PASS);
+	return XDP_PASS;
+}

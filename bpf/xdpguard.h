@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Types shared between the XDP program and Go. They reach Go only through
+// bpf2go -type, so this file is the single definition of each layout.
+
+#ifndef XDPGUARD_H
+#define XDPGUARD_H
+
+#define MAX_EXT_HDRS 6
+
+// 16-byte key of the IPv6 maps, read as two words so masking is two ANDs.
+struct in6_key {
+	__u64 hi;
+	__u64 lo;
+};
+
+struct cidr_v4_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+
+struct cidr_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+enum origin {
+	ORIGIN_NONE = 0,
+	ORIGIN_KERNEL = 1,	// the SYN-rate limiter in this program
+	ORIGIN_LOG = 2,		// the daemon's log layer
+	ORIGIN_MANUAL = 3,	// an operator
+};
+
+enum reason {
+	REASON_NONE = 0,
+	REASON_SYN_RATE = 1,
+	REASON_NO_AUTH = 2,
+	REASON_AUTH_FAILED = 3,
+	REASON_PROBE = 4,	// TLS, SASL or command probing
+	REASON_CONN_LIMIT = 5,
+	REASON_MANUAL = 6,
+	REASON_BLOCKLIST = 7,
+	REASON_OTHER = 8,
+};
+
+struct ban {
+	__u64 expires_ns;	// CLOCK_MONOTONIC deadline; 0 never expires
+	__u64 drops;		// packets dropped (or, in monitor mode, passed) under this ban
+	__u8 origin;		// enum origin
+	__u8 reason;		// enum reason
+	__u8 pad[6];
+};
+
+enum cidr_action {
+	CIDR_ALLOW = 1,
+	CIDR_DENY = 2,
+};
+
+struct cidr_rule {
+	__u64 expires_ns;	// 0 never expires
+	__u8 action;		// enum cidr_action
+	__u8 origin;
+	__u8 reason;
+	__u8 pad[5];
+};
+
+struct syn_state {
+	__u64 tat;		// theoretical arrival time of the next SYN, CLOCK_MONOTONIC
+	__u64 syns;		// SYNs counted since the entry was created
+};
+
+enum config_flags {
+	FLAG_MONITOR = 1 << 0,		// count what would drop, drop nothing
+	FLAG_SCOPE_PORTS = 1 << 1,	// a ban drops only packets to protected ports
+};
+
+struct config {
+	__u64 rate_interval_ns;	// window / threshold; 0 disables the limiter
+	__u64 rate_burst_ns;	// window - interval
+	__u64 rate_window_ns;	// read back by userspace only
+	__u64 ban_ns;		// duration of a kernel auto-ban
+	__u64 mask_v6_hi;	// ban granularity, network byte order
+	__u64 mask_v6_lo;
+	__u32 mask_v4;
+	__u32 flags;		// enum config_flags
+	__u32 rate_threshold;
+	__u8 prefix_v4;
+	__u8 prefix_v6;
+	__u16 pad;
+	__u64 ports[1024];	// bitmap of protected destination ports
+};
+
+// Sent to userspace for every kernel auto-ban.
+struct event {
+	__u8 addr[16];		// masked source; IPv4 in the first 4 bytes
+	__u64 ts_ns;		// CLOCK_MONOTONIC
+	__u64 expires_ns;
+	__u32 threshold;
+	__u8 family;		// 4 or 6
+	__u8 prefixlen;
+	__u8 reason;
+	__u8 pad;
+};
+
+enum stat {
+	STAT_PASS = 0,
+	STAT_DROP_BAN = 1,
+	STAT_DROP_CIDR = 2,
+	STAT_WOULD_DROP_BAN = 3,	// monitor mode; also counted as PASS
+	STAT_WOULD_DROP_CIDR = 4,
+	STAT_SYN = 5,			// SYNs to protected ports fed to the limiter
+	STAT_AUTOBAN = 6,
+	STAT_MALFORMED = 7,
+	STAT_ALLOW = 8,			// passed by an allow rule
+	STAT_EVENT_LOST = 9,		// ring buffer full
+	STAT_MAX = 10,
+};
+
+#endif

@@ -1,0 +1,410 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpguard/xdpguard/bpf"
+)
+
+// Origin says who issued a ban.
+type Origin uint8
+
+const (
+	OriginKernel = Origin(bpf.XdpguardOriginORIGIN_KERNEL)
+	OriginLog    = Origin(bpf.XdpguardOriginORIGIN_LOG)
+	OriginManual = Origin(bpf.XdpguardOriginORIGIN_MANUAL)
+)
+
+var originNames = map[Origin]string{OriginKernel: "kernel", OriginLog: "log", OriginManual: "manual"}
+
+func (o Origin) String() string {
+	if s, ok := originNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("origin(%d)", uint8(o))
+}
+
+// MarshalText makes Origin readable in JSON.
+func (o Origin) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// UnmarshalText accepts the names String returns.
+func (o *Origin) UnmarshalText(b []byte) error {
+	for k, v := range originNames {
+		if v == string(b) {
+			*o = k
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown ban origin %q", b)
+}
+
+// Reason is the kernel's short code for why a source is banned. The daemon
+// keeps the full story (rule, events) in its state file.
+type Reason uint8
+
+const (
+	ReasonSynRate    = Reason(bpf.XdpguardReasonREASON_SYN_RATE)
+	ReasonNoAuth     = Reason(bpf.XdpguardReasonREASON_NO_AUTH)
+	ReasonAuthFailed = Reason(bpf.XdpguardReasonREASON_AUTH_FAILED)
+	ReasonProbe      = Reason(bpf.XdpguardReasonREASON_PROBE)
+	ReasonConnLimit  = Reason(bpf.XdpguardReasonREASON_CONN_LIMIT)
+	ReasonManual     = Reason(bpf.XdpguardReasonREASON_MANUAL)
+	ReasonBlocklist  = Reason(bpf.XdpguardReasonREASON_BLOCKLIST)
+	ReasonOther      = Reason(bpf.XdpguardReasonREASON_OTHER)
+)
+
+var reasonNames = map[Reason]string{
+	ReasonSynRate: "syn-rate", ReasonNoAuth: "no-auth", ReasonAuthFailed: "auth-failed",
+	ReasonProbe: "probe", ReasonConnLimit: "conn-limit", ReasonManual: "manual",
+	ReasonBlocklist: "blocklist", ReasonOther: "other",
+}
+
+func (r Reason) String() string {
+	if s, ok := reasonNames[r]; ok {
+		return s
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// MarshalText makes Reason readable in JSON.
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// ParseReason maps a reason name to its code; unknown names are ReasonOther.
+func ParseReason(s string) Reason {
+	for k, v := range reasonNames {
+		if v == s {
+			return k
+		}
+	}
+	return ReasonOther
+}
+
+// Ban is one active ban as the kernel holds it.
+type Ban struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Origin  Origin       `json:"origin"`
+	Reason  Reason       `json:"reason"`
+	Expires time.Time    `json:"expires,omitzero"` // zero: until unbanned
+	// Drops counts the packets this ban dropped (or, in monitor mode,
+	// would have). Prefix bans, held in the CIDR trie, do not count.
+	Drops uint64 `json:"drops"`
+	// CIDR is set for bans wider than the ban granularity, which live in
+	// the CIDR trie instead of the exact-match map.
+	CIDR bool `json:"cidr,omitempty"`
+}
+
+// ErrNotBanned is returned by Unban for a prefix with no ban.
+var ErrNotBanned = errors.New("not banned")
+
+// Ban bans p for ttl (0: until unbanned). A prefix at least as long as the
+// ban granularity is masked to it and goes into the exact-match map; a wider
+// one becomes a deny rule in the CIDR trie. Banning again replaces the old
+// ban, so the last deadline wins.
+func (g *Guard) Ban(p netip.Prefix, ttl time.Duration, origin Origin, reason Reason) error {
+	return g.BanMany([]netip.Prefix{p}, ttl, origin, reason)
+}
+
+// BanMany bans every prefix, with batch map updates. Either all of them are
+// in the kernel when it returns nil, or none of the new ones are.
+func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, reason Reason) error {
+	if ttl < 0 {
+		return fmt.Errorf("ban duration %v is negative", ttl)
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return err
+	}
+	deadline := uint64(0)
+	if ttl > 0 {
+		deadline = monoNow() + uint64(ttl)
+	}
+	val := bpf.XdpguardBan{ExpiresNs: deadline, Origin: uint8(origin), Reason: uint8(reason)}
+
+	var keys4 [][4]byte
+	var keys6 [][16]byte
+	var cidrs []netip.Prefix
+	for _, p := range ps {
+		p, err := normalize(p)
+		if err != nil {
+			return err
+		}
+		switch gran := granularity(s, p.Addr()); {
+		case p.Bits() < gran:
+			cidrs = append(cidrs, p)
+		case p.Addr().Is4():
+			keys4 = append(keys4, netip.PrefixFrom(p.Addr(), gran).Masked().Addr().As4())
+		default:
+			keys6 = append(keys6, netip.PrefixFrom(p.Addr(), gran).Masked().Addr().As16())
+		}
+	}
+
+	var undo []func()
+	rollback := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return err
+	}
+	if err := batchPut(g.maps.BansV4, keys4, val, &undo); err != nil {
+		return rollback(fmt.Errorf("ban %d IPv4 sources: %w", len(keys4), privilegeHint(err)))
+	}
+	if err := batchPut(g.maps.BansV6, keys6, val, &undo); err != nil {
+		return rollback(fmt.Errorf("ban %d IPv6 sources: %w", len(keys6), privilegeHint(err)))
+	}
+	rule := bpf.XdpguardCidrRule{ExpiresNs: deadline, Action: uint8(bpf.XdpguardCidrActionCIDR_DENY), Origin: uint8(origin), Reason: uint8(reason)}
+	for _, p := range cidrs {
+		if err := g.putRule(p, rule, &undo); err != nil {
+			return rollback(err)
+		}
+	}
+	if len(cidrs) > 0 {
+		return g.recountRules()
+	}
+	return nil
+}
+
+// batchPut writes vals under keys, recording how to restore what was there.
+func batchPut[K comparable](m *ebpf.Map, keys []K, val bpf.XdpguardBan, undo *[]func()) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var prev []K
+	var prevVals []bpf.XdpguardBan
+	var fresh []K
+	for _, k := range keys {
+		var old bpf.XdpguardBan
+		if err := m.Lookup(&k, &old); err == nil {
+			prev = append(prev, k)
+			prevVals = append(prevVals, old)
+		} else {
+			fresh = append(fresh, k)
+		}
+	}
+	vals := make([]bpf.XdpguardBan, len(keys))
+	for i := range vals {
+		vals[i] = val
+	}
+	*undo = append(*undo, func() {
+		m.BatchDelete(fresh, nil)
+		if len(prev) > 0 {
+			m.BatchUpdate(prev, prevVals, nil)
+		}
+	})
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		for i := range keys {
+			if err := m.Put(&keys[i], &vals[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Unban lifts the ban on p: the exact ban its masked address falls under, or
+// the prefix ban on exactly p.
+func (g *Guard) Unban(p netip.Prefix) error {
+	p, err := normalize(p)
+	if err != nil {
+		return err
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return err
+	}
+	gran := granularity(s, p.Addr())
+	if p.Bits() < gran {
+		var r bpf.XdpguardCidrRule
+		if err := g.lookupRule(p, &r); err != nil || r.Action != uint8(bpf.XdpguardCidrActionCIDR_DENY) {
+			return fmt.Errorf("unban %s: %w", p, ErrNotBanned)
+		}
+		if err := g.deleteRule(p); err != nil {
+			return err
+		}
+		return g.recountRules()
+	}
+	key := netip.PrefixFrom(p.Addr(), gran).Masked()
+	if p.Addr().Is4() {
+		k := key.Addr().As4()
+		err = g.maps.BansV4.Delete(&k)
+	} else {
+		k := key.Addr().As16()
+		err = g.maps.BansV6.Delete(&k)
+	}
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
+	}
+	if err != nil {
+		return fmt.Errorf("unban %s: %w", key, privilegeHint(err))
+	}
+	return nil
+}
+
+// Bans lists the bans in force now, exact and prefix, sorted by address.
+func (g *Guard) Bans() ([]Ban, error) {
+	all, err := g.bans()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	return slices.DeleteFunc(all, func(b Ban) bool { return !b.Expires.IsZero() && !b.Expires.After(now) }), nil
+}
+
+func (g *Guard) bans() ([]Ban, error) {
+	s, err := g.Settings()
+	if err != nil {
+		return nil, err
+	}
+	clock := newClock()
+	var out []Ban
+	var k4 [4]byte
+	var k6 [16]byte
+	var v bpf.XdpguardBan
+	it := g.maps.BansV4.Iterate()
+	for it.Next(&k4, &v) {
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4(k4), s.PrefixV4), Origin: Origin(v.Origin),
+			Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs), Drops: v.Drops})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list IPv4 bans: %w", err)
+	}
+	it = g.maps.BansV6.Iterate()
+	for it.Next(&k6, &v) {
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k6), s.PrefixV6), Origin: Origin(v.Origin),
+			Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs), Drops: v.Drops})
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list IPv6 bans: %w", err)
+	}
+	rules, err := g.rules(clock)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		if r.Action == ActionDeny {
+			out = append(out, Ban{Prefix: r.Prefix, Origin: r.Origin, Reason: r.Reason, Expires: r.Expires, CIDR: true})
+		}
+	}
+	slices.SortFunc(out, func(a, b Ban) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return out, nil
+}
+
+func (g *Guard) banCount() (int, error) {
+	n := 0
+	for _, m := range []*ebpf.Map{g.maps.BansV4, g.maps.BansV6} {
+		var k []byte
+		it := m.Iterate()
+		var v bpf.XdpguardBan
+		for it.Next(&k, &v) {
+			n++
+		}
+		if err := it.Err(); err != nil {
+			return 0, fmt.Errorf("count bans: %w", err)
+		}
+	}
+	return n, nil
+}
+
+// UnbanAll lifts every ban, exact and prefix, and returns how many.
+func (g *Guard) UnbanAll() (int, error) {
+	all, err := g.bans()
+	if err != nil {
+		return 0, err
+	}
+	for _, b := range all {
+		if err := g.Unban(b.Prefix); err != nil && !errors.Is(err, ErrNotBanned) {
+			return 0, err
+		}
+	}
+	return len(all), nil
+}
+
+// Sweep deletes expired bans and rules. The kernel already ignores them;
+// sweeping returns their memory. A source the kernel re-bans between the read
+// and the delete loses that ban, and is banned again at its next burst.
+func (g *Guard) Sweep() (int, error) {
+	all, err := g.bans()
+	if err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	n := 0
+	for _, b := range all {
+		if b.Expires.IsZero() || b.Expires.After(now) {
+			continue
+		}
+		if err := g.Unban(b.Prefix); err == nil {
+			n++
+		}
+	}
+	rules, err := g.Rules()
+	if err != nil {
+		return n, err
+	}
+	for _, r := range rules {
+		if r.Action == ActionAllow && !r.Expires.IsZero() && !r.Expires.After(now) {
+			if g.deleteRule(r.Prefix) == nil {
+				n++
+			}
+		}
+	}
+	return n, g.recountRules()
+}
+
+func normalize(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, errors.New("invalid prefix")
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	if p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses cannot be banned", p)
+	}
+	return p.Masked(), nil
+}
+
+func granularity(s Settings, a netip.Addr) int {
+	if a.Is4() {
+		return s.PrefixV4
+	}
+	return s.PrefixV6
+}
+
+// clock converts the kernel's CLOCK_MONOTONIC deadlines to wall-clock time.
+type clock struct {
+	mono    uint64
+	wallNow time.Time
+}
+
+func newClock() clock { return clock{mono: monoNow(), wallNow: time.Now()} }
+
+func (c clock) wall(deadline uint64) time.Time {
+	if deadline == 0 {
+		return time.Time{}
+	}
+	return c.wallNow.Add(time.Duration(int64(deadline - c.mono))).Round(time.Millisecond)
+}
+
+// monoNow reads the clock bpf_ktime_get_ns reads.
+func monoNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(fmt.Sprintf("clock_gettime(CLOCK_MONOTONIC): %v", err))
+	}
+	return uint64(ts.Nano())
+}

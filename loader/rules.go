@@ -1,0 +1,217 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdpguard/xdpguard/bpf"
+)
+
+// Action is what a CIDR rule does to matching sources.
+type Action uint8
+
+const (
+	// ActionAllow passes the source untouched: never counted, never banned.
+	ActionAllow = Action(bpf.XdpguardCidrActionCIDR_ALLOW)
+	// ActionDeny drops the source.
+	ActionDeny = Action(bpf.XdpguardCidrActionCIDR_DENY)
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionAllow:
+		return "allow"
+	case ActionDeny:
+		return "deny"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// MarshalText makes Action readable in JSON.
+func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// Rule is one entry of the CIDR trie. The longest matching prefix decides,
+// so an allowed host inside a denied network passes, and the other way round.
+type Rule struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Action  Action       `json:"action"`
+	Origin  Origin       `json:"origin"`
+	Reason  Reason       `json:"reason"`
+	Expires time.Time    `json:"expires,omitzero"`
+}
+
+// Allow adds an allow rule for p (ttl 0: permanent). Allowed sources are
+// passed before any ban is looked at.
+func (g *Guard) Allow(p netip.Prefix, ttl time.Duration) error {
+	p, err := normalize(p)
+	if err != nil {
+		return err
+	}
+	r := bpf.XdpguardCidrRule{Action: uint8(ActionAllow), Origin: uint8(OriginManual)}
+	if ttl > 0 {
+		r.ExpiresNs = monoNow() + uint64(ttl)
+	}
+	if err := g.putRule(p, r, nil); err != nil {
+		return err
+	}
+	return g.recountRules()
+}
+
+// RemoveAllow removes the allow rule on exactly p.
+func (g *Guard) RemoveAllow(p netip.Prefix) error {
+	p, err := normalize(p)
+	if err != nil {
+		return err
+	}
+	var r bpf.XdpguardCidrRule
+	if err := g.lookupRule(p, &r); err != nil || r.Action != uint8(ActionAllow) {
+		return fmt.Errorf("remove allow %s: no such rule", p)
+	}
+	if err := g.deleteRule(p); err != nil {
+		return err
+	}
+	return g.recountRules()
+}
+
+// Rules lists the CIDR trie, allow and deny, including expired entries.
+func (g *Guard) Rules() ([]Rule, error) { return g.rules(newClock()) }
+
+func (g *Guard) rules(c clock) ([]Rule, error) {
+	var out []Rule
+	var k4 bpf.XdpguardCidrV4Key
+	var k6 bpf.XdpguardCidrV6Key
+	var v bpf.XdpguardCidrRule
+	add := func(p netip.Prefix) {
+		out = append(out, Rule{Prefix: p, Action: Action(v.Action), Origin: Origin(v.Origin),
+			Reason: Reason(v.Reason), Expires: c.wall(v.ExpiresNs)})
+	}
+	it := g.maps.CidrV4.Iterate()
+	for it.Next(&k4, &v) {
+		var a [4]byte
+		putNative32(a[:], k4.Addr)
+		add(netip.PrefixFrom(netip.AddrFrom4(a), int(k4.Prefixlen)))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list IPv4 CIDR rules: %w", err)
+	}
+	it = g.maps.CidrV6.Iterate()
+	for it.Next(&k6, &v) {
+		add(netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen)))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("list IPv6 CIDR rules: %w", err)
+	}
+	return out, nil
+}
+
+func (g *Guard) putRule(p netip.Prefix, r bpf.XdpguardCidrRule, undo *[]func()) error {
+	var old bpf.XdpguardCidrRule
+	existed := g.lookupRule(p, &old) == nil
+	var err error
+	if p.Addr().Is4() {
+		k := v4Key(p)
+		err = g.maps.CidrV4.Put(&k, &r)
+	} else {
+		k := v6Key(p)
+		err = g.maps.CidrV6.Put(&k, &r)
+	}
+	if err != nil {
+		return fmt.Errorf("add CIDR rule %s: %w", p, privilegeHint(err))
+	}
+	if undo != nil {
+		*undo = append(*undo, func() {
+			if existed {
+				g.putRule(p, old, nil)
+			} else {
+				g.deleteRule(p)
+			}
+		})
+	}
+	return nil
+}
+
+func (g *Guard) lookupRule(p netip.Prefix, r *bpf.XdpguardCidrRule) error {
+	// Lookup on an LPM trie is a longest-prefix match; check the match is
+	// this very prefix by listing the trie's exact key instead.
+	if p.Addr().Is4() {
+		k := v4Key(p)
+		return exactLookup(g.maps.CidrV4, &k, r)
+	}
+	k := v6Key(p)
+	return exactLookup(g.maps.CidrV6, &k, r)
+}
+
+func exactLookup[K comparable](m *ebpf.Map, key *K, r *bpf.XdpguardCidrRule) error {
+	var k K
+	var v bpf.XdpguardCidrRule
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if k == *key {
+			*r = v
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err
+	}
+	return ebpf.ErrKeyNotExist
+}
+
+func (g *Guard) deleteRule(p netip.Prefix) error {
+	var err error
+	if p.Addr().Is4() {
+		k := v4Key(p)
+		err = g.maps.CidrV4.Delete(&k)
+	} else {
+		k := v6Key(p)
+		err = g.maps.CidrV6.Delete(&k)
+	}
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete CIDR rule %s: %w", p, privilegeHint(err))
+	}
+	return nil
+}
+
+// recountRules tells the program how many rules each trie holds, so it skips
+// an empty trie. Counting the trie, instead of keeping a tally, stays right
+// when the daemon and a CLI command change rules at the same time.
+func (g *Guard) recountRules() error {
+	var k4 bpf.XdpguardCidrV4Key
+	var k6 bpf.XdpguardCidrV6Key
+	var v bpf.XdpguardCidrRule
+	var n4, n6 uint32
+	it := g.maps.CidrV4.Iterate()
+	for it.Next(&k4, &v) {
+		n4++
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("count IPv4 CIDR rules: %w", err)
+	}
+	it = g.maps.CidrV6.Iterate()
+	for it.Next(&k6, &v) {
+		n6++
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("count IPv6 CIDR rules: %w", err)
+	}
+	if err := g.maps.CidrCount.Put(uint32(0), n4); err != nil {
+		return fmt.Errorf("update CIDR rule count: %w", err)
+	}
+	if err := g.maps.CidrCount.Put(uint32(1), n6); err != nil {
+		return fmt.Errorf("update CIDR rule count: %w", err)
+	}
+	return nil
+}
+
+func v4Key(p netip.Prefix) bpf.XdpguardCidrV4Key {
+	a := p.Addr().As4()
+	return bpf.XdpguardCidrV4Key{Prefixlen: uint32(p.Bits()), Addr: native32(a[:])}
+}
+
+func v6Key(p netip.Prefix) bpf.XdpguardCidrV6Key {
+	return bpf.XdpguardCidrV6Key{Prefixlen: uint32(p.Bits()), Addr: p.Addr().As16()}
+}

@@ -1,0 +1,122 @@
+package loader
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdpguard/xdpguard/bpf"
+)
+
+// Stats are the program's counters, summed over CPUs. Every packet ends in
+// exactly one of Passed, DroppedBan and DroppedCIDR.
+type Stats struct {
+	Passed        uint64 `json:"passed"`
+	DroppedBan    uint64 `json:"dropped_ban"`
+	DroppedCIDR   uint64 `json:"dropped_cidr"`
+	WouldDropBan  uint64 `json:"would_drop_ban"`  // monitor mode, counted in Passed too
+	WouldDropCIDR uint64 `json:"would_drop_cidr"` // monitor mode, counted in Passed too
+	SYNs          uint64 `json:"syns"`            // SYNs to protected ports fed to the rate limiter
+	AutoBans      uint64 `json:"auto_bans"`
+	Malformed     uint64 `json:"malformed"`
+	Allowed       uint64 `json:"allowed"`
+	EventsLost    uint64 `json:"events_lost"`
+}
+
+// Seen is the number of packets the program looked at.
+func (s Stats) Seen() uint64 { return s.Passed + s.DroppedBan + s.DroppedCIDR }
+
+// Stats reads and sums the per-CPU counters.
+func (g *Guard) Stats() (Stats, error) {
+	var sum [bpf.XdpguardStatSTAT_MAX]uint64
+	for i := range sum {
+		var percpu []uint64
+		if err := g.maps.Stats.Lookup(uint32(i), &percpu); err != nil {
+			return Stats{}, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range percpu {
+			sum[i] += v
+		}
+	}
+	return Stats{
+		Passed:        sum[bpf.XdpguardStatSTAT_PASS],
+		DroppedBan:    sum[bpf.XdpguardStatSTAT_DROP_BAN],
+		DroppedCIDR:   sum[bpf.XdpguardStatSTAT_DROP_CIDR],
+		WouldDropBan:  sum[bpf.XdpguardStatSTAT_WOULD_DROP_BAN],
+		WouldDropCIDR: sum[bpf.XdpguardStatSTAT_WOULD_DROP_CIDR],
+		SYNs:          sum[bpf.XdpguardStatSTAT_SYN],
+		AutoBans:      sum[bpf.XdpguardStatSTAT_AUTOBAN],
+		Malformed:     sum[bpf.XdpguardStatSTAT_MALFORMED],
+		Allowed:       sum[bpf.XdpguardStatSTAT_ALLOW],
+		EventsLost:    sum[bpf.XdpguardStatSTAT_EVENT_LOST],
+	}, nil
+}
+
+// Source is one entry of the SYN tracker.
+type Source struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// InWindow is how many SYNs the limiter holds against the source now:
+	// at RateThreshold it is banned on the next one.
+	InWindow uint64 `json:"in_window"`
+	// SYNs counts all SYNs since the tracker last (re)created the entry.
+	SYNs uint64 `json:"syns"`
+}
+
+// TopSources returns the n sources with the most SYNs in the current window.
+func (g *Guard) TopSources(n int) ([]Source, error) {
+	s, err := g.Settings()
+	if err != nil {
+		return nil, err
+	}
+	interval := uint64(0)
+	if s.RateThreshold > 0 {
+		interval = uint64(s.RateWindow) / uint64(s.RateThreshold)
+	}
+	now := monoNow()
+	inWindow := func(st bpf.XdpguardSynState) uint64 {
+		if interval == 0 || st.Tat <= now {
+			return 0
+		}
+		return (st.Tat - now + interval - 1) / interval
+	}
+	var out []Source
+	collect := func(m *ebpf.Map, toPrefix func([]byte) netip.Prefix) error {
+		var k []byte
+		var v bpf.XdpguardSynState
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			out = append(out, Source{Prefix: toPrefix(k), InWindow: inWindow(v), SYNs: v.Syns})
+		}
+		return it.Err()
+	}
+	if err := collect(g.maps.SynV4, func(k []byte) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k)), s.PrefixV4)
+	}); err != nil {
+		return nil, fmt.Errorf("read IPv4 SYN tracker: %w", err)
+	}
+	if err := collect(g.maps.SynV6, func(k []byte) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte(k)), s.PrefixV6)
+	}); err != nil {
+		return nil, fmt.Errorf("read IPv6 SYN tracker: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Source) int {
+		if c := cmp.Compare(b.InWindow, a.InWindow); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(b.SYNs, a.SYNs); c != 0 {
+			return c
+		}
+		return a.Prefix.Addr().Compare(b.Prefix.Addr())
+	})
+	if n >= 0 && len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
+
+func native32(b []byte) uint32       { return binary.NativeEndian.Uint32(b) }
+func putNative32(b []byte, v uint32) { binary.NativeEndian.PutUint32(b, v) }
