@@ -88,10 +88,10 @@ const (
 
 // match is what a rule found in a line.
 type match struct {
-	rule     int // index into the engine's rule table
-	kind     Kind
-	addr     netip.Addr
-	weight   int // score the line adds (kind weight, times attempts for summaries)
+	rule   int // index into the engine's rule table
+	kind   Kind
+	addr   netip.Addr
+	weight int // score the line adds (kind weight, times attempts for summaries)
 }
 
 var loginServices = [...]string{"pop3-login", "imap-login", "submission-login", "managesieve-login"}
