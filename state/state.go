@@ -65,12 +65,14 @@ func (b Ban) Expired(now time.Time) bool {
 }
 
 // Offender is the repeat-offence history of one (masked) source, which
-// drives escalating ban durations across restarts.
+// drives escalating ban durations across restarts. Its fields are those of
+// logwatch.Offender (without importing it), so one converts to the other
+// with a plain type conversion.
 type Offender struct {
-	Prefix     netip.Prefix `json:"prefix"`
-	Offences   int          `json:"offences"`
-	LastBan    time.Time    `json:"last_ban,omitzero"`
-	LastReason string       `json:"last_reason,omitempty"`
+	Prefix netip.Prefix `json:"prefix"`
+	Bans   []time.Time  `json:"bans,omitempty"` // when each ban within the history began
+	Until  time.Time    `json:"until,omitzero"` // end of the latest ban
+	Reason string       `json:"reason,omitempty"`
 }
 
 // State is the whole persisted state.
@@ -207,9 +209,6 @@ func (st *State) check() error {
 		if err := checkPrefix(o.Prefix); err != nil {
 			return fmt.Errorf("offenders[%d]: %w", i, err)
 		}
-		if o.Offences < 0 {
-			return fmt.Errorf("offenders[%d] (%s): negative offence count %d", i, o.Prefix, o.Offences)
-		}
 	}
 	return nil
 }
@@ -316,15 +315,23 @@ func encode(st State) ([]byte, error) {
 		}
 		b = append(b, "\n{\"prefix\":"...)
 		b = appendPrefix(b, x.Prefix)
-		b = append(b, `,"offences":`...)
-		b = strconv.AppendInt(b, int64(x.Offences), 10)
-		if !x.LastBan.IsZero() {
-			b = append(b, `,"last_ban":`...)
-			b = appendTime(b, x.LastBan)
+		if len(x.Bans) > 0 {
+			b = append(b, `,"bans":[`...)
+			for j, t := range x.Bans {
+				if j > 0 {
+					b = append(b, ',')
+				}
+				b = appendTime(b, t)
+			}
+			b = append(b, ']')
 		}
-		if x.LastReason != "" {
-			b = append(b, `,"last_reason":`...)
-			b = appendString(b, x.LastReason)
+		if !x.Until.IsZero() {
+			b = append(b, `,"until":`...)
+			b = appendTime(b, x.Until)
+		}
+		if x.Reason != "" {
+			b = append(b, `,"reason":`...)
+			b = appendString(b, x.Reason)
 		}
 		b = append(b, '}')
 	}

@@ -26,8 +26,9 @@ func sample() State {
 			{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Origin: OriginManual, Reason: "drop},{\"x\n\"", Created: t0},
 		},
 		Offenders: []Offender{
-			{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Offences: 3, LastBan: t0, LastReason: "no-auth"},
-			{Prefix: netip.MustParsePrefix("2001:db8:9::/64"), Offences: 1},
+			{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Bans: []time.Time{t0.Add(-48 * time.Hour), t0},
+				Until: t0.Add(time.Hour), Reason: "no-auth"},
+			{Prefix: netip.MustParsePrefix("2001:db8:9::/64"), Bans: []time.Time{t0}},
 		},
 	}
 }
@@ -48,8 +49,14 @@ func sameState(t *testing.T, got, want State) {
 	}
 	for i, g := range got.Offenders {
 		w := want.Offenders[i]
-		if g.Prefix != w.Prefix || g.Offences != w.Offences || !g.LastBan.Equal(w.LastBan) || g.LastReason != w.LastReason {
+		if g.Prefix != w.Prefix || len(g.Bans) != len(w.Bans) || !g.Until.Equal(w.Until) || g.Reason != w.Reason {
 			t.Errorf("offender %d: got %+v, want %+v", i, g, w)
+			continue
+		}
+		for j := range g.Bans {
+			if !g.Bans[j].Equal(w.Bans[j]) {
+				t.Errorf("offender %d ban %d: got %v, want %v", i, j, g.Bans[j], w.Bans[j])
+			}
 		}
 	}
 }
@@ -84,7 +91,7 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	st := sample()
 	st.Version = Version
 	st.Bans[0].Reason = "quote\" back\\ tab\t <html> & ünïcode \xff"
-	st.Offenders[0].LastReason = "\u2028"
+	st.Offenders[0].Reason = "\u2028"
 	out, _ := encode(st)
 	std, _ := json.Marshal(st)
 	var a, b any
@@ -265,11 +272,11 @@ func TestInvalidRecordsAreCorrupt(t *testing.T) {
 		"no prefix":       `{"version":1,"bans":[{"origin":"log"}]}`,
 		"bad origin":      `{"version":1,"bans":[{"prefix":"10.0.0.0/8","origin":""}]}`,
 		"bad time":        `{"version":1,"bans":[{"prefix":"10.0.0.0/8","origin":"log","expires":"tomorrow"}]}`,
-		"neg offences":    `{"version":1,"offenders":[{"prefix":"10.0.0.1/32","offences":-1}]}`,
+		"bad ban time":    `{"version":1,"offenders":[{"prefix":"10.0.0.1/32","bans":["x"]}]}`,
 		"wrong type":      `{"version":1,"bans":{}}`,
 		"trailing data":   `{"version":1} {"version":1}`,
 		"null":            `null`,
-		"mapped offender": `{"version":1,"offenders":[{"prefix":"::ffff:10.0.0.1/128","offences":1}]}`,
+		"mapped offender": `{"version":1,"offenders":[{"prefix":"::ffff:10.0.0.1/128"}]}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := Store{Dir: t.TempDir()}
@@ -314,7 +321,7 @@ func TestExpiredBansDropped(t *testing.T) {
 			{Prefix: p2, Origin: OriginManual, Reason: "forever"},                              // no expiry
 			{Prefix: p2, Expires: t0.Add(48 * time.Hour), Origin: OriginLog, Reason: "2 days"}, // loses to forever
 		},
-		Offenders: []Offender{{Prefix: p1, Offences: 2, LastBan: t0.Add(-24 * time.Hour)}},
+		Offenders: []Offender{{Prefix: p1, Bans: []time.Time{t0.Add(-24 * time.Hour)}, Until: t0.Add(-23 * time.Hour)}},
 	}
 	if err := s.Save(st); err != nil {
 		t.Fatal(err)
@@ -353,7 +360,7 @@ func genState(n int) State {
 		a := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16&1), byte(i >> 8), byte(i)})
 		st.Bans = append(st.Bans, Ban{Prefix: netip.PrefixFrom(a, 32), Expires: t0.Add(time.Hour),
 			Origin: OriginLog, Reason: "no-auth", Created: t0})
-		st.Offenders = append(st.Offenders, Offender{Prefix: netip.PrefixFrom(a, 32), Offences: 1, LastBan: t0})
+		st.Offenders = append(st.Offenders, Offender{Prefix: netip.PrefixFrom(a, 32), Bans: []time.Time{t0}, Until: t0.Add(time.Hour), Reason: "no-auth"})
 	}
 	return st
 }
@@ -387,7 +394,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(data)
 	f.Add([]byte(`{"version":1,"bans":[{"prefix":"10.0.0.0/8","origin":"log","expires":"2026-01-01T00:00:00Z"}]}`))
 	f.Add([]byte(`{"version":2}`))
-	f.Add([]byte(`{"version":1,"offenders":[{"prefix":"::/0","offences":1}]}`))
+	f.Add([]byte(`{"version":1,"offenders":[{"prefix":"::/0","bans":["2026-01-01T00:00:00Z"]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		st, err := Decode(data)
 		if err != nil {
