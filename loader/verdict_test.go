@@ -34,7 +34,9 @@ func TestVerdicts(t *testing.T) {
 	ext := func(sp packet.Spec, e ...packet.ExtHeader) packet.Spec { sp.Ext = e; return sp }
 	proto := func(sp packet.Spec, p uint8) packet.Spec { sp.Proto = p; return sp }
 	hop := packet.ExtHeader{Proto: packet.ProtoHopOpts}
-	fragHdr := func(off uint16) packet.ExtHeader { return packet.ExtHeader{Proto: packet.ProtoFragment, FragOffset: off} }
+	fragHdr := func(off uint16) packet.ExtHeader {
+		return packet.ExtHeader{Proto: packet.ProtoFragment, FragOffset: off}
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -206,9 +208,9 @@ func TestCIDRRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	for a, want := range map[string]uint32{
-		"198.19.200.1":   xdpDrop,
-		"198.19.1.1":     xdpPass,
-		"198.18.0.9":     xdpPass,
+		"198.19.200.1":    xdpDrop,
+		"198.19.1.1":      xdpPass,
+		"198.18.0.9":      xdpPass,
 		"2001:db8:a:1::5": xdpPass,
 	} {
 		if got := run(t, g, packet.Build(syn(netip.MustParseAddr(a), 110))); got != want {
