@@ -105,14 +105,14 @@ func (g *Guard) Attach(ifname string, mode Mode) (Mode, error) {
 		return 0, fmt.Errorf("attach to %s in %s mode: %w", ifname, used, privilegeHint(err))
 	}
 	if g.pinRoot != "" {
-		if err := l.Pin(filepath.Join(g.pinRoot, linkPrefix+ifname)); err != nil {
-			l.Close()
+		err := l.Pin(filepath.Join(g.pinRoot, linkPrefix+ifname))
+		l.Close() // the pin keeps it attached
+		if err != nil {
 			return 0, fmt.Errorf("pin link for %s: %w", ifname, err)
 		}
 	} else {
 		g.links = append(g.links, l)
 	}
-	l.Close() // the pin (or g.links) keeps it attached
 	return used, nil
 }
 

@@ -194,7 +194,8 @@ func pinnedMaps(spec *ebpf.CollectionSpec, root string) (map[string]*ebpf.Map, b
 		return maps, false, err
 	}
 
-	tmp, err := os.MkdirTemp(filepath.Dir(root), filepath.Base(root)+".tmp-")
+	// bpffs refuses names with a dot, so no ".tmp" suffix.
+	tmp, err := os.MkdirTemp(filepath.Dir(root), filepath.Base(root)+"-tmp-")
 	if err != nil {
 		return nil, false, fmt.Errorf("create pin directory next to %s: %w", root, privilegeHint(err))
 	}
