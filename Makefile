@@ -11,7 +11,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short \
-        bench bench-bpf bench-logs vet fmt-check clean bpffs
+        bench bench-bpf bench-logs vet fmt-check clean bpffs test-kernels
 
 all: build
 
@@ -54,6 +54,13 @@ test: deps-test bpffs fmt-check vet
 
 test-short: bpffs
 	$(GO) test -count=1 -short $(PKGS)
+
+# Runs the kernel-facing test binaries in QEMU on Debian 12's kernels
+# (tools/vmtest/README.md). One kernel: make test-kernels KERNEL=6.1
+KERNEL      ?= 6.1 6.12
+VMTEST_PKGS ?= ./loader ./bpf
+test-kernels:
+	GO='$(GO)' VMTEST_PKGS='$(VMTEST_PKGS)' tools/vmtest/vmtest.sh $(KERNEL)
 
 bench: bench-bpf
 
