@@ -3,5 +3,5 @@
 // clang; `make generate` rebuilds them.
 package bpf
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -type ban -type cidr_rule -type cidr_v4_key -type cidr_v6_key -type syn_state -type config -type event -type in6_key -type origin -type reason -type stat -type cidr_action -type config_flags Xdpguard xdpguard.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -mllvm -simplifycfg-sink-common=false -mllvm -simplifycfg-hoist-common=false" -target bpfel -type ban -type cidr_rule -type cidr_v4_key -type cidr_v6_key -type syn_state -type config -type event -type in6_key -type origin -type reason -type stat -type cidr_action -type config_flags Xdpguard xdpguard.c
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel Empty empty.c

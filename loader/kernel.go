@@ -8,8 +8,9 @@ import (
 
 // MinKernel is the oldest kernel xdpguard supports: XDP through bpf_link
 // (which is what makes pinned, upgradable attachments possible) arrived in
-// 5.9 and the BPF ring buffer in 5.8; 5.10 is the LTS release that has both.
-var MinKernel = [2]int{5, 10}
+// 5.9, the BPF ring buffer in 5.8, and bpf_ktime_get_coarse_ns, which the
+// program reads instead of the ~30 ns precise clock, in 5.11.
+var MinKernel = [2]int{5, 11}
 
 // checkKernel refuses an old kernel with a sentence instead of a verifier
 // dump or an EINVAL from a link syscall.
@@ -24,7 +25,7 @@ func checkKernel() error {
 		return nil // unknown format: let the feature probes speak
 	}
 	if major < MinKernel[0] || (major == MinKernel[0] && minor < MinKernel[1]) {
-		return fmt.Errorf("kernel %s is too old: xdpguard needs Linux %d.%d or newer (XDP bpf_link needs 5.9, the BPF ring buffer 5.8)",
+		return fmt.Errorf("kernel %s is too old: xdpguard needs Linux %d.%d or newer (XDP bpf_link needs 5.9, the BPF ring buffer 5.8, bpf_ktime_get_coarse_ns 5.11)",
 			release, MinKernel[0], MinKernel[1])
 	}
 	return nil

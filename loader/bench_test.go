@@ -1,0 +1,79 @@
+package loader
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdpguard/xdpguard/bpf"
+	"github.com/xdpguard/xdpguard/internal/packet"
+)
+
+// BenchmarkPerPacket measures the program with BPF_PROG_TEST_RUN against an
+// empty XDP program in the same run, and reports the ratio to that floor:
+// absolute numbers move with the machine, the ratio much less.
+func BenchmarkPerPacket(b *testing.B) {
+	requireRoot(b)
+	s := DefaultSettings()
+	s.RateThreshold = 1 << 30 // the SYN case measures counting, not banning
+	s.RateWindow = 24 * time.Hour
+	g := newTestGuard(b, s)
+
+	// 10,000 banned sources, so lookups do not all hit one warm bucket.
+	var bans []netip.Prefix
+	for i := range 10000 {
+		bans = append(bans, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32))
+	}
+	if err := g.BanMany(bans, time.Hour, OriginManual, ReasonBlocklist); err != nil {
+		b.Fatal(err)
+	}
+	var empty bpf.EmptyObjects
+	if err := bpf.LoadEmptyObjects(&empty, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer empty.Close()
+
+	clean := netip.MustParseAddr("198.18.50.1")
+	banned := netip.MustParseAddr("198.19.20.30")
+	ack := syn(clean, 143)
+	ack.Flags = packet.ACK
+	for _, tc := range []struct {
+		name string
+		spec packet.Spec
+		want uint32
+	}{
+		{"unbanned-ack", ack, xdpPass},
+		{"banned", syn(banned, 143), xdpDrop},
+		{"syn-unbanned", syn(clean, 143), xdpPass},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			pkt := packet.Build(tc.spec)
+			const batch = 100000
+			var floor, cost time.Duration
+			rounds := 0
+			for b.Loop() {
+				f := timePerRun(b, empty.XdpPass, pkt, batch, xdpPass)
+				c := timePerRun(b, g.prog, pkt, batch, tc.want)
+				floor += f
+				cost += c
+				rounds++
+			}
+			b.ReportMetric(float64(cost)/float64(rounds), "ns/pkt")
+			b.ReportMetric(float64(floor)/float64(rounds), "floor-ns/pkt")
+			b.ReportMetric(float64(cost)/float64(floor), "x-floor")
+		})
+	}
+}
+
+func timePerRun(b *testing.B, p *ebpf.Program, pkt []byte, repeat int, want uint32) time.Duration {
+	ret, d, err := p.Benchmark(pkt, repeat, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if ret != want {
+		b.Fatalf("verdict %s, want %s", verdictName(ret), verdictName(want))
+	}
+	return d
+}
