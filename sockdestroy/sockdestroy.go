@@ -83,6 +83,40 @@ func DestroyAll(ctx context.Context, remotes []netip.Prefix, localPorts []uint16
 	return n, ctxErr(ctx, err)
 }
 
+// Probe reports whether Destroy can work here: nil when the kernel
+// supports SOCK_DESTROY and the process has CAP_NET_ADMIN, ErrUnsupported,
+// or an error naming the missing capability. The daemon calls it at
+// start-up so that it can warn then rather than at the first ban.
+//
+// Support is probed by asking to destroy a socket that cannot exist (port
+// 0 to port 0): a kernel with support answers ENOENT, one without answers
+// EOPNOTSUPP. The kernel checks the capability only after finding the
+// socket, so that is read from the process's capability set instead.
+func Probe() error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	c.f.SetDeadline(time.Now().Add(5 * time.Second))
+	id := make([]byte, diagMsgIDEnd)
+	id[diagFamily] = unix.AF_INET
+	binary.NativeEndian.PutUint32(id[44:], ^uint32(0)) // no cookie
+	binary.NativeEndian.PutUint32(id[48:], ^uint32(0))
+	if _, err := c.destroy([][]byte{id}); err != nil {
+		return err
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("sockdestroy: capget: %w", err)
+	}
+	if data[0].Effective&(1<<unix.CAP_NET_ADMIN) == 0 {
+		return errors.New("sockdestroy: destroying sockets needs CAP_NET_ADMIN, which this process lacks")
+	}
+	return nil
+}
+
 func ctxErr(ctx context.Context, err error) error {
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("sockdestroy: %w", ctx.Err())
@@ -313,6 +347,8 @@ func (c *conn) destroy(targets [][]byte) (int, error) {
 					// Closed on its own since the dump: nothing to free.
 				case unix.EOPNOTSUPP:
 					return destroyed, ErrUnsupported
+				case unix.EPERM, unix.EACCES:
+					return destroyed, fmt.Errorf("sockdestroy: destroy: %w (needs CAP_NET_ADMIN)", errno)
 				default:
 					if firstErr == nil {
 						firstErr = fmt.Errorf("sockdestroy: destroy: %w", errno)

@@ -296,6 +296,18 @@ func TestDestroyBadInput(t *testing.T) {
 	}
 }
 
+func TestProbe(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	// This kernel has CONFIG_INET_DIAG_DESTROY=y (see the package test
+	// log); on one without it Probe must say ErrUnsupported, and the
+	// other tests fail with it.
+	if err := Probe(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDestroyCancelled(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
