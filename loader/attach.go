@@ -66,7 +66,7 @@ func (g *Guard) Attach(ifname string, mode Mode) (Mode, error) {
 	}
 	iface, err := net.InterfaceByName(ifname)
 	if err != nil {
-		return 0, fmt.Errorf("attach to %s: no such interface: %w", ifname, err)
+		return 0, fmt.Errorf("attach to %s: no such interface", ifname)
 	}
 	if g.pinRoot != "" {
 		pin := filepath.Join(g.pinRoot, linkPrefix+ifname)
