@@ -76,6 +76,17 @@ func (r Reason) String() string {
 // MarshalText makes Reason readable in JSON.
 func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
+// UnmarshalText accepts the names String returns.
+func (r *Reason) UnmarshalText(b []byte) error {
+	for k, v := range reasonNames {
+		if v == string(b) {
+			*r = k
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown ban reason %q", b)
+}
+
 // ParseReason maps a reason name to its code; unknown names are ReasonOther.
 func ParseReason(s string) Reason {
 	for k, v := range reasonNames {

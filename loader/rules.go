@@ -34,6 +34,19 @@ func (a Action) String() string {
 // MarshalText makes Action readable in JSON.
 func (a Action) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
 
+// UnmarshalText accepts "allow" and "deny".
+func (a *Action) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "allow":
+		*a = ActionAllow
+	case "deny":
+		*a = ActionDeny
+	default:
+		return fmt.Errorf("unknown rule action %q", b)
+	}
+	return nil
+}
+
 // Rule is one entry of the CIDR trie. The longest matching prefix decides,
 // so an allowed host inside a denied network passes, and the other way round.
 type Rule struct {

@@ -34,6 +34,10 @@ func main() {
 			logtestCommand(),
 			versionCommand(),
 		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(os.Stderr, "xdpguard: no command %q (xdpguard help lists them)\n", name)
+			os.Exit(2)
+		},
 		// One clear line and status 2 for every usage or input error.
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
 			return cli.Exit(fmt.Sprintf("xdpguard: %v", err), 2)

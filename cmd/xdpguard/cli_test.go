@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xdpguard/xdpguard/internal/nstest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "xdpguard-cli-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "xdpguard")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic(string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// xdpguard runs the binary, inside ns when it is not nil.
+func xdpguard(t *testing.T, ns *nstest.NS, args ...string) (string, string, int) {
+	t.Helper()
+	var cmd *exec.Cmd
+	if ns != nil {
+		cmd = exec.Command("nsenter", append([]string{"--net=" + ns.Path(), binary}, args...)...)
+	} else {
+		cmd = exec.Command(binary, args...)
+	}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func pinRoot(t *testing.T) string {
+	t.Helper()
+	nstest.RequireRoot(t)
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-cli-")
+	if err != nil {
+		t.Skipf("no bpffs: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "pins")
+}
+
+func TestErrorsAreOneLineAndStatus2(t *testing.T) {
+	root := pinRoot(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--pin-root", root}, "no xdpguard state pinned under " + root},
+		{[]string{"ban", "198.18.0.1", "--pin-root", root}, "no xdpguard state pinned"},
+		{[]string{"ban", "198.18.0.300"}, `"198.18.0.300": invalid address`},
+		{[]string{"ban", "198.18.0.1/33"}, "invalid prefix length"},
+		{[]string{"ban", "198.18.0.1/24"}, "host bits set"},
+		{[]string{"ban", "198.18.0.1", "--for", "soon"}, `--for "soon"`},
+		{[]string{"ban"}, "exactly one ADDR or CIDR"},
+		{[]string{"unban", "--all", "198.18.0.1"}, "takes no addresses"},
+		{[]string{"ban", "--from", "/nonexistent/list"}, "/nonexistent/list"},
+		{[]string{"attach", "--iface", "xg-nosuch0", "--pin-root", root}, "xg-nosuch0: no such interface"},
+		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `XDP mode "turbo"`},
+		{[]string{"status", "--top", "-1"}, "--top"},
+		{[]string{"frobnicate"}, ""},
+	} {
+		stdout, stderr, code := xdpguard(t, nil, tc.args...)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2 (stdout %q, stderr %q)", tc.args, code, stdout, stderr)
+		}
+		if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
+			t.Errorf("%v: stack trace on stderr:\n%s", tc.args, stderr)
+		}
+		if tc.want != "" && (!strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0) {
+			t.Errorf("%v: stderr %q, want one line containing %q", tc.args, stderr, tc.want)
+		}
+	}
+}
+
+func TestBanFromFileIsAllOrNothing(t *testing.T) {
+	root := pinRoot(t)
+	ns := nstest.New(t, "cli")
+	nstest.Veth(t, ns, "xg-a", nil, ns, "xg-b", nil)
+	if _, stderr, code := xdpguard(t, ns, "attach", "--iface", "xg-a", "--pin-root", root); code != 0 {
+		t.Fatalf("attach: %s", stderr)
+	}
+	defer xdpguard(t, ns, "detach", "--pin-root", root)
+
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.txt")
+	os.WriteFile(bad, []byte("198.18.1.1\n198.18.1.2\n# fine so far\n198.18.1.999\n"), 0o644)
+	_, stderr, code := xdpguard(t, ns, "ban", "--from", bad, "--pin-root", root)
+	if code != 2 || !strings.Contains(stderr, "bad.txt:4") {
+		t.Fatalf("bad list: exit %d, %q", code, stderr)
+	}
+	if n := len(status(t, ns, root).Bans); n != 0 {
+		t.Fatalf("a refused list left %d bans behind", n)
+	}
+
+	good := filepath.Join(dir, "good.txt")
+	os.WriteFile(good, []byte("198.18.1.1\n198.19.0.0/16 ; SBL1\n2001:db8::7\n"), 0o644)
+	if _, stderr, code := xdpguard(t, ns, "ban", "--from", good, "--for", "1h", "--pin-root", root); code != 0 {
+		t.Fatalf("good list: %s", stderr)
+	}
+	st := status(t, ns, root)
+	got := map[string]bool{}
+	for _, b := range st.Bans {
+		got[b.Prefix.String()] = true
+	}
+	for _, want := range []string{"198.18.1.1/32", "198.19.0.0/16", "2001:db8::/64"} {
+		if !got[want] {
+			t.Errorf("ban %s missing from status --json: %v", want, got)
+		}
+	}
+	if len(st.Interfaces) != 1 || st.Interfaces[0].Name != "xg-a" {
+		t.Errorf("interfaces = %+v", st.Interfaces)
+	}
+	if _, _, code := xdpguard(t, ns, "unban", "--all", "--pin-root", root); code != 0 {
+		t.Fatal("unban --all failed")
+	}
+	if n := len(status(t, ns, root).Bans); n != 0 {
+		t.Errorf("%d bans after unban --all", n)
+	}
+}
+
+func status(t *testing.T, ns *nstest.NS, root string) statusReport {
+	t.Helper()
+	stdout, stderr, code := xdpguard(t, ns, "status", "--json", "--pin-root", root)
+	if code != 0 {
+		t.Fatalf("status: %s", stderr)
+	}
+	var r statusReport
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, stdout)
+	}
+	return r
+}
