@@ -71,7 +71,7 @@ apt_update() {
 }
 
 # Downloads .deb files into the cache; prints their paths. apt-get download
-# skips nothing, so reuse a file already fetched for the same candidate.
+# fetches again every time, so a file of the same version is reused.
 fetch_debs() {
 	local p ver f out=()
 	for p in "$@"; do
@@ -161,6 +161,19 @@ setup_kernel() {
 	extract_vmlinux "$(echo "$dir"/pkg/boot/vmlinuz-*)" "$dir/vmlinux.tmp" ||
 		die "no known compressed payload in the vmlinuz of $pkg"
 	mv "$dir/vmlinux.tmp" "$dir/vmlinux"
+}
+
+# Drops older packages of the same series from the cache: each new ABI
+# would otherwise leave ~500 MB behind.
+prune_series() {
+	local glob f
+	glob=$(sed -E 's/[0-9]+(\+deb12)?-amd64$/*\1-amd64/' <<<"$1")
+	for f in "$CACHE"/kernels/$glob "$CACHE"/debs/${glob}_*.deb; do
+		[ -e "$f" ] || continue
+		case ${f##*/} in "$1" | "$1"_*) continue ;; esac
+		log "pruning $f"
+		rm -rf "$f"
+	done
 }
 
 # Copies module $1 and its dependencies, uncompressed (busybox insmod cannot
@@ -355,6 +368,7 @@ for k in "$@"; do kernels+=("$(resolve_kernel "$k")"); done
 status=0
 summary=()
 for pkg in "${kernels[@]}"; do
+	prune_series "$pkg"
 	setup_kernel "$pkg"
 	[ -n "${ACCEL:-}" ] || pick_accel # the KVM probe needs a kernel
 	run_vm "$pkg"
