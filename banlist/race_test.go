@@ -1,0 +1,5 @@
+//go:build race
+
+package banlist
+
+const raceEnabled = true
