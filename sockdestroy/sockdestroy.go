@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -126,10 +127,10 @@ func ctxErr(ctx context.Context, err error) error {
 
 // matcher decides whether a dumped socket is a target.
 type matcher struct {
-	ports [65536 / 64]uint64
-	bits  []int                     // distinct prefix lengths, IPv4 and IPv6 alike
-	set   map[netip.Prefix]struct{} // masked prefixes, IPv4 ones unmapped
-	any4  bool                      // some prefix is IPv4: AF_INET needs a dump too
+	ports        [65536 / 64]uint64
+	bits4, bits6 []int                     // distinct prefix lengths per family
+	set          map[netip.Prefix]struct{} // masked prefixes, IPv4 ones unmapped
+	any4         bool                      // some prefix is IPv4: AF_INET needs a dump too
 }
 
 func newMatcher(remotes []netip.Prefix, localPorts []uint16) (*matcher, error) {
@@ -143,7 +144,6 @@ func newMatcher(remotes []netip.Prefix, localPorts []uint16) (*matcher, error) {
 		}
 		m.ports[p/64] |= 1 << (p % 64)
 	}
-	seenBits := map[int]bool{}
 	for _, p := range remotes {
 		if !p.IsValid() {
 			return nil, fmt.Errorf("sockdestroy: invalid prefix %v", p)
@@ -156,19 +156,22 @@ func newMatcher(remotes []netip.Prefix, localPorts []uint16) (*matcher, error) {
 			}
 			a, bits = a.Unmap(), bits-96
 		}
-		q := netip.PrefixFrom(a, bits).Masked()
-		m.set[q] = struct{}{}
-		m.any4 = m.any4 || a.Is4()
-		key := bits
-		if a.Is6() {
-			key += 1000 // keep IPv4 /32 and IPv6 /32 apart
-		}
-		if !seenBits[key] {
-			seenBits[key] = true
-			m.bits = append(m.bits, key)
+		m.set[netip.PrefixFrom(a, bits).Masked()] = struct{}{}
+		if a.Is4() {
+			m.any4 = true
+			m.bits4 = addBits(m.bits4, bits)
+		} else {
+			m.bits6 = addBits(m.bits6, bits)
 		}
 	}
 	return m, nil
+}
+
+func addBits(list []int, bits int) []int {
+	if slices.Contains(list, bits) {
+		return list
+	}
+	return append(list, bits)
 }
 
 // Offsets in struct inet_diag_msg.
@@ -191,14 +194,11 @@ func (m *matcher) match(msg []byte) bool {
 	} else {
 		a = netip.AddrFrom16([16]byte(msg[diagDst : diagDst+16])).Unmap()
 	}
-	for _, key := range m.bits {
-		bits, v6 := key, false
-		if key >= 1000 {
-			bits, v6 = key-1000, true
-		}
-		if v6 != a.Is6() {
-			continue
-		}
+	bitsList := m.bits6
+	if a.Is4() {
+		bitsList = m.bits4
+	}
+	for _, bits := range bitsList {
 		p, _ := a.Prefix(bits)
 		if _, ok := m.set[p]; ok {
 			return true

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Addresses on lo inside the test namespace: two clients and a server per
@@ -82,6 +83,22 @@ func enterNetns(t *testing.T) {
 		}
 		if err := h.AddrAdd(lo, addr); err != nil {
 			t.Fatalf("add %v to lo: %v", a, err)
+		}
+	}
+	// The kernel installs an IPv6 address's local route from a work
+	// queue, even with NODAD; dialling before that fails with
+	// "network is unreachable".
+	for _, a := range []netip.Addr{banned6, other6, server6} {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			routes, err := h.RouteGet(a.AsSlice())
+			if err == nil && len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no local route for %v: %v %v", a, routes, err)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 }
