@@ -11,7 +11,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short \
-        bench bench-bpf bench-logs vet fmt-check clean bpffs test-kernels
+        bench bench-bpf bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels
 
 all: build
 
@@ -66,6 +66,23 @@ bench: bench-bpf
 
 bench-bpf: bpffs
 	$(GO) test -run '^$$' -bench . -benchtime 2000000x -count 3 ./loader/
+
+# xdpguard logtest against fail2ban-regex (dovecot filter, aggressive mode) on
+# a generated 1,000,000-line mail log (logwatch/internal/maillog), then the
+# ground-truth check of the bans on that same file. Installs fail2ban if needed.
+BENCH_LOG := build/maillog-1m.log
+bench-logs: build
+	@command -v fail2ban-regex >/dev/null || { echo ">> installing fail2ban"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fail2ban; }
+	@mkdir -p build
+	@test -s $(BENCH_LOG) || $(GO) run ./logwatch/internal/maillog/genmaillog -o $(BENCH_LOG)
+	@logwatch/internal/maillog/bench-logs.sh $(BIN) $(BENCH_LOG)
+	@$(GO) test -count=1 -run '^TestGeneratedLog$$' -v ./logwatch/ >build/bench-logs-truth.txt || { cat build/bench-logs-truth.txt; exit 1; }
+	@sed -nE 's/.*bench_test.go:[0-9]+: /ground truth: /p' build/bench-logs-truth.txt
+
+# Parse + decide throughput in Go's benchmark harness (MB/s and lines/s).
+bench-logs-go:
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 ./logwatch/
 
 clean:
 	rm -rf bin build
