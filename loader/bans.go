@@ -221,6 +221,23 @@ func batchPut[K comparable](m *ebpf.Map, keys []K, val bpf.XdpguardBan, undo *[]
 	return nil
 }
 
+// Effective returns the prefix the kernel holds a ban on p under: p masked
+// to the ban granularity, or p itself when it is wider (a CIDR rule).
+func (g *Guard) Effective(p netip.Prefix) (netip.Prefix, error) {
+	p, err := normalize(p)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if gran := granularity(s, p.Addr()); p.Bits() >= gran {
+		return netip.PrefixFrom(p.Addr(), gran).Masked(), nil
+	}
+	return p, nil
+}
+
 // Unban lifts the ban on p: the exact ban its masked address falls under, or
 // the prefix ban on exactly p.
 func (g *Guard) Unban(p netip.Prefix) error {

@@ -10,6 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/xdpguard/xdpguard/banlist"
+	"github.com/xdpguard/xdpguard/daemon"
+	"github.com/xdpguard/xdpguard/state"
 	"github.com/xdpguard/xdpguard/loader"
 )
 
@@ -26,7 +28,7 @@ func banCommand() *cli.Command {
 			&cli.StringFlag{Name: "for", Value: defaultManualBan.String(), Usage: "ban `DURATION` (0 = until unbanned)"},
 			&cli.StringFlag{Name: "reason", Value: "manual", Usage: "reason: manual, no-auth, auth-failed, probe, conn-limit, blocklist, syn-rate or other"},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin); the file is applied whole or not at all"},
-			pinRootFlag,
+			pinRootFlag, stateDirFlag,
 		},
 		Action: func(c *cli.Context) error {
 			ttl, err := time.ParseDuration(c.String("for"))
@@ -46,6 +48,15 @@ func banCommand() *cli.Command {
 			start := time.Now()
 			if err := g.BanMany(ps, ttl, loader.OriginManual, reason); err != nil {
 				return fail("%v", err)
+			}
+			reasons := map[netip.Prefix]string{}
+			for _, p := range ps {
+				if eff, err := g.Effective(p); err == nil {
+					reasons[eff] = c.String("reason")
+				}
+			}
+			if err := record(c, g, reasons); err != nil {
+				return err
 			}
 			until := "until unbanned"
 			if ttl > 0 {
@@ -69,7 +80,7 @@ func unbanCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all", Usage: "lift every ban"},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin)"},
-			pinRootFlag,
+			pinRootFlag, stateDirFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.Bool("all") {
@@ -84,6 +95,9 @@ func unbanCommand() *cli.Command {
 				n, err := g.UnbanAll()
 				if err != nil {
 					return fail("%v", err)
+				}
+				if err := record(c, g, nil); err != nil {
+					return err
 				}
 				fmt.Fprintf(c.App.Writer, "lifted %d bans\n", n)
 				return nil
@@ -107,6 +121,9 @@ func unbanCommand() *cli.Command {
 					return fail("%v", err)
 				}
 				lifted++
+			}
+			if err := record(c, g, nil); err != nil {
+				return err
 			}
 			fmt.Fprintf(c.App.Writer, "lifted %d bans\n", lifted)
 			return nil
@@ -181,4 +198,20 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 		return nil, fail("%q: %v", c.Args().First(), err)
 	}
 	return []netip.Prefix{p}, nil
+}
+
+var stateDirFlag = &cli.StringFlag{
+	Name:    "state-dir",
+	Usage:   "`DIR` of the state file that carries bans across reboots",
+	Value:   "/var/lib/xdpguard",
+	EnvVars: []string{"XDPGUARD_STATE_DIR"},
+}
+
+// record writes the kernel's bans into the state file, so that a manual ban
+// survives a reboot even when the daemon is not running.
+func record(c *cli.Context, g *loader.Guard, reasons map[netip.Prefix]string) error {
+	if _, err := daemon.Mirror(g, state.Store{Dir: c.String("state-dir")}, reasons, nil); err != nil {
+		return fail("the kernel has the change, but the state file does not: %v", err)
+	}
+	return nil
 }

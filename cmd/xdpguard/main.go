@@ -25,6 +25,7 @@ func main() {
 		EnableBashCompletion: true,
 		Suggest:              true,
 		Commands: []*cli.Command{
+			runCommand(),
 			attachCommand(),
 			detachCommand(),
 			statusCommand(),

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/xdpguard/xdpguard/banlist"
+	"github.com/xdpguard/xdpguard/config"
+	"github.com/xdpguard/xdpguard/daemon"
+)
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "the daemon: attach, follow the mail logs, ban, persist, serve metrics",
+		Description: "Reads --config (default " + config.DefaultPath + ", optional); flags override the file.\n" +
+			"SIGHUP reloads the configuration; SIGTERM and SIGINT stop the daemon and leave protection in force.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: config.DefaultPath, Usage: "configuration `FILE` (YAML)"},
+			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable; replaces the file's list)"},
+			&cli.StringSliceFlag{Name: "log", Usage: "mail log `FILE` to follow (repeatable; replaces the file's list)"},
+			&cli.StringSliceFlag{Name: "allow", Usage: "`CIDR` never to ban (repeatable; added to the file's list)"},
+			&cli.StringFlag{Name: "pin-root", Usage: "bpffs `DIR` for maps and links"},
+			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for the persisted bans and offender history"},
+			&cli.BoolFlag{Name: "monitor", Usage: "dry run: count and log what would be dropped, drop nothing"},
+			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the program and its bans when the daemon stops"},
+		},
+		Action: func(c *cli.Context) error {
+			cfg, err := runConfig(c)
+			if err != nil {
+				return fail("%v", err)
+			}
+			if err := checkPrivileges("run"); err != nil {
+				return err
+			}
+			log := newLogger(cfg.Log.Format, cfg.Log.Level)
+			slog.SetDefault(log)
+
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			reload := make(chan struct{}, 1)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default:
+					}
+				}
+			}()
+			err = daemon.Run(ctx, cfg, daemon.Options{
+				Reload:       func() (daemon.Config, error) { return runConfig(c) },
+				DetachOnExit: c.Bool("detach-on-exit"),
+				Logger:       log,
+			}, reload)
+			if err != nil {
+				return fail("%v", err)
+			}
+			return nil
+		},
+	}
+}
+
+// runConfig reads the file (absent is fine unless --config named it), puts
+// the flags on top and validates the result as a whole.
+func runConfig(c *cli.Context) (daemon.Config, error) {
+	path := c.String("config")
+	cfg := config.Default()
+	loaded, err := config.Load(path)
+	switch {
+	case err == nil:
+		cfg = *loaded
+	case errors.Is(err, os.ErrNotExist) && !c.IsSet("config"):
+		// No file: flags and defaults.
+	default:
+		return daemon.Config{}, err
+	}
+	if c.IsSet("iface") {
+		cfg.Interfaces = c.StringSlice("iface")
+	}
+	if c.IsSet("log") {
+		cfg.Logs.Files = c.StringSlice("log")
+	}
+	for _, s := range c.StringSlice("allow") {
+		p, err := banlist.ParsePrefix(s)
+		if err != nil {
+			return daemon.Config{}, fmt.Errorf("--allow %q: %v", s, err)
+		}
+		cfg.Allow = append(cfg.Allow, p)
+	}
+	if c.IsSet("pin-root") {
+		cfg.PinRoot = c.String("pin-root")
+	}
+	if c.IsSet("state-dir") {
+		cfg.StateDir = c.String("state-dir")
+	}
+	if c.IsSet("monitor") {
+		cfg.Kernel.Monitor = c.Bool("monitor")
+	}
+	return daemon.Resolve(cfg)
+}
+
+func newLogger(format, level string) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(level)) // validated by config
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

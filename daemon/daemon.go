@@ -1,0 +1,502 @@
+// Package daemon is `xdpguard run`: it attaches (or adopts) the XDP program,
+// follows the mail logs, turns log decisions and kernel auto-bans into bans,
+// frees the login slots banned sources hold, persists bans and offender
+// history, and serves metrics.
+//
+// One goroutine owns the decision engine and the state: log lines, kernel
+// events, reloads and the housekeeping tick all arrive on channels to the
+// main loop, so nothing here needs a lock.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xdpguard/xdpguard/config"
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/logwatch"
+	"github.com/xdpguard/xdpguard/sockdestroy"
+	"github.com/xdpguard/xdpguard/state"
+)
+
+// Config is everything the daemon runs on: the file (with flags applied) and
+// its decoded detection policy.
+type Config struct {
+	config.Config
+	Detect logwatch.Config
+}
+
+// Options are the daemon's run-time choices that are not configuration.
+type Options struct {
+	// Reload re-reads the configuration on SIGHUP. Nil: reloads keep the
+	// current configuration.
+	Reload func() (Config, error)
+	// DetachOnExit removes the program and its pins on shutdown. By
+	// default protection, and the bans, stay in force without the daemon.
+	DetachOnExit bool
+	Logger       *slog.Logger
+	// Tick is the housekeeping period: sweeping expired bans, saving state.
+	Tick time.Duration
+}
+
+// Daemon is a running xdpguard.
+type Daemon struct {
+	cfg     Config
+	opts    Options
+	log     *slog.Logger
+	guard   *loader.Guard
+	engine  *logwatch.Engine
+	store   state.Store
+	metrics *metrics
+
+	// reasons remembers why the daemon banned a prefix, for the state file:
+	// the kernel keeps only a short code.
+	reasons map[netip.Prefix]string
+	// configAllow is the allowlist the daemon put in the kernel, so that a
+	// reload can take back what the file no longer lists, and nothing else.
+	configAllow map[netip.Prefix]bool
+	dirty       bool
+	lastSave    time.Time
+}
+
+// Run runs the daemon until ctx is done. reload receives a value per SIGHUP.
+func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = time.Second
+	}
+	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
+		reasons: map[netip.Prefix]string{}, configAllow: map[netip.Prefix]bool{}}
+	if err := d.start(); err != nil {
+		if d.guard != nil {
+			d.guard.Close()
+		}
+		return err
+	}
+	defer d.guard.Close()
+	return d.loop(ctx, reload)
+}
+
+func (d *Daemon) start() error {
+	st, err := d.store.Load()
+	switch {
+	case errors.Is(err, state.ErrFutureVersion):
+		return fmt.Errorf("state: %w", err)
+	case err != nil:
+		// Corrupt or unreadable: reported, set aside by Load, not fatal.
+		d.log.Error("state file unusable, starting without it", "error", err)
+	}
+
+	k := d.cfg.Kernel
+	d.guard, err = loader.New(loader.Options{PinRoot: d.cfg.PinRoot, MaxBans: uint32(k.MaxBans),
+		MaxTracked: uint32(k.MaxTracked), MaxCIDR: uint32(k.MaxCIDRRules)})
+	if err != nil {
+		return err
+	}
+	if err := d.guard.SetSettings(kernelSettings(d.cfg.Config)); err != nil {
+		return err
+	}
+	if err := d.syncAllow(); err != nil {
+		return err
+	}
+	mode, _ := loader.ParseMode(d.cfg.XDPMode)
+	for _, ifname := range d.cfg.Interfaces {
+		used, err := d.guard.Attach(ifname, mode)
+		if err != nil {
+			return err
+		}
+		d.log.Info("attached", "iface", ifname, "mode", used.String())
+	}
+
+	d.engine, err = logwatch.New(d.cfg.Detect)
+	if err != nil {
+		return fmt.Errorf("detect: %w", err)
+	}
+	for rule, why := range d.engine.DisabledRules() {
+		d.log.Warn("rule disabled", "rule", rule, "why", why)
+	}
+	offenders := make([]logwatch.Offender, len(st.Offenders))
+	for i, o := range st.Offenders {
+		offenders[i] = logwatch.Offender(o)
+	}
+	if err := d.engine.Restore(offenders); err != nil {
+		d.log.Error("offender history not restored", "error", err)
+	}
+	if err := d.restoreBans(st.Bans); err != nil {
+		return err
+	}
+	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
+	return err
+}
+
+// restoreBans puts back bans the kernel no longer has: after a reboot, or
+// after the pins were removed. Bans the kernel still holds are left alone.
+func (d *Daemon) restoreBans(bans []state.Ban) error {
+	live, err := d.guard.Bans()
+	if err != nil {
+		return err
+	}
+	have := map[netip.Prefix]bool{}
+	for _, b := range live {
+		have[b.Prefix] = true
+	}
+	now := time.Now()
+	restored := 0
+	for _, b := range bans {
+		if b.Reason != "" {
+			d.reasons[b.Prefix] = b.Reason
+		}
+		if have[b.Prefix] || b.Expired(now) {
+			continue
+		}
+		ttl := time.Duration(0)
+		if !b.Expires.IsZero() {
+			ttl = b.Expires.Sub(now)
+		}
+		var origin loader.Origin
+		if err := origin.UnmarshalText([]byte(b.Origin)); err != nil {
+			origin = loader.OriginManual
+		}
+		// The state keeps a sentence; its first word is the kernel's code.
+		code, _, _ := strings.Cut(b.Reason, " ")
+		if err := d.guard.Ban(b.Prefix, ttl, origin, loader.ParseReason(code)); err != nil {
+			return fmt.Errorf("restore ban %s: %w", b.Prefix, err)
+		}
+		restored++
+	}
+	if restored > 0 {
+		d.log.Info("restored bans from the state file", "count", restored)
+		d.dirty = true
+	}
+	return nil
+}
+
+func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
+	events, err := d.guard.OpenEvents()
+	if err != nil {
+		return err
+	}
+	evc := make(chan loader.Event, 1024)
+	go func() {
+		for {
+			ev, err := events.Read()
+			if errors.Is(err, loader.ErrClosed) {
+				close(evc)
+				return
+			}
+			if err != nil {
+				d.log.Error("kernel event", "error", err)
+				continue
+			}
+			evc <- ev
+		}
+	}()
+	defer events.Close()
+
+	fctx, stopFollow := context.WithCancel(ctx)
+	lines, err := d.follow(fctx)
+	if err != nil {
+		stopFollow()
+		return err
+	}
+	tick := time.NewTicker(d.opts.Tick)
+	defer tick.Stop()
+	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files,
+		"monitor", d.cfg.Kernel.Monitor, "pin_root", d.cfg.PinRoot, "state_dir", d.cfg.StateDir)
+
+	for {
+		select {
+		case <-ctx.Done():
+			stopFollow()
+			return d.shutdown()
+		case l, ok := <-lines:
+			if !ok {
+				lines = nil // follower stopped (reload restarts it)
+				continue
+			}
+			d.onLine(l)
+		case ev, ok := <-evc:
+			if ok {
+				d.onKernelBan(ev)
+			}
+		case <-tick.C:
+			d.housekeeping(time.Now())
+		case <-reload:
+			next, restart, err := d.reload()
+			if err != nil {
+				d.log.Error("reload failed; keeping the running configuration", "error", err)
+				continue
+			}
+			if restart {
+				stopFollow()
+				fctx, stopFollow = context.WithCancel(ctx)
+				lines, err = next(fctx)
+				if err != nil {
+					d.log.Error("follow logs after reload", "error", err)
+				}
+			}
+		}
+	}
+}
+
+func (d *Daemon) follow(ctx context.Context) (<-chan logwatch.Line, error) {
+	if len(d.cfg.Logs.Files) == 0 {
+		return nil, nil
+	}
+	f, err := logwatch.Follow(ctx, d.cfg.Logs.Files, logwatch.FollowOptions{
+		Backlog: d.cfg.Logs.ReadBack, MaxLineBytes: d.cfg.Detect.MaxLineBytes})
+	if err != nil {
+		return nil, err
+	}
+	d.metrics.setFollower(f)
+	return f.Lines(), nil
+}
+
+func (d *Daemon) onLine(l logwatch.Line) {
+	var r logwatch.Result
+	if l.Backlog {
+		r = d.engine.ProcessHistory(l.Data, l.File, l.Arrival)
+	} else {
+		r = d.engine.Process(l.Data, l.File, l.Arrival)
+	}
+	if r.Decision == nil {
+		return
+	}
+	dec := r.Decision
+	err := d.guard.Ban(dec.Prefix, dec.Duration, loader.OriginLog, loader.ParseReason(dec.Reason))
+	if err != nil {
+		d.log.Error("ban failed", "prefix", dec.Prefix, "error", err)
+		return
+	}
+	d.metrics.banned(loader.OriginLog, time.Since(l.Arrival))
+	d.reasons[dec.Prefix] = fmt.Sprintf("%s (rule %s, %d events, offence %d)", dec.Reason, dec.Rule, dec.Events, dec.Offence)
+	d.dirty = true
+	killed := d.kill(dec.Prefix)
+	d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
+		"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed)
+}
+
+// onKernelBan hears of a SYN-rate ban the program made by itself. It enters
+// the same offender history as log bans, so a repeat offender's next kernel
+// ban is lengthened here.
+func (d *Daemon) onKernelBan(ev loader.Event) {
+	d.metrics.banned(loader.OriginKernel, 0)
+	dur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
+	base := d.cfg.Kernel.BanDuration
+	if dur > base {
+		// Escalate: replace the kernel's ban with the longer one.
+		if err := d.guard.Ban(ev.Prefix, dur, loader.OriginKernel, loader.ReasonSynRate); err != nil {
+			d.log.Error("escalate kernel ban", "prefix", ev.Prefix, "error", err)
+		}
+	} else {
+		dur = base
+	}
+	d.reasons[ev.Prefix] = fmt.Sprintf("syn-rate (over %d SYNs per %s)", ev.Threshold, d.cfg.Kernel.SYNRate.Window)
+	d.dirty = true
+	killed := d.kill(ev.Prefix)
+	d.log.Info("banned", "prefix", ev.Prefix, "origin", "kernel", "reason", "syn-rate", "for", dur, "killed", killed)
+}
+
+// kill destroys the banned source's established connections to the
+// protected ports, so Dovecot's login slots free now, not at its timeout.
+func (d *Daemon) kill(p netip.Prefix) int {
+	if !d.cfg.KillConnections || d.cfg.Kernel.Monitor {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n, err := sockdestroy.Destroy(ctx, p, d.cfg.Kernel.Ports)
+	if err != nil {
+		d.log.Warn("could not destroy connections", "prefix", p, "error", err)
+	}
+	d.metrics.killed(n)
+	return n
+}
+
+func (d *Daemon) housekeeping(now time.Time) {
+	if n, err := d.guard.Sweep(); err != nil {
+		d.log.Error("sweep expired bans", "error", err)
+	} else if n > 0 {
+		d.dirty = true
+	}
+	d.engine.Expire(now)
+	d.metrics.update(d.engine.Counters())
+	// A manual ban or unban from the CLI changes the kernel behind our back;
+	// the periodic save mirrors it.
+	if d.dirty || now.Sub(d.lastSave) > 30*time.Second {
+		if err := d.save(); err != nil {
+			d.log.Error("save state", "error", err)
+		}
+	}
+}
+
+// save mirrors the kernel's bans and the offender history into the state
+// file.
+func (d *Daemon) save() error {
+	offenders := []state.Offender{}
+	for _, o := range d.engine.Snapshot() {
+		offenders = append(offenders, state.Offender(o))
+	}
+	live, err := Mirror(d.guard, d.store, d.reasons, offenders)
+	if err != nil {
+		return err
+	}
+	maps.DeleteFunc(d.reasons, func(p netip.Prefix, _ string) bool { return !live[p] })
+	d.dirty = false
+	d.lastSave = time.Now()
+	return nil
+}
+
+// Mirror writes the kernel's bans into the state file, with the reason text
+// that reasons or the file already has for each, and the given offender
+// history (nil keeps the file's). The daemon and the ban/unban commands
+// both save this way, under the state lock, so neither loses the other's
+// records. It returns the prefixes now banned.
+func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string, offenders []state.Offender) (map[netip.Prefix]bool, error) {
+	live := map[netip.Prefix]bool{}
+	err := state.WithLock(store.Dir, func() error {
+		old, err := store.Load()
+		if err != nil && !errors.Is(err, state.ErrCorrupt) {
+			return err
+		}
+		known := map[netip.Prefix]string{}
+		for _, b := range old.Bans {
+			known[b.Prefix] = b.Reason
+		}
+		maps.Copy(known, reasons)
+		bans, err := g.Bans()
+		if err != nil {
+			return err
+		}
+		st := state.State{Version: state.Version, Bans: []state.Ban{}, Offenders: offenders}
+		if offenders == nil {
+			st.Offenders = old.Offenders
+		}
+		for _, b := range bans {
+			live[b.Prefix] = true
+			reason := known[b.Prefix]
+			if reason == "" {
+				reason = b.Reason.String()
+			}
+			st.Bans = append(st.Bans, state.Ban{Prefix: b.Prefix, Expires: b.Expires, Origin: b.Origin.String(), Reason: reason})
+		}
+		return store.Save(st)
+	})
+	return live, err
+}
+
+func (d *Daemon) shutdown() error {
+	err := d.save()
+	d.metrics.close()
+	if d.opts.DetachOnExit {
+		if derr := d.guard.DetachAll(); derr != nil {
+			return errors.Join(err, derr)
+		}
+		d.log.Info("detached: protection removed (--detach-on-exit)")
+	} else {
+		d.log.Info("stopped; the XDP program and its bans stay in force")
+	}
+	return err
+}
+
+// reload applies a new configuration without detaching. It returns a
+// function to start following logs again when the log files changed.
+func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), bool, error) {
+	if d.opts.Reload == nil {
+		return nil, false, errors.New("no configuration to reload")
+	}
+	next, err := d.opts.Reload()
+	if err != nil {
+		return nil, false, err
+	}
+	if next.PinRoot != d.cfg.PinRoot || next.StateDir != d.cfg.StateDir || next.Kernel.MaxBans != d.cfg.Kernel.MaxBans ||
+		next.Kernel.MaxTracked != d.cfg.Kernel.MaxTracked || next.Kernel.MaxCIDRRules != d.cfg.Kernel.MaxCIDRRules ||
+		next.Metrics.Listen != d.cfg.Metrics.Listen {
+		return nil, false, errors.New("pin_root, state_dir, map sizes and metrics.listen only change with a restart")
+	}
+	// Everything that can fail is checked before anything is applied.
+	if err := kernelSettings(next.Config).Validate(); err != nil {
+		return nil, false, err
+	}
+	if err := next.Detect.Validate(); err != nil {
+		return nil, false, fmt.Errorf("detect: %w", err)
+	}
+	if err := d.guard.SetSettings(kernelSettings(next.Config)); err != nil {
+		return nil, false, err
+	}
+	if err := d.engine.Reload(next.Detect); err != nil {
+		return nil, false, err
+	}
+	mode, _ := loader.ParseMode(next.XDPMode)
+	for _, ifname := range next.Interfaces {
+		if !slices.Contains(d.cfg.Interfaces, ifname) {
+			if _, err := d.guard.Attach(ifname, mode); err != nil {
+				d.log.Error("attach after reload", "iface", ifname, "error", err)
+			}
+		}
+	}
+	for _, ifname := range d.cfg.Interfaces {
+		if !slices.Contains(next.Interfaces, ifname) {
+			if err := d.guard.Detach(ifname); err != nil {
+				d.log.Error("detach after reload", "iface", ifname, "error", err)
+			}
+		}
+	}
+	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files)
+	d.cfg = next
+	if err := d.syncAllow(); err != nil {
+		d.log.Error("allowlist after reload", "error", err)
+	}
+	d.log.Info("configuration reloaded", "syn_threshold", next.Kernel.SYNRate.Threshold,
+		"detect_threshold", next.Detect.Threshold, "monitor", next.Kernel.Monitor)
+	return d.follow, restart, nil
+}
+
+// syncAllow makes the kernel's allow rules from the configuration match the
+// file: rules an operator added with `xdpguard allow` are not touched.
+func (d *Daemon) syncAllow() error {
+	want := map[netip.Prefix]bool{}
+	for _, p := range d.cfg.Allow {
+		want[p.Masked()] = true
+	}
+	for p := range d.configAllow {
+		if !want[p] {
+			if err := d.guard.RemoveAllow(p); err != nil {
+				d.log.Warn("remove allow rule", "prefix", p, "error", err)
+			}
+			delete(d.configAllow, p)
+		}
+	}
+	for p := range want {
+		if err := d.guard.Allow(p, 0); err != nil {
+			return err
+		}
+		d.configAllow[p] = true
+	}
+	return nil
+}
+
+// kernelSettings maps the file's kernel section to the program's settings.
+func kernelSettings(c config.Config) loader.Settings {
+	k := c.Kernel
+	scope, _ := loader.ParseScope(k.BanScope)
+	return loader.Settings{
+		Ports:         k.Ports,
+		RateThreshold: uint32(k.SYNRate.Threshold),
+		RateWindow:    k.SYNRate.Window,
+		BanDuration:   k.BanDuration,
+		Scope:         scope,
+		Monitor:       k.Monitor,
+		PrefixV4:      k.PrefixV4,
+		PrefixV6:      k.PrefixV6,
+	}
+}
