@@ -11,8 +11,8 @@ import (
 
 	"github.com/xdpguard/xdpguard/banlist"
 	"github.com/xdpguard/xdpguard/daemon"
-	"github.com/xdpguard/xdpguard/state"
 	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/state"
 )
 
 // defaultManualBan is what `ban` without --for means: long enough to outlast
