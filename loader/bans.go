@@ -22,7 +22,7 @@ const (
 	OriginManual = Origin(bpf.XdpguardOriginORIGIN_MANUAL)
 )
 
-var originNames = map[Origin]string{OriginKernel: "kernel", OriginLog: "log", OriginManual: "manual"}
+var originNames = map[Origin]string{0: "none", OriginKernel: "kernel", OriginLog: "log", OriginManual: "manual"}
 
 func (o Origin) String() string {
 	if s, ok := originNames[o]; ok {
@@ -61,6 +61,7 @@ const (
 )
 
 var reasonNames = map[Reason]string{
+	0:             "none",
 	ReasonSynRate: "syn-rate", ReasonNoAuth: "no-auth", ReasonAuthFailed: "auth-failed",
 	ReasonProbe: "probe", ReasonConnLimit: "conn-limit", ReasonManual: "manual",
 	ReasonBlocklist: "blocklist", ReasonOther: "other",
