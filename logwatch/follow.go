@@ -217,9 +217,11 @@ func (f *Follower) pump(ctx context.Context, t *tail.Tail, name string, pos *int
 				continue
 			}
 			cur := inode(name)
-			if (*ino != 0 && cur != *ino) || (cur == *ino && st.Size() > *pos+int64(f.maxLine)) || (*ino == 0 && st.Size() > 0 && *pos == 0) {
-				// Replaced or grown without a line reaching us for a
-				// while: the tailer is stuck.
+			if (*ino != 0 && cur != *ino) || (cur == *ino && st.Size() > *pos && hasNewline(name, *pos)) || (*ino == 0 && st.Size() > 0 && *pos == 0) {
+				// Replaced, or grown, without a line reaching us for a
+				// second: the tailer missed an inotify event. Restarting
+				// resumes at pos, the end of the last delivered line, so
+				// nothing is lost or delivered twice.
 				f.stalls.Add(1)
 				return
 			}
@@ -254,6 +256,19 @@ func (f *Follower) pump(ctx context.Context, t *tail.Tail, name string, pos *int
 			}
 		}
 	}
+}
+
+// hasNewline reports whether a complete line follows offset pos: a partial
+// line being written is not a stall.
+func hasNewline(name string, pos int64) bool {
+	fd, err := os.Open(name)
+	if err != nil {
+		return false
+	}
+	defer fd.Close()
+	buf := make([]byte, 64<<10)
+	n, _ := fd.ReadAt(buf, pos)
+	return bytes.IndexByte(buf[:n], '\n') >= 0 || n == len(buf)
 }
 
 func inode(name string) uint64 {
@@ -336,4 +351,9 @@ func readBacklog(fd *os.File, opt FollowOptions, now time.Time) (int64, [][]byte
 			out = append(out, append([]byte(nil), body...))
 		}
 	}
+}
+
+// FollowOptions returns the follower's options from the configuration.
+func (c Config) FollowOptions() FollowOptions {
+	return FollowOptions{Backlog: c.Backlog, MaxLineBytes: c.MaxLineBytes}
 }

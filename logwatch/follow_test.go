@@ -192,3 +192,18 @@ func TestFollowNoDuplicatesAfterStart(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// A partial line that stays unfinished is not mistaken for a stall.
+func TestFollowPendingPartialLineIsNotAStall(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "maillog")
+	os.WriteFile(p, []byte("complete\n"), 0o644)
+	f := startFollow(t, []string{p}, FollowOptions{})
+	appendFile(t, p, "half a li")
+	time.Sleep(2500 * time.Millisecond)
+	appendFile(t, p, "ne\n")
+	expect(t, f, "half a line")
+	if s := f.Stats(); s.Restarts != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
