@@ -11,7 +11,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short \
-        bench bench-bpf bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels
+        bench bench-bpf bench-daemon bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels
 
 all: build
 
@@ -62,10 +62,15 @@ VMTEST_PKGS ?= ./loader ./bpf
 test-kernels:
 	GO='$(GO)' VMTEST_PKGS='$(VMTEST_PKGS)' tools/vmtest/vmtest.sh $(KERNEL)
 
-bench: bench-bpf
+# Per-packet cost against an empty program, and the daemon's reaction time
+# (log line to kernel map) and ban rate (10,000 sources at once).
+bench: bench-bpf bench-daemon
 
 bench-bpf: bpffs
-	$(GO) test -run '^$$' -bench . -benchtime 2000000x -count 3 ./loader/
+	$(GO) test -run '^$$' -bench PerPacket -benchtime 20x -count 3 ./loader/
+
+bench-daemon: bpffs
+	$(GO) test -run '^$$' -bench 'Reaction|BanRate' -benchtime 1x -count 3 ./daemon/
 
 # xdpguard logtest against fail2ban-regex (dovecot filter, aggressive mode) on
 # a generated 1,000,000-line mail log (logwatch/internal/maillog), then the

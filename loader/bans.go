@@ -278,6 +278,33 @@ func (g *Guard) Unban(p netip.Prefix) error {
 	return nil
 }
 
+// BanOf returns the exact ban, if any, that covers address a. It is one map
+// lookup, for callers that must not walk a million bans.
+func (g *Guard) BanOf(a netip.Addr) (Ban, bool, error) {
+	s, err := g.Settings()
+	if err != nil {
+		return Ban{}, false, err
+	}
+	a = a.Unmap()
+	key := netip.PrefixFrom(a, granularity(s, a)).Masked()
+	var v bpf.XdpguardBan
+	if a.Is4() {
+		k := key.Addr().As4()
+		err = g.maps.BansV4.Lookup(&k, &v)
+	} else {
+		k := key.Addr().As16()
+		err = g.maps.BansV6.Lookup(&k, &v)
+	}
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Ban{}, false, nil
+	}
+	if err != nil {
+		return Ban{}, false, err
+	}
+	b := Ban{Prefix: key, Origin: Origin(v.Origin), Reason: Reason(v.Reason), Expires: newClock().wall(v.ExpiresNs), Drops: v.Drops}
+	return b, b.Expires.IsZero() || b.Expires.After(time.Now()), nil
+}
+
 // Bans lists the bans in force now, exact and prefix, sorted by address.
 func (g *Guard) Bans() ([]Ban, error) {
 	all, err := g.bans()

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
+	"math/bits"
 	"time"
 
 	"github.com/xdpguard/xdpguard/bpf"
@@ -202,12 +202,9 @@ func decodeSettings(c *bpf.XdpguardConfig) Settings {
 		s.Scope = ScopePorts
 	}
 	for i, w := range c.Ports {
-		for b := 0; b < 64; b++ {
-			if w&(1<<b) != 0 {
-				s.Ports = append(s.Ports, uint16(i*64+b))
-			}
+		for ; w != 0; w &= w - 1 {
+			s.Ports = append(s.Ports, uint16(i*64+bits.TrailingZeros64(w)))
 		}
 	}
-	slices.Sort(s.Ports)
 	return s
 }
