@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"math/bits"
+	"net/netip"
 	"time"
 
 	"github.com/xdpguard/xdpguard/bpf"
