@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/xdpguard/xdpguard/internal/nstest"
@@ -90,6 +91,24 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 		}
 		if tc.want != "" && (!strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0) {
 			t.Errorf("%v: stderr %q, want one line containing %q", tc.args, stderr, tc.want)
+		}
+	}
+}
+
+func TestNonRootIsToldWhatIsMissing(t *testing.T) {
+	nstest.RequireRoot(t)
+	os.Chmod(filepath.Dir(binary), 0o755) // let nobody run the binary
+	for _, args := range [][]string{{"status"}, {"ban", "198.18.0.1"}, {"attach", "--iface", "lo"}, {"run", "--iface", "lo"}} {
+		cmd := exec.Command(binary, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 {
+			t.Errorf("%v as nobody: %v, %s", args, err, out)
+			continue
+		}
+		if !strings.Contains(string(out), "needs CAP_BPF and CAP_NET_ADMIN") {
+			t.Errorf("%v as nobody: %q does not name the missing capabilities", args, out)
 		}
 	}
 }
