@@ -19,7 +19,10 @@ func checkKernel() error {
 	if err := unix.Uname(&uts); err != nil {
 		return fmt.Errorf("uname: %w", err)
 	}
-	release := unix.ByteSliceToString(uts.Release[:])
+	return checkRelease(unix.ByteSliceToString(uts.Release[:]))
+}
+
+func checkRelease(release string) error {
 	var major, minor int
 	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
 		return nil // unknown format: let the feature probes speak
