@@ -1,0 +1,131 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// The benchmark's own XDP programs: the live-frame traffic generator, the
+// sink that keeps the DUT's replies to spoofed sources off the generator's
+// CPU, and the unconditional drop that is the floor of every mechanism.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+// Source addresses (network order) the generator draws from; the harness
+// fills [0, cfg.nsources) and resizes the map to the largest set.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sources SEC(".maps");
+
+struct gen_config {
+	__u32 nsources;
+	__u32 set_permille;	// share of frames from the set; the rest are random
+	__u32 rand_base;	// random sources: rand_base | (rand & rand_mask)
+	__u32 rand_mask;
+};
+
+// An array, not .rodata, so one loaded program serves every scenario.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_config);
+} gen_cfg SEC(".maps");
+
+// One's-complement update for a 32-bit field covered by a checksum
+// (RFC 1624); byte-order neutral, so network-order values work as they are.
+static __always_inline void csum_replace4(__u16 *sum, __u32 from, __u32 to)
+{
+	__u32 c = (__u16)~*sum;
+
+	c += (__u16)~from + (__u16)(~from >> 16);
+	c += (__u16)to + (__u16)(to >> 16);
+	c = (c & 0xffff) + (c >> 16);
+	c = (c & 0xffff) + (c >> 16);
+	*sum = ~c;
+}
+
+// Runs under BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES on the generator's
+// veth: it rewrites the template frame's source address and port, and
+// XDP_TX, which the test run turns into a redirect out of that veth, puts it
+// into the DUT's receive ring. The page pool recycles frames, so the rewrite
+// must be complete every time: nothing from the previous packet may leak.
+SEC("xdp")
+int xdp_gen(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct tcphdr *tcp = (void *)(ip + 1);
+	__u32 zero = 0;
+
+	if ((void *)(tcp + 1) > data_end)
+		return XDP_ABORTED;
+	struct gen_config *cfg = bpf_map_lookup_elem(&gen_cfg, &zero);
+
+	if (!cfg || !cfg->nsources)
+		return XDP_ABORTED;
+
+	__u32 r = bpf_get_prandom_u32();
+	__u32 src;
+
+	if (r % 1000 < cfg->set_permille) {
+		__u32 idx = bpf_get_prandom_u32() % cfg->nsources;
+		__u32 *s = bpf_map_lookup_elem(&sources, &idx);
+
+		if (!s)
+			return XDP_ABORTED;
+		src = *s;
+	} else {
+		src = cfg->rand_base | (bpf_get_prandom_u32() & cfg->rand_mask);
+	}
+
+	__u32 old = ip->saddr;
+
+	ip->saddr = src;
+	csum_replace4(&ip->check, old, src);
+	csum_replace4(&tcp->check, old, src);
+
+	// A fresh source port each time, so the TCP stack (no filter) sees new
+	// connection attempts rather than retransmissions of one.
+	__u32 oldp = tcp->source;
+	__u32 newp = bpf_htons(1024 + (r >> 16) % 60000);
+
+	tcp->source = newp;
+	csum_replace4(&tcp->check, oldp, newp);
+	return XDP_TX;
+}
+
+// On the generator's veth: the DUT's SYN-ACKs to spoofed sources die here,
+// cheaply, instead of in the generator namespace's TCP stack. Traffic for
+// the harness's own addresses (198.18.0.0/15: the legitimate client, ARP)
+// passes.
+SEC("xdp")
+int xdp_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	if ((ip->daddr & bpf_htonl(0xfffe0000)) == bpf_htonl(0xc6120000))
+		return XDP_PASS;
+	return XDP_DROP;
+}
+
+// The floor: no parsing, no lookup.
+SEC("xdp")
+int xdp_drop(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}

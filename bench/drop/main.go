@@ -1,0 +1,291 @@
+// Command drop measures what dropping a flood from banned sources costs the
+// receiving host, for xdpguard and its peers (nftables, iptables + ipset,
+// xdp-filter), against an unconditional XDP_DROP floor. `make bench-drop`
+// runs it; BENCHMARKS.md explains the method and shows the last results.
+//
+// Everything happens in two network namespaces it creates and deletes; it
+// must run as root.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+type harness struct {
+	env      *env
+	gen      *generator
+	xdpguard string // path of the xdpguard binary under test
+	dur      time.Duration
+	maxPkts  uint64
+}
+
+func main() {
+	if len(os.Args) > 1 {
+		var err error
+		switch os.Args[1] {
+		case "serve":
+			err = serveMain(os.Args[2:])
+		case "client":
+			err = clientMain(os.Args[2:])
+		default:
+			err = benchMain(os.Args[1:])
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench-drop:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := benchMain(nil); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-drop:", err)
+		os.Exit(1)
+	}
+}
+
+func benchMain(args []string) error {
+	fs := flag.NewFlagSet("bench-drop", flag.ContinueOnError)
+	quick := fs.Bool("quick", false, "development run: 10,000 bans, one run, one-second floods")
+	sizesF := fs.String("sizes", "10000,100000,1000000", "banned-set sizes, comma-separated")
+	runs := fs.Int("runs", 3, "runs per mechanism and size; the table shows their median")
+	dur := fs.Duration("for", 2*time.Second, "length of one flood")
+	maxPkts := fs.Uint64("max-packets", 20_000_000, "packets per flood, at most")
+	xg := fs.String("xdpguard", "bin/xdpguard", "xdpguard binary to benchmark")
+	md := fs.String("md", "", "write the report here (BENCHMARKS.md)")
+	svg := fs.String("svg", "", "write the bar chart here")
+	only := fs.String("only", "", "measure only mechanisms whose name contains this")
+	synFlood := fs.Bool("synflood", true, "also run the per-source SYN-rate flood scenario")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	sizes, err := parseSizes(*sizesF)
+	if err != nil {
+		return err
+	}
+	if *quick {
+		sizes, *runs, *dur = []int{10000}, 1, time.Second
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root: it creates namespaces and loads BPF programs")
+	}
+	if _, err := os.Stat(*xg); err != nil {
+		return fmt.Errorf("xdpguard binary: %w (run make build)", err)
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err)
+	}
+
+	// SIGINT and SIGTERM stop the current flood within one generator call
+	// and fall through to the cleanup below.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	start := time.Now()
+	load := loadAvg()
+	e, err := newEnv()
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	h := &harness{env: e, xdpguard: *xg, dur: *dur, maxPkts: *maxPkts}
+	if h.gen, err = newGenerator(e, max(sizes[len(sizes)-1], synHot)); err != nil {
+		return err
+	}
+	defer h.gen.Close()
+	var sink link.Link
+	if err := doIn(e.gen, func() (err error) {
+		sink, err = link.AttachXDP(link.XDPOptions{Program: h.gen.objs.XdpSink, Interface: e.genIdx, Flags: link.XDPDriverMode})
+		return err
+	}); err != nil {
+		return fmt.Errorf("attach sink to %s: %w", genIf, err)
+	}
+	defer sink.Close()
+	srv, err := startServer(e)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+
+	all := bannedSources(sizes[len(sizes)-1])
+	rep := &report{Sizes: sizes, Runs: *runs, Flood: *dur, LoadBefore: load, Kernel: kernelRelease()}
+	for _, n := range sizes {
+		if err := h.gen.setSources(all[:n], 1000); err != nil {
+			return err
+		}
+		for _, m := range mechanisms() {
+			if *only != "" && !strings.Contains(m.Name+" "+m.Mode, *only) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r := h.measureMech(ctx, m, all[:n], *runs)
+			fmt.Fprintln(os.Stderr, r.progress())
+			rep.Rows = append(rep.Rows, r)
+		}
+	}
+	if *synFlood && ctx.Err() == nil {
+		rep.Syn = h.synScenario(ctx, *runs)
+	}
+	rep.LoadAfter = loadAvg()
+	rep.Elapsed = time.Since(start)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fmt.Println(rep.table())
+	if *md != "" {
+		if err := os.WriteFile(*md, []byte(rep.markdown(*svg)), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", *md, err)
+		}
+	}
+	if *svg != "" {
+		if err := os.WriteFile(*svg, []byte(rep.svg()), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", *svg, err)
+		}
+	}
+	return nil
+}
+
+// measureMech sets m up with srcs banned, floods it runs times and tears it
+// down. A failure is recorded in the row, not fatal: one broken peer must
+// not cost the whole table.
+func (h *harness) measureMech(ctx context.Context, m mech, srcs []uint32, runs int) row {
+	r := row{Mech: m.Name, Mode: m.Mode, Filter: m.Filter, Size: len(srcs)}
+	note, err := m.setup(h, srcs)
+	r.Note = note
+	if err != nil {
+		r.Err = err.Error()
+		if m.teardown != nil {
+			m.teardown(h)
+		}
+		return r
+	}
+	for i := 0; i < runs && ctx.Err() == nil; i++ {
+		s, err := h.flood(ctx)
+		if err != nil {
+			r.Err = err.Error()
+			break
+		}
+		r.Samples = append(r.Samples, s)
+	}
+	if err := m.teardown(h); err != nil {
+		r.Err = strings.TrimSpace(r.Err + "; teardown: " + err.Error())
+	}
+	return r
+}
+
+// flood runs one bounded flood with the legitimate client alongside and
+// returns the DUT's CPU time per frame it handled.
+func (h *harness) flood(ctx context.Context) (sample, error) {
+	var s sample
+	pid, err := napiThread(dutIf, dutCPU)
+	if err != nil {
+		return s, err
+	}
+	if _, err := napiThread(genIf, genCPU); err != nil {
+		return s, err
+	}
+	c0, err := cpuTime(pid)
+	if err != nil {
+		return s, err
+	}
+	f0, err := rxFrames(h.env)
+	if err != nil {
+		return s, err
+	}
+	tcp0, _ := tcpInSegs(h.env)
+	cl, err := startClient(h.env, h.dur)
+	if err != nil {
+		return s, err
+	}
+	t0 := time.Now()
+	sent, ferr := h.gen.send(ctx, h.env, h.dur, h.maxPkts)
+	el := time.Since(t0)
+	if ferr != nil || ctx.Err() != nil {
+		cl.kill()
+	}
+	// Let the DUT drain its ring before reading its counters.
+	time.Sleep(100 * time.Millisecond)
+	c1, err := cpuTime(pid)
+	if err != nil {
+		return s, err
+	}
+	f1, err := rxFrames(h.env)
+	if err != nil {
+		return s, err
+	}
+	tcp1, _ := tcpInSegs(h.env)
+	res, cerr := cl.wait()
+	if ferr != nil {
+		return s, ferr
+	}
+	if cerr != nil {
+		return s, cerr
+	}
+	if f1 <= f0 {
+		return s, fmt.Errorf("the DUT handled no frames (%d sent)", sent)
+	}
+	s = sample{
+		NsPerPkt: float64(c1-c0) / float64(f1-f0),
+		Sent:     sent, Handled: f1 - f0, ToTCP: tcp1 - tcp0,
+		Seconds: el.Seconds(), Client: res,
+	}
+	return s, nil
+}
+
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err != nil || n <= 0 {
+			return nil, fmt.Errorf("-sizes: %q is not a positive count", f)
+		}
+		if len(out) > 0 && n < out[len(out)-1] {
+			return nil, fmt.Errorf("-sizes: %q: give sizes in increasing order", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:3], " ")
+}
+
+func kernelRelease() string {
+	var u syscall.Utsname
+	if syscall.Uname(&u) != nil {
+		return "?"
+	}
+	var b strings.Builder
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b.WriteByte(byte(c))
+	}
+	return b.String()
+}
+
+// tcpInSegs reads the DUT namespace's TCP InSegs: segments that reached TCP.
+func tcpInSegs(e *env) (uint64, error) {
+	out, err := in(e.dut, "cat", "/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	return parseSNMP(out, "Tcp", "InSegs")
+}
