@@ -149,9 +149,9 @@ func (s *server) stop() {
 
 // client is one run of the legitimate client in the generator namespace.
 type client struct {
-	cmd *exec.Cmd
-	out []byte
-	err error
+	cmd  *exec.Cmd
+	out  []byte
+	err  error
 	done chan struct{}
 }
 
@@ -190,4 +190,3 @@ func (c *client) kill() {
 		c.cmd.Process.Kill()
 	}
 }
-

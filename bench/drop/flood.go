@@ -218,4 +218,3 @@ func parseEthtoolStat(out, name string) (uint64, error) {
 	}
 	return 0, errors.New("ethtool -S: no counter " + name)
 }
-

@@ -25,7 +25,6 @@ type mech struct {
 	teardown func(h *harness) error
 }
 
-
 func mechanisms() []mech {
 	var ms []mech
 	for _, mode := range []string{"native", "generic"} {
@@ -192,4 +191,3 @@ func count(n int) string {
 	}
 	return b.String()
 }
-

@@ -195,4 +195,3 @@ func (r readerAt) ReadAt(p []byte, off int64) (int, error) {
 	}
 	return n, nil
 }
-
