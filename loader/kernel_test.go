@@ -3,6 +3,9 @@ package loader
 import (
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 )
 
 func TestCheckRelease(t *testing.T) {
@@ -18,5 +21,26 @@ func TestCheckRelease(t *testing.T) {
 		if err != nil && !strings.Contains(err.Error(), release) || err != nil && !strings.Contains(err.Error(), "5.11") {
 			t.Errorf("%s: message %q should name the kernel and the minimum", release, err)
 		}
+	}
+}
+
+// A program the verifier rejects is reported with the log's tail, not a
+// page of dump.
+func TestVerifierRejectionIsReadable(t *testing.T) {
+	requireRoot(t)
+	_, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.XDP,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Reg(asm.R0, asm.R5), // R5 is never initialised
+			asm.Return(),
+		},
+	})
+	if err == nil {
+		t.Fatal("the verifier accepted a read of an uninitialised register")
+	}
+	msg := loadError(err).Error()
+	if !strings.Contains(msg, "verifier rejected") || !strings.Contains(msg, "R5 !read_ok") {
+		t.Errorf("message lacks the verdict or the log's last lines:\n%s", msg)
 	}
 }
