@@ -337,10 +337,13 @@ func (d *Daemon) flush() {
 // ban is lengthened here.
 func (d *Daemon) onKernelBan(ev loader.Event) {
 	d.metrics.banned(loader.OriginKernel, 0)
-	dur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
+	// The history escalates from the log layer's first ban; apply the same
+	// factor to the kernel's own ban duration.
+	logDur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
 	base := d.cfg.Kernel.BanDuration
+	dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
+	dur = min(dur, d.cfg.Detect.MaxBanDuration)
 	if dur > base {
-		// Escalate: replace the kernel's ban with the longer one.
 		if err := d.guard.Ban(ev.Prefix, dur, loader.OriginKernel, loader.ReasonSynRate); err != nil {
 			d.log.Error("escalate kernel ban", "prefix", ev.Prefix, "error", err)
 		}

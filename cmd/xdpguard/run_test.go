@@ -33,6 +33,8 @@ type daemonWorld struct {
 	cmd      *exec.Cmd
 	out      *syncBuffer
 	held     sync.Map // server side of accepted connections, kept open
+
+	kernel, kernelBan string // kernel.syn_rate and kernel.ban_duration
 }
 
 const (
@@ -72,6 +74,8 @@ func newDaemonWorld(t *testing.T) *daemonWorld {
 	os.WriteFile(w.logFile, nil, 0o644)
 	w.metrics = "127.0.0.1:9931"
 	w.cfgFile = filepath.Join(w.dir, "xdpguard.yaml")
+	w.kernel = "{threshold: 1000, window: 10s}"
+	w.kernelBan = "10m"
 	w.writeConfig(3)
 	t.Cleanup(func() {
 		w.stop(syscall.SIGKILL)
@@ -84,7 +88,8 @@ func (w *daemonWorld) writeConfig(threshold int) {
 	cfg := fmt.Sprintf(`interfaces: [xg-dsrv]
 xdp_mode: native
 kernel:
-  syn_rate: {threshold: 1000, window: 10s}
+  syn_rate: %s
+  ban_duration: %s
 logs:
   files: [%s]
 allow: [%s]
@@ -94,7 +99,7 @@ metrics:
   listen: %s
 detect:
   threshold: %d
-`, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, threshold)
+`, w.kernel, w.kernelBan, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, threshold)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o644); err != nil {
 		w.t.Fatal(err)
 	}
@@ -366,4 +371,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A source the kernel bans twice gets a longer second ban: kernel bans feed
+// the same offender history as log bans.
+func TestDaemonEscalatesKernelBans(t *testing.T) {
+	w := newDaemonWorld(t)
+	w.kernel = "{threshold: 3, window: 1h}"
+	w.kernelBan = "2s"
+	w.writeConfig(3)
+	w.start()
+	burst := func() {
+		for i := range 4 {
+			c, err := w.dial(attacker2, 300*time.Millisecond)
+			if err != nil {
+				if i < 3 {
+					t.Fatalf("connection %d of 3 allowed failed: %v", i+1, err)
+				}
+				return
+			}
+			c.Close()
+		}
+		t.Fatal("the 4th connection passed the kernel's limit")
+	}
+	burst()
+	w.waitBanned(attacker2, true)
+	if b := w.banned()[attacker2]; b.Origin.String() != "kernel" || *b.RemainingSeconds > 2.1 {
+		t.Fatalf("first kernel ban = %+v, want a 2s kernel ban", b)
+	}
+	w.waitBanned(attacker2, false)
+	burst()
+	w.waitLog("for=4s")
+	if b := w.banned()[attacker2]; *b.RemainingSeconds < 2.5 {
+		t.Fatalf("second kernel ban = %+v (%.1fs left), want it doubled to 4s", b, *b.RemainingSeconds)
+	}
 }
