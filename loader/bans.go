@@ -190,9 +190,20 @@ func batchPut[K comparable](m *ebpf.Map, keys []K, val bpf.XdpguardBan, undo *[]
 	var prev []K
 	var prevVals []bpf.XdpguardBan
 	var fresh []K
+	existing := func(k K) (bpf.XdpguardBan, bool) {
+		var v bpf.XdpguardBan
+		return v, m.Lookup(&k, &v) == nil
+	}
+	if len(keys) > 1024 {
+		// One batch dump beats a lookup syscall per key.
+		all := map[K]bpf.XdpguardBan{}
+		if err := dump(m, func(k K, v bpf.XdpguardBan) { all[k] = v }); err != nil {
+			return err
+		}
+		existing = func(k K) (bpf.XdpguardBan, bool) { v, ok := all[k]; return v, ok }
+	}
 	for _, k := range keys {
-		var old bpf.XdpguardBan
-		if err := m.Lookup(&k, &old); err == nil {
+		if old, ok := existing(k); ok {
 			prev = append(prev, k)
 			prevVals = append(prevVals, old)
 		} else {
@@ -222,21 +233,56 @@ func batchPut[K comparable](m *ebpf.Map, keys []K, val bpf.XdpguardBan, undo *[]
 	return nil
 }
 
-// Effective returns the prefix the kernel holds a ban on p under: p masked
-// to the ban granularity, or p itself when it is wider (a CIDR rule).
-func (g *Guard) Effective(p netip.Prefix) (netip.Prefix, error) {
-	p, err := normalize(p)
-	if err != nil {
-		return netip.Prefix{}, err
+// dump calls fn for every entry of a hash map, in batches of a few thousand
+// entries per syscall where the kernel supports it.
+func dump[K comparable, V any](m *ebpf.Map, fn func(K, V)) error {
+	const chunk = 4096
+	keys := make([]K, chunk)
+	vals := make([]V, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			fn(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return err
+		}
 	}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(k, v)
+	}
+	return it.Err()
+}
+
+// Effective returns the prefixes the kernel holds bans on ps under: each
+// masked to the ban granularity, or itself when wider (a CIDR rule).
+func (g *Guard) Effective(ps []netip.Prefix) ([]netip.Prefix, error) {
 	s, err := g.Settings()
 	if err != nil {
-		return netip.Prefix{}, err
+		return nil, err
 	}
-	if gran := granularity(s, p.Addr()); p.Bits() >= gran {
-		return netip.PrefixFrom(p.Addr(), gran).Masked(), nil
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		p, err := normalize(p)
+		if err != nil {
+			return nil, err
+		}
+		if gran := granularity(s, p.Addr()); p.Bits() >= gran {
+			p = netip.PrefixFrom(p.Addr(), gran).Masked()
+		}
+		out = append(out, p)
 	}
-	return p, nil
+	return out, nil
 }
 
 // Unban lifts the ban on p: the exact ban its masked address falls under, or
@@ -305,6 +351,80 @@ func (g *Guard) BanOf(a netip.Addr) (Ban, bool, error) {
 	return b, b.Expires.IsZero() || b.Expires.After(time.Now()), nil
 }
 
+// UnbanMany lifts the bans on ps with batch deletes and returns how many
+// existed. Prefixes with no ban are skipped.
+func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
+	eff, err := g.Effective(ps)
+	if err != nil {
+		return 0, err
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return 0, err
+	}
+	var k4 [][4]byte
+	var k6 [][16]byte
+	n := 0
+	for _, p := range eff {
+		switch {
+		case p.Bits() < granularity(s, p.Addr()):
+			if err := g.Unban(p); err == nil {
+				n++
+			} else if !errors.Is(err, ErrNotBanned) {
+				return n, err
+			}
+		case p.Addr().Is4():
+			k4 = append(k4, p.Addr().As4())
+		default:
+			k6 = append(k6, p.Addr().As16())
+		}
+	}
+	for _, del := range []func() (int, error){
+		func() (int, error) { return deleteKeys(g.maps.BansV4, k4) },
+		func() (int, error) { return deleteKeys(g.maps.BansV6, k6) },
+	} {
+		d, err := del()
+		n += d
+		if err != nil {
+			return n, fmt.Errorf("unban: %w", privilegeHint(err))
+		}
+	}
+	return n, nil
+}
+
+// deleteKeys deletes the keys that exist; a batch delete stops at the first
+// missing key, so missing ones are filtered out first.
+func deleteKeys[K comparable](m *ebpf.Map, keys []K) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	all := map[K]bool{}
+	if err := dump(m, func(k K, _ bpf.XdpguardBan) { all[k] = true }); err != nil {
+		return 0, err
+	}
+	var present []K
+	for _, k := range keys {
+		if all[k] {
+			present = append(present, k)
+			delete(all, k) // duplicates in keys
+		}
+	}
+	if len(present) == 0 {
+		return 0, nil
+	}
+	n, err := m.BatchDelete(present, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		n = 0
+		for i := range present {
+			if err := m.Delete(&present[i]); err == nil {
+				n++
+			}
+		}
+		return n, nil
+	}
+	return n, err
+}
+
 // Bans lists the bans in force now, exact and prefix, sorted by address.
 func (g *Guard) Bans() ([]Ban, error) {
 	all, err := g.bans()
@@ -322,23 +442,18 @@ func (g *Guard) bans() ([]Ban, error) {
 	}
 	clock := newClock()
 	var out []Ban
-	var k4 [4]byte
-	var k6 [16]byte
-	var v bpf.XdpguardBan
-	it := g.maps.BansV4.Iterate()
-	for it.Next(&k4, &v) {
-		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom4(k4), s.PrefixV4), Origin: Origin(v.Origin),
-			Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs), Drops: v.Drops})
+	add := func(p netip.Prefix, v bpf.XdpguardBan) {
+		out = append(out, Ban{Prefix: p, Origin: Origin(v.Origin), Reason: Reason(v.Reason),
+			Expires: clock.wall(v.ExpiresNs), Drops: v.Drops})
 	}
-	if err := it.Err(); err != nil {
+	if err := dump(g.maps.BansV4, func(k [4]byte, v bpf.XdpguardBan) {
+		add(netip.PrefixFrom(netip.AddrFrom4(k), s.PrefixV4), v)
+	}); err != nil {
 		return nil, fmt.Errorf("list IPv4 bans: %w", err)
 	}
-	it = g.maps.BansV6.Iterate()
-	for it.Next(&k6, &v) {
-		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k6), s.PrefixV6), Origin: Origin(v.Origin),
-			Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs), Drops: v.Drops})
-	}
-	if err := it.Err(); err != nil {
+	if err := dump(g.maps.BansV6, func(k [16]byte, v bpf.XdpguardBan) {
+		add(netip.PrefixFrom(netip.AddrFrom16(k), s.PrefixV6), v)
+	}); err != nil {
 		return nil, fmt.Errorf("list IPv6 bans: %w", err)
 	}
 	rules, err := g.rules(clock)

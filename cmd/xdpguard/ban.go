@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -49,11 +48,13 @@ func banCommand() *cli.Command {
 			if err := g.BanMany(ps, ttl, loader.OriginManual, reason); err != nil {
 				return fail("%v", err)
 			}
-			reasons := map[netip.Prefix]string{}
-			for _, p := range ps {
-				if eff, err := g.Effective(p); err == nil {
-					reasons[eff] = c.String("reason")
-				}
+			eff, err := g.Effective(ps)
+			if err != nil {
+				return fail("%v", err)
+			}
+			reasons := make(map[netip.Prefix]string, len(eff))
+			for _, p := range eff {
+				reasons[p] = c.String("reason")
 			}
 			if err := record(c, g, reasons); err != nil {
 				return err
@@ -111,16 +112,14 @@ func unbanCommand() *cli.Command {
 				return err
 			}
 			defer g.Close()
-			lifted := 0
-			for _, p := range ps {
-				err := g.Unban(p)
-				if errors.Is(err, loader.ErrNotBanned) && len(ps) > 1 {
-					continue // a list may name sources that are not banned
-				}
-				if err != nil {
+			var lifted int
+			if len(ps) == 1 {
+				if err := g.Unban(ps[0]); err != nil {
 					return fail("%v", err)
 				}
-				lifted++
+				lifted = 1
+			} else if lifted, err = g.UnbanMany(ps); err != nil {
+				return fail("%v", err)
 			}
 			if err := record(c, g, nil); err != nil {
 				return err
