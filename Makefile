@@ -11,7 +11,7 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short \
-        bench bench-bpf bench-daemon bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels
+        bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels
 
 all: build
 
@@ -84,6 +84,19 @@ bench-logs: build
 	@logwatch/internal/maillog/bench-logs.sh $(BIN) $(BENCH_LOG)
 	@$(GO) test -count=1 -run '^TestGeneratedLog$$' -v ./logwatch/ >build/bench-logs-truth.txt || { cat build/bench-logs-truth.txt; exit 1; }
 	@sed -nE 's/.*bench_test.go:[0-9]+: /ground truth: /p' build/bench-logs-truth.txt
+
+# Side-by-side drop benchmark (BENCHMARKS.md): xdpguard, nftables, ipset,
+# xdp-filter and an XDP_DROP floor, over veth between namespaces it creates.
+# Root only; about 10 minutes, not part of `test`. QUICK=1: 10,000 bans,
+# one run, and BENCHMARKS.md is left alone.
+BENCH_DROP_PKGS := nftables ipset iptables xdp-tools ethtool
+bench-drop: build bpffs
+	@for t in nft ipset iptables xdp-filter ethtool; do command -v $$t >/dev/null || { \
+	  echo ">> installing $(BENCH_DROP_PKGS)"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DROP_PKGS) || exit 1; break; }; done
+	@mkdir -p build
+	$(GO) build -o build/bench-drop ./bench/drop
+	build/bench-drop -xdpguard $(BIN) $(if $(QUICK),-quick,-md BENCHMARKS.md -svg bench/drop/drop-cost.svg)
 
 # Parse + decide throughput in Go's benchmark harness (MB/s and lines/s).
 bench-logs-go:

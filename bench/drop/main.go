@@ -134,7 +134,7 @@ func benchMain(args []string) error {
 		}
 	}
 	if *synFlood && ctx.Err() == nil {
-		rep.Syn = h.synScenario(ctx, *runs)
+		rep.Syn, rep.SynSetup = h.synScenario(ctx, *runs)
 	}
 	rep.LoadAfter = loadAvg()
 	rep.Elapsed = time.Since(start)

@@ -1,0 +1,63 @@
+package main
+
+// mdIntro is the fixed part of BENCHMARKS.md; the results follow it.
+const mdIntro = `# Drop benchmark: xdpguard, nftables, ipset and xdp-filter
+
+What does it cost a mail host to drop a flood from sources it has banned?
+` + "`make bench-drop`" + ` measures it for xdpguard and for the mechanisms
+an administrator would otherwise reach for, in one run, on the same veth.
+It needs root; ` + "`make bench-drop QUICK=1`" + ` is a one-minute
+development run (10,000 bans, one run per cell). The harness is
+` + "`bench/drop/`" + `.
+
+## Method
+
+- Two network namespaces, a generator and a device under test (DUT), joined
+  by a veth pair (198.18.0.1 and 198.18.0.2). Nothing outside them is
+  touched; they, the BPF pins and the firewall state in them are removed at
+  the end, also on failure and on SIGINT.
+- The generator is an XDP program run with ` + "`BPF_PROG_RUN`" + ` and
+  ` + "`BPF_F_TEST_XDP_LIVE_FRAMES`" + ` on the generator's veth. Each frame
+  is a TCP SYN to port 110 whose source address is drawn at random from the
+  banned set (10,000, 100,000 or 1,000,000 addresses from 10.0.0.0/8; more
+  than the harness's own /15 holds), with a random source port and valid
+  checksums. ` + "`XDP_TX`" + ` puts the frame into the DUT's receive ring.
+  One generator thread, pinned to CPU 0, offers 4–6 Mpps. Each flood is
+  bounded in time and in packets.
+- The DUT's veth has GRO on (so NAPI runs without an XDP program) and
+  threaded NAPI, its kthread pinned to CPU 1 at SCHED_FIFO. The per-packet
+  cost is that thread's CPU time (` + "`/proc/PID/schedstat`" + `) over the
+  frames it took off its ring (` + "`rx_queue_0_xdp_packets`" + `): frames
+  lost to a full ring cost the DUT nothing and are not counted. Everything
+  up to the drop, for every mechanism, runs in that thread.
+- With no filter, the DUT's TCP stack answers each SYN; its SYN-ACKs go
+  back to the generator's veth, where a small XDP program drops them, so
+  they cost the DUT a real transmit and the generator next to nothing.
+- During each flood a legitimate client at 198.18.0.1 (never banned) opens a
+  TCP connection to a listener on the DUT's port 110 every 20 ms, with a
+  2-second timeout (one SYN retransmission fits). Client and server run at
+  SCHED_FIFO, so their latency is the network path's, not the scheduler's.
+- Mechanisms: no filter; an nftables set of the banned addresses in a
+  ` + "`netdev`" + ` ingress chain, and in a ` + "`prerouting`" + ` chain at
+  raw priority; iptables (the nft backend Debian ships) raw PREROUTING with
+  an ` + "`ipset hash:ip`" + `; xdp-filter in allow policy with the
+  addresses added in src mode (its deny policy drops everything unlisted);
+  xdpguard, attached and banned through its own CLI
+  (` + "`xdpguard attach`" + `, ` + "`xdpguard ban --from FILE`" + `); and an
+  unconditional XDP_DROP, the floor. The XDP ones are measured in native
+  and in generic (skb) mode.
+- xdp-filter's maps hold 10,000 entries. For the bigger sets the harness
+  loads a copy of xdp-filter's own object with the map size rewritten in
+  its BTF map definition (libxdp's ` + "`LIBXDP_OBJECT_PATH`" + `); the
+  program is unchanged. It adds the first address with
+  ` + "`xdp-filter ip -m src`" + ` and writes the rest, with the value
+  xdp-filter stored, into its pinned map (the tool takes one address per
+  process).
+- xdpguard's SYN rate limiter stays on, raised so the client's 50
+  connections a second never trip it; banned packets are dropped before the
+  limiter is consulted.
+
+The machine has two cores that other work shares, so absolute figures move
+between runs by 10–30%; compare ratios within one run, and look at the load
+average printed with the results.
+`

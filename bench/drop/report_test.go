@@ -1,0 +1,157 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSchedstat(t *testing.T) {
+	v, err := parseSchedstat("123456789 4242 17\n")
+	if err != nil || v != 123456789 {
+		t.Fatalf("got %d, %v; want the first field, 123456789", v, err)
+	}
+	for _, bad := range []string{"", "12 34", "x 1 2", "-5 1 2"} {
+		if _, err := parseSchedstat(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestParseEthtoolStat(t *testing.T) {
+	out := "NIC statistics:\n     peer_ifindex: 12\n     rx_queue_0_xdp_packets: 987654\n     rx_queue_0_xdp_packets_extra: 1\n"
+	v, err := parseEthtoolStat(out, "rx_queue_0_xdp_packets")
+	if err != nil || v != 987654 {
+		t.Fatalf("got %d, %v", v, err)
+	}
+	if _, err := parseEthtoolStat(out, "rx_queue_1_xdp_packets"); err == nil {
+		t.Error("a missing counter must be an error, not 0")
+	}
+}
+
+func TestParseSNMP(t *testing.T) {
+	out := "Ip: Forwarding InReceives\nIp: 1 500\nTcp: RtoAlgorithm InSegs OutSegs\nTcp: 1 4242 17\n"
+	v, err := parseSNMP(out, "Tcp", "InSegs")
+	if err != nil || v != 4242 {
+		t.Fatalf("got %d, %v", v, err)
+	}
+	if _, err := parseSNMP(out, "Udp", "InDatagrams"); err == nil {
+		t.Error("want an error for a missing protocol")
+	}
+}
+
+func TestParseNftCounter(t *testing.T) {
+	out := "table netdev x {\n chain filter {\n  ... update @flood { ip saddr limit rate over 100/second burst 100 packets } counter packets 31337 bytes 2000 drop\n }\n}\n"
+	v, err := parseNftCounter(out)
+	if err != nil || v != 31337 {
+		t.Fatalf("got %d, %v", v, err)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{[]float64{3, 1, 2}, 2}, {[]float64{5}, 5}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		in := append([]float64(nil), c.in...)
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", in, got, c.want)
+		}
+		for i := range in {
+			if in[i] != c.in[i] {
+				t.Errorf("median reordered its input: %v", c.in)
+			}
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing must be NaN, not 0")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var v []time.Duration
+	for i := 1; i <= 200; i++ {
+		v = append(v, time.Duration(i))
+	}
+	if p := percentile(v, 50); p != 100 {
+		t.Errorf("p50 of 1..200 = %d, want 100", p)
+	}
+	if p := percentile(v, 99); p != 198 {
+		t.Errorf("p99 of 1..200 = %d, want 198", p)
+	}
+	if p := percentile(v[:1], 99); p != 1 {
+		t.Errorf("p99 of one value = %d, want it", p)
+	}
+}
+
+func TestCount(t *testing.T) {
+	for n, want := range map[int]string{0: "0", 999: "999", 1000: "1,000", 1000000: "1,000,000", 100000: "100,000"} {
+		if got := count(n); got != want {
+			t.Errorf("count(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func samples(ns ...float64) []sample {
+	var out []sample
+	for _, v := range ns {
+		out = append(out, sample{NsPerPkt: v, Handled: 1000, Seconds: 1, Client: clientResult{Attempts: 100, OK: 100, P50us: 200, P99us: 400}})
+	}
+	return out
+}
+
+func TestTableRatios(t *testing.T) {
+	rp := &report{Sizes: []int{10000}, Runs: 3, Rows: []row{
+		{Mech: floorName, Mode: "native", Size: 10000, Samples: samples(100, 90, 120)},
+		{Mech: "xdpguard", Mode: "native", Filter: true, Size: 10000, Samples: samples(150, 160, 140)},
+		{Mech: "xdp-filter", Mode: "native", Filter: true, Size: 10000, Samples: samples(140, 141, 139)},
+		{Mech: nftName, Filter: true, Size: 10000, Samples: samples(600, 700, 500)},
+		{Mech: "xdp-filter", Mode: "native", Filter: true, Size: 1000000, Err: "setup: map full"},
+	}}
+	rows := rp.tableRows()
+	want := "| xdpguard (native) | 10,000 | 150 ns | 140–160 | 1.50× | 4.00× |"
+	if !strings.HasPrefix(rows[3], want) {
+		t.Errorf("xdpguard row:\n got %s\nwant %s…", rows[3], want)
+	}
+	if !strings.Contains(rows[6], "n/a: setup: map full") {
+		t.Errorf("a failed cell must say why: %s", rows[6])
+	}
+	tg := strings.Join(rp.targets(), "\n")
+	for _, w := range []string{
+		"MISSED: 10,000 banned: xdpguard costs 1.50× the XDP_DROP floor",
+		"met: 10,000 banned: xdpguard is 4.00× cheaper than the nftables ingress set",
+		"MISSED: 10,000 banned: xdpguard is 0.93× cheaper than xdp-filter",
+	} {
+		if !strings.Contains(tg, w) {
+			t.Errorf("targets lack %q:\n%s", w, tg)
+		}
+	}
+}
+
+func TestSVGHasEveryMeasuredBar(t *testing.T) {
+	rp := &report{Sizes: []int{10000, 100000}, Runs: 1, Rows: []row{
+		{Mech: floorName, Mode: "native", Size: 10000, Samples: samples(104)},
+		{Mech: floorName, Mode: "native", Size: 100000, Samples: samples(109)},
+		{Mech: "no filter (TCP stack)", Size: 10000, Samples: samples(4400)},
+		{Mech: "xdp-filter", Mode: "native", Size: 100000, Err: "failed"},
+	}}
+	svg := rp.svg()
+	if n := strings.Count(svg, `class="bar"`); n != 3 {
+		t.Errorf("%d bars, want 3 (one per measured cell, none for the failed one)", n)
+	}
+	if !strings.Contains(svg, ">4400<") || strings.Contains(svg, "xdp-filter") {
+		t.Error("bars must be labelled with their values, and unmeasured mechanisms left out")
+	}
+}
+
+func TestParseSizes(t *testing.T) {
+	if s, err := parseSizes("10000, 100000"); err != nil || len(s) != 2 || s[1] != 100000 {
+		t.Errorf("got %v, %v", s, err)
+	}
+	for _, bad := range []string{"", "0", "100,10", "ten"} {
+		if _, err := parseSizes(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
