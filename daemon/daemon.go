@@ -64,6 +64,8 @@ type Daemon struct {
 	configAllow map[netip.Prefix]bool
 	dirty       bool
 	lastSave    time.Time
+	nextSave    time.Time
+	nextSweep   time.Time
 	pending     []pendingBan
 }
 
@@ -372,20 +374,29 @@ func (d *Daemon) kill(p netip.Prefix) int {
 	return n
 }
 
+// housekeeping runs every tick. Saving and sweeping walk every ban, which
+// is cheap for thousands and not for a million-entry blocklist, so each
+// waits at least ten times as long as it last took.
 func (d *Daemon) housekeeping(now time.Time) {
-	if n, err := d.guard.Sweep(); err != nil {
-		d.log.Error("sweep expired bans", "error", err)
-	} else if n > 0 {
-		d.dirty = true
-	}
-	d.engine.Expire(now)
 	d.metrics.update(d.engine.Counters())
-	// A manual ban or unban from the CLI changes the kernel behind our back;
-	// the periodic save mirrors it.
-	if d.dirty || now.Sub(d.lastSave) > 30*time.Second {
+	d.engine.Expire(now)
+	if now.After(d.nextSweep) {
+		start := time.Now()
+		if n, err := d.guard.Sweep(); err != nil {
+			d.log.Error("sweep expired bans", "error", err)
+		} else if n > 0 {
+			d.dirty = true
+		}
+		d.nextSweep = now.Add(max(10*time.Second, 10*time.Since(start)))
+	}
+	// A manual ban or unban from the CLI changes the kernel behind our back
+	// (and records itself); the periodic save catches up with it too.
+	if (d.dirty || now.Sub(d.lastSave) > time.Minute) && now.After(d.nextSave) {
+		start := time.Now()
 		if err := d.save(); err != nil {
 			d.log.Error("save state", "error", err)
 		}
+		d.nextSave = now.Add(10 * time.Since(start))
 	}
 }
 
