@@ -58,14 +58,9 @@ type generator struct {
 	ctx   []byte
 }
 
-func newGenerator(e *env, maxSources int) (*generator, error) {
-	spec, err := LoadGen()
-	if err != nil {
-		return nil, fmt.Errorf("parse generator object: %w", err)
-	}
-	spec.Maps["sources"].MaxEntries = uint32(maxSources)
+func newGenerator(e *env) (*generator, error) {
 	g := &generator{}
-	if err := spec.LoadAndAssign(&g.objs, nil); err != nil {
+	if err := LoadGenObjects(&g.objs, nil); err != nil {
 		return nil, fmt.Errorf("load generator programs: %w", err)
 	}
 	g.frame = synFrame(e)
@@ -100,18 +95,14 @@ func synFrame(e *env) []byte {
 	return f
 }
 
-// setSources loads the source set (host-order addresses) and the share of frames drawn from it;
-// the rest come from random addresses in 10.0.0.0/8.
-func (g *generator) setSources(srcs []uint32, setPermille uint32) error {
-	keys := make([]uint32, len(srcs))
-	vals := make([]uint32, len(srcs))
-	for i, s := range srcs {
-		keys[i], vals[i] = uint32(i), beU32(s)
+// setSources makes the generator draw from the first n addresses of its
+// set for setPermille of the frames, and from random addresses in
+// 10.0.0.0/8 for the rest.
+func (g *generator) setSources(n int, setPermille uint32) error {
+	if n < 1 || n > 1<<24 {
+		return fmt.Errorf("source set of %d: want 1..2^24", n)
 	}
-	if _, err := g.objs.Sources.BatchUpdate(keys, vals, nil); err != nil {
-		return fmt.Errorf("fill generator source map: %w", err)
-	}
-	cfg := GenGenConfig{Nsources: uint32(len(srcs)), SetPermille: setPermille,
+	cfg := GenGenConfig{Nsources: uint32(n), SetPermille: setPermille,
 		RandBase: beU32(10 << 24), RandMask: beU32(0x00ffffff)}
 	if err := g.objs.GenCfg.Put(uint32(0), cfg); err != nil {
 		return fmt.Errorf("write generator config: %w", err)

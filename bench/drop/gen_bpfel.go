@@ -25,11 +25,12 @@ type GenGenConfig struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	GenMapGenCfg   = "gen_cfg"
-	GenMapSources  = "sources"
-	GenProgXdpDrop = "xdp_drop"
-	GenProgXdpGen  = "xdp_gen"
-	GenProgXdpSink = "xdp_sink"
+	GenMapGenCfg     = "gen_cfg"
+	GenMapLookupV4   = "lookup_v4"
+	GenProgXdpDrop   = "xdp_drop"
+	GenProgXdpGen    = "xdp_gen"
+	GenProgXdpLookup = "xdp_lookup"
+	GenProgXdpSink   = "xdp_sink"
 )
 
 // LoadGen returns the embedded CollectionSpec for Gen.
@@ -74,17 +75,18 @@ type GenSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GenProgramSpecs struct {
-	XdpDrop *ebpf.ProgramSpec `ebpf:"xdp_drop"`
-	XdpGen  *ebpf.ProgramSpec `ebpf:"xdp_gen"`
-	XdpSink *ebpf.ProgramSpec `ebpf:"xdp_sink"`
+	XdpDrop   *ebpf.ProgramSpec `ebpf:"xdp_drop"`
+	XdpGen    *ebpf.ProgramSpec `ebpf:"xdp_gen"`
+	XdpLookup *ebpf.ProgramSpec `ebpf:"xdp_lookup"`
+	XdpSink   *ebpf.ProgramSpec `ebpf:"xdp_sink"`
 }
 
 // GenMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type GenMapSpecs struct {
-	GenCfg  *ebpf.MapSpec `ebpf:"gen_cfg"`
-	Sources *ebpf.MapSpec `ebpf:"sources"`
+	GenCfg   *ebpf.MapSpec `ebpf:"gen_cfg"`
+	LookupV4 *ebpf.MapSpec `ebpf:"lookup_v4"`
 }
 
 // GenVariableSpecs contains global variables before they are loaded into the kernel.
@@ -113,14 +115,14 @@ func (o *GenObjects) Close() error {
 //
 // It can be passed to LoadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GenMaps struct {
-	GenCfg  *ebpf.Map `ebpf:"gen_cfg"`
-	Sources *ebpf.Map `ebpf:"sources"`
+	GenCfg   *ebpf.Map `ebpf:"gen_cfg"`
+	LookupV4 *ebpf.Map `ebpf:"lookup_v4"`
 }
 
 func (m *GenMaps) Close() error {
 	return _GenClose(
 		m.GenCfg,
-		m.Sources,
+		m.LookupV4,
 	)
 }
 
@@ -134,15 +136,17 @@ type GenVariables struct {
 //
 // It can be passed to LoadGenObjects or ebpf.CollectionSpec.LoadAndAssign.
 type GenPrograms struct {
-	XdpDrop *ebpf.Program `ebpf:"xdp_drop"`
-	XdpGen  *ebpf.Program `ebpf:"xdp_gen"`
-	XdpSink *ebpf.Program `ebpf:"xdp_sink"`
+	XdpDrop   *ebpf.Program `ebpf:"xdp_drop"`
+	XdpGen    *ebpf.Program `ebpf:"xdp_gen"`
+	XdpLookup *ebpf.Program `ebpf:"xdp_lookup"`
+	XdpSink   *ebpf.Program `ebpf:"xdp_sink"`
 }
 
 func (p *GenPrograms) Close() error {
 	return _GenClose(
 		p.XdpDrop,
 		p.XdpGen,
+		p.XdpLookup,
 		p.XdpSink,
 	)
 }

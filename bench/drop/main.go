@@ -27,6 +27,7 @@ type harness struct {
 	xdpguard string // path of the xdpguard binary under test
 	dur      time.Duration
 	maxPkts  uint64
+	lookup   lookupOpts
 }
 
 func main() {
@@ -62,7 +63,9 @@ func benchMain(args []string) error {
 	xg := fs.String("xdpguard", "bin/xdpguard", "xdpguard binary to benchmark")
 	md := fs.String("md", "", "write the report here (BENCHMARKS.md)")
 	svg := fs.String("svg", "", "write the bar chart here")
-	only := fs.String("only", "", "measure only mechanisms whose name contains this")
+	only := fs.String("only", "", "measure only mechanisms whose \"name mode\" contains one of these comma-separated strings")
+	lookupMax := fs.Int("lookup-max", 0, "max_entries of the bare-lookup reference map; 0: the set's size")
+	lookupNoPrealloc := fs.Bool("lookup-noprealloc", false, "create the bare-lookup reference map with BPF_F_NO_PREALLOC")
 	synFlood := fs.Bool("synflood", true, "also run the per-source SYN-rate flood scenario")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,8 +99,9 @@ func benchMain(args []string) error {
 		return err
 	}
 	defer e.close()
-	h := &harness{env: e, xdpguard: *xg, dur: *dur, maxPkts: *maxPkts}
-	if h.gen, err = newGenerator(e, max(sizes[len(sizes)-1], synHot)); err != nil {
+	h := &harness{env: e, xdpguard: *xg, dur: *dur, maxPkts: *maxPkts,
+		lookup: lookupOpts{maxEntries: *lookupMax, noPrealloc: *lookupNoPrealloc}}
+	if h.gen, err = newGenerator(e); err != nil {
 		return err
 	}
 	defer h.gen.Close()
@@ -118,11 +122,11 @@ func benchMain(args []string) error {
 	all := bannedSources(sizes[len(sizes)-1])
 	rep := &report{Sizes: sizes, Runs: *runs, Flood: *dur, LoadBefore: load, Kernel: kernelRelease()}
 	for _, n := range sizes {
-		if err := h.gen.setSources(all[:n], 1000); err != nil {
+		if err := h.gen.setSources(n, 1000); err != nil {
 			return err
 		}
 		for _, m := range mechanisms() {
-			if *only != "" && !strings.Contains(m.Name+" "+m.Mode, *only) {
+			if !selected(*only, m.Name+" "+m.Mode) {
 				continue
 			}
 			if ctx.Err() != nil {
@@ -240,6 +244,18 @@ func (h *harness) flood(ctx context.Context) (sample, error) {
 		Seconds: el.Seconds(), Client: res,
 	}
 	return s, nil
+}
+
+func selected(only, name string) bool {
+	if only == "" {
+		return true
+	}
+	for _, o := range strings.Split(only, ",") {
+		if o != "" && strings.Contains(name, o) {
+			return true
+		}
+	}
+	return false
 }
 
 func parseSizes(s string) ([]int, error) {

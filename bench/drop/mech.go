@@ -28,7 +28,11 @@ type mech struct {
 func mechanisms() []mech {
 	var ms []mech
 	for _, mode := range []string{"native", "generic"} {
-		ms = append(ms, floorMech(mode), xdpguardMech(mode), xdpFilterMech(mode))
+		ms = append(ms, floorMech(mode))
+		if mode == "native" {
+			ms = append(ms, lookupMech(mode))
+		}
+		ms = append(ms, xdpguardMech(mode), xdpFilterMech(mode))
 	}
 	return append(ms,
 		nftMech("nftables ingress set", "netdev", `type filter hook ingress device "`+dutIf+`" priority -500;`),

@@ -155,3 +155,21 @@ func TestParseSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestBannedSourcesAreDistinctAndStable(t *testing.T) {
+	const n = 1 << 20
+	all := bannedSources(n)
+	seen := make(map[uint32]bool, n)
+	for i, a := range all {
+		if a>>24 != 10 {
+			t.Fatalf("source %d is %s, outside 10.0.0.0/8", i, addrOf(a))
+		}
+		if seen[a] {
+			t.Fatalf("source %d (%s) repeats: the set would be smaller than asked", i, addrOf(a))
+		}
+		seen[a] = true
+	}
+	if small := bannedSources(10); small[9] != all[9] {
+		t.Error("a smaller set must be a prefix of the larger ones")
+	}
+}

@@ -3,31 +3,26 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 )
 
-// bannedSources returns n distinct addresses from 10.0.0.0/8, in host
-// order, the same on every run. Each smaller set is a prefix of the larger
-// ones. 1,000,000 distinct sources do not fit in the harness's own
-// 198.18.0.0/15; they are spoofed inside the namespaces and never routed
-// anywhere else (the DUT's only route leads to the generator's sink).
+// bannedSources returns the first n addresses of the generator's source
+// set, in host order: distinct, from 10.0.0.0/8, the same on every run, each
+// smaller set a prefix of the larger ones. 1,000,000 distinct sources do not
+// fit in the harness's own 198.18.0.0/15; they are spoofed inside the
+// namespaces and never routed anywhere else (the DUT's only route leads to
+// the generator's sink).
 func bannedSources(n int) []uint32 {
-	r := rand.New(rand.NewPCG(7, 7))
-	seen := make(map[uint32]struct{}, n)
-	out := make([]uint32, 0, n)
-	for len(out) < n {
-		a := 10<<24 | r.Uint32()&0x00ffffff
-		if _, dup := seen[a]; dup {
-			continue
-		}
-		seen[a] = struct{}{}
-		out = append(out, a)
+	out := make([]uint32, n)
+	for i := range out {
+		out[i] = setAddr(uint32(i))
 	}
 	return out
 }
 
+// setAddr is gen.c's set_addr in host order.
+func setAddr(i uint32) uint32 { return 10<<24 | (i*0x9e3779b1)&0xffffff }
 func addrOf(a uint32) netip.Addr {
 	return netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
 }
