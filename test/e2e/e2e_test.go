@@ -1,0 +1,493 @@
+//go:build e2e
+
+// The end-to-end test: a real Dovecot under the real attack, without
+// protection, with xdpguard, and (make bench-e2e) with fail2ban. Run it
+// with `make test-e2e`; it needs root and the Debian dovecot packages.
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xdpguard/xdpguard/logwatch"
+	"github.com/xdpguard/xdpguard/test/e2e/harness"
+	"github.com/xdpguard/xdpguard/test/e2e/mailload"
+)
+
+func TestMain(m *testing.M) {
+	// The attack and the probe are this binary, re-executed in the client
+	// namespace.
+	mailload.Main()
+	os.Exit(m.Run())
+}
+
+// Sizes of the attack. 400 held connections against two login services of
+// 100 processes each is the seed's "hundreds"; 48+48 sources are the
+// "at least 64 attacker addresses, IPv4 and IPv6".
+const (
+	attackConns = 400
+	attackersV4 = 48
+	attackersV6 = 48
+	probeEvery  = 500 * time.Millisecond
+	probeLimit  = 5 * time.Second
+	settleAfter = 10 * time.Second
+	// The slow attacker: one connection every 8 s (held 3 s, then a 5 s
+	// pause), one address, far below the kernel's 20 SYNs per 10 s.
+	slowHold  = 3 * time.Second
+	slowPause = 5 * time.Second
+)
+
+func phaseLen(t *testing.T) time.Duration {
+	if s := os.Getenv("E2E_PHASE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("E2E_PHASE=%q: %v", s, err)
+		}
+		return d
+	}
+	return 40 * time.Second
+}
+
+// phaseResult is one row of the table, and of the raw results file.
+type phaseResult struct {
+	Name    string           `json:"name"`
+	Start   time.Time        `json:"start"`
+	End     time.Time        `json:"end"`
+	Summary mailload.Summary `json:"summary"`
+	// Settled leaves out the first settleAfter of the phase: the part of
+	// the attack that comes before any defence could have learnt of it.
+	Settled  mailload.Summary     `json:"settled"`
+	Attack   mailload.AttackStats `json:"attack"`
+	Notes    []string             `json:"notes,omitempty"`
+	Attempts []mailload.Attempt   `json:"attempts"`
+}
+
+func TestE2E(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
+	}
+	if err := harness.CheckDovecot(); err != nil {
+		// CI installs Dovecot; its absence there is a failure, not a skip.
+		t.Fatal(err)
+	}
+	withF2B := os.Getenv("E2E_FAIL2BAN") == "1"
+	if withF2B {
+		if err := harness.CheckFail2ban(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plen := phaseLen(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := harness.New(harness.Options{
+		// E2E_DIR keeps the work directory (maillog, configs, daemon logs)
+		// for a post-mortem.
+		Dir:         os.Getenv("E2E_DIR"),
+		AttackersV4: attackersV4, AttackersV6: attackersV6,
+		Xdpguard: buildXdpguard(t), Self: self, Logf: t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+
+	probe, err := w.StartProbe(probeEvery, probeLimit, time.Hour, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, w, probe)
+	conns := attackConns
+	if s := os.Getenv("E2E_CONNS"); s != "" {
+		if conns, err = strconv.Atoi(s); err != nil {
+			t.Fatalf("E2E_CONNS=%q: %v", s, err)
+		}
+	}
+	attack := mailload.AttackConfig{Servers: w.Servers(), Sources: w.Attackers, Conns: conns}
+	var results []*phaseResult
+	defer func() { report(t, results) }()
+
+	if withF2B {
+		// First, while the maillog holds no attack: fail2ban reads the
+		// file from the start and would otherwise open with a head start.
+		f2b, err := w.StartFail2ban()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := runPhase(t, w, probe, "fail2ban", attack, plen, nil)
+		banned, err := f2b.Banned()
+		if err != nil {
+			t.Error(err)
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("fail2ban banned %d of %d attacker addresses", len(banned), len(w.Attackers)))
+		results = append(results, r)
+		if err := f2b.Stop(); err != nil {
+			t.Logf("fail2ban-server stop: %v", err)
+		}
+		settle(t, w, probe)
+	}
+
+	// Phase 1: no protection. The attack must hurt, or it is not the
+	// seed's attack and the other phases prove nothing.
+	none := runPhase(t, w, probe, "no protection", attack, plen, nil)
+	results = append(results, none)
+	if none.Summary.Rate > 0.90 {
+		t.Errorf("without protection %.1f%% of logins succeeded: the attack does not hurt, so it is not the seed's attack", 100*none.Summary.Rate)
+	}
+	settle(t, w, probe)
+
+	// Phase 2: xdpguard run with default settings.
+	x, err := w.StartXdpguard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := newBanWatch(t, x, w)
+	defer watch.stop()
+	var held map[netip.Addr]int
+	var duringAttack map[netip.Addr]harness.StatusBan
+	xr := runPhase(t, w, probe, "xdpguard", attack, plen, func() {
+		// While the attack still runs: once it stops, every held
+		// connection closes and is logged, which bans the rest anyway.
+		duringAttack = watch.snapshot()
+		st, err := x.Status()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		est, err := w.Established()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		// Nothing of a banned source may still hold a slot.
+		held = map[netip.Addr]int{}
+		for a, n := range est {
+			if _, banned := st.Banned(a); banned {
+				held[a] = n
+			}
+		}
+	})
+	results = append(results, xr)
+	if xr.Summary.Rate < 0.99 {
+		t.Errorf("xdpguard: %.2f%% of legitimate logins succeeded during the attack, want >= 99%%", 100*xr.Summary.Rate)
+	}
+	if len(held) > 0 {
+		t.Errorf("banned sources still hold established connections at the end of the attack: %v", held)
+	}
+	var kernel, logl, missing int
+	for _, a := range w.Attackers {
+		b, ok := duringAttack[a]
+		switch {
+		case !ok:
+			missing++
+		case b.Origin == "kernel":
+			kernel++
+		case b.Origin == "log":
+			logl++
+		}
+	}
+	if missing > 0 {
+		t.Errorf("%d of %d attacker addresses were not banned while the attack ran", missing, len(w.Attackers))
+	}
+	after := 0
+	for _, a := range w.Attackers {
+		if _, ok := watch.get(a); ok {
+			after++
+		}
+	}
+	xr.Notes = append(xr.Notes,
+		fmt.Sprintf("attackers banned while the attack ran: %d/%d (kernel rate %d, log %d); %d/%d once it had stopped",
+			len(w.Attackers)-missing, len(w.Attackers), kernel, logl, after, len(w.Attackers)),
+		fmt.Sprintf("banned sources still holding slots at the end of the attack: %d", len(held)))
+
+	// Phase 3: only the slow attacker, one address opening a connection
+	// every slowHold+slowPause: the SYN rate never catches it, the log
+	// layer must.
+	p3 := &phaseResult{Name: "slow attacker", Start: time.Now()}
+	slowAttack, err := w.StartAttack("slow-attacker", mailload.AttackConfig{
+		Servers: w.Servers(), Sources: []netip.Addr{harness.Slow}, Conns: 1, Hold: slowHold, Pause: slowPause,
+	}, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its POP3 `USER` is logged as a failed authentication; the ban is due
+	// on the connection that lifts its score to the threshold.
+	lw := logwatch.DefaultConfig()
+	due := (lw.Threshold + lw.Weights["auth-failed"] - 1) / lw.Weights["auth-failed"]
+	limit := time.Duration(due+2) * (slowHold + slowPause)
+	var slowBan harness.StatusBan
+	var slowBanned bool
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		if slowBan, slowBanned = watch.get(harness.Slow); slowBanned {
+			break
+		}
+	}
+	// Keep the phase at least plen long, so its figures compare.
+	if rest := time.Until(p3.Start.Add(plen)); rest > 0 {
+		time.Sleep(rest)
+	}
+	p3.End = time.Now()
+	slowStats, err := slowAttack.Stop()
+	if err != nil {
+		t.Error(err)
+	}
+	p3.Attack = slowStats
+	p3.Attempts = probe.Between(p3.Start, p3.End)
+	p3.Summary = mailload.Summarize(p3.Attempts)
+	p3.Settled = mailload.Summarize(probe.Between(p3.Start.Add(settleAfter), p3.End))
+	results = append(results, p3)
+	switch {
+	case !slowBanned:
+		t.Errorf("the slow attacker %s (%d connections) was not banned within %v", harness.Slow, slowStats.Connected, limit)
+	case slowBan.Origin != "log":
+		t.Errorf("the slow attacker was banned by %q, want the log layer", slowBan.Origin)
+	case slowStats.Connected > int64(due)+1:
+		t.Errorf("the slow attacker got %d connections through; the ban was due on connection %d (threshold %d)", slowStats.Connected, due, lw.Threshold)
+	default:
+		p3.Notes = append(p3.Notes, fmt.Sprintf("slow attacker %s (one connection per %v) banned by the log layer (%s) after %d connections, %.0f s after its first; due after %d",
+			harness.Slow, slowHold+slowPause, slowBan.Reason, slowStats.Connected, watch.firstBan(harness.Slow).Sub(p3.Start).Seconds(), due))
+	}
+	if p3.Summary.Rate < 0.99 {
+		t.Errorf("slow-attacker phase: %.2f%% of legitimate logins succeeded, want >= 99%%", 100*p3.Summary.Rate)
+	}
+
+	watch.stop()
+	for a, b := range watch.falseBans() {
+		t.Errorf("legitimate user %s was banned: %+v", a, b)
+	}
+	if !x.Running() {
+		t.Errorf("xdpguard run exited during the test:\n%s", x.Log())
+	}
+	if _, err := probe.Stop(); err != nil {
+		t.Log(err)
+	}
+}
+
+// runPhase runs the attack for d while the probe keeps logging in, and
+// collects the phase's figures. before, if set, runs just before the
+// attack stops.
+func runPhase(t *testing.T, w *harness.World, probe *harness.Probe, name string, cfg mailload.AttackConfig, d time.Duration, before func()) *phaseResult {
+	t.Helper()
+	r := &phaseResult{Name: name, Start: time.Now()}
+	a, err := w.StartAttack("attack", cfg, d+time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	if before != nil {
+		before()
+	}
+	r.End = time.Now()
+	if r.Attack, err = a.Stop(); err != nil {
+		t.Error(err)
+	}
+	r.Attempts = probe.Between(r.Start, r.End)
+	r.Summary = mailload.Summarize(r.Attempts)
+	r.Settled = mailload.Summarize(probe.Between(r.Start.Add(settleAfter), r.End))
+	t.Logf("phase %q: %d/%d logins (%.1f%%), p50 %v, p99 %v; attack: %+v", name, r.Summary.OK, r.Summary.Attempts,
+		100*r.Summary.Rate, r.Summary.P50.Round(time.Millisecond), r.Summary.P99.Round(time.Millisecond), r.Attack)
+	return r
+}
+
+// settle waits until no attacker connection is left on the server and the
+// users log in again, so a phase does not inherit the last one's attack.
+func settle(t *testing.T, w *harness.World, probe *harness.Probe) {
+	t.Helper()
+	legit := map[netip.Addr]bool{}
+	for _, u := range w.Users {
+		legit[u.Src] = true
+	}
+	end := time.Now().Add(60 * time.Second)
+	for {
+		est, err := w.Established()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for a, c := range est {
+			if !legit[a] {
+				n += c
+			}
+		}
+		from := time.Now().Add(-3 * time.Second)
+		recent := probe.Since(from)
+		s := mailload.Summarize(recent)
+		if n == 0 && s.Attempts > 0 && s.OK == s.Attempts {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d/%d recent logins ok", n, s.OK, s.Attempts)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// banWatch polls `xdpguard status --json` every 500 ms and remembers every
+// ban it saw, so a ban that expired or was lifted still counts.
+type banWatch struct {
+	t     *testing.T
+	x     *harness.Xdpguard
+	legit map[netip.Addr]bool
+	mu    sync.Mutex
+	seen  map[netip.Addr]harness.StatusBan
+	first map[netip.Addr]time.Time
+	wrong map[netip.Addr]harness.StatusBan
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+	addrs []netip.Addr
+}
+
+func newBanWatch(t *testing.T, x *harness.Xdpguard, w *harness.World) *banWatch {
+	bw := &banWatch{t: t, x: x, legit: map[netip.Addr]bool{}, seen: map[netip.Addr]harness.StatusBan{},
+		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]harness.StatusBan{}, done: make(chan struct{})}
+	for _, u := range w.Users {
+		bw.legit[u.Src] = true
+	}
+	bw.addrs = append(append(append(bw.addrs, w.Attackers...), harness.Slow), mapKeys(bw.legit)...)
+	bw.wg.Add(1)
+	go bw.loop()
+	return bw
+}
+
+func mapKeys(m map[netip.Addr]bool) []netip.Addr {
+	var out []netip.Addr
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (bw *banWatch) loop() {
+	defer bw.wg.Done()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if st, err := bw.x.Status(); err == nil {
+			now := time.Now()
+			bw.mu.Lock()
+			for _, a := range bw.addrs {
+				b, ok := st.Banned(a)
+				if !ok {
+					continue
+				}
+				if _, had := bw.seen[a]; !had {
+					bw.first[a] = now
+				}
+				bw.seen[a] = b
+				if bw.legit[a] {
+					bw.wrong[a] = b
+				}
+			}
+			bw.mu.Unlock()
+		}
+		select {
+		case <-bw.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (bw *banWatch) stop() {
+	bw.once.Do(func() { close(bw.done) })
+	bw.wg.Wait()
+}
+
+func (bw *banWatch) get(a netip.Addr) (harness.StatusBan, bool) {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	b, ok := bw.seen[a]
+	return b, ok
+}
+
+func (bw *banWatch) firstBan(a netip.Addr) time.Time {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	return bw.first[a]
+}
+
+func (bw *banWatch) snapshot() map[netip.Addr]harness.StatusBan {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	out := map[netip.Addr]harness.StatusBan{}
+	for k, v := range bw.seen {
+		out[k] = v
+	}
+	return out
+}
+
+func (bw *banWatch) falseBans() map[netip.Addr]harness.StatusBan {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	return bw.wrong
+}
+
+// buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds
+// the command into the test's temporary directory.
+func buildXdpguard(t *testing.T) string {
+	if bin := os.Getenv("XDPGUARD_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "xdpguard")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/xdpguard/xdpguard/cmd/xdpguard")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build xdpguard: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// report prints the table and writes the raw figures, every attempt
+// included, under build/e2e (or $E2E_OUT) for CI to keep.
+func report(t *testing.T, results []*phaseResult) {
+	if len(results) == 0 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-14s %8s %8s %8s %8s %10s  %s\n", "phase", "logins", "success", "p50", "p99",
+		"after "+settleAfter.String(), "attack dials/connected")
+	for _, r := range results {
+		fmt.Fprintf(&b, "%-14s %8s %7.1f%% %8s %8s %9.1f%%  %d/%d\n", r.Name,
+			strconv.Itoa(r.Summary.OK)+"/"+strconv.Itoa(r.Summary.Attempts), 100*r.Summary.Rate,
+			r.Summary.P50.Round(time.Millisecond), r.Summary.P99.Round(time.Millisecond), 100*r.Settled.Rate,
+			r.Attack.Dials, r.Attack.Connected)
+	}
+	for _, r := range results {
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "%s: %s\n", r.Name, n)
+		}
+	}
+	t.Logf("legitimate logins (probe every %v, %v deadline; latency of successful logins):\n%s", probeEvery, probeLimit, b.String())
+	out := os.Getenv("E2E_OUT")
+	if out == "" {
+		out = filepath.Join("..", "..", "build", "e2e")
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	raw, err := json.MarshalIndent(results, "", " ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "table.txt"), []byte(b.String()), 0o644)
+	}
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	abs, _ := filepath.Abs(out)
+	t.Logf("raw figures in %s/results.json", abs)
+}

@@ -1,0 +1,139 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// CheckFail2ban says what is missing to run the fail2ban comparison.
+func CheckFail2ban() error {
+	for _, bin := range []string{"fail2ban-server", "fail2ban-client", "iptables", "ip6tables"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%s is not installed (apt-get install fail2ban python3-pyinotify iptables): %w", bin, err)
+		}
+	}
+	if _, err := exec.Command("python3", "-c", "import pyinotify").CombinedOutput(); err != nil {
+		return fmt.Errorf("python3-pyinotify is not installed; fail2ban would poll the log instead: %w", err)
+	}
+	return nil
+}
+
+var f2bJail = template.Must(template.New("").Parse(`# xdpguard e2e: fail2ban as Debian ships it, with the dovecot jail in
+# aggressive mode (which counts the "no auth attempts" disconnects of the
+# attack), banning through iptables inside the server namespace.
+[DEFAULT]
+backend = pyinotify
+banaction = iptables-multiport
+banaction_allports = iptables-allports
+
+[dovecot]
+enabled = true
+filter = dovecot[mode=aggressive]
+port = pop3,pop3s,imap,imaps
+logpath = {{.Maillog}}
+`))
+
+var f2bLocal = template.Must(template.New("").Parse(`[Definition]
+logtarget = {{.Dir}}/fail2ban/fail2ban.log
+socket = {{.Dir}}/fail2ban/fail2ban.sock
+pidfile = {{.Dir}}/fail2ban/fail2ban.pid
+dbfile = :memory:
+`))
+
+// Fail2ban is a running fail2ban-server in the server namespace.
+type Fail2ban struct {
+	w    *World
+	p    *Proc
+	conf string
+}
+
+// StartFail2ban runs fail2ban-server with a copy of Debian's configuration
+// (the distribution's jail.d, which enables sshd, left out) in the server
+// namespace, so its iptables rules exist only there. It reads the maillog
+// from the start and honours findtime, so start it before any attack has
+// been logged, or it starts with a head start.
+func (w *World) StartFail2ban() (*Fail2ban, error) {
+	dir := filepath.Join(w.Dir, "fail2ban")
+	conf := filepath.Join(dir, "etc")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if _, err := run(nil, "cp", "-a", "/etc/fail2ban", conf); err != nil {
+		return nil, err
+	}
+	os.RemoveAll(filepath.Join(conf, "jail.d"))
+	if err := os.Mkdir(filepath.Join(conf, "jail.d"), 0o755); err != nil {
+		return nil, err
+	}
+	if err := writeTemplate(filepath.Join(conf, "jail.local"), f2bJail, w); err != nil {
+		return nil, err
+	}
+	if err := writeTemplate(filepath.Join(conf, "fail2ban.local"), f2bLocal, w); err != nil {
+		return nil, err
+	}
+	f := &Fail2ban{w: w, conf: conf}
+	// Whatever the server left behind, the namespace's tables go with it;
+	// flushing here only makes the next phase start clean.
+	w.addCleanup(f.flush)
+	p, err := w.start("fail2ban", inNS(w.Server, "fail2ban-server", "-f", "-x", "-c", conf,
+		"-s", filepath.Join(dir, "fail2ban.sock"), "-p", filepath.Join(dir, "fail2ban.pid")))
+	if err != nil {
+		return nil, err
+	}
+	f.p = p
+	err = waitFor(30*time.Second, "fail2ban's dovecot jail", func() bool {
+		select {
+		case <-p.Done():
+			return true
+		default:
+		}
+		out, err := f.client("status", "dovecot")
+		return err == nil && strings.Contains(out, "Currently banned")
+	})
+	select {
+	case <-p.Done():
+		log, _ := os.ReadFile(filepath.Join(dir, "fail2ban.log"))
+		return nil, fmt.Errorf("fail2ban-server exited: %v: %s", p.Err(), log)
+	default:
+	}
+	if err != nil {
+		return nil, err
+	}
+	w.opts.Logf("fail2ban-server running in %s (pid %d), jail dovecot[mode=aggressive]", w.Server.Name, p.Cmd.Process.Pid)
+	return f, nil
+}
+
+func (f *Fail2ban) client(args ...string) (string, error) {
+	dir := filepath.Dir(f.conf)
+	out, err := run(f.w.Server, "fail2ban-client", append([]string{"-c", f.conf, "-s", filepath.Join(dir, "fail2ban.sock")}, args...)...)
+	return string(out), err
+}
+
+// Banned lists the addresses the dovecot jail has banned.
+func (f *Fail2ban) Banned() ([]string, error) {
+	out, err := f.client("get", "dovecot", "banip")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(out), nil
+}
+
+// Stop stops the server (its actions remove their chains) and flushes
+// what might remain, so the next phase starts unfirewalled.
+func (f *Fail2ban) Stop() error {
+	err := f.w.Stop(f.p, 20*time.Second)
+	f.flush()
+	return err
+}
+
+func (f *Fail2ban) flush() {
+	for _, ipt := range []string{"iptables", "ip6tables"} {
+		run(f.w.Server, ipt, "-w", "-F")
+		run(f.w.Server, ipt, "-w", "-X")
+	}
+}
