@@ -11,7 +11,8 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short \
-        bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels
+        bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
+        deps-e2e deps-bench-e2e test-e2e bench-e2e demo
 
 all: build
 
@@ -104,3 +105,37 @@ bench-logs-go:
 
 clean:
 	rm -rf bin build
+
+# The end-to-end proof (test/e2e/README.md): the real Debian Dovecot in
+# network namespaces under the slot-holding attack, without protection and
+# with `xdpguard run`, then a slow attacker. Needs root. Figures go to
+# build/e2e/ (table.txt, results.json with every login attempt).
+E2E_APT       := dovecot-imapd dovecot-pop3d rsyslog openssl iproute2 util-linux
+E2E_BENCH_APT := fail2ban python3-pyinotify iptables
+
+deps-e2e:
+	@command -v dovecot >/dev/null && command -v rsyslogd >/dev/null && command -v openssl >/dev/null || { \
+	  echo ">> installing $(E2E_APT)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(E2E_APT); }
+
+deps-bench-e2e: deps-e2e
+	@command -v fail2ban-server >/dev/null && command -v iptables >/dev/null && /usr/bin/python3 -c 'import pyinotify' 2>/dev/null || { \
+	  echo ">> installing $(E2E_BENCH_APT)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(E2E_BENCH_APT); }
+
+test-e2e: build deps-e2e bpffs
+	$(GO) vet -tags e2e ./test/e2e/...
+	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 15m -v -run '^TestE2E$$' ./test/e2e/
+
+# The same, with fail2ban (dovecot[mode=aggressive], iptables inside the
+# server namespace) measured first, for the side-by-side table.
+bench-e2e: build deps-bench-e2e bpffs
+	@rm -f build/e2e/table.txt
+	-E2E_FAIL2BAN=1 XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 20m -v -run '^TestE2E$$' ./test/e2e/
+	@cat build/e2e/table.txt
+
+# One command for newcomers: Dovecot in namespaces, a short attack with and
+# without xdpguard, live status, before/after figures, everything removed.
+demo: build bpffs
+	$(GO) build -o bin/xdpguard-demo ./test/e2e/cmd/xdpguard-demo
+	bin/xdpguard-demo -xdpguard $(abspath $(BIN))

@@ -17,7 +17,7 @@ func CheckFail2ban() error {
 			return fmt.Errorf("%s is not installed (apt-get install fail2ban python3-pyinotify iptables): %w", bin, err)
 		}
 	}
-	if _, err := exec.Command("python3", "-c", "import pyinotify").CombinedOutput(); err != nil {
+	if _, err := exec.Command("/usr/bin/python3", "-c", "import pyinotify").CombinedOutput(); err != nil {
 		return fmt.Errorf("python3-pyinotify is not installed; fail2ban would poll the log instead: %w", err)
 	}
 	return nil
