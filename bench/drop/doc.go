@@ -57,6 +57,19 @@ development run (10,000 bans, one run per cell). The harness is
   connections a second never trip it; banned packets are dropped before the
   limiter is consulted.
 
+- "Bare hash lookup + XDP_DROP" is a reference, not a product: an XDP
+  program that parses Ethernet and IPv4, looks the source up in a BPF hash
+  map sized to the set, and drops on a hit. It is the least any ban list
+  kept in a BPF hash map can cost; the gap between it and the floor is the
+  map, and the gap between xdpguard and it is everything else xdpguard does.
+- Both veths have TSO off. Otherwise veth passes a socket's packets to the
+  peer's backlog queue rather than its NAPI ring, except while a native XDP
+  program is attached (which turns the peer's TSO off): the legitimate
+  client would share the flood's path in some rows and not in others.
+  With TSO off, the client's SYNs always cross the DUT's receive ring and
+  its filter; when the 256-frame ring overflows they are lost like the
+  flood's frames, and the retransmission a second later shows in the p99.
+
 The machine has two cores that other work shares, so absolute figures move
 between runs by 10–30%; compare ratios within one run, and look at the load
 average printed with the results.

@@ -98,8 +98,14 @@ func newEnv() (e *env, err error) {
 		// NAPI on both ends: frames the generator transmits need the DUT's
 		// NAPI, and the DUT's replies must be handled by the generator's
 		// own NAPI thread rather than in the DUT's softirq context.
-		{"ip", "netns", "exec", e.dut, "ethtool", "-K", dutIf, "gro", "on"},
-		{"ip", "netns", "exec", e.gen, "ethtool", "-K", genIf, "gro", "on"},
+		// TSO off: veth hands a socket's skb from a TSO-capable device to
+		// the peer's backlog queue instead of its NAPI ring. Attaching
+		// native XDP turns the peer's TSO off by itself, so without this
+		// the legitimate client would take the DUT's ring in the native
+		// rows and bypass it in all others. The generator's sink keeps
+		// the DUT's TSO off anyway.
+		{"ip", "netns", "exec", e.dut, "ethtool", "-K", dutIf, "gro", "on", "tso", "off"},
+		{"ip", "netns", "exec", e.gen, "ethtool", "-K", genIf, "gro", "on", "tso", "off"},
 		// ip netns exec (not nsenter) here: it mounts the namespace's sysfs.
 		{"ip", "netns", "exec", e.dut, "sh", "-c", "echo 1 > /sys/class/net/" + dutIf + "/threaded"},
 		{"ip", "netns", "exec", e.gen, "sh", "-c", "echo 1 > /sys/class/net/" + genIf + "/threaded"},

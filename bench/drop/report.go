@@ -312,9 +312,9 @@ func (rp *report) svg() string {
 	}
 	colors := []string{"#4c78a8", "#f58518", "#54a24b", "#b279a2"}
 	const (
-		left, right, top = 250.0, 40.0, 50.0
+		left, right, top = 300.0, 40.0, 50.0
 		barH, gap        = 12.0, 10.0
-		width            = 900.0
+		width            = 950.0
 	)
 	lo, hi := 50.0, 10000.0
 	for _, bs := range bars {
