@@ -88,11 +88,15 @@ func New(o Options) (w *World, err error) {
 			w = nil
 		}
 	}()
+	reapStale(o.Logf)
 	if o.Dir == "" {
 		if o.Dir, err = os.MkdirTemp("", "xdpguard-e2e-"); err != nil {
 			return nil, err
 		}
 		w.addCleanup(func() { os.RemoveAll(o.Dir) })
+		if err := os.WriteFile(filepath.Join(o.Dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	// Dovecot's unprivileged auth and login processes read files here.
 	if err := os.Chmod(o.Dir, 0o755); err != nil {

@@ -56,6 +56,10 @@ func run(bin string, phase time.Duration, conns int, install bool) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// `make demo | head` must not kill the demo before it has torn down:
+	// caught (not ignored, which children would inherit), SIGPIPE only
+	// turns writes into errors.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 
 	say("building two network namespaces and starting Dovecot (stock limits: 100 login processes per protocol)")
 	w, err := harness.New(harness.Options{AttackersV4: 32, AttackersV6: 32, Xdpguard: bin, Self: self,
