@@ -97,7 +97,7 @@ bench-drop: build bpffs
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DROP_PKGS) || exit 1; break; }; done
 	@mkdir -p build
 	$(GO) build -o build/bench-drop ./bench/drop
-	build/bench-drop -xdpguard $(BIN) $(if $(QUICK),-quick,-md BENCHMARKS.md -svg bench/drop/drop-cost.svg)
+	build/bench-drop -xdpguard $(BIN) $(if $(QUICK),-quick,-md BENCHMARKS.md -svg bench/drop/drop-cost.svg -json bench/drop/results.json)
 
 # Parse + decide throughput in Go's benchmark harness (MB/s and lines/s).
 bench-logs-go:

@@ -52,7 +52,10 @@ development run (10,000 bans, one run per cell). The harness is
   program is unchanged. It adds the first address with
   ` + "`xdp-filter ip -m src`" + ` and writes the rest, with the value
   xdp-filter stored, into its pinned map (the tool takes one address per
-  process).
+  process). xdp-filter pins its maps under /sys/fs/bpf/xdp-filter whatever
+  ` + "`LIBXDP_BPFFS`" + ` says, so the harness skips it when that
+  directory already exists (someone else's xdp-filter) and removes it
+  afterwards.
 - xdpguard's SYN rate limiter stays on, raised so the client's 50
   connections a second never trip it; banned packets are dropped before the
   limiter is consulted.

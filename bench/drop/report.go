@@ -31,6 +31,15 @@ type row struct {
 	Err     string // why there are no (or fewer) samples
 }
 
+// merge adds another round's samples of the same cell. The first round's
+// note stays; errors accumulate, since each round sets up afresh.
+func (r *row) merge(o row) {
+	r.Samples = append(r.Samples, o.Samples...)
+	if o.Err != "" && !strings.Contains(r.Err, o.Err) {
+		r.Err = strings.TrimPrefix(r.Err+"; "+o.Err, "; ")
+	}
+}
+
 func (r row) label() string {
 	if r.Mode == "" {
 		return r.Mech

@@ -173,3 +173,15 @@ func TestBannedSourcesAreDistinctAndStable(t *testing.T) {
 		t.Error("a smaller set must be a prefix of the larger ones")
 	}
 }
+
+func TestMergeKeepsSamplesAndDistinctErrors(t *testing.T) {
+	r := row{Samples: samples(100), Note: "first"}
+	r.merge(row{Samples: samples(200), Note: "second", Err: "teardown: busy"})
+	r.merge(row{Samples: samples(300), Err: "teardown: busy"})
+	if len(r.Samples) != 3 || r.Note != "first" || r.Err != "teardown: busy" {
+		t.Errorf("got %d samples, note %q, err %q", len(r.Samples), r.Note, r.Err)
+	}
+	if med, lo, hi, _ := r.spread(); med != 200 || lo != 100 || hi != 300 {
+		t.Errorf("spread %v %v %v, want 200 100 300", med, lo, hi)
+	}
+}
