@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,7 @@ type phaseResult struct {
 	Settled  mailload.Summary     `json:"settled"`
 	Attack   mailload.AttackStats `json:"attack"`
 	Notes    []string             `json:"notes,omitempty"`
+	Bans     []seenBan            `json:"bans,omitempty"` // every ban status showed, by first sighting
 	Attempts []mailload.Attempt   `json:"attempts"`
 }
 
@@ -93,14 +95,21 @@ func TestE2E(t *testing.T) {
 	w, err := harness.New(harness.Options{
 		// E2E_DIR keeps the work directory (maillog, configs, daemon logs)
 		// for a post-mortem.
-		Dir:         os.Getenv("E2E_DIR"),
-		AttackersV4: attackersV4, AttackersV6: attackersV6,
+		Dir: os.Getenv("E2E_DIR"),
+		// E2E_XDPGUARD_CONFIG runs phase 2 and 3 on a config file
+		// instead of the defaults, to try a tuning; the table says so.
+		XdpguardConfig: os.Getenv("E2E_XDPGUARD_CONFIG"),
+		AttackersV4:    attackersV4, AttackersV6: attackersV6,
 		Xdpguard: buildXdpguard(t), Self: self, Logf: t.Logf,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Close)
+	// Runs before w.Close (cleanups run last-in first-out): the daemon's,
+	// Dovecot's and fail2ban's own logs, and the maillog, are kept beside
+	// the figures.
+	t.Cleanup(func() { keepLogs(t, w.Dir) })
 
 	probe, err := w.StartProbe(probeEvery, probeLimit, time.Hour, 0, nil)
 	if err != nil {
@@ -155,7 +164,11 @@ func TestE2E(t *testing.T) {
 	defer watch.stop()
 	var held map[netip.Addr]int
 	var duringAttack map[netip.Addr]harness.StatusBan
-	xr := runPhase(t, w, probe, "xdpguard", attack, plen, func() {
+	xname := "xdpguard"
+	if os.Getenv("E2E_XDPGUARD_CONFIG") != "" {
+		xname = "xdpguard (cfg)"
+	}
+	xr := runPhase(t, w, probe, xname, attack, plen, func() {
 		// While the attack still runs: once it stops, every held
 		// connection closes and is logged, which bans the rest anyway.
 		duringAttack = watch.snapshot()
@@ -269,6 +282,13 @@ func TestE2E(t *testing.T) {
 	}
 
 	watch.stop()
+	for _, b := range watch.all {
+		xr.Bans = append(xr.Bans, b)
+	}
+	slices.SortFunc(xr.Bans, func(a, b seenBan) int { return a.First.Compare(b.First) })
+	if watch.errs > 0 {
+		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", watch.errs)
+	}
 	for a, b := range watch.falseBans() {
 		t.Errorf("legitimate user %s was banned: %+v", a, b)
 	}
@@ -349,6 +369,8 @@ type banWatch struct {
 	seen  map[netip.Addr]harness.StatusBan
 	first map[netip.Addr]time.Time
 	wrong map[netip.Addr]harness.StatusBan
+	all   map[netip.Prefix]seenBan // every ban status ever showed
+	errs  int                      // failed status calls
 	done  chan struct{}
 	once  sync.Once
 	wg    sync.WaitGroup
@@ -357,7 +379,8 @@ type banWatch struct {
 
 func newBanWatch(t *testing.T, x *harness.Xdpguard, w *harness.World) *banWatch {
 	bw := &banWatch{t: t, x: x, legit: map[netip.Addr]bool{}, seen: map[netip.Addr]harness.StatusBan{},
-		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]harness.StatusBan{}, done: make(chan struct{})}
+		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]harness.StatusBan{}, done: make(chan struct{}),
+		all: map[netip.Prefix]seenBan{}}
 	for _, u := range w.Users {
 		bw.legit[u.Src] = true
 	}
@@ -380,9 +403,22 @@ func (bw *banWatch) loop() {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if st, err := bw.x.Status(); err == nil {
+		st, err := bw.x.Status()
+		if err != nil {
+			bw.mu.Lock()
+			bw.errs++
+			if bw.errs == 1 {
+				bw.t.Logf("xdpguard status failed (further failures are only counted): %v", err)
+			}
+			bw.mu.Unlock()
+		} else {
 			now := time.Now()
 			bw.mu.Lock()
+			for _, b := range st.Bans {
+				if _, ok := bw.all[b.Prefix]; !ok {
+					bw.all[b.Prefix] = seenBan{StatusBan: b, First: now}
+				}
+			}
 			for _, a := range bw.addrs {
 				b, ok := st.Banned(a)
 				if !ok {
@@ -404,6 +440,12 @@ func (bw *banWatch) loop() {
 		case <-tick.C:
 		}
 	}
+}
+
+// seenBan is a ban as status first showed it.
+type seenBan struct {
+	harness.StatusBan
+	First time.Time `json:"first_seen"`
 }
 
 func (bw *banWatch) stop() {
@@ -476,10 +518,7 @@ func report(t *testing.T, results []*phaseResult) {
 		}
 	}
 	t.Logf("legitimate logins (probe every %v, %v deadline; latency of successful logins):\n%s", probeEvery, probeLimit, b.String())
-	out := os.Getenv("E2E_OUT")
-	if out == "" {
-		out = filepath.Join("..", "..", "build", "e2e")
-	}
+	out := outDir()
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Log(err)
 		return
@@ -497,4 +536,29 @@ func report(t *testing.T, results []*phaseResult) {
 	}
 	abs, _ := filepath.Abs(out)
 	t.Logf("raw figures in %s/results.json", abs)
+}
+
+// keepLogs copies the work directory's logs to build/e2e/logs for CI.
+func keepLogs(t *testing.T, dir string) {
+	out := filepath.Join(outDir(), "logs")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, name := range []string{"maillog", "xdpguard.log", "dovecot.log", "rsyslogd.log", "fail2ban/fail2ban.log", "attack.log", "probe.log"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(out, strings.ReplaceAll(name, "/", "-")), b, 0o644); err != nil {
+			t.Log(err)
+		}
+	}
+}
+
+func outDir() string {
+	if out := os.Getenv("E2E_OUT"); out != "" {
+		return out
+	}
+	return filepath.Join("..", "..", "build", "e2e")
 }

@@ -50,6 +50,9 @@ type Options struct {
 	AttackersV4, AttackersV6 int
 	// Xdpguard is the xdpguard binary (for the xdpguard protection).
 	Xdpguard string
+	// XdpguardConfig, if set, is a config file for `xdpguard run` in
+	// place of the defaults: for tuning experiments, never for the proof.
+	XdpguardConfig string
 	// Self is the executable that runs mailload roles (the test binary or
 	// the demo); it must call mailload.Main first thing.
 	Self string

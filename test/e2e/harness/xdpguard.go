@@ -62,7 +62,15 @@ func (w *World) StartXdpguard(args ...string) (*Xdpguard, error) {
 		PinRoot:  "/sys/fs/bpf/xdpguard-e2e-" + strconv.Itoa(os.Getpid()),
 		StateDir: filepath.Join(w.Dir, "xdpguard-state")}
 	conf := filepath.Join(w.Dir, "xdpguard.yaml")
-	if err := os.WriteFile(conf, []byte("# defaults: the e2e test runs xdpguard as shipped\n"), 0o644); err != nil {
+	body := []byte("# defaults: the e2e test runs xdpguard as shipped\n")
+	if w.opts.XdpguardConfig != "" {
+		var err error
+		if body, err = os.ReadFile(w.opts.XdpguardConfig); err != nil {
+			return nil, fmt.Errorf("xdpguard config: %w", err)
+		}
+		w.opts.Logf("xdpguard runs with %s, not the defaults", w.opts.XdpguardConfig)
+	}
+	if err := os.WriteFile(conf, body, 0o644); err != nil {
 		return nil, err
 	}
 	// Registered before the start so that a daemon that dies half-way
