@@ -21,15 +21,23 @@ type GenGenConfig struct {
 	RandMask    uint32
 }
 
+type GenOaBucket struct {
+	_   structs.HostLayout
+	Key [16]uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	GenMapGenCfg     = "gen_cfg"
 	GenMapLookupV4   = "lookup_v4"
+	GenMapOaMask     = "oa_mask"
+	GenMapOaTable    = "oa_table"
 	GenProgXdpDrop   = "xdp_drop"
 	GenProgXdpGen    = "xdp_gen"
 	GenProgXdpLookup = "xdp_lookup"
+	GenProgXdpOa     = "xdp_oa"
 	GenProgXdpSink   = "xdp_sink"
 )
 
@@ -78,6 +86,7 @@ type GenProgramSpecs struct {
 	XdpDrop   *ebpf.ProgramSpec `ebpf:"xdp_drop"`
 	XdpGen    *ebpf.ProgramSpec `ebpf:"xdp_gen"`
 	XdpLookup *ebpf.ProgramSpec `ebpf:"xdp_lookup"`
+	XdpOa     *ebpf.ProgramSpec `ebpf:"xdp_oa"`
 	XdpSink   *ebpf.ProgramSpec `ebpf:"xdp_sink"`
 }
 
@@ -87,6 +96,8 @@ type GenProgramSpecs struct {
 type GenMapSpecs struct {
 	GenCfg   *ebpf.MapSpec `ebpf:"gen_cfg"`
 	LookupV4 *ebpf.MapSpec `ebpf:"lookup_v4"`
+	OaMask   *ebpf.MapSpec `ebpf:"oa_mask"`
+	OaTable  *ebpf.MapSpec `ebpf:"oa_table"`
 }
 
 // GenVariableSpecs contains global variables before they are loaded into the kernel.
@@ -117,12 +128,16 @@ func (o *GenObjects) Close() error {
 type GenMaps struct {
 	GenCfg   *ebpf.Map `ebpf:"gen_cfg"`
 	LookupV4 *ebpf.Map `ebpf:"lookup_v4"`
+	OaMask   *ebpf.Map `ebpf:"oa_mask"`
+	OaTable  *ebpf.Map `ebpf:"oa_table"`
 }
 
 func (m *GenMaps) Close() error {
 	return _GenClose(
 		m.GenCfg,
 		m.LookupV4,
+		m.OaMask,
+		m.OaTable,
 	)
 }
 
@@ -139,6 +154,7 @@ type GenPrograms struct {
 	XdpDrop   *ebpf.Program `ebpf:"xdp_drop"`
 	XdpGen    *ebpf.Program `ebpf:"xdp_gen"`
 	XdpLookup *ebpf.Program `ebpf:"xdp_lookup"`
+	XdpOa     *ebpf.Program `ebpf:"xdp_oa"`
 	XdpSink   *ebpf.Program `ebpf:"xdp_sink"`
 }
 
@@ -147,6 +163,7 @@ func (p *GenPrograms) Close() error {
 		p.XdpDrop,
 		p.XdpGen,
 		p.XdpLookup,
+		p.XdpOa,
 		p.XdpSink,
 	)
 }

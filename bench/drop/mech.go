@@ -30,7 +30,7 @@ func mechanisms() []mech {
 	for _, mode := range []string{"native", "generic"} {
 		ms = append(ms, floorMech(mode))
 		if mode == "native" {
-			ms = append(ms, lookupMech(mode))
+			ms = append(ms, lookupMech(mode), oaMech(mode))
 		}
 		ms = append(ms, xdpguardMech(mode), xdpFilterMech(mode))
 	}

@@ -185,3 +185,22 @@ func TestMergeKeepsSamplesAndDistinctErrors(t *testing.T) {
 		t.Errorf("spread %v %v %v, want 200 100 300", med, lo, hi)
 	}
 }
+
+func TestBucketArrayFindsEveryKeyAndNoOther(t *testing.T) {
+	srcs := bannedSources(100000)
+	table, over := oaBuild(srcs)
+	if over != 0 {
+		t.Fatalf("%d keys did not fit at half load", over)
+	}
+	for _, s := range srcs {
+		if !oaLookup(table, beU32(s)) {
+			t.Fatalf("%s is in the set but not found", addrOf(s))
+		}
+	}
+	others := bannedSources(110000)[100000:]
+	for _, s := range others {
+		if oaLookup(table, beU32(s)) {
+			t.Fatalf("%s is not in the set but found", addrOf(s))
+		}
+	}
+}
