@@ -1,6 +1,8 @@
 // Package sockdestroy closes the established TCP connections that a banned
 // source already holds, so that the mail server's login slots are freed at
-// once rather than after its login timeout.
+// once rather than after its login timeout; and finds the connections that
+// hold a slot without a word (Holders), which no log line reports until
+// the server times them out.
 //
 // It uses the kernel's SOCK_DESTROY request over inet_diag (what `ss -K`
 // does): the socket is aborted, the local process sees ECONNABORTED, and the
@@ -213,6 +215,7 @@ type conn struct {
 	f   *os.File
 	seq uint32
 	buf []byte
+	ext uint8 // idiag_ext of dump requests
 }
 
 func dial() (*conn, error) {
@@ -251,6 +254,9 @@ func (c *conn) appendReq(b []byte, typ, flags uint16, family uint8, states uint3
 	r := h[nlmsgHdrLen:]
 	r[0] = family
 	r[1] = unix.IPPROTO_TCP
+	if id == nil {
+		r[2] = c.ext
+	}
 	binary.NativeEndian.PutUint32(r[4:], states)
 	if id != nil {
 		copy(r[8:56], id[4:diagMsgIDEnd]) // inet_diag_sockid, cookie included

@@ -366,3 +366,55 @@ func TestDestroy1000(t *testing.T) {
 	}
 	t.Logf("scan of 2000 established sockets with no match: %v", time.Since(start))
 }
+
+func TestHolders(t *testing.T) {
+	enterNetns(t)
+	s := listen(t, "tcp", netip.AddrPortFrom(server4, 0).String())
+	s6 := listen(t, "tcp", netip.AddrPortFrom(server6, 0).String())
+	// A listener that never accepts: its connections wait in the queue and
+	// hold no slot, like real users queueing behind the attack.
+	queue, err := net.Listen("tcp", netip.AddrPortFrom(server4, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queue.Close()
+	qport := uint16(queue.Addr().(*net.TCPAddr).Port)
+
+	connect(t, banned4, server4, s.port(), 3) // 4 bytes each ("ping"), then silence
+	busy := connect(t, other4, server4, s.port(), 2)
+	for _, c := range busy { // an authenticated session says more
+		c.Write([]byte(strings.Repeat("a NOOP\r\n", 8)))
+	}
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(banned6, 0))}
+	c6, err := d.Dial("tcp", netip.AddrPortFrom(server6, s6.port()).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c6.Close()
+	dq := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(other4, 0))}
+	cq, err := dq.Dial("tcp", netip.AddrPortFrom(server4, qport).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cq.Close()
+
+	time.Sleep(1200 * time.Millisecond)
+	hs, err := Holders(context.Background(), []uint16{s.port(), s6.port(), qport}, time.Second, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	per := map[netip.Addr]int{}
+	for _, h := range hs {
+		per[h.Remote]++
+		if h.Idle < time.Second || h.Received > 32 {
+			t.Errorf("holder outside the limits: %+v", h)
+		}
+	}
+	if per[banned4] != 3 || per[banned6] != 1 || per[other4] != 0 || len(hs) != 4 {
+		t.Fatalf("holders by source = %v, want 3 from %v, 1 from %v, none from %v (busy or queued)", per, banned4, banned6, other4)
+	}
+	// Not idle long enough: nobody.
+	if hs, _ := Holders(context.Background(), []uint16{s.port()}, time.Hour, 32); len(hs) != 0 {
+		t.Errorf("idle 1h: %v", hs)
+	}
+}
