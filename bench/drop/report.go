@@ -450,6 +450,30 @@ func (rp *report) targets() []string {
 	return out
 }
 
+// references states the reference lookups' cost relative to the floor.
+func (rp *report) references() []string {
+	var out []string
+	for _, n := range rp.Sizes {
+		f, ok := rp.find(floorName, "native", n)
+		fm, _, _, ok2 := f.spread()
+		if !ok || !ok2 {
+			continue
+		}
+		var parts []string
+		for _, name := range []string{"bare hash lookup + XDP_DROP", "bucket-array lookup + XDP_DROP", "xdpguard"} {
+			if r, ok := rp.find(name, "native", n); ok {
+				if m, _, _, ok := r.spread(); ok {
+					parts = append(parts, fmt.Sprintf("%s %.2f×", strings.TrimSuffix(name, " + XDP_DROP"), m/fm))
+				}
+			}
+		}
+		if len(parts) > 0 {
+			out = append(out, fmt.Sprintf("- %s banned, × the native floor: %s", count(n), strings.Join(parts, ", ")))
+		}
+	}
+	return out
+}
+
 // markdown is BENCHMARKS.md: the method, then this run's results.
 func (rp *report) markdown(svgPath string) string {
 	var b strings.Builder
@@ -467,6 +491,9 @@ func (rp *report) markdown(svgPath string) string {
 	}
 	if t := rp.targets(); len(t) > 0 {
 		b.WriteString("\n### Targets (issue 7), xdpguard in native mode\n\n" + strings.Join(t, "\n") + "\n")
+	}
+	if r := rp.references(); len(r) > 0 {
+		b.WriteString("\nFor comparison, the references in the same run:\n\n" + strings.Join(r, "\n") + "\n")
 	}
 	if len(rp.Syn) > 0 {
 		fmt.Fprintf(&b, "\n### Per-source SYN-rate flood\n\n%s. Each run starts with empty state. \"Reached TCP\" counts segments that got to the DUT's TCP (TcpInSegs) per frame handled; the random-source share (10%%) reaching it is correct behaviour, and its TCP processing is part of the per-packet cost. \"Dropped\" is the mechanism's own count.\n\n", rp.SynSetup)
