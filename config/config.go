@@ -55,11 +55,27 @@ type Config struct {
 	// to the protected ports (SOCK_DESTROY), freeing login slots at once.
 	KillConnections bool `yaml:"kill_connections"`
 
+	// SlotHolders bans sources that hold login slots without a word.
+	SlotHolders SlotHolders `yaml:"slot_holders"`
+
 	PinRoot  string `yaml:"pin_root"`  // bpffs directory for pinned maps and links
 	StateDir string `yaml:"state_dir"` // where bans and offender history persist
 
 	Log     Log     `yaml:"log"`
 	Metrics Metrics `yaml:"metrics"`
+}
+
+// SlotHolders is the third detector, beside the SYN rate and the logs:
+// accepted connections to the protected ports that received at most
+// MaxBytes and nothing for Idle. The log layer hears of such a connection
+// only when the server times it out (Dovecot: after 180 s), and the SYN
+// rate never, because a holder does not reconnect. A source (masked like a
+// ban) holding MinConnections of them at once is banned.
+type SlotHolders struct {
+	Enabled        bool          `yaml:"enabled"`
+	MinConnections int           `yaml:"min_connections"`
+	Idle           time.Duration `yaml:"idle"`
+	MaxBytes       int           `yaml:"max_bytes"`
 }
 
 // Kernel holds the XDP program's settings and map sizes.
@@ -126,6 +142,7 @@ func Default() Config {
 		Logs:            Logs{Files: []string{"/var/log/maillog", "/var/log/mail.log"}},
 		Allow:           []netip.Prefix{},
 		KillConnections: true,
+		SlotHolders:     SlotHolders{Enabled: true, MinConnections: 3, Idle: 10 * time.Second, MaxBytes: 32},
 		PinRoot:         "/sys/fs/bpf/xdpguard",
 		StateDir:        "/var/lib/xdpguard",
 		Log:             Log{Format: "text", Level: "info"},

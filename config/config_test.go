@@ -121,6 +121,7 @@ allow:
   - "2001:db8::/32"
   - ::ffff:203.0.113.9
 kill_connections: false
+slot_holders: {min_connections: 5, idle: 30s}
 pin_root: /sys/fs/bpf/test
 state_dir: /tmp/state
 log: {format: json, level: debug}
@@ -140,6 +141,7 @@ metrics: {listen: "[::1]:9431"}
 			netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("203.0.113.9/32"),
 		},
 		KillConnections: false,
+		SlotHolders:     SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32},
 		PinRoot:         "/sys/fs/bpf/test",
 		StateDir:        "/tmp/state",
 		Log:             Log{Format: "json", Level: "debug"},
@@ -190,7 +192,7 @@ func TestParseErrors(t *testing.T) {
 				`allow[4]: "10.0.0.1/8": host bits set (the network is 10.0.0.0/8) (line 6)`}},
 		{"unknown keys", "kernel:\n  prots: [1]\nmonitor: true\n",
 			[]string{"kernel.prots: unknown key (known here: ban_duration, ban_scope, max_bans, max_cidr_rules, max_tracked, monitor, ports, prefix_v4, prefix_v6, syn_rate) (line 2)",
-				"monitor: unknown key (known here: allow, detect, interfaces, kernel, kill_connections, log, logs, metrics, pin_root, state_dir, xdp_mode) (line 3)"}},
+				"monitor: unknown key (known here: allow, detect, interfaces, kernel, kill_connections, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
 		{"duplicate key", "xdp_mode: auto\nxdp_mode: native\n",
 			[]string{"xdp_mode: duplicate key (line 2)"}},
 		{"ports", "kernel:\n  ports: [110, 70000, 0, 110, x]\n",
@@ -204,6 +206,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", "logs: {read_back: 10 minutes}\n",
 			[]string{`logs.read_back: invalid duration "10 minutes" (write a number with a unit: "90s", "10m", "1h") (line 1)`}},
 		{"negative duration", "logs: {read_back: -1m}\n", []string{`logs.read_back: must be >= 0, got "-1m0s" (line 1)`}},
+		{"slot holders out of range", "slot_holders: {idle: 100ms, min_connections: 0}\n",
+			[]string{`slot_holders.min_connections: must be >= 1, got 0 (line 1)`, `slot_holders.idle: must be >= 1s, got "100ms" (line 1)`}},
 		{"yes is not a bool", "kill_connections: yes\n",
 			[]string{`kill_connections: must be true or false, got "yes" (line 1)`}},
 		{"enums", "xdp_mode: driver\nkernel: {ban_scope: some}\nlog: {format: xml, level: verbose}\n",

@@ -39,6 +39,17 @@ func (c *Config) validate() []Problem {
 		}
 		seenIf[name] = true
 	}
+	if h := c.SlotHolders; h.Enabled {
+		if h.MinConnections < 1 {
+			ps.add("slot_holders.min_connections", "must be >= 1, got %d", h.MinConnections)
+		}
+		if h.Idle < time.Second {
+			ps.add("slot_holders.idle", "must be >= 1s, got %q", h.Idle.String())
+		}
+		if h.MaxBytes < 0 {
+			ps.add("slot_holders.max_bytes", "must be >= 0, got %d", h.MaxBytes)
+		}
+	}
 	oneOf(&ps, "xdp_mode", c.XDPMode, "auto", "native", "generic")
 
 	k := &c.Kernel

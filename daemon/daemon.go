@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -67,6 +68,7 @@ type Daemon struct {
 	nextSave    time.Time
 	nextSweep   time.Time
 	pending     []pendingBan
+	own         map[netip.Addr]bool // the host's addresses
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -82,7 +84,7 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		opts.Tick = time.Second
 	}
 	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
-		reasons: map[netip.Prefix]string{}, configAllow: map[netip.Prefix]bool{}}
+		reasons: map[netip.Prefix]string{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs()}
 	if err := d.start(); err != nil {
 		if d.guard != nil {
 			d.guard.Close()
@@ -358,6 +360,68 @@ func (d *Daemon) onKernelBan(ev loader.Event) {
 	d.log.Info("banned", "prefix", ev.Prefix, "origin", "kernel", "reason", "syn-rate", "for", dur, "killed", killed)
 }
 
+// banHolders bans sources that hold several login slots without a word
+// (config.SlotHolders): the bots this project exists for, caught before the
+// server's login timeout makes them visible in the log.
+func (d *Daemon) banHolders(now time.Time) {
+	h := d.cfg.SlotHolders
+	if !h.Enabled {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	holders, err := sockdestroy.Holders(ctx, d.cfg.Kernel.Ports, h.Idle, uint64(h.MaxBytes))
+	if err != nil {
+		d.log.Warn("scan for slot holders", "error", err)
+		return
+	}
+	per := map[netip.Prefix]int{}
+	for _, c := range holders {
+		if d.neverBan(c.Remote) {
+			continue
+		}
+		bits := d.cfg.Kernel.PrefixV6
+		if c.Remote.Is4() {
+			bits = d.cfg.Kernel.PrefixV4
+		}
+		p, _ := c.Remote.Prefix(bits)
+		per[p]++
+	}
+	for p, n := range per {
+		if n < h.MinConnections {
+			continue
+		}
+		if _, banned, _ := d.guard.BanOf(p.Addr()); banned {
+			continue // its connections are being destroyed, or monitor mode
+		}
+		dur := d.engine.RecordBan(p, now, loader.ReasonNoAuth.String())
+		if err := d.guard.Ban(p, dur, loader.OriginLog, loader.ReasonNoAuth); err != nil {
+			d.log.Error("ban failed", "prefix", p, "error", err)
+			continue
+		}
+		d.metrics.banned(loader.OriginLog, 0)
+		d.reasons[p] = fmt.Sprintf("no-auth (holding %d login slots silent for %s)", n, h.Idle)
+		d.dirty = true
+		killed := d.kill(p)
+		d.log.Info("banned", "prefix", p, "origin", "log", "reason", "no-auth", "rule", "slot-holders",
+			"held", n, "for", dur, "killed", killed)
+	}
+}
+
+// neverBan covers the allowlist, loopback and the host's own addresses,
+// as in the log layer.
+func (d *Daemon) neverBan(a netip.Addr) bool {
+	if a.IsLoopback() || d.own[a] {
+		return true
+	}
+	for _, p := range d.cfg.Allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // kill destroys the banned source's established connections to the
 // protected ports, so Dovecot's login slots free now, not at its timeout.
 func (d *Daemon) kill(p netip.Prefix) int {
@@ -379,6 +443,7 @@ func (d *Daemon) kill(p netip.Prefix) int {
 // waits at least ten times as long as it last took.
 func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
+	d.banHolders(now)
 	d.engine.Expire(now)
 	if now.After(d.nextSweep) {
 		start := time.Now()
@@ -560,4 +625,17 @@ func kernelSettings(c config.Config) loader.Settings {
 		PrefixV4:      k.PrefixV4,
 		PrefixV6:      k.PrefixV6,
 	}
+}
+
+func ownAddrs() map[netip.Addr]bool {
+	own := map[netip.Addr]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				own[ip.Unmap()] = true
+			}
+		}
+	}
+	return own
 }

@@ -42,6 +42,7 @@ const (
 	attacker2 = "198.18.60.7"
 	shortBan  = "198.18.60.9"
 	allowed   = "198.18.60.5"
+	holder    = "198.18.60.11"
 	server    = "198.18.60.1"
 )
 
@@ -49,7 +50,7 @@ func newDaemonWorld(t *testing.T) *daemonWorld {
 	w := &daemonWorld{t: t, srv: nstest.New(t, "dsrv"), cli: nstest.New(t, "dcli"), dir: t.TempDir()}
 	w.root = pinRoot(t)
 	var cliAddrs []netip.Prefix
-	for _, a := range []string{"198.18.60.2", attacker, allowed, attacker2, shortBan} {
+	for _, a := range []string{"198.18.60.2", attacker, allowed, attacker2, shortBan, holder} {
 		cliAddrs = append(cliAddrs, netip.MustParsePrefix(a+"/24"))
 	}
 	nstest.Veth(t, w.srv, "xg-dsrv", []netip.Prefix{netip.MustParsePrefix(server + "/24")}, w.cli, "xg-dcli", cliAddrs)
@@ -97,6 +98,7 @@ pin_root: %s
 state_dir: %s
 metrics:
   listen: %s
+slot_holders: {idle: 2s}
 detect:
   threshold: %d
 `, w.kernel, w.kernelBan, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, threshold)
@@ -272,6 +274,32 @@ func TestDaemon(t *testing.T) {
 		}
 	})
 
+	t.Run("silent slot holders banned before any log line", func(t *testing.T) {
+		var conns []net.Conn
+		for range 3 {
+			c, err := w.dial(holder, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			conns = append(conns, c)
+		}
+		w.waitBanned(holder, true)
+		if b := w.banned()[holder]; b.Origin.String() != "log" || b.Reason.String() != "no-auth" {
+			t.Errorf("ban = %+v", b)
+		}
+		for _, c := range conns {
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			for {
+				if _, err := c.Read(make([]byte, 64)); err != nil {
+					if os.IsTimeout(err) {
+						t.Fatal("a held connection of the banned holder is still open")
+					}
+					break
+				}
+			}
+		}
+	})
 	t.Run("SIGHUP applies a changed threshold", func(t *testing.T) {
 		w.writeConfig(5)
 		w.cmd.Process.Signal(syscall.SIGHUP)
