@@ -245,9 +245,17 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 				d.flush()
 			}
 		case ev, ok := <-evc:
-			if ok {
-				d.onKernelBan(ev)
+			if !ok {
+				evc = nil
+				continue
 			}
+			// A SYN flood from many sources bans many at once: one
+			// socket scan for the whole batch.
+			batch := []loader.Event{ev}
+			for len(evc) > 0 && len(batch) < maxBatch {
+				batch = append(batch, <-evc)
+			}
+			d.onKernelBans(batch)
 		case <-tick.C:
 			d.housekeeping(time.Now())
 		case <-reload:
@@ -321,6 +329,13 @@ func (d *Daemon) flush() {
 			}
 		}
 	}
+	var done []netip.Prefix
+	for _, p := range d.pending {
+		if !failed[p.dec.Prefix] {
+			done = append(done, p.dec.Prefix)
+		}
+	}
+	killed := d.kill(done...)
 	for _, p := range d.pending {
 		dec := p.dec
 		if failed[dec.Prefix] {
@@ -329,9 +344,8 @@ func (d *Daemon) flush() {
 		d.metrics.banned(loader.OriginLog, time.Since(p.arrival))
 		d.reasons[dec.Prefix] = fmt.Sprintf("%s (rule %s, %d events, offence %d)", dec.Reason, dec.Rule, dec.Events, dec.Offence)
 		d.dirty = true
-		killed := d.kill(dec.Prefix)
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
-			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed)
+			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed[dec.Prefix])
 	}
 	d.pending = d.pending[:0]
 }
@@ -339,25 +353,32 @@ func (d *Daemon) flush() {
 // onKernelBan hears of a SYN-rate ban the program made by itself. It enters
 // the same offender history as log bans, so a repeat offender's next kernel
 // ban is lengthened here.
-func (d *Daemon) onKernelBan(ev loader.Event) {
-	d.metrics.banned(loader.OriginKernel, 0)
-	// The history escalates from the log layer's first ban; apply the same
-	// factor to the kernel's own ban duration.
-	logDur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
-	base := d.cfg.Kernel.BanDuration
-	dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
-	dur = min(dur, d.cfg.Detect.MaxBanDuration)
-	if dur > base {
-		if err := d.guard.Ban(ev.Prefix, dur, loader.OriginKernel, loader.ReasonSynRate); err != nil {
-			d.log.Error("escalate kernel ban", "prefix", ev.Prefix, "error", err)
+func (d *Daemon) onKernelBans(evs []loader.Event) {
+	durs := make([]time.Duration, len(evs))
+	prefixes := make([]netip.Prefix, len(evs))
+	for i, ev := range evs {
+		d.metrics.banned(loader.OriginKernel, 0)
+		// The history escalates from the log layer's first ban; apply the
+		// same factor to the kernel's own ban duration.
+		logDur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
+		base := d.cfg.Kernel.BanDuration
+		dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
+		dur = min(dur, d.cfg.Detect.MaxBanDuration)
+		if dur > base {
+			if err := d.guard.Ban(ev.Prefix, dur, loader.OriginKernel, loader.ReasonSynRate); err != nil {
+				d.log.Error("escalate kernel ban", "prefix", ev.Prefix, "error", err)
+			}
+		} else {
+			dur = base
 		}
-	} else {
-		dur = base
+		d.reasons[ev.Prefix] = fmt.Sprintf("syn-rate (over %d SYNs per %s)", ev.Threshold, d.cfg.Kernel.SYNRate.Window)
+		durs[i], prefixes[i] = dur, ev.Prefix
 	}
-	d.reasons[ev.Prefix] = fmt.Sprintf("syn-rate (over %d SYNs per %s)", ev.Threshold, d.cfg.Kernel.SYNRate.Window)
 	d.dirty = true
-	killed := d.kill(ev.Prefix)
-	d.log.Info("banned", "prefix", ev.Prefix, "origin", "kernel", "reason", "syn-rate", "for", dur, "killed", killed)
+	killed := d.kill(prefixes...)
+	for i, p := range prefixes {
+		d.log.Info("banned", "prefix", p, "origin", "kernel", "reason", "syn-rate", "for", durs[i], "killed", killed[p])
+	}
 }
 
 // banHolders bans sources that hold several login slots without a word
@@ -404,7 +425,7 @@ func (d *Daemon) banHolders(now time.Time) {
 		d.dirty = true
 		killed := d.kill(p)
 		d.log.Info("banned", "prefix", p, "origin", "log", "reason", "no-auth", "rule", "slot-holders",
-			"held", n, "for", dur, "killed", killed)
+			"held", n, "for", dur, "killed", killed[p])
 	}
 }
 
@@ -422,20 +443,35 @@ func (d *Daemon) neverBan(a netip.Addr) bool {
 	return false
 }
 
-// kill destroys the banned source's established connections to the
+// kill destroys the banned sources' established connections to the
 // protected ports, so Dovecot's login slots free now, not at its timeout.
-func (d *Daemon) kill(p netip.Prefix) int {
-	if !d.cfg.KillConnections || d.cfg.Kernel.Monitor {
-		return 0
+// It returns how many went per prefix.
+func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
+	if !d.cfg.KillConnections || d.cfg.Kernel.Monitor || len(ps) == 0 {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	n, err := sockdestroy.Destroy(ctx, p, d.cfg.Kernel.Ports)
+	out := map[netip.Prefix]int{}
+	if len(ps) == 1 {
+		n, err := sockdestroy.Destroy(ctx, ps[0], d.cfg.Kernel.Ports)
+		if err != nil {
+			d.log.Warn("could not destroy connections", "prefix", ps[0], "error", err)
+		}
+		d.metrics.killed(n)
+		out[ps[0]] = n
+		return out
+	}
+	// One scan for the batch; the count is not split by prefix.
+	n, err := sockdestroy.DestroyAll(ctx, ps, d.cfg.Kernel.Ports)
 	if err != nil {
-		d.log.Warn("could not destroy connections", "prefix", p, "error", err)
+		d.log.Warn("could not destroy connections", "prefixes", len(ps), "error", err)
 	}
 	d.metrics.killed(n)
-	return n
+	if n > 0 {
+		d.log.Info("destroyed held connections", "prefixes", len(ps), "connections", n)
+	}
+	return out
 }
 
 // housekeeping runs every tick. Saving and sweeping walk every ban, which
