@@ -130,9 +130,10 @@ func run(bin string, phase time.Duration, conns int, install bool) error {
 
 	fmt.Println()
 	say("legitimate logins during the attack")
-	fmt.Printf("    %-22s %s\n", "without protection:", line(before))
-	fmt.Printf("    %-22s %s\n", "with xdpguard:", line(after))
-	fmt.Printf("    (the first seconds with xdpguard are before any source had misbehaved often enough to be banned)\n")
+	fmt.Printf("    %-22s %s%s\n", "without protection:", line(before), families(before))
+	fmt.Printf("    %-22s %s%s\n", "with xdpguard:", line(after), families(after))
+	fmt.Printf("    (the first seconds with xdpguard are before any source had misbehaved long enough to be banned;\n" +
+		"     Dovecot serves its IPv4 socket first, so IPv6 users wait behind every queued IPv4 bot)\n")
 	return nil
 }
 
@@ -235,6 +236,19 @@ func line(as []mailload.Attempt) string {
 		return "no attempts yet"
 	}
 	return fmt.Sprintf("%3d/%-3d ok (%5.1f%%), median %v", s.OK, s.Attempts, 100*s.Rate, s.P50.Round(time.Millisecond))
+}
+
+func families(as []mailload.Attempt) string {
+	var a4, a6 []mailload.Attempt
+	for _, a := range as {
+		if a.Src.Is4() {
+			a4 = append(a4, a)
+		} else {
+			a6 = append(a6, a)
+		}
+	}
+	s4, s6 := mailload.Summarize(a4), mailload.Summarize(a6)
+	return fmt.Sprintf("; IPv4 users %.0f%%, IPv6 users %.0f%%", 100*s4.Rate, 100*s6.Rate)
 }
 
 func trim(s string, n int) string {
