@@ -437,7 +437,9 @@ func (rp *report) targets() []string {
 	}
 	worst, where := 101.0, ""
 	for _, r := range rp.Rows {
-		if r.Mode == "" || r.Mech == floorName {
+		// XDP filters only: the floor drops the client by design, and the
+		// reference lookups are not products.
+		if r.Mode == "" || !r.Filter {
 			continue
 		}
 		if pct, _, _, ok := r.client(); ok && pct < worst {
