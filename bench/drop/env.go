@@ -60,7 +60,37 @@ func in(ns string, name string, args ...string) (string, error) {
 	return run("nsenter", append([]string{"--net=" + nsPath(ns), name}, args...)...)
 }
 
+// reapStale removes what an earlier harness left when it could not clean
+// up (SIGKILL, a crash): namespaces and pin directories named after a
+// process that no longer exists. Only names this harness makes are touched.
+func reapStale() {
+	alive := func(name, prefix string) bool {
+		pid, err := strconv.Atoi(strings.TrimPrefix(name, prefix))
+		if err != nil || pid <= 0 {
+			return true // not ours
+		}
+		return unix.Kill(pid, 0) != unix.ESRCH
+	}
+	ents, _ := os.ReadDir("/var/run/netns")
+	for _, d := range ents {
+		for _, p := range []string{"xgbgen", "xgbdut"} {
+			if strings.HasPrefix(d.Name(), p) && !alive(d.Name(), p) {
+				fmt.Fprintln(os.Stderr, "removing stale namespace", d.Name())
+				run("ip", "netns", "del", d.Name())
+			}
+		}
+	}
+	ents, _ = os.ReadDir("/sys/fs/bpf")
+	for _, d := range ents {
+		if strings.HasPrefix(d.Name(), "xgbench") && !alive(d.Name(), "xgbench") {
+			fmt.Fprintln(os.Stderr, "removing stale pins", d.Name())
+			os.RemoveAll(filepath.Join("/sys/fs/bpf", d.Name()))
+		}
+	}
+}
+
 func newEnv() (e *env, err error) {
+	reapStale()
 	pid := os.Getpid()
 	e = &env{
 		gen:     fmt.Sprintf("xgbgen%d", pid),

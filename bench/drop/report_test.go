@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 )
 
 func TestParseSchedstat(t *testing.T) {
@@ -202,5 +207,36 @@ func TestBucketArrayFindsEveryKeyAndNoOther(t *testing.T) {
 		if oaLookup(table, beU32(s)) {
 			t.Fatalf("%s is not in the set but found", addrOf(s))
 		}
+	}
+}
+
+// The xdp-filter resize rewrites BTF array lengths in place; check it on
+// this package's own object, whose struct oa_bucket has the only array of
+// 16 elements.
+func TestPatchBTFArrays(t *testing.T) {
+	obj, err := os.ReadFile("gen_bpfel.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := patchBTFArrays(obj, 16, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(patched))
+	if err != nil {
+		t.Fatalf("patched object no longer parses: %v", err)
+	}
+	var b *btf.Struct
+	if err := spec.Types.TypeByName("oa_bucket", &b); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.Members[0].Type.(*btf.Array).Nelems; n != 32 {
+		t.Errorf("oa_bucket.key has %d elements after the patch, want 32", n)
+	}
+	if spec.Maps["gen_cfg"].MaxEntries != 1 {
+		t.Error("arrays of another length must be left alone")
+	}
+	if _, err := patchBTFArrays(obj, 12345, 1); err == nil {
+		t.Error("patching nothing must be an error: the resize would silently not happen")
 	}
 }
