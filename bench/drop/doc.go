@@ -59,7 +59,10 @@ development run (10,000 bans, one run per cell). The harness is
 - xdpguard's SYN rate limiter stays on, raised so the client's 50
   connections a second never trip it; banned packets are dropped before the
   limiter is consulted.
-
+- Every cell is measured three times, in rounds that go through all the
+  mechanisms before the next round, each setting up from scratch: a burst
+  of someone else's load then spoils one sample of several cells, which
+  the median absorbs, rather than every sample of one.
 - "Bare hash lookup + XDP_DROP" is a reference, not a product: an XDP
   program that parses Ethernet and IPv4, looks the source up in a BPF hash
   map sized to the set, and drops on a hit. It is the least any ban list
