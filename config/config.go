@@ -142,7 +142,7 @@ func Default() Config {
 		Logs:            Logs{Files: []string{"/var/log/maillog", "/var/log/mail.log"}},
 		Allow:           []netip.Prefix{},
 		KillConnections: true,
-		SlotHolders:     SlotHolders{Enabled: true, MinConnections: 3, Idle: 10 * time.Second, MaxBytes: 32},
+		SlotHolders:     SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32},
 		PinRoot:         "/sys/fs/bpf/xdpguard",
 		StateDir:        "/var/lib/xdpguard",
 		Log:             Log{Format: "text", Level: "info"},
