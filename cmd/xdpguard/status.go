@@ -51,6 +51,7 @@ func statusCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 			&cli.IntFlag{Name: "top", Value: 10, Usage: "show the `N` busiest SYN sources"},
+			&cli.IntFlag{Name: "bans", Value: 100, Usage: "list at most `N` bans in the table (--json lists all)"},
 			pinRootFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -71,7 +72,7 @@ func statusCommand() *cli.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(r)
 			}
-			printStatus(c.App.Writer, r)
+			printStatus(c.App.Writer, r, c.Int("bans"))
 			return nil
 		},
 	}
@@ -126,7 +127,7 @@ func collect(g *loader.Guard, root string, top int) (*statusReport, error) {
 	return r, nil
 }
 
-func printStatus(w io.Writer, r *statusReport) {
+func printStatus(w io.Writer, r *statusReport, maxBans int) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
 	fmt.Fprintf(tw, "Interfaces (pins under %s):\n", r.PinRoot)
@@ -166,7 +167,11 @@ func printStatus(w io.Writer, r *statusReport) {
 	if len(r.Bans) > 0 {
 		fmt.Fprintf(tw, "  PREFIX\tORIGIN\tREASON\tREMAINING\tDROPS\n")
 	}
-	for _, b := range r.Bans {
+	for i, b := range r.Bans {
+		if i == maxBans {
+			fmt.Fprintf(tw, "  ... and %d more (--bans N, or --json for all)\n", len(r.Bans)-maxBans)
+			break
+		}
 		left := "until unbanned"
 		if b.RemainingSeconds != nil {
 			left = (time.Duration(*b.RemainingSeconds) * time.Second).Round(time.Second).String()
