@@ -1,7 +1,11 @@
-// Package nstest builds throwaway network worlds for kernel tests: named
-// network namespaces joined by veth pairs, torn down when the test ends,
-// even when it fails. Names are registered under /var/run/netns so that
+// Package nstest builds throwaway network worlds for kernel tests, the
+// end-to-end test and the demo: named network namespaces joined by veth
+// pairs. Names are registered under /var/run/netns so that
 // `nsenter --net=/var/run/netns/NAME` and `ip -n NAME` see them too.
+//
+// Create, VethPair and Configure return errors, for callers that are not
+// tests; New and Veth are their testing forms, which also remove what they
+// made when the test ends, even when it fails.
 package nstest
 
 import (
@@ -24,50 +28,45 @@ type NS struct {
 	handle netns.NsHandle
 }
 
-var seq atomic.Uint32
-
-// RequireRoot skips the test unless it runs as root.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and BPF")
-	}
-}
-
-// New creates a namespace with lo up and registers its removal.
-func New(t testing.TB, label string) *NS {
-	t.Helper()
-	RequireRoot(t)
-	name := fmt.Sprintf("xg%d-%d-%s", os.Getpid(), seq.Add(1), label)
+// Create makes a named namespace with lo up.
+func Create(name string) (*NS, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("current netns: %w", err)
 	}
 	defer orig.Close()
 	h, err := netns.NewNamed(name)
 	if err != nil {
-		t.Fatalf("create netns %s: %v", name, err)
+		return nil, fmt.Errorf("create netns %s: %w", name, err)
 	}
 	if err := netns.Set(orig); err != nil {
-		t.Fatalf("return to the original netns: %v", err)
+		// This thread is stuck in the new namespace: lock it a second
+		// time so that the deferred unlock leaves it locked and Go
+		// discards it instead of reusing it.
+		runtime.LockOSThread()
+		return nil, fmt.Errorf("return to the original netns: %w", err)
 	}
 	ns := &NS{Name: name, handle: h}
-	t.Cleanup(func() {
-		h.Close()
-		netns.DeleteNamed(name)
-	})
-	if err := ns.Do(func() error {
+	err = ns.Do(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
 		}
 		return netlink.LinkSetUp(lo)
-	}); err != nil {
-		t.Fatal(err)
+	})
+	if err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("netns %s: lo up: %w", name, err)
 	}
-	return ns
+	return ns, nil
+}
+
+// Close deletes the namespace; interfaces in it go with it.
+func (ns *NS) Close() error {
+	ns.handle.Close()
+	return netns.DeleteNamed(ns.Name)
 }
 
 // Path is the namespace's bind mount, for nsenter --net=.
@@ -77,8 +76,9 @@ func (ns *NS) Path() string { return "/var/run/netns/" + ns.Name }
 // stay in the namespace after Do returns.
 func (ns *NS) Do(fn func() error) error {
 	errc := make(chan error, 1)
-	// A fresh goroutine whose thread is thrown away afterwards, so a thread
-	// left in the wrong namespace can never serve another goroutine.
+	// A fresh goroutine whose thread is thrown away afterwards (it exits
+	// locked), so a thread left in the wrong namespace never serves another
+	// goroutine.
 	go func() {
 		runtime.LockOSThread()
 		if err := netns.Set(ns.handle); err != nil {
@@ -90,11 +90,10 @@ func (ns *NS) Do(fn func() error) error {
 	return <-errc
 }
 
-// Veth joins a and b with a veth pair named ifA (in a) and ifB (in b), sets
-// both up and gives them addrs. IPv6 addresses skip DAD so they work at once.
-func Veth(t testing.TB, a *NS, ifA string, addrsA []netip.Prefix, b *NS, ifB string, addrsB []netip.Prefix) {
-	t.Helper()
-	err := a.Do(func() error {
+// VethPair joins a and b with a veth pair named ifA (in a) and ifB (in b).
+// Both ends stay down until Configure.
+func VethPair(a *NS, ifA string, b *NS, ifB string) error {
+	return a.Do(func() error {
 		la := netlink.NewLinkAttrs()
 		la.Name = ifA
 		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: ifB}); err != nil {
@@ -106,33 +105,74 @@ func Veth(t testing.TB, a *NS, ifA string, addrsA []netip.Prefix, b *NS, ifB str
 		}
 		return netlink.LinkSetNsFd(peer, int(b.handle))
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, side := range []struct {
-		ns    *NS
-		ifc   string
-		addrs []netip.Prefix
-	}{{a, ifA, addrsA}, {b, ifB, addrsB}} {
-		if err := side.ns.Do(func() error { return configure(side.ifc, side.addrs) }); err != nil {
-			t.Fatal(err)
+}
+
+// Configure adds addrs to ifname in ns (IPv6 ones skip DAD, so they work
+// at once), sets the link up and adds on-link routes to onlink.
+func Configure(ns *NS, ifname string, addrs, onlink []netip.Prefix) error {
+	return ns.Do(func() error {
+		l, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
 		}
+		for _, p := range addrs {
+			a := &netlink.Addr{IPNet: ipnet(p)}
+			if p.Addr().Is6() {
+				a.Flags = unix.IFA_F_NODAD
+			}
+			if err := netlink.AddrAdd(l, a); err != nil {
+				return fmt.Errorf("add %s to %s: %w", p, ifname, err)
+			}
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		for _, p := range onlink {
+			r := &netlink.Route{LinkIndex: l.Attrs().Index, Dst: ipnet(p), Scope: netlink.SCOPE_LINK}
+			if err := netlink.RouteReplace(r); err != nil {
+				return fmt.Errorf("route %s dev %s: %w", p, ifname, err)
+			}
+		}
+		return nil
+	})
+}
+
+func ipnet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+var seq atomic.Uint32
+
+// RequireRoot skips the test unless it runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and BPF")
 	}
 }
 
-func configure(ifname string, addrs []netip.Prefix) error {
-	l, err := netlink.LinkByName(ifname)
+// New creates a namespace for the test and registers its removal.
+func New(t testing.TB, label string) *NS {
+	t.Helper()
+	RequireRoot(t)
+	ns, err := Create(fmt.Sprintf("xg%d-%d-%s", os.Getpid(), seq.Add(1), label))
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	for _, p := range addrs {
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-		if p.Addr().Is6() {
-			a.Flags = unix.IFA_F_NODAD
-		}
-		if err := netlink.AddrAdd(l, a); err != nil {
-			return fmt.Errorf("add %s to %s: %w", p, ifname, err)
-		}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+// Veth joins a and b with a veth pair, gives the ends addrs and sets them up.
+func Veth(t testing.TB, a *NS, ifA string, addrsA []netip.Prefix, b *NS, ifB string, addrsB []netip.Prefix) {
+	t.Helper()
+	if err := VethPair(a, ifA, b, ifB); err != nil {
+		t.Fatal(err)
 	}
-	return netlink.LinkSetUp(l)
+	if err := Configure(a, ifA, addrsA, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := Configure(b, ifB, addrsB, nil); err != nil {
+		t.Fatal(err)
+	}
 }

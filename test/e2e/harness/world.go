@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xdpguard/xdpguard/internal/nstest"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
@@ -63,7 +64,7 @@ type Options struct {
 // World is a running end-to-end setup.
 type World struct {
 	Dir            string
-	Server, Client *NS
+	Server, Client *nstest.NS
 	Users          []mailload.User
 	Attackers      []netip.Addr
 	Maillog        string
@@ -122,20 +123,20 @@ func New(o Options) (w *World, err error) {
 func (w *World) buildNet() error {
 	tag := strconv.Itoa(os.Getpid())
 	var err error
-	if w.Server, err = newNS("xge2e-" + tag + "-srv"); err != nil {
+	if w.Server, err = nstest.Create("xge2e-" + tag + "-srv"); err != nil {
 		return err
 	}
-	w.addCleanup(w.Server.close)
-	if w.Client, err = newNS("xge2e-" + tag + "-cli"); err != nil {
+	w.addCleanup(func() { w.Server.Close() })
+	if w.Client, err = nstest.Create("xge2e-" + tag + "-cli"); err != nil {
 		return err
 	}
-	w.addCleanup(w.Client.close)
+	w.addCleanup(func() { w.Client.Close() })
 	w.addCleanup(w.sweep)
-	if err := veth(w.Server, ServerIf, w.Client, ClientIf); err != nil {
+	if err := nstest.VethPair(w.Server, ServerIf, w.Client, ClientIf); err != nil {
 		return err
 	}
 	srv := []netip.Prefix{netip.PrefixFrom(ServerV4, 15), netip.PrefixFrom(ServerV6, 64)}
-	if err := setup(w.Server, ServerIf, srv, []netip.Prefix{v6Net}); err != nil {
+	if err := nstest.Configure(w.Server, ServerIf, srv, []netip.Prefix{v6Net}); err != nil {
 		return err
 	}
 	legit := []string{"198.18.2.1", "198.18.2.2", "198.18.2.3", "2001:db8:1:1::10", "2001:db8:1:2::10"}
@@ -159,7 +160,7 @@ func (w *World) buildNet() error {
 		cli = append(cli, host(a))
 	}
 	cli = append(cli, host(Slow))
-	if err := setup(w.Client, ClientIf, cli, []netip.Prefix{v6Net}); err != nil {
+	if err := nstest.Configure(w.Client, ClientIf, cli, []netip.Prefix{v6Net}); err != nil {
 		return err
 	}
 	w.opts.Logf("namespaces %s and %s: %d users, %d attackers (%d IPv4, %d IPv6)",
@@ -258,12 +259,12 @@ func (w *World) Stop(p *Proc, grace time.Duration) error {
 }
 
 // inNS is a command entered into ns's network namespace.
-func inNS(ns *NS, name string, args ...string) *exec.Cmd {
+func inNS(ns *nstest.NS, name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", name}, args...)...)
 }
 
 // run runs a short command in ns and returns its output.
-func run(ns *NS, name string, args ...string) ([]byte, error) {
+func run(ns *nstest.NS, name string, args ...string) ([]byte, error) {
 	var cmd *exec.Cmd
 	if ns == nil {
 		cmd = exec.Command(name, args...)
@@ -293,7 +294,7 @@ func waitFor(timeout time.Duration, what string, cond func() bool) error {
 // stops: only descendants of processes the harness started can be there
 // (a Dovecot child that outlived its master, say).
 func (w *World) sweep() {
-	for _, ns := range []*NS{w.Server, w.Client} {
+	for _, ns := range []*nstest.NS{w.Server, w.Client} {
 		out, err := exec.Command("ip", "netns", "pids", ns.Name).Output()
 		if err != nil {
 			continue
