@@ -204,9 +204,14 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 			}
 			if err != nil {
 				d.log.Error("kernel event", "error", err)
+				time.Sleep(100 * time.Millisecond) // no hot loop on a broken reader
 				continue
 			}
-			evc <- ev
+			select {
+			case evc <- ev:
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	defer events.Close()
