@@ -27,13 +27,13 @@ deps-bpf:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); }
 
 generate: deps-bpf
-	$(GO) generate ./bpf/...
+	$(GO) generate ./bpf/... ./bench/drop/...
 
 # Regenerates into the work tree and fails if the committed objects differ:
 # the committed .o must be what the committed .c compiles to.
 check-generated: generate
-	@git diff --exit-code --stat -- bpf/ || { \
-	  echo "bpf/: committed generated files do not match the C source; run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code --stat -- bpf/ bench/drop/ || { \
+	  echo "committed generated BPF files do not match their C source; run 'make generate' and commit"; exit 1; }
 
 # Packages the kernel tests need on a fresh machine.
 deps-test:
