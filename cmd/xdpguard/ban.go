@@ -84,27 +84,14 @@ func unbanCommand() *cli.Command {
 			pinRootFlag, stateDirFlag,
 		},
 		Action: func(c *cli.Context) error {
-			if c.Bool("all") {
+			all := c.Bool("all")
+			var ps []netip.Prefix
+			var err error
+			if all {
 				if c.Args().Present() || c.IsSet("from") {
 					return fail("unban --all takes no addresses")
 				}
-				g, err := openPinned(c, "unban")
-				if err != nil {
-					return err
-				}
-				defer g.Close()
-				n, err := g.UnbanAll()
-				if err != nil {
-					return fail("%v", err)
-				}
-				if err := record(c, g, nil); err != nil {
-					return err
-				}
-				fmt.Fprintf(c.App.Writer, "lifted %d bans\n", n)
-				return nil
-			}
-			ps, err := targets(c)
-			if err != nil {
+			} else if ps, err = targets(c); err != nil {
 				return err
 			}
 			g, err := openPinned(c, "unban")
@@ -112,13 +99,16 @@ func unbanCommand() *cli.Command {
 				return err
 			}
 			defer g.Close()
-			var lifted int
-			if len(ps) == 1 {
-				if err := g.Unban(ps[0]); err != nil {
-					return fail("%v", err)
-				}
-				lifted = 1
-			} else if lifted, err = g.UnbanMany(ps); err != nil {
+			lifted := 1
+			switch {
+			case all:
+				lifted, err = g.UnbanAll()
+			case len(ps) == 1:
+				err = g.Unban(ps[0]) // a single address must be banned
+			default:
+				lifted, err = g.UnbanMany(ps) // a list may name some that are not
+			}
+			if err != nil {
 				return fail("%v", err)
 			}
 			if err := record(c, g, nil); err != nil {
