@@ -159,12 +159,8 @@ func (g *Guard) Close() error {
 	if g.prog != nil {
 		g.prog.Close()
 	}
-	for _, m := range g.mapPointers() {
-		if *m != nil {
-			(*m).Close()
-		}
-	}
-	return nil
+	// All maps, the unpinned per-load ones (the clock cache) included.
+	return g.maps.Close()
 }
 
 func (g *Guard) mapPointers() map[string]**ebpf.Map {
