@@ -171,9 +171,15 @@ func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, rea
 		return rollback(fmt.Errorf("ban %d IPv6 sources: %w", len(keys6), privilegeHint(err)))
 	}
 	rule := bpf.XdpguardCidrRule{ExpiresNs: deadline, Action: uint8(bpf.XdpguardCidrActionCIDR_DENY), Origin: uint8(origin), Reason: uint8(reason)}
-	for _, p := range cidrs {
-		if err := g.putRule(p, rule, &undo); err != nil {
+	if len(cidrs) > 0 {
+		table, err := g.ruleTable()
+		if err != nil {
 			return rollback(err)
+		}
+		for _, p := range cidrs {
+			if err := g.putRule(p, rule, table, &undo); err != nil {
+				return rollback(err)
+			}
 		}
 	}
 	if len(cidrs) > 0 {
@@ -298,8 +304,7 @@ func (g *Guard) Unban(p netip.Prefix) error {
 	}
 	gran := granularity(s, p.Addr())
 	if p.Bits() < gran {
-		var r bpf.XdpguardCidrRule
-		if err := g.lookupRule(p, &r); err != nil || r.Action != uint8(bpf.XdpguardCidrActionCIDR_DENY) {
+		if r, ok, err := g.lookupRule(p); err != nil || !ok || r.Action != uint8(bpf.XdpguardCidrActionCIDR_DENY) {
 			return fmt.Errorf("unban %s: %w", p, ErrNotBanned)
 		}
 		if err := g.deleteRule(p); err != nil {
@@ -364,19 +369,34 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 	}
 	var k4 [][4]byte
 	var k6 [][16]byte
+	var cidrs []netip.Prefix
 	n := 0
 	for _, p := range eff {
 		switch {
 		case p.Bits() < granularity(s, p.Addr()):
-			if err := g.Unban(p); err == nil {
-				n++
-			} else if !errors.Is(err, ErrNotBanned) {
-				return n, err
-			}
+			cidrs = append(cidrs, p)
 		case p.Addr().Is4():
 			k4 = append(k4, p.Addr().As4())
 		default:
 			k6 = append(k6, p.Addr().As16())
+		}
+	}
+	if len(cidrs) > 0 {
+		table, err := g.ruleTable()
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range cidrs {
+			if r, ok := table[p]; ok && r.Action == uint8(ActionDeny) {
+				if err := g.deleteRule(p); err != nil {
+					return n, err
+				}
+				delete(table, p) // a list may name it twice
+				n++
+			}
+		}
+		if err := g.recountRules(); err != nil {
+			return n, err
 		}
 	}
 	for _, del := range []func() (int, error){
@@ -492,35 +512,36 @@ func (g *Guard) banCount() (int, error) {
 
 // UnbanAll lifts every ban, exact and prefix, and returns how many.
 func (g *Guard) UnbanAll() (int, error) {
+	return g.unbanWhere(func(Ban) bool { return true })
+}
+
+// unbanWhere lifts, in batches, the bans (expired ones included) that pick
+// selects.
+func (g *Guard) unbanWhere(pick func(Ban) bool) (int, error) {
 	all, err := g.bans()
 	if err != nil {
 		return 0, err
 	}
+	var ps []netip.Prefix
 	for _, b := range all {
-		if err := g.Unban(b.Prefix); err != nil && !errors.Is(err, ErrNotBanned) {
-			return 0, err
+		if pick(b) {
+			ps = append(ps, b.Prefix)
 		}
 	}
-	return len(all), nil
+	if len(ps) == 0 {
+		return 0, nil
+	}
+	return g.UnbanMany(ps)
 }
 
 // Sweep deletes expired bans and rules. The kernel already ignores them;
 // sweeping returns their memory. A source the kernel re-bans between the read
 // and the delete loses that ban, and is banned again at its next burst.
 func (g *Guard) Sweep() (int, error) {
-	all, err := g.bans()
-	if err != nil {
-		return 0, err
-	}
 	now := time.Now()
-	n := 0
-	for _, b := range all {
-		if b.Expires.IsZero() || b.Expires.After(now) {
-			continue
-		}
-		if err := g.Unban(b.Prefix); err == nil {
-			n++
-		}
+	n, err := g.unbanWhere(func(b Ban) bool { return !b.Expires.IsZero() && !b.Expires.After(now) })
+	if err != nil {
+		return n, err
 	}
 	rules, err := g.Rules()
 	if err != nil {

@@ -68,7 +68,7 @@ func (g *Guard) Allow(p netip.Prefix, ttl time.Duration) error {
 	if ttl > 0 {
 		r.ExpiresNs = monoNow() + uint64(ttl)
 	}
-	if err := g.putRule(p, r, nil); err != nil {
+	if err := g.writeRule(p, r); err != nil {
 		return err
 	}
 	return g.recountRules()
@@ -80,8 +80,7 @@ func (g *Guard) RemoveAllow(p netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	var r bpf.XdpguardCidrRule
-	if err := g.lookupRule(p, &r); err != nil || r.Action != uint8(ActionAllow) {
+	if r, ok, err := g.lookupRule(p); err != nil || !ok || r.Action != uint8(ActionAllow) {
 		return fmt.Errorf("remove allow %s: no such rule", p)
 	}
 	if err := g.deleteRule(p); err != nil {
@@ -94,36 +93,64 @@ func (g *Guard) RemoveAllow(p netip.Prefix) error {
 func (g *Guard) Rules() ([]Rule, error) { return g.rules(newClock()) }
 
 func (g *Guard) rules(c clock) ([]Rule, error) {
-	var out []Rule
-	var k4 bpf.XdpguardCidrV4Key
-	var k6 bpf.XdpguardCidrV6Key
-	var v bpf.XdpguardCidrRule
-	add := func(p netip.Prefix) {
+	table, err := g.ruleTable()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Rule, 0, len(table))
+	for p, v := range table {
 		out = append(out, Rule{Prefix: p, Action: Action(v.Action), Origin: Origin(v.Origin),
 			Reason: Reason(v.Reason), Expires: c.wall(v.ExpiresNs)})
-	}
-	it := g.maps.CidrV4.Iterate()
-	for it.Next(&k4, &v) {
-		var a [4]byte
-		putNative32(a[:], k4.Addr)
-		add(netip.PrefixFrom(netip.AddrFrom4(a), int(k4.Prefixlen)))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("list IPv4 CIDR rules: %w", err)
-	}
-	it = g.maps.CidrV6.Iterate()
-	for it.Next(&k6, &v) {
-		add(netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen)))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("list IPv6 CIDR rules: %w", err)
 	}
 	return out, nil
 }
 
-func (g *Guard) putRule(p netip.Prefix, r bpf.XdpguardCidrRule, undo *[]func()) error {
-	var old bpf.XdpguardCidrRule
-	existed := g.lookupRule(p, &old) == nil
+// ruleTable reads both tries whole. A lookup on an LPM trie answers with the
+// longest matching prefix, not the exact one, so the exact key of a rule is
+// found by walking; callers that touch many rules walk once and use this.
+func (g *Guard) ruleTable() (map[netip.Prefix]bpf.XdpguardCidrRule, error) {
+	table := map[netip.Prefix]bpf.XdpguardCidrRule{}
+	var k4 bpf.XdpguardCidrV4Key
+	var k6 bpf.XdpguardCidrV6Key
+	var v bpf.XdpguardCidrRule
+	it := g.maps.CidrV4.Iterate()
+	for it.Next(&k4, &v) {
+		var a [4]byte
+		putNative32(a[:], k4.Addr)
+		table[netip.PrefixFrom(netip.AddrFrom4(a), int(k4.Prefixlen))] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read IPv4 CIDR rules: %w", err)
+	}
+	it = g.maps.CidrV6.Iterate()
+	for it.Next(&k6, &v) {
+		table[netip.PrefixFrom(netip.AddrFrom16(k6.Addr), int(k6.Prefixlen))] = v
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("read IPv6 CIDR rules: %w", err)
+	}
+	return table, nil
+}
+
+// putRule writes r under p; table is the rules as they were, for undo.
+func (g *Guard) putRule(p netip.Prefix, r bpf.XdpguardCidrRule, table map[netip.Prefix]bpf.XdpguardCidrRule, undo *[]func()) error {
+	if err := g.writeRule(p, r); err != nil {
+		return err
+	}
+	if undo != nil {
+		old, existed := table[p]
+		*undo = append(*undo, func() {
+			if existed {
+				g.writeRule(p, old)
+			} else {
+				g.deleteRule(p)
+			}
+		})
+	}
+	return nil
+}
+
+func (g *Guard) writeRule(p netip.Prefix, r bpf.XdpguardCidrRule) error {
 	var err error
 	if p.Addr().Is4() {
 		k := v4Key(p)
@@ -135,43 +162,17 @@ func (g *Guard) putRule(p netip.Prefix, r bpf.XdpguardCidrRule, undo *[]func()) 
 	if err != nil {
 		return fmt.Errorf("add CIDR rule %s: %w", p, privilegeHint(err))
 	}
-	if undo != nil {
-		*undo = append(*undo, func() {
-			if existed {
-				g.putRule(p, old, nil)
-			} else {
-				g.deleteRule(p)
-			}
-		})
-	}
 	return nil
 }
 
-func (g *Guard) lookupRule(p netip.Prefix, r *bpf.XdpguardCidrRule) error {
-	// Lookup on an LPM trie is a longest-prefix match; check the match is
-	// this very prefix by listing the trie's exact key instead.
-	if p.Addr().Is4() {
-		k := v4Key(p)
-		return exactLookup(g.maps.CidrV4, &k, r)
+// lookupRule finds the rule on exactly p.
+func (g *Guard) lookupRule(p netip.Prefix) (bpf.XdpguardCidrRule, bool, error) {
+	table, err := g.ruleTable()
+	if err != nil {
+		return bpf.XdpguardCidrRule{}, false, err
 	}
-	k := v6Key(p)
-	return exactLookup(g.maps.CidrV6, &k, r)
-}
-
-func exactLookup[K comparable](m *ebpf.Map, key *K, r *bpf.XdpguardCidrRule) error {
-	var k K
-	var v bpf.XdpguardCidrRule
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if k == *key {
-			*r = v
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return err
-	}
-	return ebpf.ErrKeyNotExist
+	r, ok := table[p]
+	return r, ok, nil
 }
 
 func (g *Guard) deleteRule(p netip.Prefix) error {
@@ -193,23 +194,17 @@ func (g *Guard) deleteRule(p netip.Prefix) error {
 // an empty trie. Counting the trie, instead of keeping a tally, stays right
 // when the daemon and a CLI command change rules at the same time.
 func (g *Guard) recountRules() error {
-	var k4 bpf.XdpguardCidrV4Key
-	var k6 bpf.XdpguardCidrV6Key
-	var v bpf.XdpguardCidrRule
+	table, err := g.ruleTable()
+	if err != nil {
+		return err
+	}
 	var n4, n6 uint32
-	it := g.maps.CidrV4.Iterate()
-	for it.Next(&k4, &v) {
-		n4++
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("count IPv4 CIDR rules: %w", err)
-	}
-	it = g.maps.CidrV6.Iterate()
-	for it.Next(&k6, &v) {
-		n6++
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("count IPv6 CIDR rules: %w", err)
+	for p := range table {
+		if p.Addr().Is4() {
+			n4++
+		} else {
+			n6++
+		}
 	}
 	if err := g.maps.CidrCount.Put(uint32(0), n4); err != nil {
 		return fmt.Errorf("update CIDR rule count: %w", err)
