@@ -210,7 +210,9 @@ build_tests() {
 		name=$(basename "$abs")
 		mkdir -p "$WORK/tests/$name"
 		cp -a "$abs/." "$WORK/tests/$name/"
-		find "$WORK/tests/$name" -name '*.test' -delete
+		# The binary needs the package's files (testdata), not its Go
+		# sources; left there, `go test ./...` would test the copy too.
+		find "$WORK/tests/$name" \( -name '*.test' -o -name '*.go' \) -delete
 		log "building test binary for $d"
 		(cd "$abs" && CGO_ENABLED=0 $GO test -c -o "$WORK/tests/$name/$name.test" .) ||
 			die "go test -c failed for $d"
