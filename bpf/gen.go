@@ -6,7 +6,8 @@ package bpf
 // The simplifycfg flags keep clang from merging the IPv4 and IPv6 map
 // lookups into one call with the map in a register: the verifier inlines a
 // lookup only when its call site always sees the same map, and an indirect
-// one cost ~10 ns a packet (BenchmarkPerPacket).
+// one cost ~10 ns a packet (BenchmarkPerPacket). -mcpu=v3 for the
+// compare-and-swap on the IPv4 ban table (BPF_CMPXCHG, Linux 5.12).
 //
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -mllvm -simplifycfg-sink-common=false -mllvm -simplifycfg-hoist-common=false" -target bpfel -type ban -type cidr_rule -type cidr_v4_key -type cidr_v6_key -type syn_state -type config -type event -type in6_key -type origin -type reason -type stat -type cidr_action -type config_flags Xdpguard xdpguard.c
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -mcpu=v3 -I/usr/include/x86_64-linux-gnu -mllvm -simplifycfg-sink-common=false -mllvm -simplifycfg-hoist-common=false" -target bpfel -type ban -type ban_bucket -type ban_meta -type ban_table -type cidr_rule -type cidr_v4_key -type cidr_v6_key -type syn_state -type config -type event -type in6_key -type origin -type reason -type stat -type cidr_action -type config_flags Xdpguard xdpguard.c
 //go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel Empty empty.c

@@ -33,16 +33,27 @@
 
 #include "xdpguard.h"
 
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // Sizes are defaults: the loader overrides max_entries before loading.
+// 2^18 buckets of 8 slots hold 1M IPv4 bans at half load, in 16 MiB.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1 << 20);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1 << 18);
 	__type(key, __u32);
-	__type(value, struct ban);
+	__type(value, struct ban_bucket);
 } bans_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1 << 18);
+	__type(key, __u32);
+	__type(value, struct ban_meta);
+} bans_v4_meta SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -120,6 +131,7 @@ const enum reason *unused_reason __attribute__((unused));
 const enum cidr_action *unused_cidr_action __attribute__((unused));
 const enum config_flags *unused_config_flags __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
+const enum ban_table *unused_ban_table __attribute__((unused));
 
 // The coarse clock only moves when jiffies does, so a per-CPU copy keyed by
 // jiffies (whose read the verifier inlines) is the same clock, cheaper.
@@ -363,18 +375,110 @@ static __always_inline int over_rate(struct syn_state *s, const struct config *c
 	return tat - now > cfg->rate_burst_ns;
 }
 
-static __always_inline void auto_ban(const struct pkt *p, const struct config *cfg,
-				     void *bans, void *syns, void *key, __u32 keylen,
-				     __u64 now)
+// The murmur3 finalizer over the seeded key (loader/table.go has its twin).
+// The seed is random per table, so addresses an attacker picks do not
+// pile into one bucket.
+static __always_inline __u32 ban_hash(__u32 key, __u32 seed)
 {
-	struct ban b = {
-		.expires_ns = now + cfg->ban_ns,
-		.drops = 1,	// the SYN that tipped it over
-		.origin = ORIGIN_KERNEL,
-		.reason = REASON_SYN_RATE,
-	};
+	__u32 h = key ^ seed;
 
-	bpf_map_update_elem(bans, key, &b, BPF_ANY);
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline int slot_live(__u64 w, __u64 tick)
+{
+	__u32 exp = w >> 32;
+
+	return exp == BAN_EXP_FOREVER || exp > tick;
+}
+
+// The IPv4 ban on key, read as one word: 0 when there is none.
+static __always_inline __u64 lookup_v4(const struct config *cfg, __u32 key)
+{
+	__u32 h = ban_hash(key, cfg->v4_seed);
+
+	for (__u32 p = 0; p < BAN_PROBES; p++) {
+		__u32 idx = (h + p) & cfg->v4_bucket_mask;
+		struct ban_bucket *bk = bpf_map_lookup_elem(&bans_v4, &idx);
+
+		if (!bk)
+			return 0;
+#pragma unroll
+		for (int i = 0; i < BAN_WAYS; i++) {
+			__u64 w = READ_ONCE(bk->slot[i]);
+
+			if (w == 0)
+				return 0;
+			if ((__u32)w == key)
+				return w;
+		}
+	}
+	return 0;
+}
+
+// Claims the first slot in key's probe sequence that is free or already
+// key's, with one CAS per attempt: a slot another CPU or userspace wrote
+// meanwhile is skipped, never overwritten. 0 when every slot is live.
+static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp,
+				  __u64 tick)
+{
+	__u32 h = ban_hash(key, cfg->v4_seed);
+	__u64 nw = (__u64)exp << 32 | key;
+
+	for (__u32 p = 0; p < BAN_PROBES; p++) {
+		__u32 idx = (h + p) & cfg->v4_bucket_mask;
+		struct ban_bucket *bk = bpf_map_lookup_elem(&bans_v4, &idx);
+
+		if (!bk)
+			return 0;
+		for (int i = 0; i < BAN_WAYS; i++) {
+			__u64 w = READ_ONCE(bk->slot[i]);
+
+			if (w != 0 && (__u32)w != key && slot_live(w, tick))
+				continue;
+			if (__sync_val_compare_and_swap(&bk->slot[i], w, nw) != w)
+				continue;
+
+			struct ban_meta *m = bpf_map_lookup_elem(&bans_v4_meta, &idx);
+
+			if (m) {
+				m->origin[i] = ORIGIN_KERNEL;
+				m->reason[i] = REASON_SYN_RATE;
+			}
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static __always_inline void auto_ban(const struct pkt *p, const struct config *cfg,
+				     void *syns, void *key, __u32 keylen, __u64 now)
+{
+	__u64 expires = now + cfg->ban_ns;
+
+	if (keylen == 4) {
+		// Rounded up: a ban never ends before its duration.
+		__u64 exp = (expires + (1ULL << BAN_TICK_SHIFT) - 1) >> BAN_TICK_SHIFT;
+
+		if (exp >= BAN_EXP_FOREVER)
+			exp = BAN_EXP_FOREVER - 1;
+		if (!ban_v4(cfg, *(__u32 *)key, exp, now >> BAN_TICK_SHIFT))
+			count(STAT_BAN_TABLE_FULL);
+		expires = exp << BAN_TICK_SHIFT;
+	} else {
+		struct ban b = {
+			.expires_ns = expires,
+			.origin = ORIGIN_KERNEL,
+			.reason = REASON_SYN_RATE,
+		};
+
+		bpf_map_update_elem(&bans_v6, key, &b, BPF_ANY);
+	}
 	// A fresh start when the ban ends, not an instant re-ban.
 	bpf_map_delete_elem(syns, key);
 	count(STAT_AUTOBAN);
@@ -395,7 +499,7 @@ static __always_inline void auto_ban(const struct pkt *p, const struct config *c
 	e->reason = REASON_SYN_RATE;
 	e->threshold = cfg->rate_threshold;
 	e->ts_ns = now;
-	e->expires_ns = b.expires_ns;
+	e->expires_ns = expires;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -410,25 +514,41 @@ static __always_inline int drop(const struct config *cfg, __u32 stat)
 	return XDP_DROP;
 }
 
+// Whether the source's ban is in force; *now is read only when one exists.
+static __always_inline int banned(const struct config *cfg, void *key, __u32 keylen,
+				  __u64 *now)
+{
+	if (keylen == 4) {
+		__u64 w = lookup_v4(cfg, *(__u32 *)key);
+
+		if (!w)
+			return 0;
+		*now = now_ns();
+		return slot_live(w, *now >> BAN_TICK_SHIFT);
+	}
+
+	struct ban *b = bpf_map_lookup_elem(&bans_v6, key);
+
+	if (!b)
+		return 0;
+	if (!b->expires_ns)
+		return 1;
+	*now = now_ns();
+	return !expired(b->expires_ns, *now);
+}
+
 // Everything after parsing, for one family. Inlined once per family with
 // constant maps: a lookup whose map differs by path cannot be inlined by the
 // verifier and costs an indirect call.
 static __always_inline int decide(const struct config *cfg, const struct pkt *p,
-				  void *bans, void *syns, void *key, __u32 keylen)
+				  void *syns, void *key, __u32 keylen)
 {
 	int to_port = p->tcp && port_protected(cfg, p->dport);
-	struct ban *b = bpf_map_lookup_elem(bans, key);
 	__u64 now = 0;
 
-	if (b) {
-		if (b->expires_ns)
-			now = now_ns();
-		if (!expired(b->expires_ns, now) &&
-		    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port)) {
-			__sync_fetch_and_add(&b->drops, 1);
-			return drop(cfg, STAT_DROP_BAN);
-		}
-	}
+	if (banned(cfg, key, keylen, &now) &&
+	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
+		return drop(cfg, STAT_DROP_BAN);
 
 	if (!p->syn || !to_port || !cfg->rate_interval_ns)
 		goto pass;
@@ -447,7 +567,7 @@ static __always_inline int decide(const struct config *cfg, const struct pkt *p,
 			goto pass;
 	}
 	if (over_rate(s, cfg, now)) {
-		auto_ban(p, cfg, bans, syns, key, keylen, now);
+		auto_ban(p, cfg, syns, key, keylen, now);
 		return drop(cfg, STAT_DROP_BAN);
 	}
 pass:
@@ -485,12 +605,12 @@ int xdpguard(struct xdp_md *ctx)
 	if (p.family == 4) {
 		__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
 
-		return decide(cfg, &p, &bans_v4, &syn_v4, &key4, sizeof(key4));
+		return decide(cfg, &p, &syn_v4, &key4, sizeof(key4));
 	}
 	struct in6_key key6 = {
 		.hi = p.src.hi & cfg->mask_v6_hi,
 		.lo = p.src.lo & cfg->mask_v6_lo,
 	};
 
-	return decide(cfg, &p, &bans_v6, &syn_v6, &key6, sizeof(key6));
+	return decide(cfg, &p, &syn_v6, &key6, sizeof(key6));
 }

@@ -43,12 +43,39 @@ enum reason {
 	REASON_OTHER = 8,
 };
 
+// An IPv6 ban, in a kernel hash map keyed by the masked source.
 struct ban {
 	__u64 expires_ns;	// CLOCK_MONOTONIC deadline; 0 never expires
-	__u64 drops;		// packets dropped (or, in monitor mode, passed) under this ban
 	__u8 origin;		// enum origin
 	__u8 reason;		// enum reason
 	__u8 pad[6];
+};
+
+// IPv4 bans live in an open-addressing table of one-cache-line buckets, an
+// mmapable array that the program and userspace both write with
+// compare-and-swap. A slot is one 64-bit word, so that one CAS claims it:
+//   low 32 bits:  masked source, network order
+//   high 32 bits: deadline in ticks of 2^BAN_TICK_SHIFT ns of CLOCK_MONOTONIC
+// A key lives in one of BAN_PROBES buckets from its hash's, in the first
+// slot that was free when it was written; lookups stop at a slot never
+// used (the word is 0), and the first slot holding the key decides.
+enum ban_table {
+	BAN_WAYS = 8,			// slots per 64-byte bucket
+	BAN_PROBES = 4,			// buckets a key may live in
+	BAN_TICK_SHIFT = 25,		// 33.5 ms ticks: 32 bits last 4.5 years of uptime
+	BAN_EXP_REMOVED = 1,		// unbanned; the slot is free but was used
+	BAN_EXP_FOREVER = 0xffffffff,	// never expires
+};
+
+struct ban_bucket {
+	__u64 slot[BAN_WAYS];
+};
+
+// Who banned and why, per slot of the bucket with the same index. Only
+// userspace reads it, so it stays off the packet path's cache line.
+struct ban_meta {
+	__u8 origin[BAN_WAYS];
+	__u8 reason[BAN_WAYS];
 };
 
 enum cidr_action {
@@ -87,6 +114,8 @@ struct config {
 	__u8 prefix_v4;
 	__u8 prefix_v6;
 	__u16 pad;
+	__u32 v4_bucket_mask;	// IPv4 ban table: bucket count - 1 (a power of two)
+	__u32 v4_seed;		// its hash seed, random per table
 	__u64 ports[1024];	// bitmap of protected destination ports
 };
 
@@ -113,7 +142,8 @@ enum stat {
 	STAT_MALFORMED = 7,
 	STAT_ALLOW = 8,			// passed by an allow rule
 	STAT_EVENT_LOST = 9,		// ring buffer full
-	STAT_MAX = 10,
+	STAT_BAN_TABLE_FULL = 10,	// a kernel ban found no free slot
+	STAT_MAX = 11,
 };
 
 #endif

@@ -16,11 +16,31 @@ import (
 type XdpguardBan struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
-	Drops     uint64
 	Origin    uint8
 	Reason    uint8
 	Pad       [6]uint8
 }
+
+type XdpguardBanBucket struct {
+	_    structs.HostLayout
+	Slot [8]uint64
+}
+
+type XdpguardBanMeta struct {
+	_      structs.HostLayout
+	Origin [8]uint8
+	Reason [8]uint8
+}
+
+type XdpguardBanTable uint32
+
+const (
+	XdpguardBanTableBAN_WAYS        XdpguardBanTable = 8
+	XdpguardBanTableBAN_PROBES      XdpguardBanTable = 4
+	XdpguardBanTableBAN_TICK_SHIFT  XdpguardBanTable = 25
+	XdpguardBanTableBAN_EXP_REMOVED XdpguardBanTable = 1
+	XdpguardBanTableBAN_EXP_FOREVER XdpguardBanTable = 4294967295
+)
 
 type XdpguardCidrAction uint32
 
@@ -70,6 +90,8 @@ type XdpguardConfig struct {
 	PrefixV4       uint8
 	PrefixV6       uint8
 	Pad            uint16
+	V4BucketMask   uint32
+	V4Seed         uint32
 	Ports          [1024]uint64
 }
 
@@ -134,7 +156,8 @@ const (
 	XdpguardStatSTAT_MALFORMED       XdpguardStat = 7
 	XdpguardStatSTAT_ALLOW           XdpguardStat = 8
 	XdpguardStatSTAT_EVENT_LOST      XdpguardStat = 9
-	XdpguardStatSTAT_MAX             XdpguardStat = 10
+	XdpguardStatSTAT_BAN_TABLE_FULL  XdpguardStat = 10
+	XdpguardStatSTAT_MAX             XdpguardStat = 11
 )
 
 type XdpguardSynState struct {
@@ -148,6 +171,7 @@ type XdpguardSynState struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	XdpguardMapBansV4            = "bans_v4"
+	XdpguardMapBansV4Meta        = "bans_v4_meta"
 	XdpguardMapBansV6            = "bans_v6"
 	XdpguardMapCidrCount         = "cidr_count"
 	XdpguardMapCidrV4            = "cidr_v4"
@@ -159,6 +183,7 @@ const (
 	XdpguardMapSynV4             = "syn_v4"
 	XdpguardMapSynV6             = "syn_v6"
 	XdpguardProgXdpguard         = "xdpguard"
+	XdpguardVarUnusedBanTable    = "unused_ban_table"
 	XdpguardVarUnusedCidrAction  = "unused_cidr_action"
 	XdpguardVarUnusedConfigFlags = "unused_config_flags"
 	XdpguardVarUnusedEvent       = "unused_event"
@@ -216,23 +241,25 @@ type XdpguardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpguardMapSpecs struct {
-	BansV4    *ebpf.MapSpec `ebpf:"bans_v4"`
-	BansV6    *ebpf.MapSpec `ebpf:"bans_v6"`
-	CidrCount *ebpf.MapSpec `ebpf:"cidr_count"`
-	CidrV4    *ebpf.MapSpec `ebpf:"cidr_v4"`
-	CidrV6    *ebpf.MapSpec `ebpf:"cidr_v6"`
-	Clock     *ebpf.MapSpec `ebpf:"clock"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Settings  *ebpf.MapSpec `ebpf:"settings"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	SynV4     *ebpf.MapSpec `ebpf:"syn_v4"`
-	SynV6     *ebpf.MapSpec `ebpf:"syn_v6"`
+	BansV4     *ebpf.MapSpec `ebpf:"bans_v4"`
+	BansV4Meta *ebpf.MapSpec `ebpf:"bans_v4_meta"`
+	BansV6     *ebpf.MapSpec `ebpf:"bans_v6"`
+	CidrCount  *ebpf.MapSpec `ebpf:"cidr_count"`
+	CidrV4     *ebpf.MapSpec `ebpf:"cidr_v4"`
+	CidrV6     *ebpf.MapSpec `ebpf:"cidr_v6"`
+	Clock      *ebpf.MapSpec `ebpf:"clock"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Settings   *ebpf.MapSpec `ebpf:"settings"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	SynV4      *ebpf.MapSpec `ebpf:"syn_v4"`
+	SynV6      *ebpf.MapSpec `ebpf:"syn_v6"`
 }
 
 // XdpguardVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpguardVariableSpecs struct {
+	UnusedBanTable    *ebpf.VariableSpec `ebpf:"unused_ban_table"`
 	UnusedCidrAction  *ebpf.VariableSpec `ebpf:"unused_cidr_action"`
 	UnusedConfigFlags *ebpf.VariableSpec `ebpf:"unused_config_flags"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -261,22 +288,24 @@ func (o *XdpguardObjects) Close() error {
 //
 // It can be passed to LoadXdpguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpguardMaps struct {
-	BansV4    *ebpf.Map `ebpf:"bans_v4"`
-	BansV6    *ebpf.Map `ebpf:"bans_v6"`
-	CidrCount *ebpf.Map `ebpf:"cidr_count"`
-	CidrV4    *ebpf.Map `ebpf:"cidr_v4"`
-	CidrV6    *ebpf.Map `ebpf:"cidr_v6"`
-	Clock     *ebpf.Map `ebpf:"clock"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Settings  *ebpf.Map `ebpf:"settings"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	SynV4     *ebpf.Map `ebpf:"syn_v4"`
-	SynV6     *ebpf.Map `ebpf:"syn_v6"`
+	BansV4     *ebpf.Map `ebpf:"bans_v4"`
+	BansV4Meta *ebpf.Map `ebpf:"bans_v4_meta"`
+	BansV6     *ebpf.Map `ebpf:"bans_v6"`
+	CidrCount  *ebpf.Map `ebpf:"cidr_count"`
+	CidrV4     *ebpf.Map `ebpf:"cidr_v4"`
+	CidrV6     *ebpf.Map `ebpf:"cidr_v6"`
+	Clock      *ebpf.Map `ebpf:"clock"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Settings   *ebpf.Map `ebpf:"settings"`
+	Stats      *ebpf.Map `ebpf:"stats"`
+	SynV4      *ebpf.Map `ebpf:"syn_v4"`
+	SynV6      *ebpf.Map `ebpf:"syn_v6"`
 }
 
 func (m *XdpguardMaps) Close() error {
 	return _XdpguardClose(
 		m.BansV4,
+		m.BansV4Meta,
 		m.BansV6,
 		m.CidrCount,
 		m.CidrV4,
@@ -294,6 +323,7 @@ func (m *XdpguardMaps) Close() error {
 //
 // It can be passed to LoadXdpguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpguardVariables struct {
+	UnusedBanTable    *ebpf.Variable `ebpf:"unused_ban_table"`
 	UnusedCidrAction  *ebpf.Variable `ebpf:"unused_cidr_action"`
 	UnusedConfigFlags *ebpf.Variable `ebpf:"unused_config_flags"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`

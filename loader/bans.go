@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -104,9 +105,6 @@ type Ban struct {
 	Origin  Origin       `json:"origin"`
 	Reason  Reason       `json:"reason"`
 	Expires time.Time    `json:"expires,omitzero"` // zero: until unbanned
-	// Drops counts the packets this ban dropped (or, in monitor mode,
-	// would have). Prefix bans, held in the CIDR trie, do not count.
-	Drops uint64 `json:"drops"`
 	// CIDR is set for bans wider than the ban granularity, which live in
 	// the CIDR trie instead of the exact-match map.
 	CIDR bool `json:"cidr,omitempty"`
@@ -164,8 +162,8 @@ func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, rea
 		}
 		return err
 	}
-	if err := batchPut(g.maps.BansV4, keys4, val, &undo); err != nil {
-		return rollback(fmt.Errorf("ban %d IPv4 sources: %w", len(keys4), privilegeHint(err)))
+	if err := g.put4(keys4, deadline, origin, reason, &undo); err != nil {
+		return rollback(err)
 	}
 	if err := batchPut(g.maps.BansV6, keys6, val, &undo); err != nil {
 		return rollback(fmt.Errorf("ban %d IPv6 sources: %w", len(keys6), privilegeHint(err)))
@@ -186,6 +184,52 @@ func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, rea
 		return g.recountRules()
 	}
 	return nil
+}
+
+// put4 bans keys in the IPv4 table, recording how to restore what was there.
+func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reason, undo *[]func()) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	t, err := g.table()
+	if err != nil {
+		return err
+	}
+	tick := tickOf(monoNow())
+	type was struct {
+		prev entry
+		had  bool
+	}
+	done := make([]was, 0, len(keys))
+	*undo = append(*undo, func() {
+		for i := len(done) - 1; i >= 0; i-- {
+			if done[i].had {
+				t.put(done[i].prev, tick)
+			} else {
+				t.remove(done[i].prev.key, tick)
+			}
+		}
+	})
+	exp := expOf(deadline)
+	for _, k := range keys {
+		key := key4(k)
+		prev, had := t.get(key, tick)
+		prev.key = key
+		if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
+			return fmt.Errorf("ban %s: %w", netip.AddrFrom4(k), err)
+		}
+		done = append(done, was{prev, had})
+	}
+	return nil
+}
+
+// key4 is an address as the program reads it from a packet.
+func key4(a [4]byte) uint32 { return binary.NativeEndian.Uint32(a[:]) }
+
+func addr4(key uint32) netip.Addr {
+	var a [4]byte
+	binary.NativeEndian.PutUint32(a[:], key)
+	return netip.AddrFrom4(a)
 }
 
 // batchPut writes vals under keys, recording how to restore what was there.
@@ -314,12 +358,17 @@ func (g *Guard) Unban(p netip.Prefix) error {
 	}
 	key := netip.PrefixFrom(p.Addr(), gran).Masked()
 	if p.Addr().Is4() {
-		k := key.Addr().As4()
-		err = g.maps.BansV4.Delete(&k)
-	} else {
-		k := key.Addr().As16()
-		err = g.maps.BansV6.Delete(&k)
+		t, err := g.table()
+		if err != nil {
+			return err
+		}
+		if !t.remove(key4(key.Addr().As4()), tickOf(monoNow())) {
+			return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
+		}
+		return nil
 	}
+	k := key.Addr().As16()
+	err = g.maps.BansV6.Delete(&k)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
 	}
@@ -338,22 +387,29 @@ func (g *Guard) BanOf(a netip.Addr) (Ban, bool, error) {
 	}
 	a = a.Unmap()
 	key := netip.PrefixFrom(a, granularity(s, a)).Masked()
-	var v bpf.XdpguardBan
+	clock := newClock()
 	if a.Is4() {
-		k := key.Addr().As4()
-		err = g.maps.BansV4.Lookup(&k, &v)
-	} else {
-		k := key.Addr().As16()
-		err = g.maps.BansV6.Lookup(&k, &v)
+		t, err := g.table()
+		if err != nil {
+			return Ban{}, false, err
+		}
+		e, ok := t.get(key4(key.Addr().As4()), tickOf(clock.mono))
+		if !ok {
+			return Ban{}, false, nil
+		}
+		return Ban{Prefix: key, Origin: Origin(e.origin), Reason: Reason(e.reason), Expires: clock.wall(deadlineOf(e.exp))}, true, nil
 	}
+	var v bpf.XdpguardBan
+	k := key.Addr().As16()
+	err = g.maps.BansV6.Lookup(&k, &v)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
 		return Ban{}, false, nil
 	}
 	if err != nil {
 		return Ban{}, false, err
 	}
-	b := Ban{Prefix: key, Origin: Origin(v.Origin), Reason: Reason(v.Reason), Expires: newClock().wall(v.ExpiresNs), Drops: v.Drops}
-	return b, b.Expires.IsZero() || b.Expires.After(time.Now()), nil
+	b := Ban{Prefix: key, Origin: Origin(v.Origin), Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs)}
+	return b, b.Expires.IsZero() || b.Expires.After(clock.wallNow), nil
 }
 
 // UnbanMany lifts the bans on ps with batch deletes and returns how many
@@ -399,15 +455,22 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 			return n, err
 		}
 	}
-	for _, del := range []func() (int, error){
-		func() (int, error) { return deleteKeys(g.maps.BansV4, k4) },
-		func() (int, error) { return deleteKeys(g.maps.BansV6, k6) },
-	} {
-		d, err := del()
-		n += d
+	if len(k4) > 0 {
+		t, err := g.table()
 		if err != nil {
-			return n, fmt.Errorf("unban: %w", privilegeHint(err))
+			return n, err
 		}
+		tick := tickOf(monoNow())
+		for _, k := range k4 {
+			if t.remove(key4(k), tick) {
+				n++
+			}
+		}
+	}
+	d, err := deleteKeys(g.maps.BansV6, k6)
+	n += d
+	if err != nil {
+		return n, fmt.Errorf("unban: %w", privilegeHint(err))
 	}
 	return n, nil
 }
@@ -462,17 +525,20 @@ func (g *Guard) bans() ([]Ban, error) {
 	}
 	clock := newClock()
 	var out []Ban
-	add := func(p netip.Prefix, v bpf.XdpguardBan) {
-		out = append(out, Ban{Prefix: p, Origin: Origin(v.Origin), Reason: Reason(v.Reason),
-			Expires: clock.wall(v.ExpiresNs), Drops: v.Drops})
+	t, err := g.table()
+	if err != nil {
+		return nil, err
 	}
-	if err := dump(g.maps.BansV4, func(k [4]byte, v bpf.XdpguardBan) {
-		add(netip.PrefixFrom(netip.AddrFrom4(k), s.PrefixV4), v)
-	}); err != nil {
-		return nil, fmt.Errorf("list IPv4 bans: %w", err)
-	}
+	t.each(func(i int, e entry) {
+		if at, _, _ := t.find(e.key); at != i {
+			return // a duplicate left by a race: the first one decides
+		}
+		out = append(out, Ban{Prefix: netip.PrefixFrom(addr4(e.key), s.PrefixV4), Origin: Origin(e.origin),
+			Reason: Reason(e.reason), Expires: clock.wall(deadlineOf(e.exp))})
+	})
 	if err := dump(g.maps.BansV6, func(k [16]byte, v bpf.XdpguardBan) {
-		add(netip.PrefixFrom(netip.AddrFrom16(k), s.PrefixV6), v)
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k), s.PrefixV6), Origin: Origin(v.Origin),
+			Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs)})
 	}); err != nil {
 		return nil, fmt.Errorf("list IPv6 bans: %w", err)
 	}
@@ -495,17 +561,19 @@ func (g *Guard) bans() ([]Ban, error) {
 }
 
 func (g *Guard) banCount() (int, error) {
-	n := 0
-	for _, m := range []*ebpf.Map{g.maps.BansV4, g.maps.BansV6} {
-		var k []byte
-		it := m.Iterate()
-		var v bpf.XdpguardBan
-		for it.Next(&k, &v) {
-			n++
-		}
-		if err := it.Err(); err != nil {
-			return 0, fmt.Errorf("count bans: %w", err)
-		}
+	t, err := g.table()
+	if err != nil {
+		return 0, err
+	}
+	n := t.count(tickOf(monoNow()))
+	var k []byte
+	var v bpf.XdpguardBan
+	it := g.maps.BansV6.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("count bans: %w", err)
 	}
 	return n, nil
 }
@@ -535,11 +603,21 @@ func (g *Guard) unbanWhere(pick func(Ban) bool) (int, error) {
 }
 
 // Sweep deletes expired bans and rules. The kernel already ignores them;
-// sweeping returns their memory. A source the kernel re-bans between the read
-// and the delete loses that ban, and is banned again at its next burst.
+// sweeping returns their memory, and keeps the IPv4 table's lookups short.
+// An IPv6 source the kernel re-bans between the read and the delete loses
+// that ban, and is banned again at its next burst.
 func (g *Guard) Sweep() (int, error) {
+	t, err := g.table()
+	if err != nil {
+		return 0, err
+	}
+	n := t.sweep(tickOf(monoNow()))
 	now := time.Now()
-	n, err := g.unbanWhere(func(b Ban) bool { return !b.Expires.IsZero() && !b.Expires.After(now) })
+	d, err := g.unbanWhere(func(b Ban) bool {
+		v4table := b.Prefix.Addr().Is4() && !b.CIDR
+		return !v4table && !b.Expires.IsZero() && !b.Expires.After(now)
+	})
+	n += d
 	if err != nil {
 		return n, err
 	}

@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -65,12 +66,13 @@ func TestBanManyRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ps []netip.Prefix
-	for i := range 100 { // more than the map holds
-		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), 32))
+	for i := range 600 { // more than the table's 64 buckets of 8 slots hold
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(1 + i>>8), byte(i)}), 32))
 	}
 	ps = append(ps, keep)
-	if err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist); err == nil {
-		t.Fatal("100 bans fit in a 64-entry map")
+	err = g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist)
+	if !errors.Is(err, ErrTableFull) {
+		t.Fatalf("600 bans in a 512-slot table: %v, want ErrTableFull", err)
 	}
 	bans, _ := g.Bans()
 	if len(bans) != 1 || bans[0].Prefix != keep || bans[0].Origin != OriginLog {

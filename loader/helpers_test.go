@@ -65,8 +65,15 @@ func setRawBan(t testing.TB, g *Guard, a netip.Addr, deadline uint64) {
 	v := bpf.XdpguardBan{ExpiresNs: deadline, Origin: uint8(OriginManual), Reason: uint8(ReasonManual)}
 	var err error
 	if a.Is4() {
-		k := a.As4()
-		err = g.maps.BansV4.Put(&k, &v)
+		var tb *table4
+		if tb, err = g.table(); err == nil {
+			// The table counts in ticks: a deadline in the past stays there.
+			exp := max(uint32(deadline>>banTickShift), expRemoved+1)
+			if deadline == 0 {
+				exp = expForever
+			}
+			err = tb.put(entry{key: key4(a.As4()), exp: exp, origin: uint8(OriginManual), reason: uint8(ReasonManual)}, 0)
+		}
 	} else {
 		k := a.As16()
 		err = g.maps.BansV6.Put(&k, &v)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -23,8 +24,10 @@ import (
 // DefaultPinRoot is where a real install pins its state.
 const DefaultPinRoot = "/sys/fs/bpf/xdpguard"
 
-// Map sizes. The ban maps hold one entry per banned masked source and family;
-// they are not preallocated, so an empty map costs only its bucket array.
+// Map sizes, per family. The IPv6 ban map is a hash map, not preallocated,
+// so an empty one costs only its bucket array. The IPv4 ban table is
+// preallocated at twice MaxBans slots (8 bytes each), so that it stays at
+// most half full: 16 MiB for the default million.
 const (
 	DefaultMaxBans    = 1 << 20
 	DefaultMaxTracked = 1 << 16
@@ -51,11 +54,43 @@ type Guard struct {
 	prog    *ebpf.Program // nil when opened with Open
 	links   []link.Link   // unpinned attachments, closed with the Guard
 	created bool          // the maps are new, not adopted from pins
+
+	t4mu sync.Mutex
+	t4   *table4 // the IPv4 ban table, mapped on first use
+}
+
+// bucketsFor sizes the IPv4 ban table: a power of two of buckets with room
+// for 2*bans slots, and at least one page.
+func bucketsFor(bans uint32) uint32 {
+	n := uint32(4096 / 64)
+	for uint64(n)*uint64(banWays) < 2*uint64(bans) {
+		n <<= 1
+	}
+	return n
+}
+
+// table returns the IPv4 ban table, mapping it on first use.
+func (g *Guard) table() (*table4, error) {
+	g.t4mu.Lock()
+	defer g.t4mu.Unlock()
+	if g.t4 != nil {
+		return g.t4, nil
+	}
+	var c bpf.XdpguardConfig
+	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	t, err := mapTable4(g.maps.BansV4, g.maps.BansV4Meta, &c)
+	if err != nil {
+		return nil, err
+	}
+	g.t4 = t
+	return t, nil
 }
 
 // mapNames lists the maps that are pinned, in a stable order.
 var mapNames = []string{
-	bpf.XdpguardMapBansV4, bpf.XdpguardMapBansV6,
+	bpf.XdpguardMapBansV4, bpf.XdpguardMapBansV4Meta, bpf.XdpguardMapBansV6,
 	bpf.XdpguardMapCidrV4, bpf.XdpguardMapCidrV6, bpf.XdpguardMapCidrCount,
 	bpf.XdpguardMapSynV4, bpf.XdpguardMapSynV6,
 	bpf.XdpguardMapSettings, bpf.XdpguardMapStats, bpf.XdpguardMapEvents,
@@ -77,12 +112,13 @@ func New(opts Options) (*Guard, error) {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
 	sizes := map[string]uint32{
-		bpf.XdpguardMapBansV4: orDefault(opts.MaxBans, DefaultMaxBans),
-		bpf.XdpguardMapBansV6: orDefault(opts.MaxBans, DefaultMaxBans),
-		bpf.XdpguardMapSynV4:  orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapSynV6:  orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapCidrV4: orDefault(opts.MaxCIDR, DefaultMaxCIDR),
-		bpf.XdpguardMapCidrV6: orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapBansV4:     bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV4Meta: bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV6:     orDefault(opts.MaxBans, DefaultMaxBans),
+		bpf.XdpguardMapSynV4:      orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapSynV6:      orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapCidrV4:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapCidrV6:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -159,22 +195,29 @@ func (g *Guard) Close() error {
 	if g.prog != nil {
 		g.prog.Close()
 	}
+	g.t4mu.Lock()
+	if g.t4 != nil {
+		g.t4.close()
+		g.t4 = nil
+	}
+	g.t4mu.Unlock()
 	// All maps, the unpinned per-load ones (the clock cache) included.
 	return g.maps.Close()
 }
 
 func (g *Guard) mapPointers() map[string]**ebpf.Map {
 	return map[string]**ebpf.Map{
-		bpf.XdpguardMapBansV4:    &g.maps.BansV4,
-		bpf.XdpguardMapBansV6:    &g.maps.BansV6,
-		bpf.XdpguardMapCidrV4:    &g.maps.CidrV4,
-		bpf.XdpguardMapCidrV6:    &g.maps.CidrV6,
-		bpf.XdpguardMapCidrCount: &g.maps.CidrCount,
-		bpf.XdpguardMapSynV4:     &g.maps.SynV4,
-		bpf.XdpguardMapSynV6:     &g.maps.SynV6,
-		bpf.XdpguardMapSettings:  &g.maps.Settings,
-		bpf.XdpguardMapStats:     &g.maps.Stats,
-		bpf.XdpguardMapEvents:    &g.maps.Events,
+		bpf.XdpguardMapBansV4:     &g.maps.BansV4,
+		bpf.XdpguardMapBansV4Meta: &g.maps.BansV4Meta,
+		bpf.XdpguardMapBansV6:     &g.maps.BansV6,
+		bpf.XdpguardMapCidrV4:     &g.maps.CidrV4,
+		bpf.XdpguardMapCidrV6:     &g.maps.CidrV6,
+		bpf.XdpguardMapCidrCount:  &g.maps.CidrCount,
+		bpf.XdpguardMapSynV4:      &g.maps.SynV4,
+		bpf.XdpguardMapSynV6:      &g.maps.SynV6,
+		bpf.XdpguardMapSettings:   &g.maps.Settings,
+		bpf.XdpguardMapStats:      &g.maps.Stats,
+		bpf.XdpguardMapEvents:     &g.maps.Events,
 	}
 }
 

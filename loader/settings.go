@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -136,6 +137,17 @@ func (g *Guard) SetSettings(s Settings) error {
 		}
 	}
 	c := encodeSettings(s)
+	c.V4BucketMask, c.V4Seed = cur.V4BucketMask, cur.V4Seed
+	if c.V4BucketMask == 0 {
+		// The first write, on a table nobody has used: fix its geometry
+		// and draw its seed.
+		c.V4BucketMask = g.maps.BansV4.MaxEntries() - 1
+		var seed [4]byte
+		if _, err := rand.Read(seed[:]); err != nil {
+			return fmt.Errorf("draw the ban table's hash seed: %w", err)
+		}
+		c.V4Seed = binary.NativeEndian.Uint32(seed[:])
+	}
 	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
 		return fmt.Errorf("write settings: %w", privilegeHint(err))
 	}

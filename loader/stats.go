@@ -25,6 +25,9 @@ type Stats struct {
 	Malformed     uint64 `json:"malformed"`
 	Allowed       uint64 `json:"allowed"`
 	EventsLost    uint64 `json:"events_lost"`
+	// BanTableFull counts kernel auto-bans that found no free slot in the
+	// IPv4 ban table; the daemon still bans the source when it hears of it.
+	BanTableFull uint64 `json:"ban_table_full"`
 }
 
 // Seen is the number of packets the program looked at.
@@ -53,6 +56,7 @@ func (g *Guard) Stats() (Stats, error) {
 		Malformed:     sum[bpf.XdpguardStatSTAT_MALFORMED],
 		Allowed:       sum[bpf.XdpguardStatSTAT_ALLOW],
 		EventsLost:    sum[bpf.XdpguardStatSTAT_EVENT_LOST],
+		BanTableFull:  sum[bpf.XdpguardStatSTAT_BAN_TABLE_FULL],
 	}, nil
 }
 

@@ -148,8 +148,8 @@ func TestRateThresholdExact(t *testing.T) {
 			if left := time.Until(bans[0].Expires); left < 80*time.Second || left > 91*time.Second {
 				t.Fatalf("ban expires in %v, want about 90s", left)
 			}
-			if bans[0].Drops != 2 {
-				t.Fatalf("ban dropped %d packets, want 2", bans[0].Drops)
+			if st, err := g.Stats(); err != nil || st.DroppedBan != 2 || st.AutoBans != 1 {
+				t.Fatalf("stats %+v (%v): want 2 dropped by ban, 1 auto-ban", st, err)
 			}
 
 			ev.SetDeadline(time.Now().Add(2 * time.Second))

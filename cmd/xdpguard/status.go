@@ -158,14 +158,14 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 		{"seen", c.Seen}, {"passed", c.Passed}, {"dropped (ban)", c.DroppedBan}, {"dropped (CIDR deny)", c.DroppedCIDR},
 		{"would drop (ban, monitor)", c.WouldDropBan}, {"would drop (CIDR, monitor)", c.WouldDropCIDR},
 		{"SYNs counted", c.SYNs}, {"kernel auto-bans", c.AutoBans}, {"allowed", c.Allowed},
-		{"malformed", c.Malformed}, {"events lost", c.EventsLost},
+		{"malformed", c.Malformed}, {"events lost", c.EventsLost}, {"kernel bans with no free slot", c.BanTableFull},
 	} {
 		fmt.Fprintf(tw, "  %s\t%d\n", row.name, row.v)
 	}
 
 	fmt.Fprintf(tw, "\nActive bans: %d\n", len(r.Bans))
 	if len(r.Bans) > 0 {
-		fmt.Fprintf(tw, "  PREFIX\tORIGIN\tREASON\tREMAINING\tDROPS\n")
+		fmt.Fprintf(tw, "  PREFIX\tORIGIN\tREASON\tREMAINING\n")
 	}
 	for i, b := range r.Bans {
 		if i == maxBans {
@@ -176,11 +176,7 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 		if b.RemainingSeconds != nil {
 			left = (time.Duration(*b.RemainingSeconds) * time.Second).Round(time.Second).String()
 		}
-		drops := fmt.Sprint(b.Drops)
-		if b.CIDR {
-			drops = "-"
-		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", b.Prefix, b.Origin, b.Reason, left, drops)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", b.Prefix, b.Origin, b.Reason, left)
 	}
 	if len(r.Allow) > 0 {
 		fmt.Fprintf(tw, "\nAllowed prefixes: %d\n", len(r.Allow))

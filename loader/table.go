@@ -1,0 +1,295 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpguard/xdpguard/bpf"
+)
+
+// The IPv4 ban table's geometry and encoding, from bpf/xdpguard.h.
+const (
+	banWays      = int(bpf.XdpguardBanTableBAN_WAYS)
+	banProbes    = int(bpf.XdpguardBanTableBAN_PROBES)
+	banTickShift = uint(bpf.XdpguardBanTableBAN_TICK_SHIFT)
+	expRemoved   = uint32(bpf.XdpguardBanTableBAN_EXP_REMOVED)
+	expForever   = uint32(bpf.XdpguardBanTableBAN_EXP_FOREVER)
+)
+
+// ErrTableFull means every slot an IPv4 address may use holds a live ban.
+var ErrTableFull = errors.New("IPv4 ban table full around this address (raise max_bans)")
+
+// table4 is userspace's side of the IPv4 ban table: the very memory the XDP
+// program reads, mapped shared, and written with the program's protocol. A
+// slot changes only by compare-and-swap from the value last read, so the
+// kernel's auto-bans and userspace's bans never overwrite each other, and
+// no lock is shared with the packet path.
+type table4 struct {
+	slots []uint64 // bucket b's slots are slots[b*banWays:][:banWays]
+	meta  []byte   // per bucket: origin[banWays] then reason[banWays]
+	mask  uint32
+	seed  uint32
+	maps  [][]byte
+}
+
+func mapTable4(bans, meta *ebpf.Map, c *bpf.XdpguardConfig) (*table4, error) {
+	n := bans.MaxEntries()
+	if n == 0 || n&(n-1) != 0 || c.V4BucketMask != n-1 {
+		return nil, fmt.Errorf("IPv4 ban table: %d buckets, settings say mask %#x: pinned by an incompatible version? (xdpguard detach, then start again)", n, c.V4BucketMask)
+	}
+	if meta.MaxEntries() != n {
+		return nil, fmt.Errorf("IPv4 ban table: %d buckets but %d metadata entries", n, meta.MaxEntries())
+	}
+	t := &table4{mask: c.V4BucketMask, seed: c.V4Seed}
+	b, err := mmap(bans, int(n)*banWays*8)
+	if err != nil {
+		return nil, err
+	}
+	t.maps = append(t.maps, b)
+	m, err := mmap(meta, int(n)*2*banWays)
+	if err != nil {
+		t.close()
+		return nil, err
+	}
+	t.maps = append(t.maps, m)
+	t.slots = unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), int(n)*banWays)
+	t.meta = m
+	return t, nil
+}
+
+func mmap(m *ebpf.Map, size int) ([]byte, error) {
+	page := os.Getpagesize()
+	b, err := unix.Mmap(m.FD(), 0, (size+page-1)/page*page, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map the IPv4 ban table into memory: %w", privilegeHint(err))
+	}
+	return b, nil
+}
+
+func (t *table4) close() {
+	for _, b := range t.maps {
+		unix.Munmap(b)
+	}
+	t.maps, t.slots, t.meta = nil, nil, nil
+}
+
+// hash is ban_hash in bpf/xdpguard.c.
+func (t *table4) hash(key uint32) uint32 {
+	h := key ^ t.seed
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+// probe returns the index of the i-th slot of key's probe sequence.
+func (t *table4) probe(key uint32, i int) int {
+	b := (t.hash(key) + uint32(i/banWays)) & t.mask
+	return int(b)*banWays + i%banWays
+}
+
+func (t *table4) load(i int) uint64 { return atomic.LoadUint64(&t.slots[i]) }
+
+func (t *table4) cas(i int, old, new uint64) bool {
+	return atomic.CompareAndSwapUint64(&t.slots[i], old, new)
+}
+
+func word(key, exp uint32) uint64 { return uint64(exp)<<32 | uint64(key) }
+
+func live(w uint64, tick uint64) bool {
+	exp := uint32(w >> 32)
+	return exp == expForever || uint64(exp) > tick
+}
+
+// tickOf is the program's clock in table ticks.
+func tickOf(monoNs uint64) uint64 { return monoNs >> banTickShift }
+
+// expOf encodes a CLOCK_MONOTONIC deadline (0: never), rounded up to a tick
+// so that no ban ends early.
+func expOf(deadline uint64) uint32 {
+	if deadline == 0 {
+		return expForever
+	}
+	t := (deadline + 1<<banTickShift - 1) >> banTickShift
+	return uint32(min(max(t, uint64(expRemoved)+1), uint64(expForever)-1))
+}
+
+// deadlineOf decodes exp back to CLOCK_MONOTONIC nanoseconds (0: never).
+func deadlineOf(exp uint32) uint64 {
+	if exp == expForever {
+		return 0
+	}
+	return uint64(exp) << banTickShift
+}
+
+// entry is one slot's ban.
+type entry struct {
+	key            uint32 // network order, as the program reads it
+	exp            uint32
+	origin, reason uint8
+}
+
+func (t *table4) metaOf(i int) (origin, reason uint8) {
+	b, s := i/banWays, i%banWays
+	return t.meta[b*2*banWays+s], t.meta[b*2*banWays+banWays+s]
+}
+
+func (t *table4) setMeta(i int, origin, reason uint8) {
+	b, s := i/banWays, i%banWays
+	t.meta[b*2*banWays+s], t.meta[b*2*banWays+banWays+s] = origin, reason
+}
+
+// find returns the slot that decides key's ban, as the program's lookup_v4
+// finds it: the first slot holding key before a never-used one.
+func (t *table4) find(key uint32) (int, uint64, bool) {
+	for p := range banProbes * banWays {
+		i := t.probe(key, p)
+		w := t.load(i)
+		if w == 0 {
+			return 0, 0, false
+		}
+		if uint32(w) == key {
+			return i, w, true
+		}
+	}
+	return 0, 0, false
+}
+
+// get returns key's ban if it is live at tick.
+func (t *table4) get(key uint32, tick uint64) (entry, bool) {
+	i, w, ok := t.find(key)
+	if !ok || !live(w, tick) {
+		return entry{}, false
+	}
+	o, r := t.metaOf(i)
+	return entry{key: key, exp: uint32(w >> 32), origin: o, reason: r}, true
+}
+
+// put bans key until exp, in the first slot of its probe sequence that is
+// free (never used, unbanned or expired) or already key's, as the program's
+// ban_v4 does. Later slots still holding key, left by a race with the
+// program, are retired, so the slot written decides.
+func (t *table4) put(e entry, tick uint64) error {
+	nw := word(e.key, e.exp)
+	for attempt := 0; attempt < 16; attempt++ {
+		at := -1
+		for p := range banProbes * banWays {
+			i := t.probe(e.key, p)
+			w := t.load(i)
+			if w != 0 && uint32(w) != e.key && live(w, tick) {
+				continue
+			}
+			if !t.cas(i, w, nw) {
+				break // raced; read the sequence again
+			}
+			t.setMeta(i, e.origin, e.reason)
+			at = p
+			break
+		}
+		if at < 0 {
+			if t.full(e.key, tick) {
+				return ErrTableFull
+			}
+			continue
+		}
+		t.retire(e.key, at+1)
+		return nil
+	}
+	return fmt.Errorf("IPv4 ban table: the slots around this address kept changing under 16 attempts")
+}
+
+func (t *table4) full(key uint32, tick uint64) bool {
+	for p := range banProbes * banWays {
+		w := t.load(t.probe(key, p))
+		if w == 0 || uint32(w) == key || !live(w, tick) {
+			return false
+		}
+	}
+	return true
+}
+
+// retire marks key's slots from probe position `from` on as unbanned.
+func (t *table4) retire(key uint32, from int) {
+	for p := from; p < banProbes*banWays; p++ {
+		i := t.probe(key, p)
+		for {
+			w := t.load(i)
+			if w == 0 {
+				return
+			}
+			if uint32(w) != key || uint32(w>>32) == expRemoved || t.cas(i, w, word(key, expRemoved)) {
+				break
+			}
+		}
+	}
+}
+
+// remove unbans key and reports whether its ban was live at tick.
+func (t *table4) remove(key uint32, tick uint64) bool {
+	_, w, ok := t.find(key)
+	was := ok && live(w, tick)
+	t.retire(key, 0)
+	return was
+}
+
+// each calls fn for every slot holding a ban, live or expired, unless
+// unbanned. A key the program and userspace raced on may come twice; the
+// caller keeps what get returns.
+func (t *table4) each(fn func(int, entry)) {
+	for i := range t.slots {
+		w := t.load(i)
+		if w == 0 || uint32(w>>32) == expRemoved {
+			continue
+		}
+		o, r := t.metaOf(i)
+		fn(i, entry{key: uint32(w), exp: uint32(w >> 32), origin: o, reason: r})
+	}
+}
+
+// sweep retires expired bans, and returns slots to never-used where no key
+// can lie beyond them, so that lookups of absent keys keep stopping at the
+// first slot. It returns how many expired bans it retired.
+func (t *table4) sweep(tick uint64) int {
+	n := 0
+	for i := range t.slots {
+		w := t.load(i)
+		if w != 0 && uint32(w>>32) != expRemoved && !live(w, tick) && t.cas(i, w, word(uint32(w), expRemoved)) {
+			n++
+		}
+	}
+	// Backwards, so that a run of retired slots ending at a never-used one
+	// clears in one pass. Slot i may become never-used only while slot i+1
+	// is; if i+1 is claimed meanwhile, i is retired again at once. Until
+	// then a lookup of the key claimed at i+1 may stop short: a ban made
+	// that same microsecond can miss a packet or two, never the reverse.
+	for i := len(t.slots) - 1; i >= 0; i-- {
+		next := (i + 1) % len(t.slots)
+		w := t.load(i)
+		if w == 0 || uint32(w>>32) != expRemoved || t.load(next) != 0 {
+			continue
+		}
+		if t.cas(i, w, 0) && t.load(next) != 0 {
+			t.cas(i, 0, w)
+		}
+	}
+	return n
+}
+
+// count returns the number of live bans at tick.
+func (t *table4) count(tick uint64) int {
+	n := 0
+	for i := range t.slots {
+		if w := t.load(i); w != 0 && live(w, tick) {
+			n++
+		}
+	}
+	return n
+}
