@@ -233,3 +233,47 @@ func TestExpiryEncoding(t *testing.T) {
 		t.Errorf("a deadline right after boot encodes as %d, which means unbanned", e)
 	}
 }
+
+// The default table takes its advertised million bans: 1,048,576 random
+// addresses, at the half load the table is sized for, all fit within
+// BAN_PROBES buckets of their own.
+func TestTableHoldsMaxBans(t *testing.T) {
+	requireRoot(t)
+	g, err := New(Options{MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	seen := map[netip.Addr]bool{}
+	ps := make([]netip.Prefix, 0, DefaultMaxBans)
+	for len(ps) < DefaultMaxBans {
+		a := netip.AddrFrom4([4]byte{byte(1 + r.IntN(223)), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+		if !seen[a] {
+			seen[a] = true
+			ps = append(ps, netip.PrefixFrom(a, 32))
+		}
+	}
+	if err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist); err != nil {
+		t.Fatalf("%d bans in the default table: %v", len(ps), err)
+	}
+	tb, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tb.count(tickOf(monoNow())); n != len(ps) {
+		t.Fatalf("table holds %d live bans, want %d", n, len(ps))
+	}
+	// Displacement: how many buckets past its own each key had to go.
+	most := 0
+	for i := range tb.slots {
+		w := tb.load(i)
+		if w == 0 {
+			continue
+		}
+		home := tb.hash(uint32(w)) & tb.mask
+		d := int((uint32(i/banWays) - home) & tb.mask)
+		most = max(most, d)
+	}
+	t.Logf("a million bans: the farthest key sits %d bucket(s) past its own (limit %d)", most, banProbes-1)
+}
