@@ -68,12 +68,15 @@ development run (10,000 bans, one run per cell). The harness is
   map sized to the set, and drops on a hit. It is the least any ban list
   kept in a BPF hash map can cost; the gap between it and the floor is the
   map, and the gap between xdpguard and it is everything else xdpguard does.
-- "Bucket-array lookup + XDP_DROP" is a second reference, for a different
-  layout: an ARRAY map of 64-byte buckets holding 16 IPv4 keys each, filled
-  from userspace at most half full, so a lookup reads one cache line. It
-  has no expiry, deletion or IPv6; it shows how much of the hash map's
-  cost is its layout (a bucket array, then a separately allocated element
-  per key, on 4 KiB pages under virtualization).
+- "Bucket-array lookup + XDP_DROP" is a second reference, for the layout
+  xdpguard's IPv4 ban table uses: an ARRAY map of 64-byte buckets, here
+  holding 16 IPv4 keys each and sized to the set, at most half full, so a
+  lookup reads one cache line. It has no expiry, deletion or IPv6.
+  xdpguard's own table holds 8 slots a bucket (address and deadline in one
+  word) and is sized for its default 1,048,576 bans whatever the set, so at
+  10,000 and 100,000 bans its keys are spread over 16 MiB instead of
+  128 KiB and 1 MiB: the gap between the two at those sizes is cache and
+  TLB misses, not work.
 - Both veths have TSO off. Otherwise veth passes a socket's packets to the
   peer's backlog queue rather than its NAPI ring, except while a native XDP
   program is attached (which turns the peer's TSO off): the legitimate
