@@ -17,6 +17,24 @@ type Holder struct {
 	Port     uint16
 	Idle     time.Duration // since the last data received (or since accept)
 	Received uint64        // bytes received on the connection
+	// SinceAck is the time since the last acknowledgement from the client
+	// (every segment it sends carries one, so SinceAck <= Idle), and
+	// Unacked the segments the server sent that it has not acknowledged.
+	// With Unacked 0 the client has received everything the server said,
+	// and SinceAck is how long it has had the floor without using it,
+	// whatever the round trip.
+	SinceAck time.Duration
+	Unacked  uint32
+}
+
+// Quiet is how long the client has demonstrably had everything the server
+// sent, and said nothing: SinceAck when nothing is unacknowledged, else 0
+// (a slow or lossy link may not have delivered the banner yet).
+func (h Holder) Quiet() time.Duration {
+	if h.Unacked > 0 {
+		return 0
+	}
+	return h.SinceAck
 }
 
 // Holders lists established connections to localPorts that the server has
@@ -52,6 +70,8 @@ func Holders(ctx context.Context, localPorts []uint16, idle time.Duration, maxBy
 				Port:     sport,
 				Idle:     time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataRecv:])) * time.Millisecond,
 				Received: binary.NativeEndian.Uint64(info[tcpiBytesReceived:]),
+				SinceAck: time.Duration(binary.NativeEndian.Uint32(info[tcpiLastAckRecv:])) * time.Millisecond,
+				Unacked:  binary.NativeEndian.Uint32(info[tcpiUnacked:]),
 			}
 			if h.Idle < idle || h.Received > maxBytes {
 				return
@@ -74,10 +94,46 @@ func Holders(ctx context.Context, localPorts []uint16, idle time.Duration, maxBy
 // that carries tcp_info (linux/inet_diag.h).
 const (
 	inetDiagInfo      = 2
+	diagRqueue        = 56
 	diagInode         = 68
+	tcpiUnacked       = 24
 	tcpiLastDataRecv  = 52
+	tcpiLastAckRecv   = 56
 	tcpiBytesReceived = 128
 )
+
+// Waiting counts the connections waiting in the accept queues of the
+// listening sockets on localPorts: established, but not yet taken by the
+// server, because all its login slots are busy (or it is too slow). It
+// looks only at listening sockets, so it is cheap enough to call several
+// times a second on a server with many connections.
+func Waiting(ctx context.Context, localPorts []uint16) (int, error) {
+	m, err := newMatcher(nil, localPorts)
+	if err != nil {
+		return 0, err
+	}
+	c, err := dial()
+	if err != nil {
+		return 0, err
+	}
+	defer c.close()
+	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	n := 0
+	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
+		err := c.dumpStates(fam, 1<<tcpListen, func(msg []byte) {
+			sport := binary.BigEndian.Uint16(msg[diagSport:])
+			if m.ports[sport/64]&(1<<(sport%64)) != 0 {
+				// For a listener, idiag_rqueue is the accept queue's length.
+				n += int(binary.NativeEndian.Uint32(msg[diagRqueue:]))
+			}
+		})
+		if err != nil {
+			return 0, ctxErr(ctx, err)
+		}
+	}
+	return n, nil
+}
 
 // attr returns the payload of the first netlink attribute of type typ.
 func attr(b []byte, typ uint16) []byte {

@@ -409,6 +409,11 @@ func TestHolders(t *testing.T) {
 		if h.Idle < time.Second || h.Received > 32 {
 			t.Errorf("holder outside the limits: %+v", h)
 		}
+		// The clients acknowledged the server's echo long ago: the floor
+		// has been theirs for as long as they have been silent.
+		if h.Remote == banned4 && (h.Unacked != 0 || h.Quiet() < time.Second || h.SinceAck > h.Idle) {
+			t.Errorf("holder %+v: quiet %v, want the client to have acknowledged everything over 1s ago", h, h.Quiet())
+		}
 	}
 	if per[banned4] != 3 || per[banned6] != 1 || per[other4] != 0 || len(hs) != 4 {
 		t.Fatalf("holders by source = %v, want 3 from %v, 1 from %v, none from %v (busy or queued)", per, banned4, banned6, other4)
@@ -416,5 +421,67 @@ func TestHolders(t *testing.T) {
 	// Not idle long enough: nobody.
 	if hs, _ := Holders(context.Background(), []uint16{s.port()}, time.Hour, 32); len(hs) != 0 {
 		t.Errorf("idle 1h: %v", hs)
+	}
+}
+
+func TestHolderQuiet(t *testing.T) {
+	h := Holder{Idle: 3 * time.Second, SinceAck: 2 * time.Second}
+	if h.Quiet() != 2*time.Second {
+		t.Errorf("all acknowledged: quiet %v, want 2s", h.Quiet())
+	}
+	// The client has not acknowledged the banner: its silence may be the
+	// link's, not its own.
+	h.Unacked = 1
+	if h.Quiet() != 0 {
+		t.Errorf("unacknowledged data: quiet %v, want 0", h.Quiet())
+	}
+}
+
+func TestWaiting(t *testing.T) {
+	enterNetns(t)
+	s := listen(t, "tcp", netip.AddrPortFrom(server4, 0).String())
+	// Listeners that never accept, one per family: their connections wait
+	// in the accept queue, as users do while every login slot is held.
+	var ports []uint16
+	for _, a := range []netip.Addr{server4, server6} {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(a, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
+	}
+	connect(t, other4, server4, s.port(), 2) // accepted: not waiting
+	for i, src := range []netip.Addr{banned4, banned6} {
+		dst := server4
+		if src.Is6() {
+			dst = server6
+		}
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		for range 3 {
+			c, err := d.Dial("tcp", netip.AddrPortFrom(dst, ports[i]).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+	}
+	for _, tc := range []struct {
+		ports []uint16
+		want  int
+	}{{ports, 6}, {ports[:1], 3}, {[]uint16{s.port()}, 0}} {
+		// The server side joins the queue when the handshake's last ACK
+		// is processed, which may be just after the client's dial returns.
+		n, err := Waiting(context.Background(), tc.ports)
+		for deadline := time.Now().Add(2 * time.Second); err == nil && n != tc.want && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			n, err = Waiting(context.Background(), tc.ports)
+		}
+		if err != nil || n != tc.want {
+			t.Errorf("Waiting(%v) = %d, %v; want %d", tc.ports, n, err, tc.want)
+		}
+	}
+	if _, err := Waiting(context.Background(), nil); err == nil {
+		t.Error("Waiting with no ports: no error")
 	}
 }
