@@ -30,10 +30,10 @@ func testPrefix(a netip.Addr) (netip.Prefix, bool) {
 	return p, true
 }
 
-// silent is a connection that got the banner, acknowledged it, and said
-// nothing since (or a few bytes: POP3 bots send USER).
+// silent is a connection that got the greeting (or the reply to its USER:
+// POP3 bots send one), acknowledged it, and said nothing since.
 func silent(a netip.Addr, d time.Duration, received uint64) sockdestroy.Holder {
-	return sockdestroy.Holder{Remote: a, Port: 143, Idle: d, SinceAck: d, Received: received}
+	return sockdestroy.Holder{Remote: a, Port: 143, Idle: d, SinceAck: d, SinceSent: d, BytesAcked: 30, Received: received}
 }
 
 func TestOffendersNormal(t *testing.T) {
@@ -59,13 +59,18 @@ func TestOffendersUnderPressure(t *testing.T) {
 	h := config.Default().SlotHolders // under pressure: 1s after the acknowledgement
 	fast := netip.MustParseAddr("192.0.2.30")
 	slowLink := netip.MustParseAddr("192.0.2.40")
+	slowSrv := netip.MustParseAddr("192.0.2.45")
 	tb := netip.MustParseAddr("192.0.2.50")
 	hs := []sockdestroy.Holder{
 		silent(fast, 1200*time.Millisecond, 0), silent(fast, 1100*time.Millisecond, 14),
-		// A client on a slow link: 1.5 s without data, but the banner is
-		// still unacknowledged, or was acknowledged just now.
-		{Remote: slowLink, Idle: 1500 * time.Millisecond, SinceAck: 1500 * time.Millisecond, Unacked: 1},
-		{Remote: slowLink, Idle: 1500 * time.Millisecond, SinceAck: 20 * time.Millisecond},
+		// A client on a slow link: 1.5 s without data, but the greeting
+		// is still unacknowledged, or was acknowledged just now.
+		{Remote: slowLink, Idle: 1500 * time.Millisecond, SinceAck: 1500 * time.Millisecond, SinceSent: 1500 * time.Millisecond, Unacked: 1, BytesAcked: 0},
+		{Remote: slowLink, Idle: 1500 * time.Millisecond, SinceAck: 20 * time.Millisecond, SinceSent: 1500 * time.Millisecond, BytesAcked: 30},
+		// A server too busy to greet, or to answer a pipelined command:
+		// the clients wait, and it is not their silence.
+		{Remote: slowSrv, Idle: 2 * time.Second, SinceAck: 2 * time.Second, SinceSent: 2 * time.Second},
+		{Remote: slowSrv, Idle: 1500 * time.Millisecond, SinceAck: 1500 * time.Millisecond, SinceSent: 2 * time.Second, BytesAcked: 30, Received: 15},
 		// Thunderbird: five connections that sent CAPABILITY, STARTTLS and
 		// a TLS ClientHello at once.
 		silent(tb, 2*time.Second, 540), silent(tb, 2*time.Second, 540), silent(tb, 2*time.Second, 540),

@@ -18,20 +18,26 @@ type Holder struct {
 	Idle     time.Duration // since the last data received (or since accept)
 	Received uint64        // bytes received on the connection
 	// SinceAck is the time since the last acknowledgement from the client
-	// (every segment it sends carries one, so SinceAck <= Idle), and
-	// Unacked the segments the server sent that it has not acknowledged.
-	// With Unacked 0 the client has received everything the server said,
-	// and SinceAck is how long it has had the floor without using it,
-	// whatever the round trip.
-	SinceAck time.Duration
-	Unacked  uint32
+	// (every segment it sends carries one, so SinceAck <= Idle), SinceSent
+	// the time since the server last sent data, Unacked the segments the
+	// server sent that the client has not acknowledged, and BytesAcked the
+	// bytes it has acknowledged.
+	SinceAck   time.Duration
+	SinceSent  time.Duration
+	Unacked    uint32
+	BytesAcked uint64
 }
 
-// Quiet is how long the client has demonstrably had everything the server
-// sent, and said nothing: SinceAck when nothing is unacknowledged, else 0
-// (a slow or lossy link may not have delivered the banner yet).
+// Quiet is how long the client has had the floor without using it: the
+// server spoke last (a greeting, a reply), the client has acknowledged all
+// of it, and has sent nothing since. It is the time since that
+// acknowledgement, so neither a slow link's round trip nor a server slow
+// to greet or to answer counts as the client's silence. Otherwise it is 0.
+// The kernel keeps these times in clock ticks (1-4 ms): when the server
+// sent and the client last spoke in the same tick, the server is taken to
+// have spoken last, as it does when it answers a bot's USER at once.
 func (h Holder) Quiet() time.Duration {
-	if h.Unacked > 0 {
+	if h.Unacked > 0 || h.BytesAcked == 0 || h.SinceSent > h.Idle {
 		return 0
 	}
 	return h.SinceAck
@@ -67,11 +73,13 @@ func Holders(ctx context.Context, localPorts []uint16, idle time.Duration, maxBy
 				return // a kernel without tcpi_bytes_received (< 4.1)
 			}
 			h := Holder{
-				Port:     sport,
-				Idle:     time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataRecv:])) * time.Millisecond,
-				Received: binary.NativeEndian.Uint64(info[tcpiBytesReceived:]),
-				SinceAck: time.Duration(binary.NativeEndian.Uint32(info[tcpiLastAckRecv:])) * time.Millisecond,
-				Unacked:  binary.NativeEndian.Uint32(info[tcpiUnacked:]),
+				Port:       sport,
+				Idle:       time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataRecv:])) * time.Millisecond,
+				Received:   binary.NativeEndian.Uint64(info[tcpiBytesReceived:]),
+				SinceAck:   time.Duration(binary.NativeEndian.Uint32(info[tcpiLastAckRecv:])) * time.Millisecond,
+				SinceSent:  time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataSent:])) * time.Millisecond,
+				Unacked:    binary.NativeEndian.Uint32(info[tcpiUnacked:]),
+				BytesAcked: binary.NativeEndian.Uint64(info[tcpiBytesAcked:]),
 			}
 			if h.Idle < idle || h.Received > maxBytes {
 				return
@@ -97,8 +105,10 @@ const (
 	diagRqueue        = 56
 	diagInode         = 68
 	tcpiUnacked       = 24
+	tcpiLastDataSent  = 44
 	tcpiLastDataRecv  = 52
 	tcpiLastAckRecv   = 56
+	tcpiBytesAcked    = 120
 	tcpiBytesReceived = 128
 )
 

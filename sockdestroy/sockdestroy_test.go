@@ -425,15 +425,92 @@ func TestHolders(t *testing.T) {
 }
 
 func TestHolderQuiet(t *testing.T) {
-	h := Holder{Idle: 3 * time.Second, SinceAck: 2 * time.Second}
-	if h.Quiet() != 2*time.Second {
-		t.Errorf("all acknowledged: quiet %v, want 2s", h.Quiet())
+	// A bot: the server greeted it 3 s ago, it acknowledged 2.9 s ago.
+	bot := Holder{Idle: 3 * time.Second, SinceSent: 3 * time.Second, SinceAck: 2900 * time.Millisecond, BytesAcked: 30}
+	for _, tc := range []struct {
+		name string
+		h    Holder
+		want time.Duration
+	}{
+		{"greeted, acknowledged, silent", bot, 2900 * time.Millisecond},
+		// The greeting is not acknowledged: the link may still be
+		// carrying it.
+		{"unacknowledged", func(h Holder) Holder { h.Unacked = 1; return h }(bot), 0},
+		// The server has said nothing yet: the client waits for its
+		// greeting.
+		{"not greeted", func(h Holder) Holder { h.BytesAcked = 0; return h }(bot), 0},
+		// The client spoke after the server: the server owes the answer.
+		{"server's turn", func(h Holder) Holder { h.Idle = time.Second; return h }(bot), 0},
+	} {
+		if got := tc.h.Quiet(); got != tc.want {
+			t.Errorf("%s: quiet %v, want %v", tc.name, got, tc.want)
+		}
 	}
-	// The client has not acknowledged the banner: its silence may be the
-	// link's, not its own.
-	h.Unacked = 1
-	if h.Quiet() != 0 {
-		t.Errorf("unacknowledged data: quiet %v, want 0", h.Quiet())
+}
+
+// Quiet on real sockets: only a client that has the server's last words
+// and says nothing is quiet.
+func TestHoldersQuiet(t *testing.T) {
+	enterNetns(t)
+	serve := func(greet bool) uint16 {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(server4, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+				if greet {
+					c.Write([]byte("* OK ready\r\n"))
+				}
+			}
+		}()
+		return uint16(ln.Addr().(*net.TCPAddr).Port)
+	}
+	greet, mute := serve(true), serve(false)
+	dial := func(src netip.Addr, port uint16, readGreeting bool, say string) {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(server4, port).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if readGreeting {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 64)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if say != "" {
+			// As over a network: within one tick of the kernel's clock
+			// (1-4 ms) its timestamps cannot tell which side spoke last,
+			// and Quiet takes it to be the server.
+			time.Sleep(20 * time.Millisecond)
+			c.Write([]byte(say))
+		}
+	}
+	dial(banned4, greet, true, "")                 // a bot
+	dial(banned4, mute, false, "")                 // waiting for a greeting
+	dial(other4, mute, false, "a1 CAPABILITY\r\n") // waiting for an answer
+	dial(other4, greet, true, "a1 NOOP\r\n")       // likewise, greeted first
+	time.Sleep(1200 * time.Millisecond)
+	hs, err := Holders(context.Background(), []uint16{greet, mute}, time.Second, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 4 {
+		t.Fatalf("holders: %+v, want 4", hs)
+	}
+	for _, h := range hs {
+		bot := h.Remote == banned4 && h.Port == greet
+		if q := h.Quiet(); bot != (q >= time.Second) {
+			t.Errorf("%v to port %d (bot %v): quiet %v (%+v)", h.Remote, h.Port, bot, q, h)
+		}
 	}
 }
 
