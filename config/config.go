@@ -85,14 +85,15 @@ type SlotHolders struct {
 // are running out, which is when silent holders hurt users. The slots are
 // under pressure when at least Connections connections to the protected
 // ports are waiting in the server's accept queues (no slot is free to take
-// them) or are accepted and silent for Idle after the client acknowledged
-// everything the server sent. The accept queues are checked every
-// ScanInterval. Under pressure, and for Hold after it was last seen, the
-// connections are scanned every ScanInterval and a connection counts
-// towards MinConnections once it has been silent that way for Idle, as
-// well as after SlotHolders.Idle as usual. Silence counted from the
-// client's acknowledgement leaves out the round trip, so a slow link does
-// not look silent. Idle and ScanInterval are capped by SlotHolders' own.
+// them) or are accepted and quiet for Idle: the server spoke last, the
+// client acknowledged it and has said nothing since (sockdestroy's
+// Holder.Quiet). The accept queues are checked every ScanInterval. Under
+// pressure, and for Hold after it was last seen, the connections are
+// scanned every ScanInterval and a connection quiet for Idle counts
+// towards MinConnections, as well as one silent for SlotHolders.Idle as
+// usual. Quiet time leaves out the round trip and a server slow to greet
+// or answer, so neither a slow link nor a busy server makes a client look
+// silent. Idle and ScanInterval are capped by SlotHolders' own.
 // Connections 0 turns this off.
 type SlotPressure struct {
 	Connections  int           `yaml:"connections"`
