@@ -68,7 +68,7 @@ type phaseResult struct {
 	End     time.Time        `json:"end"`
 	Summary mailload.Summary `json:"summary"`
 	// Settled leaves out the first settleAfter of the phase: the part of
-	// the attack that comes before any defence could have learnt of it.
+	// the attack that comes before a log-based defence could have learnt of it.
 	Settled  mailload.Summary     `json:"settled"`
 	Attack   mailload.AttackStats `json:"attack"`
 	Notes    []string             `json:"notes,omitempty"`
