@@ -70,12 +70,36 @@ type Config struct {
 // MaxBytes and nothing for Idle. The log layer hears of such a connection
 // only when the server times it out (Dovecot: after 180 s), and the SYN
 // rate never, because a holder does not reconnect. A source (masked like a
-// ban) holding MinConnections of them at once is banned.
+// ban) holding MinConnections of them at once is banned. The connections
+// are scanned every ScanInterval.
 type SlotHolders struct {
 	Enabled        bool          `yaml:"enabled"`
 	MinConnections int           `yaml:"min_connections"`
 	Idle           time.Duration `yaml:"idle"`
 	MaxBytes       int           `yaml:"max_bytes"`
+	ScanInterval   time.Duration `yaml:"scan_interval"`
+	Pressure       SlotPressure  `yaml:"pressure"`
+}
+
+// SlotPressure makes the slot-holder detector faster while the login slots
+// are running out, which is when silent holders hurt users. The slots are
+// under pressure when at least Connections connections to the protected
+// ports are waiting in the server's accept queues (no slot is free to take
+// them) or are accepted and quiet for Idle: the server spoke last, the
+// client acknowledged it and has said nothing since (sockdestroy's
+// Holder.Quiet). The accept queues are checked every ScanInterval. Under
+// pressure, and for Hold after it was last seen, the connections are
+// scanned every ScanInterval and a connection quiet for Idle counts
+// towards MinConnections, as well as one silent for SlotHolders.Idle as
+// usual. Quiet time leaves out the round trip and a server slow to greet
+// or answer, so neither a slow link nor a busy server makes a client look
+// silent. Idle and ScanInterval are capped by SlotHolders' own.
+// Connections 0 turns this off.
+type SlotPressure struct {
+	Connections  int           `yaml:"connections"`
+	Idle         time.Duration `yaml:"idle"`
+	ScanInterval time.Duration `yaml:"scan_interval"`
+	Hold         time.Duration `yaml:"hold"`
 }
 
 // Kernel holds the XDP program's settings and map sizes.
@@ -142,10 +166,13 @@ func Default() Config {
 		Logs:            Logs{Files: []string{"/var/log/maillog", "/var/log/mail.log"}},
 		Allow:           []netip.Prefix{},
 		KillConnections: true,
-		SlotHolders:     SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32},
-		PinRoot:         "/sys/fs/bpf/xdpguard",
-		StateDir:        "/var/lib/xdpguard",
-		Log:             Log{Format: "text", Level: "info"},
+		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,
+			ScanInterval: time.Second,
+			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
+				Hold: time.Minute}},
+		PinRoot:  "/sys/fs/bpf/xdpguard",
+		StateDir: "/var/lib/xdpguard",
+		Log:      Log{Format: "text", Level: "info"},
 	}
 }
 

@@ -121,7 +121,7 @@ allow:
   - "2001:db8::/32"
   - ::ffff:203.0.113.9
 kill_connections: false
-slot_holders: {min_connections: 5, idle: 30s}
+slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m}}
 pin_root: /sys/fs/bpf/test
 state_dir: /tmp/state
 log: {format: json, level: debug}
@@ -141,11 +141,13 @@ metrics: {listen: "[::1]:9431"}
 			netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("203.0.113.9/32"),
 		},
 		KillConnections: false,
-		SlotHolders:     SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32},
-		PinRoot:         "/sys/fs/bpf/test",
-		StateDir:        "/tmp/state",
-		Log:             Log{Format: "json", Level: "debug"},
-		Metrics:         Metrics{Listen: "[::1]:9431"},
+		SlotHolders: SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32,
+			ScanInterval: 2 * time.Second, Pressure: SlotPressure{Connections: 50, Idle: 2 * time.Second,
+				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute}},
+		PinRoot:  "/sys/fs/bpf/test",
+		StateDir: "/tmp/state",
+		Log:      Log{Format: "json", Level: "debug"},
+		Metrics:  Metrics{Listen: "[::1]:9431"},
 	}
 	got := *c
 	detect := got.Detect
@@ -208,6 +210,13 @@ func TestParseErrors(t *testing.T) {
 		{"negative duration", "logs: {read_back: -1m}\n", []string{`logs.read_back: must be >= 0, got "-1m0s" (line 1)`}},
 		{"slot holders out of range", "slot_holders: {idle: 100ms, min_connections: 0}\n",
 			[]string{`slot_holders.min_connections: must be >= 1, got 0 (line 1)`, `slot_holders.idle: must be >= 1s, got "100ms" (line 1)`}},
+		{"slot pressure off, scan too often", "slot_holders:\n  scan_interval: 10ms\n  pressure: {connections: -1, idle: 1ms}\n",
+			[]string{`slot_holders.scan_interval: must be 100ms-1m, got "10ms" (line 2)`,
+				`slot_holders.pressure.connections: must be >= 0 (0 turns pressure off), got -1 (line 3)`}},
+		{"slot pressure out of range", "slot_holders:\n  pressure:\n    idle: 100ms\n    scan_interval: 2m\n    hold: -1s\n",
+			[]string{`slot_holders.pressure.idle: must be >= 500ms, got "100ms" (line 3)`,
+				`slot_holders.pressure.scan_interval: must be 100ms-1m, got "2m0s" (line 4)`,
+				`slot_holders.pressure.hold: must be 0-24h, got "-1s" (line 5)`}},
 		{"yes is not a bool", "kill_connections: yes\n",
 			[]string{`kill_connections: must be true or false, got "yes" (line 1)`}},
 		{"enums", "xdp_mode: driver\nkernel: {ban_scope: some}\nlog: {format: xml, level: verbose}\n",

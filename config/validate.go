@@ -18,6 +18,13 @@ const (
 	// A ban map sized beyond this is a typo: 64 Mi entries is several GiB
 	// of kernel memory.
 	maxMapEntries = 1 << 26
+	// A connection scan walks every TCP socket of the host; more often
+	// than this costs CPU and buys nothing a login timeout would notice.
+	minScanInterval = 100 * time.Millisecond
+	// Silence under slot pressure is counted from the client's
+	// acknowledgement; half a second still leaves a slow phone time to
+	// answer the banner.
+	minPressureIdle = 500 * time.Millisecond
 )
 
 type problems []Problem
@@ -48,6 +55,25 @@ func (c *Config) validate() []Problem {
 		}
 		if h.MaxBytes < 0 {
 			ps.add("slot_holders.max_bytes", "must be >= 0, got %d", h.MaxBytes)
+		}
+		if h.ScanInterval < minScanInterval || h.ScanInterval > time.Minute {
+			ps.add("slot_holders.scan_interval", "must be %s-1m, got %q", minScanInterval, h.ScanInterval.String())
+		}
+		p := h.Pressure
+		if p.Connections < 0 {
+			ps.add("slot_holders.pressure.connections", "must be >= 0 (0 turns pressure off), got %d", p.Connections)
+		}
+		if p.Connections > 0 {
+			// Longer than idle or scan_interval is allowed: those cap them.
+			if p.Idle < minPressureIdle {
+				ps.add("slot_holders.pressure.idle", "must be >= %s, got %q", minPressureIdle, p.Idle.String())
+			}
+			if p.ScanInterval < minScanInterval || p.ScanInterval > time.Minute {
+				ps.add("slot_holders.pressure.scan_interval", "must be %s-1m, got %q", minScanInterval, p.ScanInterval.String())
+			}
+			if p.Hold < 0 || p.Hold > 24*time.Hour {
+				ps.add("slot_holders.pressure.hold", "must be 0-24h, got %q", p.Hold.String())
+			}
 		}
 	}
 	oneOf(&ps, "xdp_mode", c.XDPMode, "auto", "native", "generic")

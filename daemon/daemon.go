@@ -69,6 +69,7 @@ type Daemon struct {
 	nextSweep   time.Time
 	pending     []pendingBan
 	own         map[netip.Addr]bool // the host's addresses
+	slots       slotWatch
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -224,6 +225,10 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	}
 	tick := time.NewTicker(d.opts.Tick)
 	defer tick.Stop()
+	// The slot-holder detector has a clock of its own: it looks several
+	// times a second while the login slots are under pressure.
+	slotTick := time.NewTicker(slotPeriod(d.cfg.SlotHolders))
+	defer slotTick.Stop()
 	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files,
 		"monitor", d.cfg.Kernel.Monitor, "pin_root", d.cfg.PinRoot, "state_dir", d.cfg.StateDir)
 
@@ -263,12 +268,15 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 			d.onKernelBans(batch)
 		case <-tick.C:
 			d.housekeeping(time.Now())
+		case <-slotTick.C:
+			d.watchSlots(time.Now())
 		case <-reload:
 			next, restart, err := d.reload()
 			if err != nil {
 				d.log.Error("reload failed; keeping the running configuration", "error", err)
 				continue
 			}
+			slotTick.Reset(slotPeriod(d.cfg.SlotHolders))
 			if restart {
 				stopFollow()
 				fctx, stopFollow = context.WithCancel(ctx)
@@ -386,54 +394,6 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 	}
 }
 
-// banHolders bans sources that hold several login slots without a word
-// (config.SlotHolders): the bots this project exists for, caught before the
-// server's login timeout makes them visible in the log.
-func (d *Daemon) banHolders(now time.Time) {
-	h := d.cfg.SlotHolders
-	if !h.Enabled {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	holders, err := sockdestroy.Holders(ctx, d.cfg.Kernel.Ports, h.Idle, uint64(h.MaxBytes))
-	if err != nil {
-		d.log.Warn("scan for slot holders", "error", err)
-		return
-	}
-	per := map[netip.Prefix]int{}
-	for _, c := range holders {
-		if d.neverBan(c.Remote) {
-			continue
-		}
-		bits := d.cfg.Kernel.PrefixV6
-		if c.Remote.Is4() {
-			bits = d.cfg.Kernel.PrefixV4
-		}
-		p, _ := c.Remote.Prefix(bits)
-		per[p]++
-	}
-	for p, n := range per {
-		if n < h.MinConnections {
-			continue
-		}
-		if _, banned, _ := d.guard.BanOf(p.Addr()); banned {
-			continue // its connections are being destroyed, or monitor mode
-		}
-		dur := d.engine.RecordBan(p, now, loader.ReasonNoAuth.String())
-		if err := d.guard.Ban(p, dur, loader.OriginLog, loader.ReasonNoAuth); err != nil {
-			d.log.Error("ban failed", "prefix", p, "error", err)
-			continue
-		}
-		d.metrics.banned(loader.OriginLog, 0)
-		d.reasons[p] = fmt.Sprintf("no-auth (holding %d login slots silent for %s)", n, h.Idle)
-		d.dirty = true
-		killed := d.kill(p)
-		d.log.Info("banned", "prefix", p, "origin", "log", "reason", "no-auth", "rule", "slot-holders",
-			"held", n, "for", dur, "killed", killed[p])
-	}
-}
-
 // neverBan covers the allowlist, loopback and the host's own addresses,
 // as in the log layer.
 func (d *Daemon) neverBan(a netip.Addr) bool {
@@ -484,7 +444,6 @@ func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
 // waits at least ten times as long as it last took.
 func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
-	d.banHolders(now)
 	d.engine.Expire(now)
 	if now.After(d.nextSweep) {
 		start := time.Now()

@@ -24,6 +24,8 @@ type metrics struct {
 	issued   *prometheus.CounterVec
 	latency  prometheus.Histogram
 	killedC  prometheus.Counter
+	pressure prometheus.Gauge
+	slotConn *prometheus.GaugeVec
 	mu       sync.Mutex
 	counters logwatch.Counters
 	follower interface {
@@ -40,12 +42,17 @@ func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, err
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 16)}),
 		killedC: prometheus.NewCounter(prometheus.CounterOpts{Name: "xdpguard_connections_destroyed_total",
 			Help: "Established connections of banned sources destroyed to free login slots."}),
+		pressure: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdpguard_slot_pressure",
+			Help: "1 while the login slots are under pressure (slot_holders.pressure), else 0."}),
+		slotConn: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xdpguard_slot_connections",
+			Help: "Connections to the protected ports waiting in accept queues, and accepted but silent for slot_holders.pressure.idle, at the last look."},
+			[]string{"state"}),
 	}
 	if listen == "" {
 		return m, nil
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.issued, m.latency, m.killedC, &collector{g: g, m: m, log: log})
+	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, &collector{g: g, m: m, log: log})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
@@ -70,6 +77,16 @@ func (m *metrics) banned(o loader.Origin, latency time.Duration) {
 }
 
 func (m *metrics) killed(n int) { m.killedC.Add(float64(n)) }
+
+func (m *metrics) slots(pressure bool, waiting, silent int) {
+	v := 0.0
+	if pressure {
+		v = 1
+	}
+	m.pressure.Set(v)
+	m.slotConn.WithLabelValues("waiting").Set(float64(waiting))
+	m.slotConn.WithLabelValues("silent").Set(float64(silent))
+}
 
 func (m *metrics) update(c logwatch.Counters) {
 	m.mu.Lock()

@@ -238,6 +238,7 @@ const (
 	nlmsgHdrLen = 16
 	diagReqLen  = 56 // struct inet_diag_req_v2
 	tcpEstab    = 1  // TCP_ESTABLISHED
+	tcpListen   = 10 // TCP_LISTEN
 )
 
 // appendReq appends an inet_diag_req_v2 request. id is family..sockid as
@@ -270,7 +271,13 @@ func (c *conn) appendReq(b []byte, typ, flags uint16, family uint8, states uint3
 
 // dump calls fn with every established TCP socket of family.
 func (c *conn) dump(family uint8, fn func(msg []byte)) error {
-	req := c.appendReq(nil, unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, family, 1<<tcpEstab, nil)
+	return c.dumpStates(family, 1<<tcpEstab, fn)
+}
+
+// dumpStates calls fn with every TCP socket of family in one of states (a
+// mask of 1<<TCP_* bits).
+func (c *conn) dumpStates(family uint8, states uint32, fn func(msg []byte)) error {
+	req := c.appendReq(nil, unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, family, states, nil)
 	seq := c.seq
 	if _, err := c.f.Write(req); err != nil {
 		return fmt.Errorf("sockdestroy: send dump request: %w", err)

@@ -409,6 +409,11 @@ func TestHolders(t *testing.T) {
 		if h.Idle < time.Second || h.Received > 32 {
 			t.Errorf("holder outside the limits: %+v", h)
 		}
+		// The clients acknowledged the server's echo long ago: the floor
+		// has been theirs for as long as they have been silent.
+		if h.Remote == banned4 && (h.Unacked != 0 || h.Quiet() < time.Second || h.SinceAck > h.Idle) {
+			t.Errorf("holder %+v: quiet %v, want the client to have acknowledged everything over 1s ago", h, h.Quiet())
+		}
 	}
 	if per[banned4] != 3 || per[banned6] != 1 || per[other4] != 0 || len(hs) != 4 {
 		t.Fatalf("holders by source = %v, want 3 from %v, 1 from %v, none from %v (busy or queued)", per, banned4, banned6, other4)
@@ -416,5 +421,144 @@ func TestHolders(t *testing.T) {
 	// Not idle long enough: nobody.
 	if hs, _ := Holders(context.Background(), []uint16{s.port()}, time.Hour, 32); len(hs) != 0 {
 		t.Errorf("idle 1h: %v", hs)
+	}
+}
+
+func TestHolderQuiet(t *testing.T) {
+	// A bot: the server greeted it 3 s ago, it acknowledged 2.9 s ago.
+	bot := Holder{Idle: 3 * time.Second, SinceSent: 3 * time.Second, SinceAck: 2900 * time.Millisecond, BytesAcked: 30}
+	for _, tc := range []struct {
+		name string
+		h    Holder
+		want time.Duration
+	}{
+		{"greeted, acknowledged, silent", bot, 2900 * time.Millisecond},
+		// The greeting is not acknowledged: the link may still be
+		// carrying it.
+		{"unacknowledged", func(h Holder) Holder { h.Unacked = 1; return h }(bot), 0},
+		// The server has said nothing yet: the client waits for its
+		// greeting.
+		{"not greeted", func(h Holder) Holder { h.BytesAcked = 0; return h }(bot), 0},
+		// The client spoke after the server: the server owes the answer.
+		{"server's turn", func(h Holder) Holder { h.Idle = time.Second; return h }(bot), 0},
+	} {
+		if got := tc.h.Quiet(); got != tc.want {
+			t.Errorf("%s: quiet %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Quiet on real sockets: only a client that has the server's last words
+// and says nothing is quiet.
+func TestHoldersQuiet(t *testing.T) {
+	enterNetns(t)
+	serve := func(greet bool) uint16 {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(server4, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+				if greet {
+					c.Write([]byte("* OK ready\r\n"))
+				}
+			}
+		}()
+		return uint16(ln.Addr().(*net.TCPAddr).Port)
+	}
+	greet, mute := serve(true), serve(false)
+	dial := func(src netip.Addr, port uint16, readGreeting bool, say string) {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		c, err := d.Dial("tcp", netip.AddrPortFrom(server4, port).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if readGreeting {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 64)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if say != "" {
+			// As over a network: within one tick of the kernel's clock
+			// (1-4 ms) its timestamps cannot tell which side spoke last,
+			// and Quiet takes it to be the server.
+			time.Sleep(20 * time.Millisecond)
+			c.Write([]byte(say))
+		}
+	}
+	dial(banned4, greet, true, "")                 // a bot
+	dial(banned4, mute, false, "")                 // waiting for a greeting
+	dial(other4, mute, false, "a1 CAPABILITY\r\n") // waiting for an answer
+	dial(other4, greet, true, "a1 NOOP\r\n")       // likewise, greeted first
+	time.Sleep(1200 * time.Millisecond)
+	hs, err := Holders(context.Background(), []uint16{greet, mute}, time.Second, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hs) != 4 {
+		t.Fatalf("holders: %+v, want 4", hs)
+	}
+	for _, h := range hs {
+		bot := h.Remote == banned4 && h.Port == greet
+		if q := h.Quiet(); bot != (q >= time.Second) {
+			t.Errorf("%v to port %d (bot %v): quiet %v (%+v)", h.Remote, h.Port, bot, q, h)
+		}
+	}
+}
+
+func TestWaiting(t *testing.T) {
+	enterNetns(t)
+	s := listen(t, "tcp", netip.AddrPortFrom(server4, 0).String())
+	// Listeners that never accept, one per family: their connections wait
+	// in the accept queue, as users do while every login slot is held.
+	var ports []uint16
+	for _, a := range []netip.Addr{server4, server6} {
+		ln, err := net.Listen("tcp", netip.AddrPortFrom(a, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, uint16(ln.Addr().(*net.TCPAddr).Port))
+	}
+	connect(t, other4, server4, s.port(), 2) // accepted: not waiting
+	for i, src := range []netip.Addr{banned4, banned6} {
+		dst := server4
+		if src.Is6() {
+			dst = server6
+		}
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		for range 3 {
+			c, err := d.Dial("tcp", netip.AddrPortFrom(dst, ports[i]).String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+	}
+	for _, tc := range []struct {
+		ports []uint16
+		want  int
+	}{{ports, 6}, {ports[:1], 3}, {[]uint16{s.port()}, 0}} {
+		// The server side joins the queue when the handshake's last ACK
+		// is processed, which may be just after the client's dial returns.
+		n, err := Waiting(context.Background(), tc.ports)
+		for deadline := time.Now().Add(2 * time.Second); err == nil && n != tc.want && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			n, err = Waiting(context.Background(), tc.ports)
+		}
+		if err != nil || n != tc.want {
+			t.Errorf("Waiting(%v) = %d, %v; want %d", tc.ports, n, err, tc.want)
+		}
+	}
+	if _, err := Waiting(context.Background(), nil); err == nil {
+		t.Error("Waiting with no ports: no error")
 	}
 }

@@ -35,6 +35,7 @@ type daemonWorld struct {
 	held     sync.Map // server side of accepted connections, kept open
 
 	kernel, kernelBan string // kernel.syn_rate and kernel.ban_duration
+	slots             string // slot_holders
 }
 
 const (
@@ -43,6 +44,9 @@ const (
 	shortBan  = "198.18.60.9"
 	allowed   = "198.18.60.5"
 	holder    = "198.18.60.11"
+	holder2   = "198.18.60.12"
+	phone     = "198.18.60.13"
+	tbird     = "198.18.60.14"
 	server    = "198.18.60.1"
 )
 
@@ -50,7 +54,7 @@ func newDaemonWorld(t *testing.T) *daemonWorld {
 	w := &daemonWorld{t: t, srv: nstest.New(t, "dsrv"), cli: nstest.New(t, "dcli"), dir: t.TempDir()}
 	w.root = pinRoot(t)
 	var cliAddrs []netip.Prefix
-	for _, a := range []string{"198.18.60.2", attacker, allowed, attacker2, shortBan, holder} {
+	for _, a := range []string{"198.18.60.2", attacker, allowed, attacker2, shortBan, holder, holder2, phone, tbird} {
 		cliAddrs = append(cliAddrs, netip.MustParsePrefix(a+"/24"))
 	}
 	nstest.Veth(t, w.srv, "xg-dsrv", []netip.Prefix{netip.MustParsePrefix(server + "/24")}, w.cli, "xg-dcli", cliAddrs)
@@ -77,6 +81,7 @@ func newDaemonWorld(t *testing.T) *daemonWorld {
 	w.cfgFile = filepath.Join(w.dir, "xdpguard.yaml")
 	w.kernel = "{threshold: 1000, window: 10s}"
 	w.kernelBan = "10m"
+	w.slots = "{idle: 2s}"
 	w.writeConfig(3)
 	t.Cleanup(func() {
 		w.stop(syscall.SIGKILL)
@@ -98,10 +103,10 @@ pin_root: %s
 state_dir: %s
 metrics:
   listen: %s
-slot_holders: {idle: 2s}
+slot_holders: %s
 detect:
   threshold: %d
-`, w.kernel, w.kernelBan, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, threshold)
+`, w.kernel, w.kernelBan, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, w.slots, threshold)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o644); err != nil {
 		w.t.Fatal(err)
 	}
@@ -432,5 +437,66 @@ func TestDaemonEscalatesKernelBans(t *testing.T) {
 	w.waitLog("for=4s")
 	if b := w.banned()[attacker2]; *b.RemainingSeconds < 2.5 {
 		t.Fatalf("second kernel ban = %+v (%.1fs left), want it doubled to 4s", b, *b.RemainingSeconds)
+	}
+}
+
+// Under slot pressure the slot-holder detector bans after a second of
+// silence, not its usual idle; it still spares a single idle connection
+// and clients that speak.
+func TestDaemonSlotPressure(t *testing.T) {
+	w := newDaemonWorld(t)
+	// The usual idle is out of reach here: only pressure can ban.
+	w.slots = "{idle: 1m, pressure: {connections: 4, idle: 1s, scan_interval: 100ms, hold: 1m}}"
+	w.writeConfig(3)
+	w.start()
+	open := func(src string, n int, say string) {
+		t.Helper()
+		for range n {
+			c, err := w.dial(src, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if say != "" {
+				c.Write([]byte(say))
+			}
+		}
+	}
+	// A phone idling on one connection; Thunderbird's five connections,
+	// each saying CAPABILITY, STARTTLS and a TLS hello's worth at once;
+	// and a holder with two silent connections. Three connections are
+	// silent: no pressure, and nobody is banned.
+	open(phone, 1, "")
+	open(tbird, 5, "a1 CAPABILITY\r\na2 STARTTLS\r\n"+strings.Repeat("\x16", 300))
+	open(holder, 2, "")
+	time.Sleep(2500 * time.Millisecond)
+	if bans := w.banned(); len(bans) != 0 {
+		t.Fatalf("banned without pressure: %v\n%s", bans, w.out.String())
+	}
+	if strings.Contains(w.out.String(), "under pressure") {
+		t.Fatalf("pressure at 3 silent connections, with 4 configured:\n%s", w.out.String())
+	}
+	// Two more silent connections make five: pressure, and both holders
+	// go a second later.
+	start := time.Now()
+	open(holder2, 2, "")
+	w.waitBanned(holder2, true)
+	w.waitBanned(holder, true)
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("holders banned %v after the pressure began, want about 1s", d)
+	}
+	w.waitLog("login slots under pressure")
+	for _, ip := range []string{phone, tbird} {
+		if b, ok := w.banned()[ip]; ok {
+			t.Errorf("%s banned under pressure: %+v", ip, b)
+		}
+	}
+	if b := w.banned()[holder2]; b.Origin.String() != "log" || b.Reason.String() != "no-auth" {
+		t.Errorf("ban = %+v", b)
+	}
+	for _, want := range []string{"xdpguard_slot_pressure 1", `xdpguard_slot_connections{state="silent"}`} {
+		if body := w.scrape(t); !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
 	}
 }

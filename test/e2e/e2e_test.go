@@ -41,6 +41,9 @@ const (
 	probeEvery  = 500 * time.Millisecond
 	probeLimit  = 5 * time.Second
 	settleAfter = 10 * time.Second
+	// inFlight is how long after a phase's end every login it started
+	// has been reported: the deadline, and a second for the report.
+	inFlight = probeLimit + time.Second
 	// The slow attacker: one connection every 8 s (held 3 s, then a 5 s
 	// pause), one address, far below the kernel's 20 SYNs per 10 s.
 	slowHold  = 3 * time.Second
@@ -65,7 +68,7 @@ type phaseResult struct {
 	End     time.Time        `json:"end"`
 	Summary mailload.Summary `json:"summary"`
 	// Settled leaves out the first settleAfter of the phase: the part of
-	// the attack that comes before any defence could have learnt of it.
+	// the attack that comes before a log-based defence could have learnt of it.
 	Settled  mailload.Summary     `json:"settled"`
 	Attack   mailload.AttackStats `json:"attack"`
 	Notes    []string             `json:"notes,omitempty"`
@@ -133,11 +136,14 @@ func TestE2E(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := runPhase(t, w, probe, "fail2ban", attack, plen, nil)
-		banned, err := f2b.Banned()
-		if err != nil {
-			t.Error(err)
-		}
+		// Counted when the phase ends, like xdpguard's bans.
+		var banned []string
+		r := runPhase(t, w, probe, "fail2ban", attack, plen, func() {
+			var err error
+			if banned, err = f2b.Banned(); err != nil {
+				t.Error(err)
+			}
+		})
 		r.Notes = append(r.Notes, fmt.Sprintf("fail2ban banned %d of %d attacker addresses", len(banned), len(w.Attackers)))
 		results = append(results, r)
 		if err := f2b.Stop(); err != nil {
@@ -229,6 +235,46 @@ func TestE2E(t *testing.T) {
 		fmt.Sprintf("attackers banned while the attack ran: %d/%d (kernel rate %d, log %d); %d/%d once it had stopped",
 			len(w.Attackers)-missing, len(w.Attackers), kernel, logl, after, len(w.Attackers)),
 		fmt.Sprintf("banned sources still holding slots at the end of the attack: %d", len(held)))
+	// When, by the daemon's own clock: the first and the last attacker
+	// banned, and the slot pressure it reported.
+	banAt, pressureAt := daemonTimeline(x.Log())
+	var first, last time.Time
+	byLog := 0
+	for _, a := range w.Attackers {
+		bits := 64
+		if a.Is4() {
+			bits = 32
+		}
+		p, _ := a.Prefix(bits)
+		at, ok := banAt[p]
+		if !ok || !at.Before(xr.End) {
+			continue
+		}
+		byLog++
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	if byLog > 0 {
+		xr.Notes = append(xr.Notes, fmt.Sprintf("xdpguard's log: first attacker banned %.1f s into the attack, %d/%d by %.1f s",
+			first.Sub(xr.Start).Seconds(), byLog, len(w.Attackers), last.Sub(xr.Start).Seconds()))
+	}
+	// The attack fills Dovecot's login slots at once: the slot-holder
+	// detector's pressure mode (slot_holders.pressure) must see it.
+	var during []string
+	for _, at := range pressureAt {
+		if at.Before(xr.End) {
+			during = append(during, fmt.Sprintf("%.1f s", at.Sub(xr.Start).Seconds()))
+		}
+	}
+	if len(during) == 0 {
+		t.Errorf("xdpguard reported no login slot pressure during the attack")
+	} else {
+		xr.Notes = append(xr.Notes, "xdpguard's log: login slots under pressure from "+strings.Join(during, ", ")+" into the attack")
+	}
 
 	// Phase 3: only the slow attacker, one address opening a connection
 	// every slowHold+slowPause: the SYN rate never catches it, the log
@@ -257,6 +303,7 @@ func TestE2E(t *testing.T) {
 		time.Sleep(rest)
 	}
 	p3.End = time.Now()
+	time.Sleep(inFlight)
 	slowStats, err := slowAttack.Stop()
 	if err != nil {
 		t.Error(err)
@@ -315,6 +362,10 @@ func runPhase(t *testing.T, w *harness.World, probe *harness.Probe, name string,
 		before()
 	}
 	r.End = time.Now()
+	// Logins still in flight are reported when they end, up to the
+	// deadline later; the attack goes on until then, so that they count,
+	// and count under the attack they started in.
+	time.Sleep(inFlight)
 	if r.Attack, err = a.Stop(); err != nil {
 		t.Error(err)
 	}
@@ -326,8 +377,15 @@ func runPhase(t *testing.T, w *harness.World, probe *harness.Probe, name string,
 	return r
 }
 
-// settle waits until no attacker connection is left on the server and the
-// users log in again, so a phase does not inherit the last one's attack.
+// settle waits until no attacker connection is left on the server, none
+// waits in its accept queues, and every user has logged in again, so a
+// phase does not inherit the last one's attack.
+//
+// The queues matter: when an attack stops, the connections its bots had
+// queued (on the IPv6 sockets, which Dovecot serves last) stay queued,
+// closed, until Dovecot has accepted them, and IPv6 users wait behind
+// them. Only logins that finished are reported, so a user stuck there
+// shows as missing, not as failed: each user must have succeeded.
 func settle(t *testing.T, w *harness.World, probe *harness.Probe) {
 	t.Helper()
 	legit := map[netip.Addr]bool{}
@@ -346,14 +404,25 @@ func settle(t *testing.T, w *harness.World, probe *harness.Probe) {
 				n += c
 			}
 		}
+		queued, err := w.Waiting()
+		if err != nil {
+			t.Fatal(err)
+		}
 		from := time.Now().Add(-3 * time.Second)
 		recent := probe.Since(from)
 		s := mailload.Summarize(recent)
-		if n == 0 && s.Attempts > 0 && s.OK == s.Attempts {
+		users := map[netip.Addr]bool{}
+		for _, a := range recent {
+			if a.OK {
+				users[a.Src] = true
+			}
+		}
+		if n == 0 && queued == 0 && s.Attempts > 0 && s.OK == s.Attempts && len(users) == len(w.Users) {
 			return
 		}
 		if time.Now().After(end) {
-			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d/%d recent logins ok", n, s.OK, s.Attempts)
+			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d queued, %d/%d recent logins ok, %d of %d users logged in",
+				n, queued, s.OK, s.Attempts, len(users), len(w.Users))
 		}
 		time.Sleep(time.Second)
 	}
@@ -480,6 +549,37 @@ func (bw *banWatch) falseBans() map[netip.Addr]harness.StatusBan {
 	bw.mu.Lock()
 	defer bw.mu.Unlock()
 	return bw.wrong
+}
+
+// daemonTimeline reads `xdpguard run`'s log: when each prefix was first
+// banned, and when login slot pressure began, by the lines' own times.
+func daemonTimeline(log string) (bans map[netip.Prefix]time.Time, pressure []time.Time) {
+	bans = map[netip.Prefix]time.Time{}
+	for _, line := range strings.Split(log, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !strings.HasPrefix(f[0], "time=") {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
+		if err != nil {
+			continue
+		}
+		switch {
+		case f[2] == "msg=banned":
+			for _, kv := range f[3:] {
+				if v, ok := strings.CutPrefix(kv, "prefix="); ok {
+					if p, err := netip.ParsePrefix(v); err == nil {
+						if _, seen := bans[p]; !seen {
+							bans[p] = at
+						}
+					}
+				}
+			}
+		case strings.Contains(line, `msg="login slots under pressure`):
+			pressure = append(pressure, at)
+		}
+	}
+	return bans, pressure
 }
 
 // buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds

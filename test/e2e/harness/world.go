@@ -332,3 +332,27 @@ func (w *World) Established() (map[netip.Addr]int, error) {
 	}
 	return m, nil
 }
+
+// Waiting counts the connections waiting in the accept queues of the
+// server's mail listeners: established, but not yet taken by Dovecot.
+// After an attack ends, the queued connections of the bots (closed by then)
+// still wait there until Dovecot has worked through them.
+func (w *World) Waiting() (int, error) {
+	out, err := run(w.Server, "ss", "-Hltn", "( sport = :110 or sport = :143 or sport = :993 or sport = :995 )")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		q, err := strconv.Atoi(f[1]) // Recv-Q: the accept queue of a listener
+		if err != nil {
+			return 0, fmt.Errorf("ss: %q: %w", line, err)
+		}
+		n += q
+	}
+	return n, nil
+}

@@ -132,7 +132,7 @@ func run(bin string, phase time.Duration, conns int, install bool) error {
 	say("legitimate logins during the attack")
 	fmt.Printf("    %-22s %s%s\n", "without protection:", line(before), families(before))
 	fmt.Printf("    %-22s %s%s\n", "with xdpguard:", line(after), families(after))
-	fmt.Printf("    (the first seconds with xdpguard are before any source had misbehaved long enough to be banned;\n" +
+	fmt.Printf("    (in the first second or two with xdpguard no bot has yet been silent long enough to be banned;\n" +
 		"     Dovecot serves its IPv4 socket first, so IPv6 users wait behind every queued IPv4 bot)\n")
 	return nil
 }
@@ -169,7 +169,7 @@ loop:
 }
 
 // waitRecovered waits for the attack's connections to be gone from the
-// server.
+// server, the closed ones still in its accept queues included.
 func waitRecovered(ctx context.Context, w *harness.World) error {
 	end := time.Now().Add(60 * time.Second)
 	for time.Now().Before(end) {
@@ -183,7 +183,11 @@ func waitRecovered(ctx context.Context, w *harness.World) error {
 				n += c
 			}
 		}
-		if n == 0 {
+		queued, err := w.Waiting()
+		if err != nil {
+			return err
+		}
+		if n == 0 && queued == 0 {
 			return pause(ctx, 2*time.Second)
 		}
 		if err := pause(ctx, time.Second); err != nil {
