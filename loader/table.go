@@ -265,13 +265,27 @@ func (t *table4) sweep(tick uint64) int {
 			n++
 		}
 	}
-	// Backwards, so that a run of retired slots ending at a never-used one
-	// clears in one pass. Slot i may become never-used only while slot i+1
-	// is; if i+1 is claimed meanwhile, i is retired again at once. Until
-	// then a lookup of the key claimed at i+1 may stop short: a ban made
-	// that same microsecond can miss a packet or two, never the reverse.
-	for i := len(t.slots) - 1; i >= 0; i-- {
-		next := (i + 1) % len(t.slots)
+	// Backwards from a never-used slot, around the ring, so that every run
+	// of retired slots ending at a never-used one clears in one pass (the
+	// last bucket's successor is the first). Slot i may become never-used
+	// only while slot i+1 is; if i+1 is claimed meanwhile, i is retired
+	// again at once. Until then a lookup of the key claimed at i+1 may stop
+	// short: a ban made that same microsecond can miss a packet or two,
+	// never the reverse.
+	size := len(t.slots)
+	start := -1
+	for i := range t.slots {
+		if t.load(i) == 0 {
+			start = i
+			break
+		}
+	}
+	if start < 0 {
+		return n // every slot used: nothing to anchor on until one frees
+	}
+	for k := 1; k < size; k++ {
+		i := (start - k + size) % size
+		next := (i + 1) % size
 		w := t.load(i)
 		if w == 0 || uint32(w>>32) != expRemoved || t.load(next) != 0 {
 			continue
