@@ -115,8 +115,13 @@ struct config {
 	__u8 prefix_v4;
 	__u8 prefix_v6;
 	__u16 pad;
-	__u32 v4_bucket_mask;	// IPv4 ban table: bucket count - 1 (a power of two)
-	__u32 v4_seed;		// its hash seed, random per table
+	// The IPv4 ban table has two sides, A and B, each a whole table. One
+	// is in use, at a size that fits the bans it holds (a small table
+	// misses the cache less); userspace grows it by filling the other
+	// side, larger, and switching v4_active.
+	__u32 v4_mask[2];	// per side: buckets in use - 1 (a power of two)
+	__u32 v4_seed;		// the hash seed, random per set of maps
+	__u32 v4_active;	// 0: side A, 1: side B
 	__u64 ports[1024];	// bitmap of protected destination ports
 };
 

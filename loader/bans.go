@@ -191,17 +191,36 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 	if len(keys) == 0 {
 		return nil
 	}
+	unlock, err := g.lockWrites()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	t, err := g.table()
 	if err != nil {
 		return err
 	}
 	tick := tickOf(monoNow())
+	if n := t.count(tick) + len(keys); 2*n > len(t.slots) {
+		if t, err = g.grow(t, n, tick); err != nil {
+			return err
+		}
+	}
 	type was struct {
 		prev entry
 		had  bool
 	}
 	done := make([]was, 0, len(keys))
 	*undo = append(*undo, func() {
+		unlock, err := g.lockWrites()
+		if err != nil {
+			return
+		}
+		defer unlock()
+		t, err := g.table()
+		if err != nil {
+			return
+		}
 		for i := len(done) - 1; i >= 0; i-- {
 			if done[i].had {
 				t.put(done[i].prev, tick)
@@ -358,6 +377,11 @@ func (g *Guard) Unban(p netip.Prefix) error {
 	}
 	key := netip.PrefixFrom(p.Addr(), gran).Masked()
 	if p.Addr().Is4() {
+		unlock, err := g.lockWrites()
+		if err != nil {
+			return err
+		}
+		defer unlock()
 		t, err := g.table()
 		if err != nil {
 			return err
@@ -456,8 +480,13 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 		}
 	}
 	if len(k4) > 0 {
+		unlock, err := g.lockWrites()
+		if err != nil {
+			return n, err
+		}
 		t, err := g.table()
 		if err != nil {
+			unlock()
 			return n, err
 		}
 		tick := tickOf(monoNow())
@@ -466,6 +495,7 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 				n++
 			}
 		}
+		unlock()
 	}
 	d, err := deleteKeys(g.maps.BansV6, k6)
 	n += d
@@ -607,11 +637,17 @@ func (g *Guard) unbanWhere(pick func(Ban) bool) (int, error) {
 // An IPv6 source the kernel re-bans between the read and the delete loses
 // that ban, and is banned again at its next burst.
 func (g *Guard) Sweep() (int, error) {
-	t, err := g.table()
+	unlock, err := g.lockWrites()
 	if err != nil {
 		return 0, err
 	}
+	t, err := g.table()
+	if err != nil {
+		unlock()
+		return 0, err
+	}
 	n := t.sweep(tickOf(monoNow()))
+	unlock()
 	now := time.Now()
 	d, err := g.unbanWhere(func(b Ban) bool {
 		v4table := b.Prefix.Addr().Is4() && !b.CIDR

@@ -25,9 +25,10 @@ import (
 const DefaultPinRoot = "/sys/fs/bpf/xdpguard"
 
 // Map sizes, per family. The IPv6 ban map is a hash map, not preallocated,
-// so an empty one costs only its bucket array. The IPv4 ban table is
-// preallocated at twice MaxBans slots (8 bytes each), so that it stays at
-// most half full: 16 MiB for the default million.
+// so an empty one costs only its bucket array. The IPv4 ban table has two
+// sides, each preallocated at twice MaxBans slots (8 bytes each): 16 MiB
+// apiece for the default million. Only the part that fits the bans held is
+// in use, so few bans stay in few cache lines.
 const (
 	DefaultMaxBans    = 1 << 20
 	DefaultMaxTracked = 1 << 16
@@ -55,8 +56,10 @@ type Guard struct {
 	links   []link.Link   // unpinned attachments, closed with the Guard
 	created bool          // the maps are new, not adopted from pins
 
-	t4mu sync.Mutex
-	t4   *table4 // the IPv4 ban table, mapped on first use
+	t4mu  sync.Mutex
+	sides [2]*banSide // the IPv4 ban table's sides, mapped on first use
+
+	wmu sync.Mutex // in-process half of lockWrites
 }
 
 // bucketsFor sizes the IPv4 ban table: a power of two of buckets with room
@@ -69,31 +72,71 @@ func bucketsFor(bans uint32) uint32 {
 	return n
 }
 
-// table returns the IPv4 ban table, mapping it on first use.
+// mapNames lists the maps that are pinned, in a stable order.
+var mapNames = []string{
+	bpf.XdpguardMapBansV4A, bpf.XdpguardMapBansV4B, bpf.XdpguardMapBansV4MetaA, bpf.XdpguardMapBansV4MetaB,
+	bpf.XdpguardMapBansV6,
+	bpf.XdpguardMapCidrV4, bpf.XdpguardMapCidrV6, bpf.XdpguardMapCidrCount,
+	bpf.XdpguardMapSynV4, bpf.XdpguardMapSynV6,
+	bpf.XdpguardMapSettings, bpf.XdpguardMapStats, bpf.XdpguardMapEvents,
+}
+
+// table returns the side of the IPv4 ban table in use, mapping both sides
+// on first use.
 func (g *Guard) table() (*table4, error) {
-	g.t4mu.Lock()
-	defer g.t4mu.Unlock()
-	if g.t4 != nil {
-		return g.t4, nil
-	}
 	var c bpf.XdpguardConfig
 	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
 		return nil, fmt.Errorf("read settings: %w", err)
 	}
-	t, err := mapTable4(g.maps.BansV4, g.maps.BansV4Meta, &c)
+	sides, err := g.banSides()
 	if err != nil {
 		return nil, err
 	}
-	g.t4 = t
-	return t, nil
+	a := c.V4Active & 1
+	return sides[a].view(c.V4Mask[a], c.V4Seed)
 }
 
-// mapNames lists the maps that are pinned, in a stable order.
-var mapNames = []string{
-	bpf.XdpguardMapBansV4, bpf.XdpguardMapBansV4Meta, bpf.XdpguardMapBansV6,
-	bpf.XdpguardMapCidrV4, bpf.XdpguardMapCidrV6, bpf.XdpguardMapCidrCount,
-	bpf.XdpguardMapSynV4, bpf.XdpguardMapSynV6,
-	bpf.XdpguardMapSettings, bpf.XdpguardMapStats, bpf.XdpguardMapEvents,
+func (g *Guard) banSides() ([2]*banSide, error) {
+	g.t4mu.Lock()
+	defer g.t4mu.Unlock()
+	if g.sides[0] != nil {
+		return g.sides, nil
+	}
+	a, err := mapSide(g.maps.BansV4A, g.maps.BansV4MetaA)
+	if err != nil {
+		return g.sides, err
+	}
+	b, err := mapSide(g.maps.BansV4B, g.maps.BansV4MetaB)
+	if err != nil {
+		a.close()
+		return g.sides, err
+	}
+	g.sides = [2]*banSide{a, b}
+	return g.sides, nil
+}
+
+// lockWrites serialises userspace's writes to the IPv4 ban table across
+// processes (the daemon and the CLI), with flock on the pin directory, so
+// that no writer uses a side that grow is switching away from.
+func (g *Guard) lockWrites() (func(), error) {
+	g.wmu.Lock()
+	if g.pinRoot == "" {
+		return g.wmu.Unlock, nil
+	}
+	fd, err := unix.Open(g.pinRoot, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		if err = unix.Flock(fd, unix.LOCK_EX); err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		g.wmu.Unlock()
+		return nil, fmt.Errorf("lock %s for writing: %w", g.pinRoot, err)
+	}
+	return func() {
+		unix.Close(fd) // releases the flock
+		g.wmu.Unlock()
+	}, nil
 }
 
 // New loads the XDP program. With a PinRoot it adopts maps already pinned
@@ -112,13 +155,15 @@ func New(opts Options) (*Guard, error) {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
 	sizes := map[string]uint32{
-		bpf.XdpguardMapBansV4:     bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
-		bpf.XdpguardMapBansV4Meta: bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
-		bpf.XdpguardMapBansV6:     orDefault(opts.MaxBans, DefaultMaxBans),
-		bpf.XdpguardMapSynV4:      orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapSynV6:      orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapCidrV4:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
-		bpf.XdpguardMapCidrV6:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapBansV4A:     bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV4B:     bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV4MetaA: bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV4MetaB: bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV6:      orDefault(opts.MaxBans, DefaultMaxBans),
+		bpf.XdpguardMapSynV4:       orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapSynV6:       orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapCidrV4:      orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapCidrV6:      orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -196,9 +241,11 @@ func (g *Guard) Close() error {
 		g.prog.Close()
 	}
 	g.t4mu.Lock()
-	if g.t4 != nil {
-		g.t4.close()
-		g.t4 = nil
+	for i, sd := range g.sides {
+		if sd != nil {
+			sd.close()
+			g.sides[i] = nil
+		}
 	}
 	g.t4mu.Unlock()
 	// All maps, the unpinned per-load ones (the clock cache) included.
@@ -207,17 +254,19 @@ func (g *Guard) Close() error {
 
 func (g *Guard) mapPointers() map[string]**ebpf.Map {
 	return map[string]**ebpf.Map{
-		bpf.XdpguardMapBansV4:     &g.maps.BansV4,
-		bpf.XdpguardMapBansV4Meta: &g.maps.BansV4Meta,
-		bpf.XdpguardMapBansV6:     &g.maps.BansV6,
-		bpf.XdpguardMapCidrV4:     &g.maps.CidrV4,
-		bpf.XdpguardMapCidrV6:     &g.maps.CidrV6,
-		bpf.XdpguardMapCidrCount:  &g.maps.CidrCount,
-		bpf.XdpguardMapSynV4:      &g.maps.SynV4,
-		bpf.XdpguardMapSynV6:      &g.maps.SynV6,
-		bpf.XdpguardMapSettings:   &g.maps.Settings,
-		bpf.XdpguardMapStats:      &g.maps.Stats,
-		bpf.XdpguardMapEvents:     &g.maps.Events,
+		bpf.XdpguardMapBansV4A:     &g.maps.BansV4A,
+		bpf.XdpguardMapBansV4B:     &g.maps.BansV4B,
+		bpf.XdpguardMapBansV4MetaA: &g.maps.BansV4MetaA,
+		bpf.XdpguardMapBansV4MetaB: &g.maps.BansV4MetaB,
+		bpf.XdpguardMapBansV6:      &g.maps.BansV6,
+		bpf.XdpguardMapCidrV4:      &g.maps.CidrV4,
+		bpf.XdpguardMapCidrV6:      &g.maps.CidrV6,
+		bpf.XdpguardMapCidrCount:   &g.maps.CidrCount,
+		bpf.XdpguardMapSynV4:       &g.maps.SynV4,
+		bpf.XdpguardMapSynV6:       &g.maps.SynV6,
+		bpf.XdpguardMapSettings:    &g.maps.Settings,
+		bpf.XdpguardMapStats:       &g.maps.Stats,
+		bpf.XdpguardMapEvents:      &g.maps.Events,
 	}
 }
 

@@ -122,6 +122,13 @@ func (g *Guard) SetSettings(s Settings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("invalid settings: %w", err)
 	}
+	// Under the write lock: a table growing meanwhile would have its
+	// switch of sides undone by this write.
+	unlock, err := g.lockWrites()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var cur bpf.XdpguardConfig
 	if err := g.maps.Settings.Lookup(uint32(0), &cur); err != nil {
 		return fmt.Errorf("read settings: %w", err)
@@ -137,11 +144,12 @@ func (g *Guard) SetSettings(s Settings) error {
 		}
 	}
 	c := encodeSettings(s)
-	c.V4BucketMask, c.V4Seed = cur.V4BucketMask, cur.V4Seed
-	if c.V4BucketMask == 0 {
-		// The first write, on a table nobody has used: fix its geometry
+	c.V4Mask, c.V4Seed, c.V4Active = cur.V4Mask, cur.V4Seed, cur.V4Active
+	if cur.PrefixV4 == 0 {
+		// The first write, on a table nobody has used: start it small
 		// and draw its seed.
-		c.V4BucketMask = g.maps.BansV4.MaxEntries() - 1
+		n := min(uint32(initialBuckets), g.maps.BansV4A.MaxEntries())
+		c.V4Mask = [2]uint32{n - 1, n - 1}
 		var seed [4]byte
 		if _, err := rand.Read(seed[:]); err != nil {
 			return fmt.Errorf("draw the ban table's hash seed: %w", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -25,42 +26,70 @@ const (
 // ErrTableFull means every slot an IPv4 address may use holds a live ban.
 var ErrTableFull = errors.New("IPv4 ban table full around this address (raise max_bans)")
 
-// table4 is userspace's side of the IPv4 ban table: the very memory the XDP
-// program reads, mapped shared, and written with the program's protocol. A
-// slot changes only by compare-and-swap from the value last read, so the
-// kernel's auto-bans and userspace's bans never overwrite each other, and
-// no lock is shared with the packet path.
+// table4 is userspace's view of the side of the IPv4 ban table in use: the
+// very memory the XDP program reads, mapped shared, and written with the
+// program's protocol. A slot changes only by compare-and-swap from the
+// value last read, so the kernel's auto-bans and userspace's bans never
+// overwrite each other, and no lock is shared with the packet path.
+// Userspace writers also hold Guard.lockWrites, which is what keeps the
+// side in use from changing under them (see grow).
 type table4 struct {
 	slots []uint64 // bucket b's slots are slots[b*banWays:][:banWays]
 	meta  []byte   // per bucket: origin[banWays] then reason[banWays]
 	mask  uint32
 	seed  uint32
-	maps  [][]byte
 }
 
-func mapTable4(bans, meta *ebpf.Map, c *bpf.XdpguardConfig) (*table4, error) {
+// banSide is one side of the table, mapped whole.
+type banSide struct {
+	slots   []uint64
+	meta    []byte
+	buckets uint32
+	maps    [][]byte
+}
+
+// initialBuckets is where a new table starts: 256 KiB, 16,384 bans at half
+// load, so that a host with few bans misses the cache less. It grows on
+// demand up to the maps' size; the kernel alone (no daemon) can fill it to
+// about twice that before its auto-bans find no room.
+const initialBuckets = 4096
+
+func mapSide(bans, meta *ebpf.Map) (*banSide, error) {
 	n := bans.MaxEntries()
-	if n == 0 || n&(n-1) != 0 || c.V4BucketMask != n-1 {
-		return nil, fmt.Errorf("IPv4 ban table: %d buckets, settings say mask %#x: pinned by an incompatible version? (xdpguard detach, then start again)", n, c.V4BucketMask)
+	if n == 0 || n&(n-1) != 0 || meta.MaxEntries() != n {
+		return nil, fmt.Errorf("IPv4 ban table: %d buckets and %d metadata entries: pinned by an incompatible version? (xdpguard detach, then start again)", n, meta.MaxEntries())
 	}
-	if meta.MaxEntries() != n {
-		return nil, fmt.Errorf("IPv4 ban table: %d buckets but %d metadata entries", n, meta.MaxEntries())
-	}
-	t := &table4{mask: c.V4BucketMask, seed: c.V4Seed}
+	s := &banSide{buckets: n}
 	b, err := mmap(bans, int(n)*banWays*8)
 	if err != nil {
 		return nil, err
 	}
-	t.maps = append(t.maps, b)
+	s.maps = append(s.maps, b)
 	m, err := mmap(meta, int(n)*2*banWays)
 	if err != nil {
-		t.close()
+		s.close()
 		return nil, err
 	}
-	t.maps = append(t.maps, m)
-	t.slots = unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), int(n)*banWays)
-	t.meta = m
-	return t, nil
+	s.maps = append(s.maps, m)
+	s.slots = unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), int(n)*banWays)
+	s.meta = m
+	return s, nil
+}
+
+func (s *banSide) close() {
+	for _, b := range s.maps {
+		unix.Munmap(b)
+	}
+	s.maps, s.slots, s.meta = nil, nil, nil
+}
+
+// view is the side's first mask+1 buckets, as the program sees them.
+func (s *banSide) view(mask, seed uint32) (*table4, error) {
+	if mask >= s.buckets || (mask+1)&mask != 0 {
+		return nil, fmt.Errorf("IPv4 ban table: settings say %d buckets of %d: pinned by an incompatible version? (xdpguard detach, then start again)", uint64(mask)+1, s.buckets)
+	}
+	n := int(mask) + 1
+	return &table4{slots: s.slots[:n*banWays], meta: s.meta[:n*2*banWays], mask: mask, seed: seed}, nil
 }
 
 func mmap(m *ebpf.Map, size int) ([]byte, error) {
@@ -70,13 +99,6 @@ func mmap(m *ebpf.Map, size int) ([]byte, error) {
 		return nil, fmt.Errorf("map the IPv4 ban table into memory: %w", privilegeHint(err))
 	}
 	return b, nil
-}
-
-func (t *table4) close() {
-	for _, b := range t.maps {
-		unix.Munmap(b)
-	}
-	t.maps, t.slots, t.meta = nil, nil, nil
 }
 
 // hash is ban_hash in bpf/xdpguard.c.
@@ -306,4 +328,69 @@ func (t *table4) count(tick uint64) int {
 		}
 	}
 	return n
+}
+
+// grow moves the table to its other side, with enough buckets in use to
+// keep bans at most half full (up to the maps' size), and switches the
+// program to it. The caller holds lockWrites, so no userspace writer uses
+// the old side meanwhile; the program may, until it sees the switch, and
+// what it banned there is carried over after.
+func (g *Guard) grow(cur *table4, bans int, tick uint64) (*table4, error) {
+	var c bpf.XdpguardConfig
+	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	sides, err := g.banSides()
+	if err != nil {
+		return nil, err
+	}
+	next := 1 - c.V4Active&1
+	have := uint32(len(cur.slots) / banWays)
+	n := have
+	for uint64(n)*uint64(banWays) < 2*uint64(bans) && n < sides[next].buckets {
+		n <<= 1
+	}
+	if n <= have {
+		return cur, nil // at the maps' size: ErrTableFull will say so
+	}
+	nv, err := sides[next].view(n-1, c.V4Seed)
+	if err != nil {
+		return nil, err
+	}
+	// Nothing reads the side not in use: the last program that did
+	// finished long before the last switch.
+	clear(nv.slots)
+	clear(nv.meta)
+	carry := func() error {
+		var err error
+		cur.each(func(i int, e entry) {
+			if at, w, _ := cur.find(e.key); err != nil || at != i || !live(w, tick) {
+				return
+			}
+			if have, ok := nv.get(e.key, tick); ok && (have.exp == expForever || e.exp != expForever && have.exp >= e.exp) {
+				return
+			}
+			err = nv.put(e, tick)
+		})
+		return err
+	}
+	if err := carry(); err != nil {
+		return nil, fmt.Errorf("grow the IPv4 ban table to %d buckets: %w", n, err)
+	}
+	// Two writes, so that no packet can see the new side with its old size.
+	c.V4Mask[next] = n - 1
+	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
+		return nil, fmt.Errorf("grow the IPv4 ban table: %w", privilegeHint(err))
+	}
+	c.V4Active = next
+	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
+		return nil, fmt.Errorf("grow the IPv4 ban table: %w", privilegeHint(err))
+	}
+	// A program that read the old side finishes within microseconds;
+	// whatever it banned there moves over now.
+	time.Sleep(10 * time.Millisecond)
+	if err := carry(); err != nil {
+		return nil, fmt.Errorf("grow the IPv4 ban table to %d buckets: %w", n, err)
+	}
+	return nv, nil
 }

@@ -279,3 +279,87 @@ func TestTableHoldsMaxBans(t *testing.T) {
 	}
 	t.Logf("a million bans: the farthest key sits %d bucket(s) past its own (limit %d)", most, banProbes-1)
 }
+
+// The table starts small and grows by moving to its other side while the
+// program keeps banning on its own: every ban, the kernel's included, is in
+// force afterwards, and the program reads the larger side.
+func TestTableGrowsUnderKernelBans(t *testing.T) {
+	requireRoot(t)
+	g, err := New(Options{MaxBans: 1 << 16, MaxTracked: 1 << 14, MaxCIDR: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	s := DefaultSettings()
+	s.RateThreshold = 1
+	s.RateWindow = time.Hour
+	if err := g.SetSettings(s); err != nil {
+		t.Fatal(err)
+	}
+	before, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(before.slots) / banWays; got != initialBuckets {
+		t.Fatalf("a new table uses %d buckets, want %d", got, initialBuckets)
+	}
+
+	var kern []netip.Addr
+	for i := range 3000 {
+		kern = append(kern, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+	}
+	var user []netip.Prefix
+	for i := range 40000 {
+		user = append(user, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32))
+	}
+	done := make(chan error, 1)
+	go func() {
+		for _, a := range kern {
+			pkt := packet.Build(syn(a, 143))
+			for range 2 { // the second SYN is over a rate of one
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: pkt, Repeat: 1}); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	// Several batches, so that growth happens while the kernel bans.
+	for i := 0; i < len(user); i += 5000 {
+		if err := g.BanMany(user[i:i+5000], time.Hour, OriginManual, ReasonBlocklist); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	after, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(after.slots) / banWays; got <= initialBuckets {
+		t.Fatalf("after 43,000 bans the table still uses %d buckets", got)
+	}
+	for _, a := range kern {
+		if b, ok, err := g.BanOf(a); err != nil || !ok || b.Origin != OriginKernel {
+			t.Fatalf("kernel ban on %s lost across growth: %+v %v %v", a, b, ok, err)
+		}
+	}
+	for _, p := range user {
+		if _, ok, err := g.BanOf(p.Addr()); err != nil || !ok {
+			t.Fatalf("ban on %s lost: %v %v", p, ok, err)
+		}
+	}
+	for _, a := range []netip.Addr{kern[0], kern[len(kern)-1], user[0].Addr(), user[len(user)-1].Addr()} {
+		spec := syn(a, 25)
+		spec.Flags = packet.ACK
+		if got := run(t, g, packet.Build(spec)); got != xdpDrop {
+			t.Fatalf("program passes banned %s after growth", a)
+		}
+	}
+	if st, err := g.Stats(); err != nil || st.BanTableFull != 0 {
+		t.Fatalf("stats %+v, %v: no kernel ban may have found the table full", st, err)
+	}
+}
