@@ -61,8 +61,8 @@ struct ban {
 // used (the word is 0), and the first slot holding the key decides.
 enum ban_table {
 	BAN_WAYS = 8,			// slots per 64-byte bucket
-	BAN_PROBES = 8,			// buckets a key may live in; a million keys in
-					// 2M slots need at most 6 (TestTableHoldsMaxBans)
+	BAN_PROBES = 16,		// buckets a key may live in; a million keys in
+					// 2M slots were seen to need 7 (TestTableHoldsMaxBans)
 	BAN_TICK_SHIFT = 25,		// 33.5 ms ticks: 32 bits last 4.5 years of uptime
 	BAN_EXP_REMOVED = 1,		// unbanned; the slot is free but was used
 	BAN_EXP_FOREVER = 0xffffffff,	// never expires

@@ -36,7 +36,7 @@ type XdpguardBanTable uint32
 
 const (
 	XdpguardBanTableBAN_WAYS        XdpguardBanTable = 8
-	XdpguardBanTableBAN_PROBES      XdpguardBanTable = 8
+	XdpguardBanTableBAN_PROBES      XdpguardBanTable = 16
 	XdpguardBanTableBAN_TICK_SHIFT  XdpguardBanTable = 25
 	XdpguardBanTableBAN_EXP_REMOVED XdpguardBanTable = 1
 	XdpguardBanTableBAN_EXP_FOREVER XdpguardBanTable = 4294967295
