@@ -110,11 +110,12 @@ struct {
 	__type(value, __u32);
 } cidr_count SEC(".maps");
 
+// One element: a packet reads its CPU's counters with a single lookup.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct counters);
 } stats SEC(".maps");
 
 struct {
@@ -161,12 +162,9 @@ static __always_inline __u64 now_ns(void)
 	return c->ns;
 }
 
-static __always_inline void count(__u32 idx)
+static __always_inline void count(struct counters *c, __u32 idx)
 {
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-
-	if (v)
-		*v += 1;
+	c->n[idx]++;
 }
 
 struct pkt {
@@ -473,7 +471,7 @@ static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp
 	return ban_side(&bans_v4_a, &bans_v4_meta_a, cfg->v4_mask[0], cfg->v4_seed, key, exp, tick);
 }
 
-static __always_inline void auto_ban(const struct pkt *p, const struct config *cfg,
+static __always_inline void auto_ban(struct counters *c, const struct pkt *p, const struct config *cfg,
 				     void *syns, void *key, __u32 keylen, __u64 now)
 {
 	__u64 expires = now + cfg->ban_ns;
@@ -485,7 +483,7 @@ static __always_inline void auto_ban(const struct pkt *p, const struct config *c
 		if (exp >= BAN_EXP_FOREVER)
 			exp = BAN_EXP_FOREVER - 1;
 		if (!ban_v4(cfg, *(__u32 *)key, exp, now >> BAN_TICK_SHIFT))
-			count(STAT_BAN_TABLE_FULL);
+			count(c, STAT_BAN_TABLE_FULL);
 		expires = exp << BAN_TICK_SHIFT;
 	} else {
 		struct ban b = {
@@ -498,12 +496,12 @@ static __always_inline void auto_ban(const struct pkt *p, const struct config *c
 	}
 	// A fresh start when the ban ends, not an instant re-ban.
 	bpf_map_delete_elem(syns, key);
-	count(STAT_AUTOBAN);
+	count(c, STAT_AUTOBAN);
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		count(STAT_EVENT_LOST);
+		count(c, STAT_EVENT_LOST);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -520,14 +518,14 @@ static __always_inline void auto_ban(const struct pkt *p, const struct config *c
 	bpf_ringbuf_submit(e, 0);
 }
 
-static __always_inline int drop(const struct config *cfg, __u32 stat)
+static __always_inline int drop(const struct config *cfg, struct counters *c, __u32 stat)
 {
 	if (cfg->flags & FLAG_MONITOR) {
-		count(stat + (STAT_WOULD_DROP_BAN - STAT_DROP_BAN));
-		count(STAT_PASS);
+		count(c, stat + (STAT_WOULD_DROP_BAN - STAT_DROP_BAN));
+		count(c, STAT_PASS);
 		return XDP_PASS;
 	}
-	count(stat);
+	count(c, stat);
 	return XDP_DROP;
 }
 
@@ -557,7 +555,7 @@ static __always_inline int banned(const struct config *cfg, void *key, __u32 key
 // Everything after parsing, for one family. Inlined once per family with
 // constant maps: a lookup whose map differs by path cannot be inlined by the
 // verifier and costs an indirect call.
-static __always_inline int decide(const struct config *cfg, const struct pkt *p,
+static __always_inline int decide(const struct config *cfg, struct counters *c, const struct pkt *p,
 				  void *syns, void *key, __u32 keylen)
 {
 	int to_port = p->tcp && port_protected(cfg, p->dport);
@@ -565,11 +563,11 @@ static __always_inline int decide(const struct config *cfg, const struct pkt *p,
 
 	if (banned(cfg, key, keylen, &now) &&
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
-		return drop(cfg, STAT_DROP_BAN);
+		return drop(cfg, c, STAT_DROP_BAN);
 
 	if (!p->syn || !to_port || !cfg->rate_interval_ns)
 		goto pass;
-	count(STAT_SYN);
+	count(c, STAT_SYN);
 	if (!now)
 		now = now_ns();
 
@@ -584,11 +582,11 @@ static __always_inline int decide(const struct config *cfg, const struct pkt *p,
 			goto pass;
 	}
 	if (over_rate(s, cfg, now)) {
-		auto_ban(p, cfg, syns, key, keylen, now);
-		return drop(cfg, STAT_DROP_BAN);
+		auto_ban(c, p, cfg, syns, key, keylen, now);
+		return drop(cfg, c, STAT_DROP_BAN);
 	}
 pass:
-	count(STAT_PASS);
+	count(c, STAT_PASS);
 	return XDP_PASS;
 }
 
@@ -597,37 +595,38 @@ int xdpguard(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
+	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
 	struct pkt p = {};
 
-	if (!cfg)
+	if (!cfg || !c)
 		return XDP_PASS;
 	parse(ctx, &p);
 	if (p.malformed)
-		count(STAT_MALFORMED);
+		count(c, STAT_MALFORMED);
 	if (!p.family) {
-		count(STAT_PASS);
+		count(c, STAT_PASS);
 		return XDP_PASS;
 	}
 
 	int cidr = cidr_verdict(&p);
 
 	if (cidr == CIDR_ALLOW) {
-		count(STAT_ALLOW);
-		count(STAT_PASS);
+		count(c, STAT_ALLOW);
+		count(c, STAT_PASS);
 		return XDP_PASS;
 	}
 	if (cidr == CIDR_DENY)
-		return drop(cfg, STAT_DROP_CIDR);
+		return drop(cfg, c, STAT_DROP_CIDR);
 
 	if (p.family == 4) {
 		__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
 
-		return decide(cfg, &p, &syn_v4, &key4, sizeof(key4));
+		return decide(cfg, c, &p, &syn_v4, &key4, sizeof(key4));
 	}
 	struct in6_key key6 = {
 		.hi = p.src.hi & cfg->mask_v6_hi,
 		.lo = p.src.lo & cfg->mask_v6_lo,
 	};
 
-	return decide(cfg, &p, &syn_v6, &key6, sizeof(key6));
+	return decide(cfg, c, &p, &syn_v6, &key6, sizeof(key6));
 }

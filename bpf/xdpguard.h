@@ -152,4 +152,9 @@ enum stat {
 	STAT_MAX = 11,
 };
 
+// Per-CPU counters, indexed by enum stat.
+struct counters {
+	__u64 n[STAT_MAX];
+};
+
 #endif

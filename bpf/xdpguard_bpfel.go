@@ -103,6 +103,11 @@ const (
 	XdpguardConfigFlagsFLAG_SCOPE_PORTS XdpguardConfigFlags = 2
 )
 
+type XdpguardCounters struct {
+	_ structs.HostLayout
+	N [11]uint64
+}
+
 type XdpguardEvent struct {
 	_         structs.HostLayout
 	Addr      [16]uint8

@@ -36,12 +36,12 @@ func (s Stats) Seen() uint64 { return s.Passed + s.DroppedBan + s.DroppedCIDR }
 // Stats reads and sums the per-CPU counters.
 func (g *Guard) Stats() (Stats, error) {
 	var sum [bpf.XdpguardStatSTAT_MAX]uint64
-	for i := range sum {
-		var percpu []uint64
-		if err := g.maps.Stats.Lookup(uint32(i), &percpu); err != nil {
-			return Stats{}, fmt.Errorf("read counter %d: %w", i, err)
-		}
-		for _, v := range percpu {
+	var percpu []bpf.XdpguardCounters
+	if err := g.maps.Stats.Lookup(uint32(0), &percpu); err != nil {
+		return Stats{}, fmt.Errorf("read counters: %w", err)
+	}
+	for _, c := range percpu {
+		for i, v := range c.N {
 			sum[i] += v
 		}
 	}
