@@ -38,21 +38,23 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // Sizes are defaults: the loader overrides max_entries before loading.
-// Each side of the IPv4 ban table: 2^18 buckets of 8 slots hold 1M bans at
-// half load, in 16 MiB (struct config's v4_* fields say which side is used).
-#define BAN_SIDE(name, value_type)				\
-	struct {						\
-		__uint(type, BPF_MAP_TYPE_ARRAY);		\
-		__uint(map_flags, BPF_F_MMAPABLE);		\
-		__uint(max_entries, 1 << 18);			\
-		__type(key, __u32);				\
-		__type(value, value_type);			\
-	} name SEC(".maps")
+// The IPv4 ban table: two sides of 2^18 buckets of 8 slots, each holding
+// 1M bans at half load in 16 MiB (see struct config's v4_* fields).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 << 18);
+	__type(key, __u32);
+	__type(value, struct ban_bucket);
+} bans_v4 SEC(".maps");
 
-BAN_SIDE(bans_v4_a, struct ban_bucket);
-BAN_SIDE(bans_v4_b, struct ban_bucket);
-BAN_SIDE(bans_v4_meta_a, struct ban_meta);
-BAN_SIDE(bans_v4_meta_b, struct ban_meta);
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 2 << 18);
+	__type(key, __u32);
+	__type(value, struct ban_meta);
+} bans_v4_meta SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -394,13 +396,25 @@ static __always_inline int slot_live(__u64 w, __u64 tick)
 	return exp == BAN_EXP_FOREVER || exp > tick;
 }
 
-// The IPv4 ban on key in one side of the table, read as one word: 0 when
-// there is none.
-static __always_inline __u64 lookup_side(void *bans, __u32 mask, __u32 h, __u32 key)
+// The side of the IPv4 ban table in use: its first bucket and its mask.
+static __always_inline __u32 side_of(const struct config *cfg, __u32 *mask)
 {
+	__u32 a = cfg->v4_active & 1;
+
+	*mask = cfg->v4_mask[a];
+	return a * cfg->v4_side;
+}
+
+// The IPv4 ban on key, read as one word: 0 when there is none.
+static __always_inline __u64 lookup_v4(const struct config *cfg, __u32 key)
+{
+	__u32 h = ban_hash(key, cfg->v4_seed);
+	__u32 mask;
+	__u32 base = side_of(cfg, &mask);
+
 	for (__u32 p = 0; p < BAN_PROBES; p++) {
-		__u32 idx = (h + p) & mask;
-		struct ban_bucket *bk = bpf_map_lookup_elem(bans, &idx);
+		__u32 idx = base + ((h + p) & mask);
+		struct ban_bucket *bk = bpf_map_lookup_elem(&bans_v4, &idx);
 
 		if (!bk)
 			return 0;
@@ -417,29 +431,20 @@ static __always_inline __u64 lookup_side(void *bans, __u32 mask, __u32 h, __u32 
 	return 0;
 }
 
-// Each side has its own call with its own constant map, so that the
-// verifier inlines both lookups.
-static __always_inline __u64 lookup_v4(const struct config *cfg, __u32 key)
-{
-	__u32 h = ban_hash(key, cfg->v4_seed);
-
-	if (cfg->v4_active)
-		return lookup_side(&bans_v4_b, cfg->v4_mask[1], h, key);
-	return lookup_side(&bans_v4_a, cfg->v4_mask[0], h, key);
-}
-
 // Claims the first slot in key's probe sequence that is free or already
 // key's, with one CAS per attempt: a slot another CPU or userspace wrote
 // meanwhile is skipped, never overwritten. 0 when every slot is live.
-static __always_inline int ban_side(void *bans, void *meta, __u32 mask, __u32 seed,
-				    __u32 key, __u32 exp, __u64 tick)
+static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp,
+				  __u64 tick)
 {
-	__u32 h = ban_hash(key, seed);
+	__u32 h = ban_hash(key, cfg->v4_seed);
+	__u32 mask;
+	__u32 base = side_of(cfg, &mask);
 	__u64 nw = (__u64)exp << 32 | key;
 
 	for (__u32 p = 0; p < BAN_PROBES; p++) {
-		__u32 idx = (h + p) & mask;
-		struct ban_bucket *bk = bpf_map_lookup_elem(bans, &idx);
+		__u32 idx = base + ((h + p) & mask);
+		struct ban_bucket *bk = bpf_map_lookup_elem(&bans_v4, &idx);
 
 		if (!bk)
 			return 0;
@@ -451,7 +456,7 @@ static __always_inline int ban_side(void *bans, void *meta, __u32 mask, __u32 se
 			if (__sync_val_compare_and_swap(&bk->slot[i], w, nw) != w)
 				continue;
 
-			struct ban_meta *m = bpf_map_lookup_elem(meta, &idx);
+			struct ban_meta *m = bpf_map_lookup_elem(&bans_v4_meta, &idx);
 
 			if (m) {
 				m->origin[i] = ORIGIN_KERNEL;
@@ -461,14 +466,6 @@ static __always_inline int ban_side(void *bans, void *meta, __u32 mask, __u32 se
 		}
 	}
 	return 0;
-}
-
-static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp,
-				  __u64 tick)
-{
-	if (cfg->v4_active)
-		return ban_side(&bans_v4_b, &bans_v4_meta_b, cfg->v4_mask[1], cfg->v4_seed, key, exp, tick);
-	return ban_side(&bans_v4_a, &bans_v4_meta_a, cfg->v4_mask[0], cfg->v4_seed, key, exp, tick);
 }
 
 static __always_inline void auto_ban(struct counters *c, const struct pkt *p, const struct config *cfg,

@@ -115,13 +115,15 @@ struct config {
 	__u8 prefix_v4;
 	__u8 prefix_v6;
 	__u16 pad;
-	// The IPv4 ban table has two sides, A and B, each a whole table. One
-	// is in use, at a size that fits the bans it holds (a small table
-	// misses the cache less); userspace grows it by filling the other
-	// side, larger, and switching v4_active.
+	// The IPv4 ban table has two sides, the two halves of bans_v4, each a
+	// whole table. One is in use, at a size that fits the bans it holds
+	// (a small table misses the cache less); userspace grows it by
+	// filling the other side, larger, and switching v4_active.
 	__u32 v4_mask[2];	// per side: buckets in use - 1 (a power of two)
 	__u32 v4_seed;		// the hash seed, random per set of maps
-	__u32 v4_active;	// 0: side A, 1: side B
+	__u32 v4_active;	// the side in use: 0 or 1
+	__u32 v4_side;		// buckets per side: side 1 starts there
+	__u32 pad2;
 	__u64 ports[1024];	// bitmap of protected destination ports
 };
 

@@ -93,6 +93,8 @@ type XdpguardConfig struct {
 	V4Mask         [2]uint32
 	V4Seed         uint32
 	V4Active       uint32
+	V4Side         uint32
+	Pad2           uint32
 	Ports          [1024]uint64
 }
 
@@ -176,10 +178,8 @@ type XdpguardSynState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpguardMapBansV4A           = "bans_v4_a"
-	XdpguardMapBansV4B           = "bans_v4_b"
-	XdpguardMapBansV4MetaA       = "bans_v4_meta_a"
-	XdpguardMapBansV4MetaB       = "bans_v4_meta_b"
+	XdpguardMapBansV4            = "bans_v4"
+	XdpguardMapBansV4Meta        = "bans_v4_meta"
 	XdpguardMapBansV6            = "bans_v6"
 	XdpguardMapCidrCount         = "cidr_count"
 	XdpguardMapCidrV4            = "cidr_v4"
@@ -249,20 +249,18 @@ type XdpguardProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpguardMapSpecs struct {
-	BansV4A     *ebpf.MapSpec `ebpf:"bans_v4_a"`
-	BansV4B     *ebpf.MapSpec `ebpf:"bans_v4_b"`
-	BansV4MetaA *ebpf.MapSpec `ebpf:"bans_v4_meta_a"`
-	BansV4MetaB *ebpf.MapSpec `ebpf:"bans_v4_meta_b"`
-	BansV6      *ebpf.MapSpec `ebpf:"bans_v6"`
-	CidrCount   *ebpf.MapSpec `ebpf:"cidr_count"`
-	CidrV4      *ebpf.MapSpec `ebpf:"cidr_v4"`
-	CidrV6      *ebpf.MapSpec `ebpf:"cidr_v6"`
-	Clock       *ebpf.MapSpec `ebpf:"clock"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	Settings    *ebpf.MapSpec `ebpf:"settings"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	SynV4       *ebpf.MapSpec `ebpf:"syn_v4"`
-	SynV6       *ebpf.MapSpec `ebpf:"syn_v6"`
+	BansV4     *ebpf.MapSpec `ebpf:"bans_v4"`
+	BansV4Meta *ebpf.MapSpec `ebpf:"bans_v4_meta"`
+	BansV6     *ebpf.MapSpec `ebpf:"bans_v6"`
+	CidrCount  *ebpf.MapSpec `ebpf:"cidr_count"`
+	CidrV4     *ebpf.MapSpec `ebpf:"cidr_v4"`
+	CidrV6     *ebpf.MapSpec `ebpf:"cidr_v6"`
+	Clock      *ebpf.MapSpec `ebpf:"clock"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Settings   *ebpf.MapSpec `ebpf:"settings"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	SynV4      *ebpf.MapSpec `ebpf:"syn_v4"`
+	SynV6      *ebpf.MapSpec `ebpf:"syn_v6"`
 }
 
 // XdpguardVariableSpecs contains global variables before they are loaded into the kernel.
@@ -298,28 +296,24 @@ func (o *XdpguardObjects) Close() error {
 //
 // It can be passed to LoadXdpguardObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpguardMaps struct {
-	BansV4A     *ebpf.Map `ebpf:"bans_v4_a"`
-	BansV4B     *ebpf.Map `ebpf:"bans_v4_b"`
-	BansV4MetaA *ebpf.Map `ebpf:"bans_v4_meta_a"`
-	BansV4MetaB *ebpf.Map `ebpf:"bans_v4_meta_b"`
-	BansV6      *ebpf.Map `ebpf:"bans_v6"`
-	CidrCount   *ebpf.Map `ebpf:"cidr_count"`
-	CidrV4      *ebpf.Map `ebpf:"cidr_v4"`
-	CidrV6      *ebpf.Map `ebpf:"cidr_v6"`
-	Clock       *ebpf.Map `ebpf:"clock"`
-	Events      *ebpf.Map `ebpf:"events"`
-	Settings    *ebpf.Map `ebpf:"settings"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	SynV4       *ebpf.Map `ebpf:"syn_v4"`
-	SynV6       *ebpf.Map `ebpf:"syn_v6"`
+	BansV4     *ebpf.Map `ebpf:"bans_v4"`
+	BansV4Meta *ebpf.Map `ebpf:"bans_v4_meta"`
+	BansV6     *ebpf.Map `ebpf:"bans_v6"`
+	CidrCount  *ebpf.Map `ebpf:"cidr_count"`
+	CidrV4     *ebpf.Map `ebpf:"cidr_v4"`
+	CidrV6     *ebpf.Map `ebpf:"cidr_v6"`
+	Clock      *ebpf.Map `ebpf:"clock"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Settings   *ebpf.Map `ebpf:"settings"`
+	Stats      *ebpf.Map `ebpf:"stats"`
+	SynV4      *ebpf.Map `ebpf:"syn_v4"`
+	SynV6      *ebpf.Map `ebpf:"syn_v6"`
 }
 
 func (m *XdpguardMaps) Close() error {
 	return _XdpguardClose(
-		m.BansV4A,
-		m.BansV4B,
-		m.BansV4MetaA,
-		m.BansV4MetaB,
+		m.BansV4,
+		m.BansV4Meta,
 		m.BansV6,
 		m.CidrCount,
 		m.CidrV4,

@@ -74,8 +74,7 @@ func bucketsFor(bans uint32) uint32 {
 
 // mapNames lists the maps that are pinned, in a stable order.
 var mapNames = []string{
-	bpf.XdpguardMapBansV4A, bpf.XdpguardMapBansV4B, bpf.XdpguardMapBansV4MetaA, bpf.XdpguardMapBansV4MetaB,
-	bpf.XdpguardMapBansV6,
+	bpf.XdpguardMapBansV4, bpf.XdpguardMapBansV4Meta, bpf.XdpguardMapBansV6,
 	bpf.XdpguardMapCidrV4, bpf.XdpguardMapCidrV6, bpf.XdpguardMapCidrCount,
 	bpf.XdpguardMapSynV4, bpf.XdpguardMapSynV6,
 	bpf.XdpguardMapSettings, bpf.XdpguardMapStats, bpf.XdpguardMapEvents,
@@ -92,6 +91,9 @@ func (g *Guard) table() (*table4, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.V4Side != sides[0].buckets {
+		return nil, fmt.Errorf("IPv4 ban table: settings say sides of %d buckets, the map has %d: pinned by an incompatible version? (xdpguard detach, then start again)", c.V4Side, sides[0].buckets)
+	}
 	a := c.V4Active & 1
 	return sides[a].view(c.V4Mask[a], c.V4Seed)
 }
@@ -102,16 +104,11 @@ func (g *Guard) banSides() ([2]*banSide, error) {
 	if g.sides[0] != nil {
 		return g.sides, nil
 	}
-	a, err := mapSide(g.maps.BansV4A, g.maps.BansV4MetaA)
+	sides, err := mapSides(g.maps.BansV4, g.maps.BansV4Meta)
 	if err != nil {
 		return g.sides, err
 	}
-	b, err := mapSide(g.maps.BansV4B, g.maps.BansV4MetaB)
-	if err != nil {
-		a.close()
-		return g.sides, err
-	}
-	g.sides = [2]*banSide{a, b}
+	g.sides = sides
 	return g.sides, nil
 }
 
@@ -155,15 +152,13 @@ func New(opts Options) (*Guard, error) {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
 	sizes := map[string]uint32{
-		bpf.XdpguardMapBansV4A:     bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
-		bpf.XdpguardMapBansV4B:     bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
-		bpf.XdpguardMapBansV4MetaA: bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
-		bpf.XdpguardMapBansV4MetaB: bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
-		bpf.XdpguardMapBansV6:      orDefault(opts.MaxBans, DefaultMaxBans),
-		bpf.XdpguardMapSynV4:       orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapSynV6:       orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapCidrV4:      orDefault(opts.MaxCIDR, DefaultMaxCIDR),
-		bpf.XdpguardMapCidrV6:      orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapBansV4:     2 * bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV4Meta: 2 * bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
+		bpf.XdpguardMapBansV6:     orDefault(opts.MaxBans, DefaultMaxBans),
+		bpf.XdpguardMapSynV4:      orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapSynV6:      orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapCidrV4:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapCidrV6:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -241,11 +236,9 @@ func (g *Guard) Close() error {
 		g.prog.Close()
 	}
 	g.t4mu.Lock()
-	for i, sd := range g.sides {
-		if sd != nil {
-			sd.close()
-			g.sides[i] = nil
-		}
+	if g.sides[0] != nil {
+		g.sides[0].close()
+		g.sides = [2]*banSide{}
 	}
 	g.t4mu.Unlock()
 	// All maps, the unpinned per-load ones (the clock cache) included.
@@ -254,19 +247,17 @@ func (g *Guard) Close() error {
 
 func (g *Guard) mapPointers() map[string]**ebpf.Map {
 	return map[string]**ebpf.Map{
-		bpf.XdpguardMapBansV4A:     &g.maps.BansV4A,
-		bpf.XdpguardMapBansV4B:     &g.maps.BansV4B,
-		bpf.XdpguardMapBansV4MetaA: &g.maps.BansV4MetaA,
-		bpf.XdpguardMapBansV4MetaB: &g.maps.BansV4MetaB,
-		bpf.XdpguardMapBansV6:      &g.maps.BansV6,
-		bpf.XdpguardMapCidrV4:      &g.maps.CidrV4,
-		bpf.XdpguardMapCidrV6:      &g.maps.CidrV6,
-		bpf.XdpguardMapCidrCount:   &g.maps.CidrCount,
-		bpf.XdpguardMapSynV4:       &g.maps.SynV4,
-		bpf.XdpguardMapSynV6:       &g.maps.SynV6,
-		bpf.XdpguardMapSettings:    &g.maps.Settings,
-		bpf.XdpguardMapStats:       &g.maps.Stats,
-		bpf.XdpguardMapEvents:      &g.maps.Events,
+		bpf.XdpguardMapBansV4:     &g.maps.BansV4,
+		bpf.XdpguardMapBansV4Meta: &g.maps.BansV4Meta,
+		bpf.XdpguardMapBansV6:     &g.maps.BansV6,
+		bpf.XdpguardMapCidrV4:     &g.maps.CidrV4,
+		bpf.XdpguardMapCidrV6:     &g.maps.CidrV6,
+		bpf.XdpguardMapCidrCount:  &g.maps.CidrCount,
+		bpf.XdpguardMapSynV4:      &g.maps.SynV4,
+		bpf.XdpguardMapSynV6:      &g.maps.SynV6,
+		bpf.XdpguardMapSettings:   &g.maps.Settings,
+		bpf.XdpguardMapStats:      &g.maps.Stats,
+		bpf.XdpguardMapEvents:     &g.maps.Events,
 	}
 }
 

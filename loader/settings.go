@@ -144,11 +144,12 @@ func (g *Guard) SetSettings(s Settings) error {
 		}
 	}
 	c := encodeSettings(s)
-	c.V4Mask, c.V4Seed, c.V4Active = cur.V4Mask, cur.V4Seed, cur.V4Active
+	c.V4Mask, c.V4Seed, c.V4Active, c.V4Side = cur.V4Mask, cur.V4Seed, cur.V4Active, cur.V4Side
 	if cur.PrefixV4 == 0 {
 		// The first write, on a table nobody has used: start it small
 		// and draw its seed.
-		n := min(uint32(initialBuckets), g.maps.BansV4A.MaxEntries())
+		c.V4Side = g.maps.BansV4.MaxEntries() / 2
+		n := min(uint32(initialBuckets), c.V4Side)
 		c.V4Mask = [2]uint32{n - 1, n - 1}
 		var seed [4]byte
 		if _, err := rand.Read(seed[:]); err != nil {

@@ -45,35 +45,42 @@ type banSide struct {
 	slots   []uint64
 	meta    []byte
 	buckets uint32
-	maps    [][]byte
+	maps    [][]byte // the mappings of both sides, held by side 0
 }
 
 // initialBuckets is where a new table starts: 256 KiB, 16,384 bans at half
 // load, so that a host with few bans misses the cache less. It grows on
-// demand up to the maps' size; the kernel alone (no daemon) can fill it to
+// demand up to a side's size; the kernel alone (no daemon) can fill it to
 // about twice that before its auto-bans find no room.
 const initialBuckets = 4096
 
-func mapSide(bans, meta *ebpf.Map) (*banSide, error) {
+// mapSides maps the table and its metadata, and splits both in halves.
+func mapSides(bans, meta *ebpf.Map) ([2]*banSide, error) {
 	n := bans.MaxEntries()
-	if n == 0 || n&(n-1) != 0 || meta.MaxEntries() != n {
-		return nil, fmt.Errorf("IPv4 ban table: %d buckets and %d metadata entries: pinned by an incompatible version? (xdpguard detach, then start again)", n, meta.MaxEntries())
+	if n < 2 || (n/2)&(n/2-1) != 0 || n%2 != 0 || meta.MaxEntries() != n {
+		return [2]*banSide{}, fmt.Errorf("IPv4 ban table: %d buckets and %d metadata entries: pinned by an incompatible version? (xdpguard detach, then start again)", n, meta.MaxEntries())
 	}
-	s := &banSide{buckets: n}
 	b, err := mmap(bans, int(n)*banWays*8)
 	if err != nil {
-		return nil, err
+		return [2]*banSide{}, err
 	}
-	s.maps = append(s.maps, b)
 	m, err := mmap(meta, int(n)*2*banWays)
 	if err != nil {
-		s.close()
-		return nil, err
+		unix.Munmap(b)
+		return [2]*banSide{}, err
 	}
-	s.maps = append(s.maps, m)
-	s.slots = unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), int(n)*banWays)
-	s.meta = m
-	return s, nil
+	slots := unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), int(n)*banWays)
+	half := int(n / 2)
+	var sides [2]*banSide
+	for i := range sides {
+		sides[i] = &banSide{
+			slots:   slots[i*half*banWays : (i+1)*half*banWays],
+			meta:    m[i*half*2*banWays : (i+1)*half*2*banWays],
+			buckets: n / 2,
+		}
+	}
+	sides[0].maps = [][]byte{b, m}
+	return sides, nil
 }
 
 func (s *banSide) close() {
