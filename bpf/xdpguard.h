@@ -154,9 +154,12 @@ enum stat {
 	STAT_MAX = 11,
 };
 
-// Per-CPU counters, indexed by enum stat.
+// Per-CPU counters, indexed by enum stat, and the CPU's clock cache (see
+// now_ns), which shares their lookup.
 struct counters {
 	__u64 n[STAT_MAX];
+	__u64 clock_jiffies;
+	__u64 clock_ns;
 };
 
 #endif
