@@ -136,17 +136,32 @@ const enum stat *unused_stat __attribute__((unused));
 const enum ban_table *unused_ban_table __attribute__((unused));
 
 // The coarse clock only moves when jiffies does, so a per-CPU copy keyed by
-// jiffies (whose read the verifier inlines) is the same clock, cheaper. It
-// lives beside the counters, which the packet has looked up already.
-static __always_inline __u64 now_ns(struct counters *c)
+// jiffies (whose read the verifier inlines) is the same clock, cheaper.
+struct clock_cache {
+	__u64 jiffies;
+	__u64 ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct clock_cache);
+} clock SEC(".maps");
+
+static __always_inline __u64 now_ns(void)
 {
+	__u32 zero = 0;
+	struct clock_cache *c = bpf_map_lookup_elem(&clock, &zero);
 	__u64 j = bpf_jiffies64();
 
-	if (c->clock_jiffies != j) {
-		c->clock_jiffies = j;
-		c->clock_ns = bpf_ktime_get_coarse_ns();
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->jiffies != j) {
+		c->jiffies = j;
+		c->ns = bpf_ktime_get_coarse_ns();
 	}
-	return c->clock_ns;
+	return c->ns;
 }
 
 static __always_inline void count(struct counters *c, __u32 idx)
@@ -317,7 +332,7 @@ static __always_inline int expired(__u64 deadline, __u64 now)
 
 // Returns 0 (no rule), CIDR_ALLOW or CIDR_DENY for the unmasked source: an
 // allow for one host inside a banned /64 must match that host.
-static __always_inline int cidr_verdict(struct counters *c, const struct pkt *p)
+static __always_inline int cidr_verdict(const struct pkt *p)
 {
 	__u32 idx = p->family == 4 ? 0 : 1;
 	__u32 *n = bpf_map_lookup_elem(&cidr_count, &idx);
@@ -335,7 +350,7 @@ static __always_inline int cidr_verdict(struct counters *c, const struct pkt *p)
 		__builtin_memcpy(k.addr, &p->src, sizeof(k.addr));
 		r = bpf_map_lookup_elem(&cidr_v6, &k);
 	}
-	if (!r || expired(r->expires_ns, now_ns(c)))
+	if (!r || expired(r->expires_ns, now_ns()))
 		return 0;
 	return r->action;
 }
@@ -512,15 +527,15 @@ static __always_inline int drop(const struct config *cfg, struct counters *c, __
 }
 
 // Whether the source's ban is in force; *now is read only when one exists.
-static __always_inline int banned(const struct config *cfg, struct counters *c, void *key,
-				  __u32 keylen, __u64 *now)
+static __always_inline int banned(const struct config *cfg, void *key, __u32 keylen,
+				  __u64 *now)
 {
 	if (keylen == 4) {
 		__u64 w = lookup_v4(cfg, *(__u32 *)key);
 
 		if (!w)
 			return 0;
-		*now = now_ns(c);
+		*now = now_ns();
 		return slot_live(w, *now >> BAN_TICK_SHIFT);
 	}
 
@@ -530,7 +545,7 @@ static __always_inline int banned(const struct config *cfg, struct counters *c, 
 		return 0;
 	if (!b->expires_ns)
 		return 1;
-	*now = now_ns(c);
+	*now = now_ns();
 	return !expired(b->expires_ns, *now);
 }
 
@@ -543,7 +558,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	int to_port = p->tcp && port_protected(cfg, p->dport);
 	__u64 now = 0;
 
-	if (banned(cfg, c, key, keylen, &now) &&
+	if (banned(cfg, key, keylen, &now) &&
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
 		return drop(cfg, c, STAT_DROP_BAN);
 
@@ -551,7 +566,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 		goto pass;
 	count(c, STAT_SYN);
 	if (!now)
-		now = now_ns(c);
+		now = now_ns();
 
 	struct syn_state *s = bpf_map_lookup_elem(syns, key);
 
@@ -590,7 +605,7 @@ int xdpguard(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	int cidr = cidr_verdict(c, &p);
+	int cidr = cidr_verdict(&p);
 
 	if (cidr == CIDR_ALLOW) {
 		count(c, STAT_ALLOW);

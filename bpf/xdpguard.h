@@ -154,12 +154,9 @@ enum stat {
 	STAT_MAX = 11,
 };
 
-// Per-CPU counters, indexed by enum stat, and the CPU's clock cache (see
-// now_ns), which shares their lookup.
+// Per-CPU counters, indexed by enum stat.
 struct counters {
 	__u64 n[STAT_MAX];
-	__u64 clock_jiffies;
-	__u64 clock_ns;
 };
 
 #endif

@@ -70,6 +70,12 @@ type XdpguardCidrV6Key struct {
 	Addr      [16]uint8
 }
 
+type XdpguardClockCache struct {
+	_       structs.HostLayout
+	Jiffies uint64
+	Ns      uint64
+}
+
 type XdpguardConfig struct {
 	_              structs.HostLayout
 	RateIntervalNs uint64
@@ -100,10 +106,8 @@ const (
 )
 
 type XdpguardCounters struct {
-	_            structs.HostLayout
-	N            [11]uint64
-	ClockJiffies uint64
-	ClockNs      uint64
+	_ structs.HostLayout
+	N [11]uint64
 }
 
 type XdpguardEvent struct {
@@ -180,6 +184,7 @@ const (
 	XdpguardMapCidrCount         = "cidr_count"
 	XdpguardMapCidrV4            = "cidr_v4"
 	XdpguardMapCidrV6            = "cidr_v6"
+	XdpguardMapClock             = "clock"
 	XdpguardMapEvents            = "events"
 	XdpguardMapSettings          = "settings"
 	XdpguardMapStats             = "stats"
@@ -250,6 +255,7 @@ type XdpguardMapSpecs struct {
 	CidrCount  *ebpf.MapSpec `ebpf:"cidr_count"`
 	CidrV4     *ebpf.MapSpec `ebpf:"cidr_v4"`
 	CidrV6     *ebpf.MapSpec `ebpf:"cidr_v6"`
+	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Settings   *ebpf.MapSpec `ebpf:"settings"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
@@ -296,6 +302,7 @@ type XdpguardMaps struct {
 	CidrCount  *ebpf.Map `ebpf:"cidr_count"`
 	CidrV4     *ebpf.Map `ebpf:"cidr_v4"`
 	CidrV6     *ebpf.Map `ebpf:"cidr_v6"`
+	Clock      *ebpf.Map `ebpf:"clock"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Settings   *ebpf.Map `ebpf:"settings"`
 	Stats      *ebpf.Map `ebpf:"stats"`
@@ -311,6 +318,7 @@ func (m *XdpguardMaps) Close() error {
 		m.CidrCount,
 		m.CidrV4,
 		m.CidrV6,
+		m.Clock,
 		m.Events,
 		m.Settings,
 		m.Stats,

@@ -241,7 +241,7 @@ func (g *Guard) Close() error {
 		g.sides = [2]*banSide{}
 	}
 	g.t4mu.Unlock()
-	// All maps, including any a later program adds unpinned.
+	// All maps, the unpinned per-load ones (the clock cache) included.
 	return g.maps.Close()
 }
 
