@@ -27,8 +27,14 @@ func requireRoot(t testing.TB) {
 // test starts from empty state quickly.
 func newTestGuard(t testing.TB, s Settings) *Guard {
 	t.Helper()
+	return newSizedGuard(t, s, 1<<14)
+}
+
+// newSizedGuard is newTestGuard with room for maxBans bans per family.
+func newSizedGuard(t testing.TB, s Settings, maxBans uint32) *Guard {
+	t.Helper()
 	requireRoot(t)
-	g, err := New(Options{MaxBans: 1 << 14, MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
+	g, err := New(Options{MaxBans: maxBans, MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,11 +83,7 @@ var mapNames = []string{
 // table returns the side of the IPv4 ban table in use, mapping both sides
 // on first use.
 func (g *Guard) table() (*table4, error) {
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return nil, fmt.Errorf("read settings: %w", err)
-	}
-	sides, err := g.banSides()
+	c, sides, err := g.tableState()
 	if err != nil {
 		return nil, err
 	}
@@ -96,6 +92,16 @@ func (g *Guard) table() (*table4, error) {
 	}
 	a := c.V4Active & 1
 	return sides[a].view(c.V4Mask[a], c.V4Seed)
+}
+
+// tableState reads the settings that describe the table, and its sides.
+func (g *Guard) tableState() (bpf.XdpguardConfig, [2]*banSide, error) {
+	var c bpf.XdpguardConfig
+	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
+		return c, [2]*banSide{}, fmt.Errorf("read settings: %w", err)
+	}
+	sides, err := g.banSides()
+	return c, sides, err
 }
 
 func (g *Guard) banSides() ([2]*banSide, error) {

@@ -343,11 +343,7 @@ func (t *table4) count(tick uint64) int {
 // the old side meanwhile; the program may, until it sees the switch, and
 // what it banned there is carried over after.
 func (g *Guard) grow(cur *table4, bans int, tick uint64) (*table4, error) {
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return nil, fmt.Errorf("read settings: %w", err)
-	}
-	sides, err := g.banSides()
+	c, sides, err := g.tableState()
 	if err != nil {
 		return nil, err
 	}

@@ -17,16 +17,7 @@ import (
 // hundred keys share buckets and probe sequences overlap.
 func newDenseGuard(t testing.TB, s Settings) *Guard {
 	t.Helper()
-	requireRoot(t)
-	g, err := New(Options{MaxBans: 64, MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { g.Close() })
-	if err := g.SetSettings(s); err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return newSizedGuard(t, s, 64)
 }
 
 // tableOps drives the table through the public API (plus raw expired bans)
