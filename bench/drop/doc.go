@@ -73,10 +73,9 @@ development run (10,000 bans, one run per cell). The harness is
   holding 16 IPv4 keys each and sized to the set, at most half full, so a
   lookup reads one cache line. It has no expiry, deletion or IPv6.
   xdpguard's own table holds 8 slots a bucket (address and deadline in one
-  word) and is sized for its default 1,048,576 bans whatever the set, so at
-  10,000 and 100,000 bans its keys are spread over 16 MiB instead of
-  128 KiB and 1 MiB: the gap between the two at those sizes is cache and
-  TLB misses, not work.
+  word) and uses as many buckets as keep its bans at most half full,
+  growing by powers of two: at 100,000 bans 32,768 buckets (2 MiB) where
+  this reference uses 1 MiB.
 - Both veths have TSO off. Otherwise veth passes a socket's packets to the
   peer's backlog queue rather than its NAPI ring, except while a native XDP
   program is attached (which turns the peer's TSO off): the legitimate
