@@ -191,6 +191,50 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 	if len(keys) == 0 {
 		return nil
 	}
+	tick := tickOf(monoNow())
+	type was struct {
+		prev entry
+		had  bool
+	}
+	done := make([]was, 0, len(keys))
+	*undo = append(*undo, func() {
+		g.writeTable(func(t *table4) error {
+			for i := len(done) - 1; i >= 0; i-- {
+				if done[i].had {
+					t.put(done[i].prev, tick)
+				} else {
+					t.remove(done[i].prev.key, tick)
+				}
+			}
+			return nil
+		})
+	})
+	return g.writeTable(func(t *table4) error {
+		// A table already at its side's size cannot grow: no need to count.
+		if len(t.slots) < t.side {
+			if n := t.count(tick) + len(keys); 2*n > len(t.slots) {
+				var err error
+				if t, err = g.grow(t, n, tick); err != nil {
+					return err
+				}
+			}
+		}
+		exp := expOf(deadline)
+		for _, k := range keys {
+			key := key4(k)
+			prev, had := t.get(key, tick)
+			prev.key = key
+			if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
+				return fmt.Errorf("ban %s: %w", netip.AddrFrom4(k), err)
+			}
+			done = append(done, was{prev, had})
+		}
+		return nil
+	})
+}
+
+// writeTable runs fn on the IPv4 table in use, under lockWrites.
+func (g *Guard) writeTable(fn func(*table4) error) error {
 	unlock, err := g.lockWrites()
 	if err != nil {
 		return err
@@ -200,46 +244,7 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 	if err != nil {
 		return err
 	}
-	tick := tickOf(monoNow())
-	if n := t.count(tick) + len(keys); 2*n > len(t.slots) {
-		if t, err = g.grow(t, n, tick); err != nil {
-			return err
-		}
-	}
-	type was struct {
-		prev entry
-		had  bool
-	}
-	done := make([]was, 0, len(keys))
-	*undo = append(*undo, func() {
-		unlock, err := g.lockWrites()
-		if err != nil {
-			return
-		}
-		defer unlock()
-		t, err := g.table()
-		if err != nil {
-			return
-		}
-		for i := len(done) - 1; i >= 0; i-- {
-			if done[i].had {
-				t.put(done[i].prev, tick)
-			} else {
-				t.remove(done[i].prev.key, tick)
-			}
-		}
-	})
-	exp := expOf(deadline)
-	for _, k := range keys {
-		key := key4(k)
-		prev, had := t.get(key, tick)
-		prev.key = key
-		if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
-			return fmt.Errorf("ban %s: %w", netip.AddrFrom4(k), err)
-		}
-		done = append(done, was{prev, had})
-	}
-	return nil
+	return fn(t)
 }
 
 // key4 is an address as the program reads it from a packet.
@@ -377,19 +382,12 @@ func (g *Guard) Unban(p netip.Prefix) error {
 	}
 	key := netip.PrefixFrom(p.Addr(), gran).Masked()
 	if p.Addr().Is4() {
-		unlock, err := g.lockWrites()
-		if err != nil {
-			return err
-		}
-		defer unlock()
-		t, err := g.table()
-		if err != nil {
-			return err
-		}
-		if !t.remove(key4(key.Addr().As4()), tickOf(monoNow())) {
-			return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
-		}
-		return nil
+		return g.writeTable(func(t *table4) error {
+			if !t.remove(key4(key.Addr().As4()), tickOf(monoNow())) {
+				return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
+			}
+			return nil
+		})
 	}
 	k := key.Addr().As16()
 	err = g.maps.BansV6.Delete(&k)
@@ -480,22 +478,18 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 		}
 	}
 	if len(k4) > 0 {
-		unlock, err := g.lockWrites()
-		if err != nil {
-			return n, err
-		}
-		t, err := g.table()
-		if err != nil {
-			unlock()
-			return n, err
-		}
-		tick := tickOf(monoNow())
-		for _, k := range k4 {
-			if t.remove(key4(k), tick) {
-				n++
+		err := g.writeTable(func(t *table4) error {
+			tick := tickOf(monoNow())
+			for _, k := range k4 {
+				if t.remove(key4(k), tick) {
+					n++
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			return n, err
 		}
-		unlock()
 	}
 	d, err := deleteKeys(g.maps.BansV6, k6)
 	n += d
@@ -637,17 +631,13 @@ func (g *Guard) unbanWhere(pick func(Ban) bool) (int, error) {
 // An IPv6 source the kernel re-bans between the read and the delete loses
 // that ban, and is banned again at its next burst.
 func (g *Guard) Sweep() (int, error) {
-	unlock, err := g.lockWrites()
-	if err != nil {
+	n := 0
+	if err := g.writeTable(func(t *table4) error {
+		n = t.sweep(tickOf(monoNow()))
+		return nil
+	}); err != nil {
 		return 0, err
 	}
-	t, err := g.table()
-	if err != nil {
-		unlock()
-		return 0, err
-	}
-	n := t.sweep(tickOf(monoNow()))
-	unlock()
 	now := time.Now()
 	d, err := g.unbanWhere(func(b Ban) bool {
 		v4table := b.Prefix.Addr().Is4() && !b.CIDR

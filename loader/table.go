@@ -38,6 +38,7 @@ type table4 struct {
 	meta  []byte   // per bucket: origin[banWays] then reason[banWays]
 	mask  uint32
 	seed  uint32
+	side  int // slots in the whole side, the most it can grow to
 }
 
 // banSide is one side of the table, mapped whole.
@@ -96,7 +97,7 @@ func (s *banSide) view(mask, seed uint32) (*table4, error) {
 		return nil, fmt.Errorf("IPv4 ban table: settings say %d buckets of %d: pinned by an incompatible version? (xdpguard detach, then start again)", uint64(mask)+1, s.buckets)
 	}
 	n := int(mask) + 1
-	return &table4{slots: s.slots[:n*banWays], meta: s.meta[:n*2*banWays], mask: mask, seed: seed}, nil
+	return &table4{slots: s.slots[:n*banWays], meta: s.meta[:n*2*banWays], mask: mask, seed: seed, side: len(s.slots)}, nil
 }
 
 func mmap(m *ebpf.Map, size int) ([]byte, error) {
