@@ -41,6 +41,13 @@ func appendFile(t *testing.T, path, s string) {
 	fd.Close()
 }
 
+// lineWait bounds the wait for a line that must come. It is long because a
+// re-created file can be missed by the tailer's inotify watch and found only
+// by the stall check (stallCheck), and because CI runs these tests on a busy
+// 2-core machine: a passing test never waits this long, and a failing one
+// fails all the same. Five seconds failed once in four fresh runs.
+const lineWait = 30 * time.Second
+
 func expect(t *testing.T, f *Follower, want ...string) []Line {
 	t.Helper()
 	var got []Line
@@ -51,8 +58,8 @@ func expect(t *testing.T, f *Follower, want ...string) []Line {
 				t.Fatalf("got line %q, want %q", l.Data, w)
 			}
 			got = append(got, l)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("timed out waiting for %q", w)
+		case <-time.After(lineWait):
+			t.Fatalf("timed out after %v waiting for %q", lineWait, w)
 		}
 	}
 	return got
