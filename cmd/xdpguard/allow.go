@@ -78,6 +78,13 @@ func allowCommand() *cli.Command {
 // --keep-state say what the next run will restore.
 func settleState(c *cli.Context, cfg config.Config) error {
 	s := store(cfg)
+	if _, err := os.Stat(s.Path()); errors.Is(err, fs.ErrNotExist) {
+		// Nothing to clear or keep; and no state directory made for it.
+		if c.Bool("keep-state") {
+			fmt.Fprintf(c.App.Writer, "no state file %s: the next run starts empty\n", s.Path())
+		}
+		return nil
+	}
 	return state.WithLock(s.Dir, func() error {
 		st, err := s.Load()
 		if err != nil && !errors.Is(err, state.ErrCorrupt) {
