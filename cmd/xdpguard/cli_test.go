@@ -36,12 +36,19 @@ func TestMain(m *testing.M) {
 // xdpguard runs the binary, inside ns when it is not nil.
 func xdpguard(t *testing.T, ns *nstest.NS, args ...string) (string, string, int) {
 	t.Helper()
+	return xdpguardEnv(t, ns, nil, args...)
+}
+
+// xdpguardEnv is xdpguard with extra environment variables.
+func xdpguardEnv(t *testing.T, ns *nstest.NS, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	var cmd *exec.Cmd
 	if ns != nil {
 		cmd = exec.Command("nsenter", append([]string{"--net=" + ns.Path(), binary}, args...)...)
 	} else {
 		cmd = exec.Command(binary, args...)
 	}
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,23 +13,6 @@ import (
 	"github.com/xdpguard/xdpguard/internal/nstest"
 	"github.com/xdpguard/xdpguard/loader"
 )
-
-// xdpguardEnv is xdpguard with extra environment variables.
-func xdpguardEnv(t *testing.T, ns *nstest.NS, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command("nsenter", append([]string{"--net=" + ns.Path(), binary}, args...)...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return stdout.String(), stderr.String(), code
-}
 
 func banPrefixes(r statusReport) []string {
 	var out []string
