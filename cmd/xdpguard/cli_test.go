@@ -90,7 +90,13 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 		{[]string{"attach", "--iface", "xg-nosuch0", "--pin-root", root}, "xg-nosuch0: no such interface"},
 		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `XDP mode "turbo"`},
 		{[]string{"status", "--top", "-1"}, "--top"},
-		{[]string{"frobnicate"}, ""},
+		{[]string{"frobnicate"}, `no command "frobnicate"`},
+		// The rows of issue 12, through the binary for the real status.
+		{[]string{"ban", "198.18.3.3", "--fro", "1h"}, "unknown flag --fro (did you mean --from?)"},
+		{[]string{"attach"}, "attach needs --iface INTERFACE"},
+		{[]string{"run", "--iface", "xg-x", "--bogus"}, "unknown flag --bogus"},
+		{[]string{"status", "--top", "abc"}, `--top "abc": not a valid value`},
+		{[]string{"ban", "198.18.3.4", "--reason", "bogus"}, `unknown ban reason "bogus"`},
 	} {
 		stdout, stderr, code := xdpguard(t, nil, tc.args...)
 		if code != 2 {
