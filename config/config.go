@@ -58,6 +58,9 @@ type Config struct {
 	// SlotHolders bans sources that hold login slots without a word.
 	SlotHolders SlotHolders `yaml:"slot_holders"`
 
+	// GuardRails bound what `xdpguard ban` accepts without --force.
+	GuardRails GuardRails `yaml:"guard_rails"`
+
 	PinRoot  string `yaml:"pin_root"`  // bpffs directory for pinned maps and links
 	StateDir string `yaml:"state_dir"` // where bans and offender history persist
 
@@ -100,6 +103,14 @@ type SlotPressure struct {
 	Idle         time.Duration `yaml:"idle"`
 	ScanInterval time.Duration `yaml:"scan_interval"`
 	Hold         time.Duration `yaml:"hold"`
+}
+
+// GuardRails are the limits on manual bans. A ban wider than these prefix
+// lengths is refused without --force: one typo (0.0.0.0/0, 10.0.0.0/1)
+// would otherwise drop every packet, SSH included.
+type GuardRails struct {
+	WidestBanV4 int `yaml:"widest_ban_v4"` // 0-32
+	WidestBanV6 int `yaml:"widest_ban_v6"` // 0-128
 }
 
 // Kernel holds the XDP program's settings and map sizes.
@@ -170,9 +181,10 @@ func Default() Config {
 			ScanInterval: time.Second,
 			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
 				Hold: time.Minute}},
-		PinRoot:  "/sys/fs/bpf/xdpguard",
-		StateDir: "/var/lib/xdpguard",
-		Log:      Log{Format: "text", Level: "info"},
+		GuardRails: GuardRails{WidestBanV4: 8, WidestBanV6: 32},
+		PinRoot:    "/sys/fs/bpf/xdpguard",
+		StateDir:   "/var/lib/xdpguard",
+		Log:        Log{Format: "text", Level: "info"},
 	}
 }
 

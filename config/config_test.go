@@ -122,10 +122,11 @@ allow:
   - ::ffff:203.0.113.9
 kill_connections: false
 slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m}}
+guard_rails: {widest_ban_v4: 16, widest_ban_v6: 48}
 pin_root: /sys/fs/bpf/test
 state_dir: /tmp/state
 log: {format: json, level: debug}
-metrics: {listen: "[::1]:9431"}
+metrics: {listen: "[::1]:9931"}
 `)
 	want := Config{
 		Interfaces: []string{"eth1", "bond0.100"},
@@ -144,10 +145,11 @@ metrics: {listen: "[::1]:9431"}
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32,
 			ScanInterval: 2 * time.Second, Pressure: SlotPressure{Connections: 50, Idle: 2 * time.Second,
 				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute}},
-		PinRoot:  "/sys/fs/bpf/test",
-		StateDir: "/tmp/state",
-		Log:      Log{Format: "json", Level: "debug"},
-		Metrics:  Metrics{Listen: "[::1]:9431"},
+		GuardRails: GuardRails{WidestBanV4: 16, WidestBanV6: 48},
+		PinRoot:    "/sys/fs/bpf/test",
+		StateDir:   "/tmp/state",
+		Log:        Log{Format: "json", Level: "debug"},
+		Metrics:    Metrics{Listen: "[::1]:9931"},
 	}
 	got := *c
 	detect := got.Detect
@@ -194,7 +196,7 @@ func TestParseErrors(t *testing.T) {
 				`allow[4]: "10.0.0.1/8": host bits set (the network is 10.0.0.0/8) (line 6)`}},
 		{"unknown keys", "kernel:\n  prots: [1]\nmonitor: true\n",
 			[]string{"kernel.prots: unknown key (known here: ban_duration, ban_scope, max_bans, max_cidr_rules, max_tracked, monitor, ports, prefix_v4, prefix_v6, syn_rate) (line 2)",
-				"monitor: unknown key (known here: allow, detect, interfaces, kernel, kill_connections, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
+				"monitor: unknown key (known here: allow, detect, guard_rails, interfaces, kernel, kill_connections, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
 		{"duplicate key", "xdp_mode: auto\nxdp_mode: native\n",
 			[]string{"xdp_mode: duplicate key (line 2)"}},
 		{"ports", "kernel:\n  ports: [110, 70000, 0, 110, x]\n",
@@ -245,12 +247,15 @@ func TestParseErrors(t *testing.T) {
 				`logs.files[2]: "/a/": listed twice (line 3)`,
 				`pin_root: "bpf": must be an absolute path (line 1)`,
 				`state_dir: "": empty path (line 2)`}},
-		{"metrics", "metrics: {listen: 'metrics.example:9431'}\n",
-			[]string{`metrics.listen: "metrics.example:9431": host "metrics.example": must be an IP address or localhost (line 1)`}},
+		{"metrics", "metrics: {listen: 'metrics.example:9931'}\n",
+			[]string{`metrics.listen: "metrics.example:9931": host "metrics.example": must be an IP address or localhost (line 1)`}},
+		{"guard rails", "guard_rails: {widest_ban_v4: 33, widest_ban_v6: -1}\n",
+			[]string{`guard_rails.widest_ban_v4: must be 0-32, got 33 (line 1)`,
+				`guard_rails.widest_ban_v6: must be 0-128, got -1 (line 1)`}},
 		{"metrics port", "metrics: {listen: '127.0.0.1:http'}\n",
 			[]string{`metrics.listen: "127.0.0.1:http": port "http": must be 1-65535 (line 1)`}},
 		{"metrics no port", "metrics: {listen: 127.0.0.1}\n",
-			[]string{`metrics.listen: "127.0.0.1": want host:port, e.g. 127.0.0.1:9431 or [::1]:9431 (line 1)`}},
+			[]string{`metrics.listen: "127.0.0.1": want host:port, e.g. 127.0.0.1:9931 or [::1]:9931 (line 1)`}},
 		{"wrong shapes", "kernel: [1]\nlogs: {files: /var/log/maillog}\ndetect: [x]\nlog: 3\n",
 			[]string{`kernel: must be a mapping, got a list (line 1)`,
 				`logs.files: must be a list, got "/var/log/maillog" (line 2)`,

@@ -148,6 +148,12 @@ func (c *Config) validate() []Problem {
 		}
 	}
 
+	if g := c.GuardRails.WidestBanV4; g < 0 || g > 32 {
+		ps.add("guard_rails.widest_ban_v4", "must be 0-32, got %d", g)
+	}
+	if g := c.GuardRails.WidestBanV6; g < 0 || g > 128 {
+		ps.add("guard_rails.widest_ban_v6", "must be 0-128, got %d", g)
+	}
 	if msg := checkAbs(c.PinRoot); msg != "" {
 		ps.add("pin_root", "%q: %s", c.PinRoot, msg)
 	}
@@ -211,7 +217,7 @@ func checkAbs(p string) string {
 func checkListen(s string) string {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return "want host:port, e.g. 127.0.0.1:9431 or [::1]:9431"
+		return "want host:port, e.g. 127.0.0.1:9931 or [::1]:9931"
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
 		return fmt.Sprintf("port %q: must be 1-65535", port)

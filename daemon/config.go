@@ -31,26 +31,40 @@ func Resolve(c config.Config) (Config, error) {
 	if len(c.Interfaces) == 0 {
 		return Config{}, errors.New("interfaces: none given (set interfaces in the file, or --iface)")
 	}
+	det, err := DetectConfig(c)
+	if err != nil {
+		return Config{}, err
+	}
+	if err := kernelSettings(c).Validate(); err != nil {
+		return Config{}, fmt.Errorf("kernel: %w", err)
+	}
+	return Config{Config: c, Detect: det}, nil
+}
+
+// DetectConfig decodes the file's detect section and puts the keys the
+// file sets once for both layers (logs, allow, prefixes) into it. It is the
+// log layer's view of the daemon's file, which `xdpguard logtest` reads too.
+func DetectConfig(c config.Config) (logwatch.Config, error) {
 	det := logwatch.DefaultConfig()
 	if c.Detect.Kind != 0 {
 		if c.Detect.Kind != yaml.MappingNode {
-			return Config{}, fmt.Errorf("detect (line %d): must be a mapping", c.Detect.Line)
+			return logwatch.Config{}, fmt.Errorf("detect (line %d): must be a mapping", c.Detect.Line)
 		}
 		for i := 0; i+1 < len(c.Detect.Content); i += 2 {
 			k := c.Detect.Content[i]
 			if use, ok := sharedKeys[k.Value]; ok {
-				return Config{}, fmt.Errorf("detect.%s (line %d): set %s instead; it applies to the kernel and the logs alike", k.Value, k.Line, use)
+				return logwatch.Config{}, fmt.Errorf("detect.%s (line %d): set %s instead; it applies to the kernel and the logs alike", k.Value, k.Line, use)
 			}
 		}
 		// Re-encode and decode strictly: yaml.Node.Decode ignores unknown keys.
 		raw, err := yaml.Marshal(&c.Detect)
 		if err != nil {
-			return Config{}, fmt.Errorf("detect: %w", err)
+			return logwatch.Config{}, fmt.Errorf("detect: %w", err)
 		}
 		dec := yaml.NewDecoder(bytes.NewReader(raw))
 		dec.KnownFields(true)
 		if err := dec.Decode(&det); err != nil && !errors.Is(err, io.EOF) {
-			return Config{}, fmt.Errorf("detect (line %d): %w", c.Detect.Line, err)
+			return logwatch.Config{}, fmt.Errorf("detect (line %d): %w", c.Detect.Line, err)
 		}
 	}
 	det.Files = c.Logs.Files
@@ -59,10 +73,7 @@ func Resolve(c config.Config) (Config, error) {
 	det.IPv6Mask = c.Kernel.PrefixV6
 	det.Backlog = c.Logs.ReadBack
 	if err := det.Validate(); err != nil {
-		return Config{}, fmt.Errorf("detect: %w", err)
+		return logwatch.Config{}, fmt.Errorf("detect: %w", err)
 	}
-	if err := kernelSettings(c).Validate(); err != nil {
-		return Config{}, fmt.Errorf("kernel: %w", err)
-	}
-	return Config{Config: c, Detect: det}, nil
+	return det, nil
 }

@@ -88,7 +88,10 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		reasons: map[netip.Prefix]string{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs()}
 	if err := d.start(); err != nil {
 		if d.guard != nil {
-			d.guard.Close()
+			// A failed start leaves nothing behind that it created.
+			if derr := d.guard.Discard(); derr != nil {
+				d.log.Warn("cleaning up after the failed start", "error", derr)
+			}
 		}
 		return err
 	}
@@ -116,6 +119,9 @@ func (d *Daemon) start() error {
 		return err
 	}
 	if err := d.syncAllow(); err != nil {
+		return err
+	}
+	if err := d.restoreAllow(st.Allow); err != nil {
 		return err
 	}
 	mode, _ := loader.ParseMode(d.cfg.XDPMode)
@@ -503,7 +509,8 @@ func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string,
 		if err != nil {
 			return err
 		}
-		st := state.State{Version: state.Version, Bans: []state.Ban{}, Offenders: offenders}
+		// Allow rules are MirrorAllow's to write.
+		st := state.State{Version: state.Version, Bans: []state.Ban{}, Allow: old.Allow, Offenders: offenders}
 		if offenders == nil {
 			st.Offenders = old.Offenders
 		}

@@ -57,6 +57,7 @@ func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, err
 	if err != nil {
 		return nil, err
 	}
+	warnExposed(ln.Addr(), log)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	m.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

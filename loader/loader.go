@@ -185,6 +185,9 @@ func New(opts Options) (*Guard, error) {
 		m.Close() // LoadAndAssign holds its own references
 	}
 	if err != nil {
+		if g.created {
+			os.RemoveAll(opts.PinRoot) // pins made for a program that never loaded
+		}
 		return nil, loadError(err)
 	}
 	g.maps = objs.XdpguardMaps
@@ -194,7 +197,7 @@ func New(opts Options) (*Guard, error) {
 	}
 	if g.created {
 		if err := g.SetSettings(DefaultSettings()); err != nil {
-			g.Close()
+			g.Discard()
 			return nil, err
 		}
 	}

@@ -1,5 +1,6 @@
-// Package state persists xdpguard's active bans and offender history in one
-// JSON file, so that bans survive daemon restarts and reboots.
+// Package state persists xdpguard's active bans, the allow rules added with
+// `xdpguard allow`, and the offender history in one JSON file, so that they
+// survive daemon restarts and reboots.
 //
 // Expiry is stored as wall-clock time: the kernel's ban map keys expiry to
 // the monotonic clock, which restarts at boot, so a monotonic deadline read
@@ -20,6 +21,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -75,10 +77,21 @@ type Offender struct {
 	Reason string       `json:"reason,omitempty"`
 }
 
+// Allow is one allow rule an operator added with `xdpguard allow`. The
+// configuration file's allow list is not copied here: the file stays its
+// only source, so a prefix taken out of the file does not come back from
+// the state.
+type Allow struct {
+	Prefix netip.Prefix `json:"prefix"`
+	// Expires is wall-clock time; zero means permanent.
+	Expires time.Time `json:"expires,omitzero"`
+}
+
 // State is the whole persisted state.
 type State struct {
 	Version   int        `json:"version"`
 	Bans      []Ban      `json:"bans"`
+	Allow     []Allow    `json:"allow"`
 	Offenders []Offender `json:"offenders"`
 }
 
@@ -127,7 +140,7 @@ func (s Store) load(now time.Time) (State, error) {
 }
 
 func empty() State {
-	return State{Version: Version, Bans: []Ban{}, Offenders: []Offender{}}
+	return State{Version: Version, Bans: []Ban{}, Allow: []Allow{}, Offenders: []Offender{}}
 }
 
 // setAside renames the bad file out of the way so that the next Save does
@@ -154,6 +167,7 @@ func Decode(data []byte) (State, error) {
 	var f struct {
 		Version   *int       `json:"version"`
 		Bans      []Ban      `json:"bans"`
+		Allow     []Allow    `json:"allow"`
 		Offenders []Offender `json:"offenders"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
@@ -175,16 +189,13 @@ func Decode(data []byte) (State, error) {
 	case *f.Version < 1:
 		return State{}, fmt.Errorf("invalid version %d", *f.Version)
 	}
-	st := State{Version: *f.Version, Bans: f.Bans, Offenders: f.Offenders}
+	// Files written before allow rules were kept have no "allow": that is
+	// no allow rules, not a different format, so the version stays.
+	st := State{Version: *f.Version, Bans: f.Bans, Allow: f.Allow, Offenders: f.Offenders}
 	if err := st.check(); err != nil {
 		return State{}, err
 	}
-	if st.Bans == nil {
-		st.Bans = []Ban{}
-	}
-	if st.Offenders == nil {
-		st.Offenders = []Offender{}
-	}
+	st.fill()
 	return st, nil
 }
 
@@ -203,6 +214,11 @@ func (st *State) check() error {
 		case OriginKernel, OriginLog, OriginManual:
 		default:
 			return fmt.Errorf("bans[%d] (%s): unknown origin %q", i, b.Prefix, b.Origin)
+		}
+	}
+	for i, a := range st.Allow {
+		if err := checkPrefix(a.Prefix); err != nil {
+			return fmt.Errorf("allow[%d]: %w", i, err)
 		}
 	}
 	for i, o := range st.Offenders {
@@ -246,6 +262,20 @@ func (st *State) prune(now time.Time) {
 	}
 	clear(st.Bans[len(out):])
 	st.Bans = out
+	st.Allow = slices.DeleteFunc(st.Allow, func(a Allow) bool { return !a.Expires.IsZero() && !now.Before(a.Expires) })
+}
+
+// fill makes nil lists empty, so the file always shows every list.
+func (st *State) fill() {
+	if st.Bans == nil {
+		st.Bans = []Ban{}
+	}
+	if st.Allow == nil {
+		st.Allow = []Allow{}
+	}
+	if st.Offenders == nil {
+		st.Offenders = []Offender{}
+	}
 }
 
 func outlasts(a, b Ban) bool {
@@ -261,12 +291,7 @@ func outlasts(a, b Ban) bool {
 // aside.
 func (s Store) Save(st State) error {
 	st.Version = Version
-	if st.Bans == nil {
-		st.Bans = []Ban{}
-	}
-	if st.Offenders == nil {
-		st.Offenders = []Offender{}
-	}
+	st.fill()
 	if err := st.check(); err != nil {
 		return fmt.Errorf("state: refusing to save: %w", err)
 	}
@@ -282,7 +307,7 @@ func (s Store) Save(st State) error {
 // these types. It is written by hand because reflection-based encoding
 // took 4 µs a record, and the daemon saves after every batch of bans.
 func encode(st State) ([]byte, error) {
-	b := make([]byte, 0, 64+len(st.Bans)*200+len(st.Offenders)*120)
+	b := make([]byte, 0, 64+len(st.Bans)*200+len(st.Allow)*80+len(st.Offenders)*120)
 	b = append(b, `{"version":`...)
 	b = strconv.AppendInt(b, int64(st.Version), 10)
 	b = append(b, ",\n\"bans\":["...)
@@ -305,6 +330,19 @@ func encode(st State) ([]byte, error) {
 		if !x.Created.IsZero() {
 			b = append(b, `,"created":`...)
 			b = appendTime(b, x.Created)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "],\n\"allow\":["...)
+	for i, x := range st.Allow {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n{\"prefix\":"...)
+		b = appendPrefix(b, x.Prefix)
+		if !x.Expires.IsZero() {
+			b = append(b, `,"expires":`...)
+			b = appendTime(b, x.Expires)
 		}
 		b = append(b, '}')
 	}

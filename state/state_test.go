@@ -25,6 +25,10 @@ func sample() State {
 			// A reason with JSON-looking text and a newline must survive.
 			{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Origin: OriginManual, Reason: "drop},{\"x\n\"", Created: t0},
 		},
+		Allow: []Allow{
+			{Prefix: netip.MustParsePrefix("198.18.50.0/24")},
+			{Prefix: netip.MustParsePrefix("2001:db8:50::/48"), Expires: t0.Add(time.Hour)},
+		},
 		Offenders: []Offender{
 			{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Bans: []time.Time{t0.Add(-48 * time.Hour), t0},
 				Until: t0.Add(time.Hour), Reason: "no-auth"},
@@ -37,7 +41,8 @@ func sample() State {
 // different *Location than the originals.
 func sameState(t *testing.T, got, want State) {
 	t.Helper()
-	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Offenders) != len(want.Offenders) {
+	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Allow) != len(want.Allow) ||
+		len(got.Offenders) != len(want.Offenders) {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
 	for i, g := range got.Bans {
@@ -45,6 +50,11 @@ func sameState(t *testing.T, got, want State) {
 		if g.Prefix != w.Prefix || !g.Expires.Equal(w.Expires) || g.Origin != w.Origin ||
 			g.Reason != w.Reason || !g.Created.Equal(w.Created) {
 			t.Errorf("ban %d: got %+v, want %+v", i, g, w)
+		}
+	}
+	for i, g := range got.Allow {
+		if w := want.Allow[i]; g.Prefix != w.Prefix || !g.Expires.Equal(w.Expires) {
+			t.Errorf("allow %d: got %+v, want %+v", i, g, w)
 		}
 	}
 	for i, g := range got.Offenders {
@@ -82,7 +92,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("directory holds %d entries, want only %s", len(entries), FileName)
 	}
 	data, _ := os.ReadFile(s.Path())
-	if n := strings.Count(string(data), "\n"); n != 2+3+1+2 {
+	if n := strings.Count(string(data), "\n"); n != 2+3+1+2+1+2 {
 		t.Errorf("want one record per line, got %d lines:\n%s", n, data)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/xdpguard/xdpguard/config"
 	"github.com/xdpguard/xdpguard/loader"
 )
 
@@ -14,43 +15,62 @@ func attachCommand() *cli.Command {
 		Name:      "attach",
 		Usage:     "load the XDP program and attach it to interfaces; protection stays after exit",
 		ArgsUsage: " ",
-		Flags: []cli.Flag{
-			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable)", Required: true},
-			&cli.StringFlag{Name: "mode", Value: "auto", Usage: "XDP `MODE`: auto, native or generic"},
+		Flags: append([]cli.Flag{
+			// Not Required: urfave/cli answers a missing required flag
+			// with the help text; the Action says it in one line.
+			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable; required)"},
+			&cli.StringFlag{Name: "mode", Usage: "XDP `MODE`: auto, native or generic (default: the file's xdp_mode, else auto)"},
 			&cli.BoolFlag{Name: "monitor", Usage: "dry run: count what would be dropped, drop nothing"},
-			pinRootFlag,
-		},
+		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
-			mode, err := loader.ParseMode(c.String("mode"))
+			if c.Args().Present() {
+				return fail("attach takes no arguments (interfaces go with --iface)")
+			}
+			if len(c.StringSlice("iface")) == 0 {
+				return fail("attach needs --iface INTERFACE")
+			}
+			cfg, err := settings(c)
+			if err != nil {
+				return fail("%v", err)
+			}
+			if c.IsSet("mode") {
+				cfg.XDPMode = c.String("mode")
+			}
+			mode, err := loader.ParseMode(cfg.XDPMode)
 			if err != nil {
 				return fail("%v", err)
 			}
 			if err := checkPrivileges("attach"); err != nil {
 				return err
 			}
-			g, err := loader.New(loader.Options{PinRoot: c.String("pin-root")})
+			// The file's map sizes, so that a later `run` adopts these maps
+			// instead of failing on other sizes.
+			k := cfg.Kernel
+			g, err := loader.New(loader.Options{PinRoot: cfg.PinRoot, MaxBans: uint32(k.MaxBans),
+				MaxTracked: uint32(k.MaxTracked), MaxCIDR: uint32(k.MaxCIDRRules)})
 			if err != nil {
 				return fail("%v", err)
 			}
-			defer g.Close()
 			if c.IsSet("monitor") {
 				s, err := g.Settings()
-				if err != nil {
-					return fail("%v", err)
+				if err == nil {
+					s.Monitor = c.Bool("monitor")
+					err = g.SetSettings(s)
 				}
-				s.Monitor = c.Bool("monitor")
-				if err := g.SetSettings(s); err != nil {
+				if err != nil {
+					g.Discard()
 					return fail("%v", err)
 				}
 			}
 			for _, ifname := range c.StringSlice("iface") {
 				used, err := g.Attach(ifname, mode)
 				if err != nil {
+					g.Discard() // a failed attach leaves nothing it created
 					return fail("%v", err)
 				}
 				fmt.Fprintf(c.App.Writer, "attached to %s (%s mode), pinned under %s\n", ifname, used, g.PinRoot())
 			}
-			return nil
+			return g.Close()
 		},
 	}
 }
@@ -58,41 +78,55 @@ func attachCommand() *cli.Command {
 func detachCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "detach",
-		Usage: "remove the program from every interface and delete its pinned state, bans included",
-		Flags: []cli.Flag{pinRootFlag},
+		Usage: "remove the program from every interface, delete its pinned maps and clear the state file",
+		Description: "Bans and allow rules are removed from the kernel and from the state file, so the next\n" +
+			"`xdpguard run` starts without them. --keep-state leaves the state file for the next run to restore.",
+		Flags: append([]cli.Flag{
+			&cli.BoolFlag{Name: "keep-state", Usage: "keep the state file: the next run restores its bans and allow rules"},
+		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
-			if err := checkPrivileges("detach"); err != nil {
-				return err
-			}
-			g, err := loader.Open(c.String("pin-root"))
-			if errors.Is(err, loader.ErrNotPinned) {
-				fmt.Fprintln(c.App.Writer, "xdpguard is not attached; nothing to do")
-				return nil
-			}
+			cfg, err := settings(c)
 			if err != nil {
 				return fail("%v", err)
 			}
-			defer g.Close()
-			ifs, _ := g.Interfaces()
-			if err := g.DetachAll(); err != nil {
+			if err := checkPrivileges("detach"); err != nil {
+				return err
+			}
+			g, err := loader.Open(cfg.PinRoot)
+			switch {
+			case errors.Is(err, loader.ErrNotPinned):
+				fmt.Fprintln(c.App.Writer, "xdpguard is not attached; nothing to detach")
+			case err != nil:
 				return fail("%v", err)
+			default:
+				defer g.Close()
+				ifs, _ := g.Interfaces()
+				if err := g.DetachAll(); err != nil {
+					return fail("%v", err)
+				}
+				for _, it := range ifs {
+					fmt.Fprintf(c.App.Writer, "detached from %s\n", it.Name)
+				}
+				fmt.Fprintf(c.App.Writer, "removed %s\n", cfg.PinRoot)
 			}
-			for _, it := range ifs {
-				fmt.Fprintf(c.App.Writer, "detached from %s\n", it.Name)
-			}
-			fmt.Fprintf(c.App.Writer, "removed %s\n", c.String("pin-root"))
-			return nil
+			return settleState(c, cfg)
 		},
 	}
 }
 
-func openPinned(c *cli.Context, what string) (*loader.Guard, error) {
-	if err := checkPrivileges(what); err != nil {
-		return nil, err
-	}
-	g, err := loader.Open(c.String("pin-root"))
+// openPinned reads the configuration and opens the pinned maps, for the
+// commands that change or read them.
+func openPinned(c *cli.Context, what string) (config.Config, *loader.Guard, error) {
+	cfg, err := settings(c)
 	if err != nil {
-		return nil, fail("%v", err)
+		return config.Config{}, nil, fail("%v", err)
 	}
-	return g, nil
+	if err := checkPrivileges(what); err != nil {
+		return config.Config{}, nil, err
+	}
+	g, err := loader.Open(cfg.PinRoot)
+	if err != nil {
+		return config.Config{}, nil, fail("%v", err)
+	}
+	return cfg, g, nil
 }

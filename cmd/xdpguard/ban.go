@@ -3,15 +3,15 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/xdpguard/xdpguard/banlist"
+	"github.com/xdpguard/xdpguard/config"
 	"github.com/xdpguard/xdpguard/daemon"
 	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/state"
 )
 
 // defaultManualBan is what `ban` without --for means: long enough to outlast
@@ -23,27 +23,41 @@ func banCommand() *cli.Command {
 		Name:      "ban",
 		Usage:     "ban an address or prefix in the kernel now",
 		ArgsUsage: "ADDR|CIDR",
-		Flags: []cli.Flag{
+		Description: "Refused without --force, and nothing is banned: a prefix wider than guard_rails.widest_ban_v4/v6\n" +
+			"(/8 and /32 by default), or one covering this host's addresses, an allowed prefix, or the SSH\n" +
+			"client of this session ($SSH_CONNECTION). With --from, one refused line refuses the whole file.",
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "for", Value: defaultManualBan.String(), Usage: "ban `DURATION` (0 = until unbanned)"},
-			&cli.StringFlag{Name: "reason", Value: "manual", Usage: "reason: manual, no-auth, auth-failed, probe, conn-limit, blocklist, syn-rate or other"},
+			&cli.StringFlag{Name: "reason", Value: "manual", Usage: "`REASON`: " + strings.Join(loader.ReasonNames(), ", ")},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin); the file is applied whole or not at all"},
-			pinRootFlag, stateDirFlag,
-		},
+			&cli.BoolFlag{Name: "force", Usage: "ban even what the guard rails refuse"},
+		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			ttl, err := time.ParseDuration(c.String("for"))
 			if err != nil || ttl < 0 {
 				return fail("--for %q: not a duration like 1h or 30m", c.String("for"))
 			}
-			reason := loader.ParseReason(c.String("reason"))
+			reason, err := loader.ReasonFromName(c.String("reason"))
+			if err != nil {
+				return fail("--reason: %v", err)
+			}
 			ps, err := targets(c)
 			if err != nil {
 				return err
 			}
-			g, err := openPinned(c, "ban")
+			cfg, g, err := openPinned(c, "ban")
 			if err != nil {
 				return err
 			}
 			defer g.Close()
+			r, err := newRails(cfg, g)
+			if err != nil {
+				return fail("%v", err)
+			}
+			refused, shadowed := r.check(ps)
+			if len(refused) > 0 && !c.Bool("force") {
+				return fail("ban refused, nothing banned: %s (--force bans anyway)", summary(refused, 3))
+			}
 			start := time.Now()
 			if err := g.BanMany(ps, ttl, loader.OriginManual, reason); err != nil {
 				return fail("%v", err)
@@ -54,9 +68,9 @@ func banCommand() *cli.Command {
 			}
 			reasons := make(map[netip.Prefix]string, len(eff))
 			for _, p := range eff {
-				reasons[p] = c.String("reason")
+				reasons[p] = reason.String()
 			}
-			if err := record(c, g, reasons); err != nil {
+			if err := record(cfg, g, reasons); err != nil {
 				return err
 			}
 			until := "until unbanned"
@@ -68,6 +82,13 @@ func banCommand() *cli.Command {
 			} else {
 				fmt.Fprintf(c.App.Writer, "banned %d prefixes %s in %v\n", len(ps), until, time.Since(start).Round(time.Millisecond))
 			}
+			if len(refused) > 0 {
+				warn(c, "banned despite the guard rails (--force): %s", summary(refused, 3))
+			}
+			if len(shadowed) > 0 {
+				warn(c, "%s", summary(shadowed, 3))
+			}
+			warnUnattached(c, g)
 			return nil
 		},
 	}
@@ -78,11 +99,10 @@ func unbanCommand() *cli.Command {
 		Name:      "unban",
 		Usage:     "lift a ban now",
 		ArgsUsage: "ADDR|CIDR",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "all", Usage: "lift every ban"},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin)"},
-			pinRootFlag, stateDirFlag,
-		},
+		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			all := c.Bool("all")
 			var ps []netip.Prefix
@@ -94,7 +114,7 @@ func unbanCommand() *cli.Command {
 			} else if ps, err = targets(c); err != nil {
 				return err
 			}
-			g, err := openPinned(c, "unban")
+			cfg, g, err := openPinned(c, "unban")
 			if err != nil {
 				return err
 			}
@@ -111,53 +131,11 @@ func unbanCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			if err := record(c, g, nil); err != nil {
+			if err := record(cfg, g, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "lifted %d bans\n", lifted)
-			return nil
-		},
-	}
-}
-
-func allowCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "allow",
-		Usage:     "always pass a prefix: never counted, never banned",
-		ArgsUsage: "CIDR",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "remove", Usage: "remove the allow rule instead"},
-			&cli.StringFlag{Name: "for", Value: "0", Usage: "rule `DURATION` (0 = permanent)"},
-			pinRootFlag,
-		},
-		Action: func(c *cli.Context) error {
-			if c.Args().Len() != 1 {
-				return fail("allow takes exactly one ADDR or CIDR")
-			}
-			p, err := banlist.ParsePrefix(c.Args().First())
-			if err != nil {
-				return fail("%q: %v", c.Args().First(), err)
-			}
-			ttl, err := time.ParseDuration(c.String("for"))
-			if err != nil || ttl < 0 {
-				return fail("--for %q: not a duration like 1h or 30m", c.String("for"))
-			}
-			g, err := openPinned(c, "allow")
-			if err != nil {
-				return err
-			}
-			defer g.Close()
-			if c.Bool("remove") {
-				if err := g.RemoveAllow(p); err != nil {
-					return fail("%v", err)
-				}
-				fmt.Fprintf(c.App.Writer, "removed allow rule %s\n", p)
-				return nil
-			}
-			if err := g.Allow(p, ttl); err != nil {
-				return fail("%v", err)
-			}
-			fmt.Fprintf(c.App.Writer, "allowed %s\n", p)
+			warnUnattached(c, g)
 			return nil
 		},
 	}
@@ -170,7 +148,7 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 		if c.Args().Present() {
 			return nil, fail("give either ADDR|CIDR or --from, not both")
 		}
-		ps, err := banlist.ReadFile(from, os.Stdin)
+		ps, err := banlist.ReadFile(from, c.App.Reader)
 		if err != nil {
 			return nil, fail("%v", err)
 		}
@@ -189,18 +167,26 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 	return []netip.Prefix{p}, nil
 }
 
-var stateDirFlag = &cli.StringFlag{
-	Name:    "state-dir",
-	Usage:   "`DIR` of the state file that carries bans across reboots",
-	Value:   "/var/lib/xdpguard",
-	EnvVars: []string{"XDPGUARD_STATE_DIR"},
-}
-
 // record writes the kernel's bans into the state file, so that a manual ban
 // survives a reboot even when the daemon is not running.
-func record(c *cli.Context, g *loader.Guard, reasons map[netip.Prefix]string) error {
-	if _, err := daemon.Mirror(g, state.Store{Dir: c.String("state-dir")}, reasons, nil); err != nil {
+func record(cfg config.Config, g *loader.Guard, reasons map[netip.Prefix]string) error {
+	if _, err := daemon.Mirror(g, store(cfg), reasons, nil); err != nil {
 		return fail("the kernel has the change, but the state file does not: %v", err)
 	}
 	return nil
+}
+
+// warnUnattached says when the maps are pinned but no interface runs the
+// program: the change is real and does nothing yet.
+func warnUnattached(c *cli.Context, g *loader.Guard) {
+	ifs, err := g.Interfaces()
+	if err != nil {
+		return
+	}
+	for _, it := range ifs {
+		if !it.Missing {
+			return
+		}
+	}
+	warn(c, "no interface is attached under %s: bans are kept and drop nothing until `xdpguard run` or `xdpguard attach`", g.PinRoot())
 }

@@ -20,8 +20,11 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "xdpguard")
-	// Keep the commands away from /var/lib/xdpguard.
+	// Keep the commands away from /var/lib/xdpguard and from a
+	// /etc/xdpguard/xdpguard.yaml this machine may have: an empty file is
+	// all defaults.
 	os.Setenv("XDPGUARD_STATE_DIR", filepath.Join(dir, "state"))
+	os.Setenv("XDPGUARD_CONFIG", os.DevNull)
 	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
 		panic(string(out))
 	}
@@ -33,12 +36,19 @@ func TestMain(m *testing.M) {
 // xdpguard runs the binary, inside ns when it is not nil.
 func xdpguard(t *testing.T, ns *nstest.NS, args ...string) (string, string, int) {
 	t.Helper()
+	return xdpguardEnv(t, ns, nil, args...)
+}
+
+// xdpguardEnv is xdpguard with extra environment variables.
+func xdpguardEnv(t *testing.T, ns *nstest.NS, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	var cmd *exec.Cmd
 	if ns != nil {
 		cmd = exec.Command("nsenter", append([]string{"--net=" + ns.Path(), binary}, args...)...)
 	} else {
 		cmd = exec.Command(binary, args...)
 	}
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -80,7 +90,13 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 		{[]string{"attach", "--iface", "xg-nosuch0", "--pin-root", root}, "xg-nosuch0: no such interface"},
 		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `XDP mode "turbo"`},
 		{[]string{"status", "--top", "-1"}, "--top"},
-		{[]string{"frobnicate"}, ""},
+		{[]string{"frobnicate"}, `no command "frobnicate"`},
+		// The rows of issue 12, through the binary for the real status.
+		{[]string{"ban", "198.18.3.3", "--fro", "1h"}, "unknown flag --fro (did you mean --from?)"},
+		{[]string{"attach"}, "attach needs --iface INTERFACE"},
+		{[]string{"run", "--iface", "xg-x", "--bogus"}, "unknown flag --bogus"},
+		{[]string{"status", "--top", "abc"}, `--top "abc": not a valid value`},
+		{[]string{"ban", "198.18.3.4", "--reason", "bogus"}, `unknown ban reason "bogus"`},
 	} {
 		stdout, stderr, code := xdpguard(t, nil, tc.args...)
 		if code != 2 {

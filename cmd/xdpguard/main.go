@@ -6,7 +6,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -18,12 +20,47 @@ import (
 var version = "dev"
 
 func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run is the whole command line: it parses args (without the program
+// name), runs the command and returns the exit status instead of exiting,
+// so tests call it in process. Status 2 is every usage or input error, with
+// one line on stderr naming what was wrong; a systemd unit with
+// Restart=on-failure must see it fail, not a help text and status 0.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	code := -1
+	app := newApp(stdin, stdout, stderr, &code)
+	err := app.Run(interspersed(app, append([]string{"xdpguard"}, args...)))
+	if code >= 0 { // CommandNotFound
+		return code
+	}
+	if err == nil {
+		return 0
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintln(stderr, msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "xdpguard: %v\n", err)
+	return 2
+}
+
+// newApp builds the command tree afresh for each run: urfave/cli flags keep
+// whether they were set, so one tree must not serve two command lines.
+func newApp(stdin io.Reader, stdout, stderr io.Writer, code *int) *cli.App {
 	app := &cli.App{
 		Name:                 "xdpguard",
 		Usage:                "drop mail-port attackers in XDP, before the kernel allocates anything for them",
 		Version:              version,
 		EnableBashCompletion: true,
 		Suggest:              true,
+		Reader:               stdin,
+		Writer:               stdout,
+		ErrWriter:            stderr,
 		Commands: []*cli.Command{
 			runCommand(),
 			attachCommand(),
@@ -36,30 +73,47 @@ func main() {
 			versionCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(os.Stderr, "xdpguard: no command %q (xdpguard help lists them)\n", name)
-			os.Exit(2)
+			fmt.Fprintf(stderr, "xdpguard: no command %q (xdpguard help lists them)\n", name)
+			*code = 2
 		},
-		// One clear line and status 2 for every usage or input error.
 		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return cli.Exit(fmt.Sprintf("xdpguard: %v", err), 2)
+			return usageError("", nil, err)
 		},
-		ExitErrHandler: func(c *cli.Context, err error) {
-			if err == nil {
-				return
-			}
-			var ec cli.ExitCoder
-			if errors.As(err, &ec) {
-				if msg := err.Error(); msg != "" {
-					fmt.Fprintln(os.Stderr, msg)
-				}
-				os.Exit(ec.ExitCode())
-			}
-			fmt.Fprintf(os.Stderr, "xdpguard: %v\n", err)
-			os.Exit(2)
-		},
+		// run reports errors and picks the status; the default handler
+		// would call os.Exit in the middle of a test.
+		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	app.Run(interspersed(app, os.Args))
+	for _, cmd := range app.Commands {
+		cmd := cmd
+		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error {
+			return usageError(cmd.Name, cmd.Flags, err)
+		}
+	}
+	return app
 }
+
+// usageError turns a flag parsing error into one line, without the help
+// text urfave/cli would print: "xdpguard ban: unknown flag --fro (did you
+// mean --from?)".
+func usageError(cmd string, flags []cli.Flag, err error) error {
+	who := "xdpguard"
+	if cmd != "" {
+		who += " " + cmd
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + name
+		if s := cli.SuggestFlag(flags, name, true); len(name) >= 2 && strings.HasPrefix(strings.TrimLeft(s, "-"), name[:2]) {
+			msg += " (did you mean " + s + "?)"
+		}
+	} else if m := badValue.FindStringSubmatch(msg); m != nil {
+		msg = fmt.Sprintf("--%s %s: not a valid value", m[2], m[1])
+	}
+	return cli.Exit(fmt.Sprintf("%s: %s", who, msg), 2)
+}
+
+// badValue is how the flag package reports a value it cannot parse.
+var badValue = regexp.MustCompile(`^invalid value (".*") for flag -+([\w-]+):`)
 
 // interspersed moves a command's flags before its positional arguments, so
 // that `xdpguard ban 192.0.2.1 --for 1h` works: urfave/cli/v2 stops parsing
@@ -121,14 +175,12 @@ func versionCommand() *cli.Command {
 	}
 }
 
-var pinRootFlag = &cli.StringFlag{
-	Name:    "pin-root",
-	Usage:   "bpffs `DIR` holding xdpguard's maps and links",
-	Value:   loader.DefaultPinRoot,
-	EnvVars: []string{"XDPGUARD_PIN_ROOT"},
-}
-
 // fail turns an error into the one-line, status-2 exit every command uses.
 func fail(format string, a ...any) error {
 	return cli.Exit("xdpguard: "+fmt.Sprintf(format, a...), 2)
+}
+
+// warn writes a line that does not change the exit status.
+func warn(c *cli.Context, format string, a ...any) {
+	fmt.Fprintf(c.App.ErrWriter, "xdpguard: warning: "+format+"\n", a...)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,17 +21,17 @@ func runCommand() *cli.Command {
 		Usage: "the daemon: attach, follow the mail logs, ban, persist, serve metrics",
 		Description: "Reads --config (default " + config.DefaultPath + ", optional); flags override the file.\n" +
 			"SIGHUP reloads the configuration; SIGTERM and SIGINT stop the daemon and leave protection in force.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: config.DefaultPath, Usage: "configuration `FILE` (YAML)"},
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable; replaces the file's list)"},
 			&cli.StringSliceFlag{Name: "log", Usage: "mail log `FILE` to follow (repeatable; replaces the file's list)"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "`CIDR` never to ban (repeatable; added to the file's list)"},
-			&cli.StringFlag{Name: "pin-root", Usage: "bpffs `DIR` for maps and links"},
-			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for the persisted bans and offender history"},
 			&cli.BoolFlag{Name: "monitor", Usage: "dry run: count and log what would be dropped, drop nothing"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the program and its bans when the daemon stops"},
-		},
+		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return fail("run takes no arguments (interfaces go with --iface)")
+			}
 			cfg, err := runConfig(c)
 			if err != nil {
 				return fail("%v", err)
@@ -69,18 +68,11 @@ func runCommand() *cli.Command {
 	}
 }
 
-// runConfig reads the file (absent is fine unless --config named it), puts
-// the flags on top and validates the result as a whole.
+// runConfig reads the file as every command does, puts the daemon's flags
+// on top and validates the result as a whole.
 func runConfig(c *cli.Context) (daemon.Config, error) {
-	path := c.String("config")
-	cfg := config.Default()
-	loaded, err := config.Load(path)
-	switch {
-	case err == nil:
-		cfg = *loaded
-	case errors.Is(err, os.ErrNotExist) && !c.IsSet("config"):
-		// No file: flags and defaults.
-	default:
+	cfg, err := settings(c)
+	if err != nil {
 		return daemon.Config{}, err
 	}
 	if c.IsSet("iface") {
@@ -95,12 +87,6 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 			return daemon.Config{}, fmt.Errorf("--allow %q: %v", s, err)
 		}
 		cfg.Allow = append(cfg.Allow, p)
-	}
-	if c.IsSet("pin-root") {
-		cfg.PinRoot = c.String("pin-root")
-	}
-	if c.IsSet("state-dir") {
-		cfg.StateDir = c.String("state-dir")
 	}
 	if c.IsSet("monitor") {
 		cfg.Kernel.Monitor = c.Bool("monitor")

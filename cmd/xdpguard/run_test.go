@@ -116,11 +116,19 @@ func (w *daemonWorld) start() {
 	w.t.Helper()
 	w.out = &syncBuffer{}
 	w.cmd = exec.Command("nsenter", "--net="+w.srv.Path(), binary, "run", "--config", w.cfgFile)
+	w.cmd.Env = append(os.Environ(), w.env()...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	if err := w.cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
 	w.waitLog("msg=running")
+}
+
+// env points the commands at this world's state directory: TestMain's
+// XDPGUARD_STATE_DIR would override the file's state_dir, and daemons of
+// different tests would share one state file.
+func (w *daemonWorld) env() []string {
+	return []string{"XDPGUARD_STATE_DIR=" + filepath.Join(w.dir, "state")}
 }
 
 func (w *daemonWorld) stop(sig syscall.Signal) {

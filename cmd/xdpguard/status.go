@@ -48,22 +48,21 @@ func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
 		Usage: "show interfaces, counters, bans and the top SYN sources",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 			&cli.IntFlag{Name: "top", Value: 10, Usage: "show the `N` busiest SYN sources"},
 			&cli.IntFlag{Name: "bans", Value: 100, Usage: "list at most `N` bans in the table (--json lists all)"},
-			pinRootFlag,
-		},
+		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Int("top") < 0 {
 				return fail("--top must be >= 0")
 			}
-			g, err := openPinned(c, "status")
+			_, g, err := openPinned(c, "status")
 			if err != nil {
 				return err
 			}
 			defer g.Close()
-			r, err := collect(g, c.String("pin-root"), c.Int("top"))
+			r, err := collect(g, g.PinRoot(), c.Int("top"))
 			if err != nil {
 				return fail("%v", err)
 			}
