@@ -27,6 +27,7 @@ var corpusExpect = []struct {
 	{"Too many invalid commands", RuleDovecotLogin, KindProbe},
 	{"Too many bad commands", RuleDovecotLogin, KindProbe},
 	{"Maximum number of connections from user+IP exceeded", RuleDovecotLogin, KindConnLimit},
+	{"Connection queue full (no auth attempts in ", RuleDovecotLogin, KindProcessFull},
 	{"(no auth attempts in ", RuleDovecotLogin, KindNoAuth},
 	{"passwd-file(", RuleDovecotAuth, KindAuthBackend},
 }
@@ -184,7 +185,7 @@ var versionFixtures = []struct {
 	// 2.4: "Login aborted: <reason> (<human reason>) (<event reason>)"
 	{"2.4 no auth", "2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: imap-login: Login aborted: Connection closed (no auth attempts in 0 secs) (no_auth_attempts): user=<>, rip=203.0.113.40, lip=192.0.2.1, session=<R2x0Ih0A>", RuleDovecotLogin, KindNoAuth, "203.0.113.40"},
 	{"2.4 inactivity", "2026-03-01T10:00:01.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Inactivity (no auth attempts in 180 secs) (no_auth_attempts): user=<>, rip=203.0.113.41, lip=192.0.2.1, session=<R2x0Ih0B>", RuleDovecotLogin, KindNoAuth, "203.0.113.41"},
-	{"2.4 queue full", "2026-03-01T10:00:02.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Connection queue full (no auth attempts in 2 secs) (no_auth_attempts): user=<>, rip=203.0.113.42, lip=192.0.2.1, session=<R2x0Ih0C>", RuleDovecotLogin, KindNoAuth, "203.0.113.42"},
+	{"2.4 queue full", "2026-03-01T10:00:02.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Connection queue full (no auth attempts in 2 secs) (no_auth_attempts): user=<>, rip=203.0.113.42, lip=192.0.2.1, session=<R2x0Ih0C>", RuleDovecotLogin, KindProcessFull, "203.0.113.42"},
 	{"2.4 read failed", "2026-03-01T10:00:03.000001+01:00 mx dovecot[77]: imap-login: Login aborted: Connection closed: read(size=1026) failed: Connection reset by peer (no auth attempts in 1 secs) (no_auth_attempts): user=<>, rip=203.0.113.43, lip=192.0.2.1, session=<R2x0Ih0D>", RuleDovecotLogin, KindNoAuth, "203.0.113.43"},
 	{"2.4 auth failed", "2026-03-01T10:00:04.000001+01:00 mx dovecot[77]: imap-login: Login aborted: Logged out (auth failed, 1 attempts in 3 secs) (auth_failed): user=<bob>, method=PLAIN, rip=203.0.113.44, lip=192.0.2.1, TLS, session=<R2x0Ih0E>", RuleDovecotLogin, KindAuthFailed, "203.0.113.44"},
 	{"2.4 cleartext", "2026-03-01T10:00:05.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Connection closed (tried to use disallowed cleartext auth, 1 attempts in 0 secs) (cleartext_auth_disabled): user=<bob>, rip=203.0.113.45, lip=192.0.2.1, session=<R2x0Ih0F>", RuleDovecotLogin, KindPlaintext, "203.0.113.45"},

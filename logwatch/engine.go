@@ -271,7 +271,7 @@ func (e *Engine) classify(p *Prefix, line []byte, file string) (match, bool) {
 					if kind, addr, n, ok := dovecotLogin(msg[len(svc)+2:]); ok {
 						w := c.weights[kind]
 						if kind == KindAuthFailed {
-							w *= n
+							w *= max(n, 1)
 						}
 						return match{rule: 0, kind: kind, addr: addr, weight: w}, true
 					}

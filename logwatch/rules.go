@@ -33,10 +33,15 @@ const (
 	KindConnLimit
 	// KindLogin: a successful login, positive evidence.
 	KindLogin
+	// KindProcessFull: Dovecot closed this unauthenticated connection to
+	// make room because its login processes were full ("Connection queue
+	// full", 2.4's process_full). The oldest idle connection is chosen,
+	// which under the slot-holding attack is usually a bot's.
+	KindProcessFull
 	numKinds
 )
 
-var kindNames = [numKinds]string{"", "no-auth", "auth-failed", "auth-backend", "plaintext", "tls-failed", "probe", "conn-limit", "login"}
+var kindNames = [numKinds]string{"", "no-auth", "auth-failed", "auth-backend", "plaintext", "tls-failed", "probe", "conn-limit", "login", "process-full"}
 
 func (k Kind) String() string {
 	if k < numKinds {
@@ -73,7 +78,7 @@ func ParseKind(s string) (Kind, error) {
 // limit and then log in are legitimate. Failed passwords stay.
 func (k Kind) cancellable() bool {
 	switch k {
-	case KindNoAuth, KindTLSFailed, KindProbe, KindConnLimit:
+	case KindNoAuth, KindTLSFailed, KindProbe, KindConnLimit, KindProcessFull:
 		return true
 	}
 	return false
@@ -145,64 +150,6 @@ func dovecotLogin(msg []byte) (Kind, netip.Addr, int, bool) {
 		}
 	}
 	return kind, addr, attempts, true
-}
-
-func classifyLoginHead(head []byte) (Kind, int) {
-	if string(head) == "Login" {
-		return KindLogin, 0
-	}
-	// 2.4 appends the event reason: "(auth failed, 1 attempts in 2 secs) (auth_failed)".
-	if i := bytes.Index(head, []byte("(auth failed, ")); i >= 0 {
-		n := 0
-		for _, c := range head[i+14:] {
-			if !isDigit(c) {
-				break
-			}
-			n = n*10 + int(c-'0')
-			if n > 1000 {
-				break
-			}
-		}
-		if n < 1 {
-			n = 1
-		}
-		return KindAuthFailed, n
-	}
-	if i := bytes.Index(head, []byte(" authentication attempts)")); i > 0 {
-		// 2.0/2.1 at LOGOUT: "Aborted login (3 authentication attempts)".
-		j := i
-		for j > 0 && isDigit(head[j-1]) {
-			j--
-		}
-		if n, ok := atoiN(head[j:i]); ok && j < i && n > 0 {
-			return KindAuthFailed, min(n, 1000)
-		}
-	}
-	if bytes.Contains(head, []byte("plaintext auth")) || bytes.Contains(head, []byte("cleartext auth")) {
-		// "tried to use disabled plaintext auth" (2.2), "disallowed
-		// plaintext" (2.3), "disallowed cleartext" (2.4).
-		if bytes.Contains(head, []byte("tried to use ")) {
-			return KindPlaintext, 0
-		}
-	}
-	if bytes.Contains(head, []byte("Maximum number of connections from user+IP exceeded")) || bytes.Contains(head, []byte("(connection_limit)")) {
-		return KindConnLimit, 0
-	}
-	if bytes.Contains(head, []byte("client didn't finish SASL auth")) ||
-		bytes.Contains(head, []byte("disconnected before auth was ready")) ||
-		bytes.Contains(head, []byte("disconnected before greeting")) ||
-		bytes.Contains(head, []byte("disconnected while authenticating")) ||
-		bytes.Contains(head, []byte("Too many invalid commands")) ||
-		bytes.Contains(head, []byte("Too many bad commands")) {
-		return KindProbe, 0
-	}
-	if bytes.Contains(head, []byte("disconnected during TLS handshake")) || bytes.Contains(head, []byte("(tls_handshake_not_finished)")) {
-		return KindTLSFailed, 0
-	}
-	if bytes.Contains(head, []byte("(no auth attempts")) || bytes.Contains(head, []byte("(no_auth_attempts)")) {
-		return KindNoAuth, 0
-	}
-	return KindNone, 0
 }
 
 // Messages a passdb writes after "backend(user,ip[,<session>]): ". The line
