@@ -183,21 +183,26 @@ func dovecotAuth(msg []byte) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	// rest ends just before ": <message>". Two shapes:
-	//   "...backend(user,ip[,<sid>])"            (2.0-2.3)
-	//   "...auth(user,ip[,<sid>])[<pid>]: [Info: ]backend"  (2.4)
+	//   "...backend(user,ip[,<sid>])"                                  (2.0-2.3)
+	//   "auth[-worker](user,ip[,sasl:mech][,master])[<pid>][<sid>][: request [N]][: Level]: backend"  (2.4)
+	opened := false // rest had its closing ')' removed already
 	if n := len(rest); n > 0 && rest[n-1] != ')' {
-		// 2.4: strip "backend", optional level, ": " and "<pid>".
 		i := bytes.LastIndex(rest, []byte(": "))
 		if i < 0 || !isBackendName(rest[i+2:]) {
 			return netip.Addr{}, false
 		}
-		rest = rest[:i]
-		for _, lvl := range [...]string{": Info", ": Warning", ": Error"} {
-			rest = bytes.TrimSuffix(rest, []byte(lvl))
+		rest = trimLevel(rest[:i])
+		if j := bytes.LastIndex(rest, []byte(": request [")); j >= 0 && rest[len(rest)-1] == ']' && allDigits(rest[j+11:len(rest)-1]) {
+			rest = trimLevel(rest[:j])
 		}
-		if n := len(rest); n > 2 && rest[n-1] == '>' {
+		// "<pid>" (workers) and "<session>", in that order, each optional.
+		for k := 0; k < 2; k++ {
+			n := len(rest)
+			if n < 3 || rest[n-1] != '>' {
+				break
+			}
 			j := bytes.LastIndexByte(rest, '<')
-			if j < 0 || !allDigits(rest[j+1:n-1]) {
+			if j < 0 || !isSessionID(rest[j+1:n-1]) {
 				return netip.Addr{}, false
 			}
 			rest = rest[:j]
@@ -205,11 +210,22 @@ func dovecotAuth(msg []byte) (netip.Addr, bool) {
 		if !bytes.HasPrefix(msg, []byte("auth(")) && !bytes.HasPrefix(msg, []byte("auth-worker(")) {
 			return netip.Addr{}, false
 		}
+		if n := len(rest); n == 0 || rest[n-1] != ')' {
+			return netip.Addr{}, false
+		}
+		// 2.4 ends the group with the mechanism and a master flag.
+		rest = bytes.TrimSuffix(rest[:len(rest)-1], []byte(",master"))
+		if j := bytes.LastIndex(rest, []byte(",sasl:")); j >= 0 && isBackendName(rest[j+6:]) {
+			rest = rest[:j]
+		}
+		opened = true
 	}
-	if n := len(rest); n == 0 || rest[n-1] != ')' {
-		return netip.Addr{}, false
+	if !opened {
+		if n := len(rest); n == 0 || rest[n-1] != ')' {
+			return netip.Addr{}, false
+		}
+		rest = rest[:len(rest)-1]
 	}
-	rest = rest[:len(rest)-1]
 	// Optional ",<session>" (base64).
 	if n := len(rest); n > 0 && rest[n-1] == '>' {
 		j := bytes.LastIndexByte(rest, '<')
@@ -256,12 +272,25 @@ func cutBackendMessage(msg []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// trimLevel removes the level Dovecot's log_path format writes after the
+// prefix.
+func trimLevel(b []byte) []byte {
+	for _, lvl := range [...]string{": Info", ": Warning", ": Error"} {
+		if bytes.HasSuffix(b, []byte(lvl)) {
+			return b[:len(b)-len(lvl)]
+		}
+	}
+	return b
+}
+
+// isBackendName accepts a passdb driver or the name an administrator gave
+// it ("passwd-file", "unix_user", "LDAP.main").
 func isBackendName(b []byte) bool {
 	if len(b) == 0 || len(b) > 32 {
 		return false
 	}
 	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c == '-' || c >= '0' && c <= '9') {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9') {
 			return false
 		}
 	}
