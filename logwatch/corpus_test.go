@@ -81,7 +81,7 @@ func TestCorpus(t *testing.T) {
 		}
 		kinds := map[Kind]int{}
 		for i, line := range lines {
-			p := ParsePrefix([]byte(line), true, ref)
+			p := ParseHeader([]byte(line), true, ref)
 			if p.Format != format || p.Time.IsZero() || p.Time.Month() != time.November || p.Time.Day() != 28 {
 				t.Errorf("%s:%d: prefix %v time %v, want %v on Nov 28", path, i+1, p.Format, p.Time, format)
 			}
@@ -219,7 +219,7 @@ func TestVersionFixtures(t *testing.T) {
 		if !ok || rule != f.rule || kind != f.kind || addr != netip.MustParseAddr(f.addr) {
 			t.Errorf("%s: got (%v %q %v %v), want (%q %v %v)", f.name, ok, rule, kind, addr, f.rule, f.kind, f.addr)
 		}
-		if p := ParsePrefix([]byte(f.line), true, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)); p.Format == FormatNone || p.Time.IsZero() {
+		if p := ParseHeader([]byte(f.line), true, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)); p.Format == FormatNone || p.Time.IsZero() {
 			t.Errorf("%s: prefix not recognised (%v)", f.name, p.Format)
 		}
 	}
@@ -238,17 +238,17 @@ func TestPrefixTimes(t *testing.T) {
 		{"@4000000069a4ac9c1c9c8b4c x", time.Unix(0x69a4ac9c-10, 0x1c9c8b4c)},
 	}
 	for _, c := range cases {
-		p := ParsePrefix([]byte(c.line), true, ref)
+		p := ParseHeader([]byte(c.line), true, ref)
 		if !p.Time.Equal(c.want) {
 			t.Errorf("%q: time %v, want %v", c.line, p.Time, c.want)
 		}
 	}
 	// BSD syslog has no year: December read on January 2 is last year's.
-	p := ParsePrefix([]byte("Dec 31 23:59:59 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
+	p := ParseHeader([]byte("Dec 31 23:59:59 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
 	if p.Time.Year() != 2025 {
 		t.Errorf("Dec 31 read on Jan 2 2026: year %d, want 2025", p.Time.Year())
 	}
-	p = ParsePrefix([]byte("Jan  2 00:00:01 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
+	p = ParseHeader([]byte("Jan  2 00:00:01 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
 	if p.Time.Year() != 2026 || p.Time.Day() != 2 {
 		t.Errorf("two-space day: %v", p.Time)
 	}

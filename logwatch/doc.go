@@ -9,7 +9,7 @@
 //     counts lines over MaxLineBytes, and starts at the end of each file
 //     unless a Backlog (the last N minutes, by line timestamps) is asked for:
 //     old attacks must not ban anyone at start-up.
-//   - ParsePrefix recognises BSD syslog ("Nov  8 16:56:06 host tag[pid]: "),
+//   - ParseHeader recognises BSD syslog ("Nov  8 16:56:06 host tag[pid]: "),
 //     RFC 3339 with fraction and zone (Debian 12's rsyslog), RFC 5424,
 //     Dovecot's own log_path format (host-less, "service: Info: ", with BSD
 //     or ISO dates) and TAI64N.

@@ -130,7 +130,7 @@ func addrInLine(line []byte, addr netip.Addr) bool {
 	return false
 }
 
-func FuzzParsePrefix(f *testing.F) {
+func FuzzParseHeader(f *testing.F) {
 	for _, fx := range versionFixtures {
 		f.Add([]byte(fx.line))
 	}
@@ -138,7 +138,7 @@ func FuzzParsePrefix(f *testing.F) {
 	f.Add([]byte("@4000000069a4ac9c1c9c8b4c"))
 	f.Add([]byte("Nov  8 16:56:06 "))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		p := ParsePrefix(line, true, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+		p := ParseHeader(line, true, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
 		if !bytes.HasSuffix(line, p.Msg) {
 			t.Fatalf("Msg %q is not the end of the line", p.Msg)
 		}

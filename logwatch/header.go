@@ -5,28 +5,37 @@ import (
 	"time"
 )
 
-// Format names the prefix format a line was written in.
+// Format names the header form a line was written in.
 type Format uint8
 
 const (
-	FormatNone    Format = iota // no recognised timestamp
-	FormatBSD                   // "Nov  8 16:56:06 host tag[pid]: "
-	FormatRFC3339               // "2026-11-28T17:09:12.466432+00:00 host tag: " (also "2026-11-28 17:09:12 ")
-	FormatRFC5424               // "<34>1 2026-11-28T17:09:12Z host app procid msgid sd msg"
-	FormatTAI64N                // "@4000000068d9a7c31c9c8b4c msg" (daemontools, s6)
+	// FormatNone: no header this package knows. Replay counts these lines
+	// as unparsed, so that a file in an unknown form is not silence.
+	FormatNone    Format = iota
+	FormatBSD            // "Nov  8 16:56:06 host tag[pid]: " (also journalctl -o short)
+	FormatRFC3339        // "2026-11-28T17:09:12.466432+00:00 host tag: " (also "2026-11-28 17:09:12 ", journalctl -o short-iso "+0000")
+	FormatRFC5424        // "<34>1 2026-11-28T17:09:12Z host app procid msgid sd msg"
+	FormatTAI64N         // "@4000000068d9a7c31c9c8b4c msg" (daemontools, s6)
+	// FormatBare: Dovecot's log_path without log_timestamp, the line
+	// starts with the process: "imap-login: Info: ...", "auth(user,ip): ...".
+	FormatBare
+	// FormatJournalJSON: one journalctl -o json object.
+	FormatJournalJSON
+	numFormats
 )
 
-var formatNames = [...]string{"none", "bsd", "rfc3339", "rfc5424", "tai64n"}
+var formatNames = [numFormats]string{"none", "bsd", "rfc3339", "rfc5424", "tai64n", "dovecot-bare", "journal-json"}
 
 func (f Format) String() string {
-	if int(f) < len(formatNames) {
+	if f < numFormats {
 		return formatNames[f]
 	}
 	return "unknown"
 }
 
-// Prefix is what precedes the message of a log line.
-type Prefix struct {
+// Header is what precedes the message of a log line: its timestamp and
+// syslog tag.
+type Header struct {
 	Format Format
 	// Time is the line's own timestamp; zero when the line has none or it
 	// was not asked for. BSD syslog has no year or zone: the local zone and
@@ -37,16 +46,18 @@ type Prefix struct {
 	// directly with the service ("pop3-login: Info: ...").
 	Tag []byte
 	// Msg is the message after "tag[pid]: ", or the whole rest of the line
-	// when there is no tag.
+	// when there is no tag. It is the end of the line, except for
+	// journal JSON, whose MESSAGE may need unescaping.
 	Msg []byte
 }
 
-// ParsePrefix splits a log line into its prefix and message. It never fails:
-// a line without a recognised prefix is returned whole as Msg. When wantTime
-// is false the timestamp is skipped but not converted, which is what a live
-// follower wants (it uses arrival time) and is markedly cheaper.
-func ParsePrefix(line []byte, wantTime bool, ref time.Time) Prefix {
-	var p Prefix
+// ParseHeader splits a log line into its header and message. It never
+// fails: a line without a recognised header is returned whole as Msg, with
+// FormatNone. When wantTime is false the timestamp is skipped but not
+// converted, which is what a live follower wants (it uses arrival time) and
+// is markedly cheaper.
+func ParseHeader(line []byte, wantTime bool, ref time.Time) Header {
+	var p Header
 	rest := line
 	// An optional syslog PRI, as some relays keep it: "<34>".
 	if len(rest) > 2 && rest[0] == '<' {
@@ -83,19 +94,55 @@ func ParsePrefix(line []byte, wantTime bool, ref time.Time) Prefix {
 		if n, t, ok := parseISOTime(rest, wantTime); ok && n < len(rest) && rest[n] == ' ' {
 			p.Format = FormatRFC3339
 			p.Time = t
-			splitTag(rest[n+1:], &p)
+			// macOS's syslog style pads with a second space.
+			n++
+			if n < len(rest) && rest[n] == ' ' {
+				n++
+			}
+			splitTag(rest[n:], &p)
+			return p
+		}
+	case len(rest) > 2 && rest[0] == '{':
+		if parseJournalJSON(rest, wantTime, &p) {
 			return p
 		}
 	}
 	p.Format = FormatNone
 	splitTag(rest, &p)
+	if p.Format == FormatNone && len(p.Tag) == 0 && isBareProcess(rest) {
+		p.Format = FormatBare
+	} else if len(p.Tag) > 0 {
+		// "tag[pid]: msg" with no timestamp: a syslog line a relay
+		// stripped, or logger's stderr.
+		p.Format = FormatBare
+	}
 	return p
+}
+
+// isBareProcess reports whether a line starts the way Dovecot's log_path
+// lines do without a timestamp: a process name ("imap-login", "auth",
+// "master") followed by ": ", "(" or "<".
+func isBareProcess(b []byte) bool {
+	i := 0
+	for i < len(b) && i < 40 && (b[i] >= 'a' && b[i] <= 'z' || b[i] == '-' || i > 0 && isDigit(b[i])) {
+		i++
+	}
+	if i == 0 || i >= len(b) {
+		return false
+	}
+	switch b[i] {
+	case '(', '<':
+		return true
+	case ':':
+		return i+1 < len(b) && b[i+1] == ' '
+	}
+	return false
 }
 
 // splitTag separates "host tag[pid]: msg", "tag[pid]: msg" and Dovecot's
 // host-less "service: msg". Only the first two tokens are looked at, so a
 // message can never move the split.
-func splitTag(rest []byte, p *Prefix) {
+func splitTag(rest []byte, p *Header) {
 	sp := bytes.IndexByte(rest, ' ')
 	if sp <= 0 {
 		p.Msg = rest
@@ -127,9 +174,27 @@ func splitTag(rest []byte, p *Prefix) {
 	if sp2 > 1 && r2[sp2-1] == ':' && isTagToken(r2[:sp2-1]) {
 		p.Tag = stripPID(r2[:sp2-1])
 		p.Msg = r2[sp2+1:]
+		macOSLibrary(p)
 		return
 	}
 	p.Msg = rest
+}
+
+// macOSLibrary handles macOS's unified log, which names the library that
+// logged before the message: "log[555]: (libdovecot.0.dylib) imap-login:
+// ...". The library is Dovecot's, so the line is Dovecot's whatever the
+// process tag says.
+func macOSLibrary(p *Header) {
+	m := p.Msg
+	if len(m) < 20 || m[0] != '(' || !bytes.HasPrefix(m, []byte("(libdovecot")) {
+		return
+	}
+	i := bytes.Index(m, []byte(".dylib) "))
+	if i < 0 || bytes.IndexByte(m[1:i], ' ') >= 0 {
+		return
+	}
+	p.Tag = m[4:11] // "dovecot"
+	p.Msg = m[i+8:]
 }
 
 func isHostToken(b []byte) bool {
@@ -156,8 +221,10 @@ func isTagToken(b []byte) bool {
 }
 
 func isKnownTag(tag []byte) bool {
-	return string(tag) == "dovecot" || bytes.HasPrefix(tag, []byte("postfix"))
+	return isDovecotTag(tag) || bytes.HasPrefix(tag, []byte("postfix"))
 }
+
+func isDovecotTag(tag []byte) bool { return string(tag) == "dovecot" }
 
 func stripPID(tag []byte) []byte {
 	if n := len(tag); n > 2 && tag[n-1] == ']' {
@@ -260,9 +327,18 @@ func parseISOTime(b []byte, wantTime bool) (int, time.Time, bool) {
 		case c == 'Z' || c == 'z':
 			zoned = true
 			n++
-		case (c == '+' || c == '-') && n+6 <= len(b) && b[n+3] == ':':
+		case (c == '+' || c == '-') && n+5 <= len(b):
+			// "+01:00" (RFC 3339) or "+0100" (journalctl -o short-iso,
+			// macOS).
+			mm := n + 3
+			if b[mm] == ':' {
+				mm++
+			}
+			if mm+2 > len(b) {
+				return 0, time.Time{}, false
+			}
 			oh, okh := atoiN(b[n+1 : n+3])
-			om, okm := atoiN(b[n+4 : n+6])
+			om, okm := atoiN(b[mm : mm+2])
 			if !okh || !okm || oh > 23 || om > 59 {
 				return 0, time.Time{}, false
 			}
@@ -271,7 +347,7 @@ func parseISOTime(b []byte, wantTime bool) (int, time.Time, bool) {
 				offset = -offset
 			}
 			zoned = true
-			n += 6
+			n = mm + 2
 		}
 	}
 	if !wantTime {
@@ -290,7 +366,7 @@ func parseISOTime(b []byte, wantTime bool) (int, time.Time, bool) {
 // parse5424 parses "1 TIMESTAMP HOST APP PROCID MSGID SD [MSG]" (after the
 // PRI). The structured data is skipped with its escapes, so a "]" inside a
 // quoted value cannot end it early.
-func parse5424(b []byte, wantTime bool, p *Prefix) bool {
+func parse5424(b []byte, wantTime bool, p *Header) bool {
 	rest := b[2:]
 	var t time.Time
 	if rest[0] == '-' {
