@@ -33,6 +33,9 @@ func (f Format) String() string {
 	return "unknown"
 }
 
+// MarshalText makes formats appear by name in JSON.
+func (f Format) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
 // Header is what precedes the message of a log line: its timestamp and
 // syslog tag.
 type Header struct {
