@@ -172,7 +172,7 @@ func isEventName(b []byte) bool {
 		return false
 	}
 	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c == '_') {
+		if !(c >= 'a' && c <= 'z' || c == '_' || isDigit(c)) {
 			return false
 		}
 	}
