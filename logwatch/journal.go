@@ -3,6 +3,7 @@ package logwatch
 import (
 	"bytes"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -176,18 +177,25 @@ func unescapeJSON(s []byte) ([]byte, bool) {
 		case 'b', 'f', 'n', 'r', 't':
 			out = append(out, '?')
 		case 'u':
-			if i+4 >= len(s) {
+			r, ok := hex4(s[i+1:])
+			if !ok {
 				return nil, false
 			}
-			var r rune
-			for _, h := range s[i+1 : i+5] {
-				v, ok := hexVal(h)
-				if !ok {
-					return nil, false
-				}
-				r = r<<4 | rune(v)
-			}
 			i += 4
+			if utf16.IsSurrogate(r) {
+				// A pair is one character; a lone half is U+FFFD, as
+				// encoding/json decodes it.
+				r2 := rune(-1)
+				if i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
+					r2, _ = hex4(s[i+3:])
+				}
+				if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
+					r = d
+					i += 6
+				} else {
+					r = utf8.RuneError
+				}
+			}
 			if r < 0x20 || r == 0x7f {
 				r = '?'
 			}
@@ -197,4 +205,19 @@ func unescapeJSON(s []byte) ([]byte, bool) {
 		}
 	}
 	return out, true
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, h := range b[:4] {
+		v, ok := hexVal(h)
+		if !ok {
+			return 0, false
+		}
+		r = r<<4 | rune(v)
+	}
+	return r, true
 }
