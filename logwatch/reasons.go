@@ -140,7 +140,7 @@ func classifyLoginHead(head []byte) (Kind, int) {
 	kind := r.kind
 	switch {
 	case r.counted:
-		return kind, attemptsAfter(group, len(r.human))
+		return kind, attemptsAfter(group, r.human)
 	case kind == KindNoAuth:
 		// What closed the connection, written before the reason.
 		switch {
@@ -190,10 +190,15 @@ func matchHuman(group []byte) *loginReason {
 }
 
 // attemptsAfter reads "N" from "<reason>, N attempts ..." (the reason's
-// ", " is part of human); 1 when it is missing or zero.
-func attemptsAfter(group []byte, at int) int {
+// ", " is part of human); 1 when it is missing or zero, or when 2.4's event
+// reason came with another human reason.
+func attemptsAfter(group []byte, human string) int {
+	rest, ok := bytes.CutPrefix(group, []byte(human))
+	if !ok {
+		return 1
+	}
 	n := 0
-	for _, c := range group[at:] {
+	for _, c := range rest {
 		if !isDigit(c) {
 			break
 		}
