@@ -252,7 +252,11 @@ func (e *Engine) process(line []byte, file string, now time.Time, lineTime bool)
 	if !ok {
 		if pr, ok := e.pressure(&p); ok {
 			cs.pressure.Add(1)
-			return Result{Time: t, Format: p.Format, Pressure: &pr}
+			// Copied so that pr stays on the stack for the lines
+			// that are not pressure.
+			pp := new(Pressure)
+			*pp = pr
+			return Result{Time: t, Format: p.Format, Pressure: pp}
 		}
 		cs.missed.Add(1)
 		return Result{Time: t, Format: p.Format}
