@@ -283,15 +283,6 @@ func (e *Engine) Classify(line []byte, file string) (rule string, kind Kind, add
 	return e.cnt.Load().rules[m.rule], m.kind, m.addr, true
 }
 
-// pressure recognises the master's limit warning, when the dovecot-login
-// rule is on.
-func (e *Engine) pressure(p *Header) (Pressure, bool) {
-	if !e.c.builtin[0] || !(len(p.Tag) == 0 || isDovecotTag(p.Tag)) {
-		return Pressure{}, false
-	}
-	return masterPressure(p.Msg)
-}
-
 func (e *Engine) classify(p *Header, line []byte, file string) (match, bool) {
 	c := e.c
 	msg := p.Msg

@@ -25,6 +25,15 @@ func (p Pressure) Login() bool {
 	return len(p.Service) > 6 && p.Service[len(p.Service)-6:] == "-login"
 }
 
+// pressure recognises the master's limit warning, when the dovecot-login
+// rule is on.
+func (e *Engine) pressure(p *Header) (Pressure, bool) {
+	if !e.c.builtin[0] || !(len(p.Tag) == 0 || isDovecotTag(p.Tag)) {
+		return Pressure{}, false
+	}
+	return masterPressure(p.Msg)
+}
+
 var pressureTail = []byte(" reached, client connections are being dropped")
 
 // masterPressure parses the warning from a Dovecot message ("master: ...").
