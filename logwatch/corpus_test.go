@@ -198,6 +198,7 @@ var versionFixtures = []struct {
 	{"2.4 log_path", "2026-03-01 10:00:12 imap-login: Info: Login aborted: Connection closed (no auth attempts in 0 secs) (no_auth_attempts): user=<>, rip=203.0.113.52, lip=192.0.2.1, session=<R2x0Ih0M>", RuleDovecotLogin, KindNoAuth, "203.0.113.52"},
 	{"2.4 passwd-file", "2026-03-01T10:00:13.000001+01:00 mx dovecot[77]: auth: passwd-file(bob,203.0.113.53,<R2x0Ih0N>): Password mismatch", RuleDovecotAuth, KindAuthBackend, "203.0.113.53"},
 	{"2.4 auth(user,ip) prefix", "2026-03-01T10:00:14.000001+01:00 mx dovecot[77]: auth(bob,203.0.113.54,<R2x0Ih0O>): passwd-file: unknown user", RuleDovecotAuth, KindAuthBackend, "203.0.113.54"},
+	{"2.4 request prefix after the process's", "2026-03-01T10:00:14.000001+01:00 mx dovecot[77]: auth: auth(bob,203.0.113.56,sasl:plain)<R2x0Ih0O>: passwd-file: Password mismatch", RuleDovecotAuth, KindAuthBackend, "203.0.113.56"},
 	{"2.4 auth-worker(user,ip)<pid> prefix", "2026-03-01 10:00:15 auth-worker(bob,203.0.113.55,<R2x0Ih0P>)<4242>: Info: pam: pam_authenticate() failed: Authentication failure (password mismatch?)", RuleDovecotAuth, KindAuthBackend, "203.0.113.55"},
 	// Postfix SASL
 	{"postfix unknown", "Jan 12 09:40:00 mx postfix/smtpd[1234]: warning: unknown[203.0.113.60]: SASL LOGIN authentication failed: UGFzc3dvcmQ6", RulePostfixSASL, KindAuthFailed, "203.0.113.60"},

@@ -26,6 +26,7 @@ var framingTemplates = []struct {
 	{"Nov 28 17:12:50 vm dovecot: imap-login: Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10): user=<USER>, method=PLAIN, rip=198.18.5.5, lip=198.18.0.1, mpid=0, session=<cyAnSVlh69DGEsiD>", RuleDovecotLogin, KindConnLimit},
 	// Shapes added for issue 16.
 	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: auth(USER,198.18.5.5,sasl:plain)<R2x0Ih0A>: passwd-file: Password mismatch", RuleDovecotAuth, KindAuthBackend},
+	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: auth: auth(USER,198.18.5.5,sasl:plain)<R2x0Ih0A>: passwd-file: unknown user", RuleDovecotAuth, KindAuthBackend},
 	{"2026-03-01 10:00:00 auth-worker(USER,198.18.5.5,sasl:plain,master)<4242><R2x0Ih0D>: request [12]: Info: sql: unknown user", RuleDovecotAuth, KindAuthBackend},
 	{"Nov 28 17:12:50 vm dovecot: auth-worker(1234): conn unix:auth-worker (pid=1200,uid=97): auth-worker<3>: sql(USER,198.18.5.5,<E89MSVlhhZ7GEsiL>): unknown user", RuleDovecotAuth, KindAuthBackend},
 	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: auth(USER,198.18.5.5,sasl:plain)<R2x0Ih0C>: unix_user: pam_authenticate() failed: Authentication failure (password mismatch?)", RuleDovecotAuth, KindAuthBackend},

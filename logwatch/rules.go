@@ -185,6 +185,9 @@ func dovecotAuth(msg []byte) (netip.Addr, bool) {
 	// rest ends just before ": <message>". Two shapes:
 	//   "...backend(user,ip[,<sid>])"                                  (2.0-2.3)
 	//   "auth[-worker](user,ip[,sasl:mech][,master])[<pid>][<sid>][: request [N]][: Level]: backend"  (2.4)
+	// The 2.4 group may follow the process's own "auth: " prefix: the
+	// request's prefix is appended to it (event_set_log_prefix_callback
+	// with replace=FALSE), whatever the log target keeps of it.
 	opened := false // rest had its closing ')' removed already
 	if n := len(rest); n > 0 && rest[n-1] != ')' {
 		i := bytes.LastIndex(rest, []byte(": "))
@@ -206,9 +209,6 @@ func dovecotAuth(msg []byte) (netip.Addr, bool) {
 				return netip.Addr{}, false
 			}
 			rest = rest[:j]
-		}
-		if !bytes.HasPrefix(msg, []byte("auth(")) && !bytes.HasPrefix(msg, []byte("auth-worker(")) {
-			return netip.Addr{}, false
 		}
 		if n := len(rest); n == 0 || rest[n-1] != ')' {
 			return netip.Addr{}, false
