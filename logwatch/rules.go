@@ -160,6 +160,7 @@ var backendMessages = [...]string{
 	"unknown user",
 	"invalid credentials",
 	"User not found",
+	"Login attempt with empty password", // passdb-ldap.c
 }
 
 var pamPrefix = []byte("pam_authenticate() failed: ")
