@@ -90,6 +90,8 @@ func DefaultWeights() map[string]int {
 		KindProbe.String():       1,
 		KindConnLimit.String():   0,
 		KindLogin.String():       0,
+		// As no-auth: it was, until it was closed to make room.
+		KindProcessFull.String(): 1,
 	}
 }
 

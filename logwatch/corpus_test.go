@@ -27,6 +27,7 @@ var corpusExpect = []struct {
 	{"Too many invalid commands", RuleDovecotLogin, KindProbe},
 	{"Too many bad commands", RuleDovecotLogin, KindProbe},
 	{"Maximum number of connections from user+IP exceeded", RuleDovecotLogin, KindConnLimit},
+	{"Connection queue full (no auth attempts in ", RuleDovecotLogin, KindProcessFull},
 	{"(no auth attempts in ", RuleDovecotLogin, KindNoAuth},
 	{"passwd-file(", RuleDovecotAuth, KindAuthBackend},
 }
@@ -80,7 +81,7 @@ func TestCorpus(t *testing.T) {
 		}
 		kinds := map[Kind]int{}
 		for i, line := range lines {
-			p := ParsePrefix([]byte(line), true, ref)
+			p := ParseHeader([]byte(line), true, ref)
 			if p.Format != format || p.Time.IsZero() || p.Time.Month() != time.November || p.Time.Day() != 28 {
 				t.Errorf("%s:%d: prefix %v time %v, want %v on Nov 28", path, i+1, p.Format, p.Time, format)
 			}
@@ -184,7 +185,7 @@ var versionFixtures = []struct {
 	// 2.4: "Login aborted: <reason> (<human reason>) (<event reason>)"
 	{"2.4 no auth", "2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: imap-login: Login aborted: Connection closed (no auth attempts in 0 secs) (no_auth_attempts): user=<>, rip=203.0.113.40, lip=192.0.2.1, session=<R2x0Ih0A>", RuleDovecotLogin, KindNoAuth, "203.0.113.40"},
 	{"2.4 inactivity", "2026-03-01T10:00:01.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Inactivity (no auth attempts in 180 secs) (no_auth_attempts): user=<>, rip=203.0.113.41, lip=192.0.2.1, session=<R2x0Ih0B>", RuleDovecotLogin, KindNoAuth, "203.0.113.41"},
-	{"2.4 queue full", "2026-03-01T10:00:02.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Connection queue full (no auth attempts in 2 secs) (no_auth_attempts): user=<>, rip=203.0.113.42, lip=192.0.2.1, session=<R2x0Ih0C>", RuleDovecotLogin, KindNoAuth, "203.0.113.42"},
+	{"2.4 queue full", "2026-03-01T10:00:02.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Connection queue full (no auth attempts in 2 secs) (no_auth_attempts): user=<>, rip=203.0.113.42, lip=192.0.2.1, session=<R2x0Ih0C>", RuleDovecotLogin, KindProcessFull, "203.0.113.42"},
 	{"2.4 read failed", "2026-03-01T10:00:03.000001+01:00 mx dovecot[77]: imap-login: Login aborted: Connection closed: read(size=1026) failed: Connection reset by peer (no auth attempts in 1 secs) (no_auth_attempts): user=<>, rip=203.0.113.43, lip=192.0.2.1, session=<R2x0Ih0D>", RuleDovecotLogin, KindNoAuth, "203.0.113.43"},
 	{"2.4 auth failed", "2026-03-01T10:00:04.000001+01:00 mx dovecot[77]: imap-login: Login aborted: Logged out (auth failed, 1 attempts in 3 secs) (auth_failed): user=<bob>, method=PLAIN, rip=203.0.113.44, lip=192.0.2.1, TLS, session=<R2x0Ih0E>", RuleDovecotLogin, KindAuthFailed, "203.0.113.44"},
 	{"2.4 cleartext", "2026-03-01T10:00:05.000001+01:00 mx dovecot[77]: pop3-login: Login aborted: Connection closed (tried to use disallowed cleartext auth, 1 attempts in 0 secs) (cleartext_auth_disabled): user=<bob>, rip=203.0.113.45, lip=192.0.2.1, session=<R2x0Ih0F>", RuleDovecotLogin, KindPlaintext, "203.0.113.45"},
@@ -197,6 +198,7 @@ var versionFixtures = []struct {
 	{"2.4 log_path", "2026-03-01 10:00:12 imap-login: Info: Login aborted: Connection closed (no auth attempts in 0 secs) (no_auth_attempts): user=<>, rip=203.0.113.52, lip=192.0.2.1, session=<R2x0Ih0M>", RuleDovecotLogin, KindNoAuth, "203.0.113.52"},
 	{"2.4 passwd-file", "2026-03-01T10:00:13.000001+01:00 mx dovecot[77]: auth: passwd-file(bob,203.0.113.53,<R2x0Ih0N>): Password mismatch", RuleDovecotAuth, KindAuthBackend, "203.0.113.53"},
 	{"2.4 auth(user,ip) prefix", "2026-03-01T10:00:14.000001+01:00 mx dovecot[77]: auth(bob,203.0.113.54,<R2x0Ih0O>): passwd-file: unknown user", RuleDovecotAuth, KindAuthBackend, "203.0.113.54"},
+	{"2.4 request prefix after the process's", "2026-03-01T10:00:14.000001+01:00 mx dovecot[77]: auth: auth(bob,203.0.113.56,sasl:plain)<R2x0Ih0O>: passwd-file: Password mismatch", RuleDovecotAuth, KindAuthBackend, "203.0.113.56"},
 	{"2.4 auth-worker(user,ip)<pid> prefix", "2026-03-01 10:00:15 auth-worker(bob,203.0.113.55,<R2x0Ih0P>)<4242>: Info: pam: pam_authenticate() failed: Authentication failure (password mismatch?)", RuleDovecotAuth, KindAuthBackend, "203.0.113.55"},
 	// Postfix SASL
 	{"postfix unknown", "Jan 12 09:40:00 mx postfix/smtpd[1234]: warning: unknown[203.0.113.60]: SASL LOGIN authentication failed: UGFzc3dvcmQ6", RulePostfixSASL, KindAuthFailed, "203.0.113.60"},
@@ -218,7 +220,7 @@ func TestVersionFixtures(t *testing.T) {
 		if !ok || rule != f.rule || kind != f.kind || addr != netip.MustParseAddr(f.addr) {
 			t.Errorf("%s: got (%v %q %v %v), want (%q %v %v)", f.name, ok, rule, kind, addr, f.rule, f.kind, f.addr)
 		}
-		if p := ParsePrefix([]byte(f.line), true, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)); p.Format == FormatNone || p.Time.IsZero() {
+		if p := ParseHeader([]byte(f.line), true, time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)); p.Format == FormatNone || p.Time.IsZero() {
 			t.Errorf("%s: prefix not recognised (%v)", f.name, p.Format)
 		}
 	}
@@ -237,17 +239,17 @@ func TestPrefixTimes(t *testing.T) {
 		{"@4000000069a4ac9c1c9c8b4c x", time.Unix(0x69a4ac9c-10, 0x1c9c8b4c)},
 	}
 	for _, c := range cases {
-		p := ParsePrefix([]byte(c.line), true, ref)
+		p := ParseHeader([]byte(c.line), true, ref)
 		if !p.Time.Equal(c.want) {
 			t.Errorf("%q: time %v, want %v", c.line, p.Time, c.want)
 		}
 	}
 	// BSD syslog has no year: December read on January 2 is last year's.
-	p := ParsePrefix([]byte("Dec 31 23:59:59 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
+	p := ParseHeader([]byte("Dec 31 23:59:59 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
 	if p.Time.Year() != 2025 {
 		t.Errorf("Dec 31 read on Jan 2 2026: year %d, want 2025", p.Time.Year())
 	}
-	p = ParsePrefix([]byte("Jan  2 00:00:01 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
+	p = ParseHeader([]byte("Jan  2 00:00:01 vm dovecot: x"), true, time.Date(2026, 1, 2, 0, 0, 0, 0, time.Local))
 	if p.Time.Year() != 2026 || p.Time.Day() != 2 {
 		t.Errorf("two-space day: %v", p.Time)
 	}

@@ -9,16 +9,24 @@
 //     counts lines over MaxLineBytes, and starts at the end of each file
 //     unless a Backlog (the last N minutes, by line timestamps) is asked for:
 //     old attacks must not ban anyone at start-up.
-//   - ParsePrefix recognises BSD syslog ("Nov  8 16:56:06 host tag[pid]: "),
-//     RFC 3339 with fraction and zone (Debian 12's rsyslog), RFC 5424,
-//     Dovecot's own log_path format (host-less, "service: Info: ", with BSD
-//     or ISO dates) and TAI64N.
+//   - ParseHeader recognises BSD syslog ("Nov  8 16:56:06 host tag[pid]: ",
+//     also journalctl -o short), RFC 3339 with fraction and zone (Debian 12's
+//     rsyslog, journalctl -o short-iso's "+0000"), RFC 5424, Dovecot's own
+//     log_path format (host-less, "service: Info: ", with BSD or ISO dates,
+//     or none), TAI64N, journalctl -o json and macOS's "(libdovecot.0.dylib)"
+//     prefix. A line in none of them is FormatNone, counted as unparsed.
 //   - Built-in rules: dovecot-login (pop3/imap/submission/managesieve-login,
-//     Dovecot 2.0 to 2.4), dovecot-auth (passwd-file, pam, sql, ldap ...
-//     verdicts, including auth-worker(...) and 2.4's auth(user,ip,<sid>)
-//     prefix) and postfix-sasl. Custom rules are RE2 expressions with a named
-//     group "ip" (and optionally "user"), a kind, a weight, an optional
-//     "requires" path and "files".
+//     Dovecot 2.0 to 2.4: every reason client_get_extra_disconnect_reason()
+//     writes is in one table, reasons.go, with its kind or why it is not
+//     scored), dovecot-auth (passwd-file, pam, sql, ldap and custom-named
+//     passdb verdicts, including auth-worker(...) connection prefixes and
+//     2.4's auth(user,ip,sasl:mech)<pid><sid>: request [N]: prefix) and
+//     postfix-sasl. Custom rules are RE2 expressions with a named group "ip"
+//     (and optionally "user"), a kind, a weight, an optional "requires" path
+//     and "files". COVERAGE.md lists every format string with its fixture.
+//   - Dovecot's master warning "service(imap-login): process_limit (N)
+//     reached" is slot pressure with no source: Result.Pressure and
+//     Counters.Pressure, never scored (pressure.go).
 //   - Engine scores events per source and returns ban Decisions; Replay is
 //     `xdpguard logtest`.
 //
@@ -80,6 +88,8 @@
 //	                           a typo. Postfix SASL through Dovecot writes
 //	                           no login summary: its attempts are counted
 //	                           once, on Postfix's own warning line
+//	process-full 1             as no-auth: Dovecot closed the oldest
+//	                           unauthenticated connection to make room
 //	conn-limit 0               mail_max_userip_connections is hit by
 //	                           authenticated users (phones, NAT), not attackers
 //	ban 1h, x2 per repeat offence, max 7d, history 30d

@@ -27,6 +27,13 @@ type Result struct {
 	// Skipped is set when the line was not scored although it matched:
 	// the source is allowlisted, loopback, one of ours, or already banned.
 	Skipped string
+	// Format is the header form the line was written in; FormatNone when
+	// this package does not know it (the line is unparsed).
+	Format Format
+	// Pressure is set for Dovecot's "process_limit (N) reached" warning:
+	// slot pressure with no source (pressure.go). Such a line is not
+	// Matched and not missed.
+	Pressure *Pressure
 }
 
 // Decision is a ban the engine asks for.
@@ -67,6 +74,10 @@ type Counters struct {
 	Capped    uint64      `json:"capped"`
 	Skipped   uint64      `json:"skipped"`
 	Decisions uint64      `json:"decisions"`
+	// Unparsed counts lines in no header form this package knows;
+	// Pressure counts Dovecot's process_limit/client_limit warnings.
+	Unparsed uint64 `json:"unparsed"`
+	Pressure uint64 `json:"pressure"`
 	// SourcesEvicted counts sources dropped because MaxSources was
 	// reached; OffendersEvicted likewise for MaxOffenders.
 	SourcesEvicted   uint64 `json:"sources_evicted"`
@@ -102,7 +113,7 @@ type offender struct {
 type counterSet struct {
 	rules   []string
 	matched [][numKinds]atomic.Uint64
-	lines, missed, capped, skipped, decisions,
+	lines, missed, capped, skipped, decisions, unparsed, pressure,
 	srcEvicted, offEvicted, sources, offenders atomic.Uint64
 }
 
@@ -168,6 +179,7 @@ func (e *Engine) apply(c *compiled) {
 		for _, p := range []struct{ dst, src *atomic.Uint64 }{
 			{&cs.lines, &old.lines}, {&cs.missed, &old.missed}, {&cs.capped, &old.capped},
 			{&cs.skipped, &old.skipped}, {&cs.decisions, &old.decisions},
+			{&cs.unparsed, &old.unparsed}, {&cs.pressure, &old.pressure},
 			{&cs.srcEvicted, &old.srcEvicted}, {&cs.offEvicted, &old.offEvicted},
 		} {
 			p.dst.Store(p.src.Load())
@@ -228,18 +240,29 @@ func (e *Engine) process(line []byte, file string, now time.Time, lineTime bool)
 		cs.capped.Add(1)
 		return Result{Skipped: "line too long"}
 	}
-	p := ParsePrefix(line, lineTime, now)
+	p := ParseHeader(line, lineTime, now)
 	t := now
 	if lineTime && !p.Time.IsZero() {
 		t = p.Time
 	}
+	if p.Format == FormatNone {
+		cs.unparsed.Add(1)
+	}
 	m, ok := e.classify(&p, line, file)
 	if !ok {
+		if pr, ok := e.pressure(&p); ok {
+			cs.pressure.Add(1)
+			// Copied so that pr stays on the stack for the lines
+			// that are not pressure.
+			pp := new(Pressure)
+			*pp = pr
+			return Result{Time: t, Format: p.Format, Pressure: pp}
+		}
 		cs.missed.Add(1)
-		return Result{Time: t}
+		return Result{Time: t, Format: p.Format}
 	}
 	cs.matched[m.rule][m.kind].Add(1)
-	r := Result{Matched: true, Rule: cs.rules[m.rule], Kind: m.kind, Addr: m.addr, Time: t}
+	r := Result{Matched: true, Rule: cs.rules[m.rule], Kind: m.kind, Addr: m.addr, Time: t, Format: p.Format}
 	r.Decision, r.Skipped = e.observe(m, r.Rule, t)
 	if r.Skipped != "" {
 		cs.skipped.Add(1)
@@ -252,7 +275,7 @@ func (e *Engine) process(line []byte, file string, now time.Time, lineTime bool)
 
 // Classify reports what a line is, without scoring it.
 func (e *Engine) Classify(line []byte, file string) (rule string, kind Kind, addr netip.Addr, ok bool) {
-	p := ParsePrefix(line, false, time.Time{})
+	p := ParseHeader(line, false, time.Time{})
 	m, ok := e.classify(&p, line, file)
 	if !ok {
 		return "", KindNone, netip.Addr{}, false
@@ -260,18 +283,18 @@ func (e *Engine) Classify(line []byte, file string) (rule string, kind Kind, add
 	return e.cnt.Load().rules[m.rule], m.kind, m.addr, true
 }
 
-func (e *Engine) classify(p *Prefix, line []byte, file string) (match, bool) {
+func (e *Engine) classify(p *Header, line []byte, file string) (match, bool) {
 	c := e.c
 	msg := p.Msg
 	switch {
-	case len(p.Tag) == 0 || string(p.Tag) == "dovecot":
+	case len(p.Tag) == 0 || isDovecotTag(p.Tag):
 		if c.builtin[0] && bytes.IndexByte(msg, '-') > 0 {
 			for _, svc := range loginServices {
 				if len(msg) > len(svc)+2 && string(msg[:len(svc)]) == svc && msg[len(svc)] == ':' && msg[len(svc)+1] == ' ' {
 					if kind, addr, n, ok := dovecotLogin(msg[len(svc)+2:]); ok {
 						w := c.weights[kind]
 						if kind == KindAuthFailed {
-							w *= n
+							w *= max(n, 1)
 						}
 						return match{rule: 0, kind: kind, addr: addr, weight: w}, true
 					}
@@ -621,6 +644,7 @@ func (e *Engine) Counters() Counters {
 	c := Counters{
 		Lines: cs.lines.Load(), Missed: cs.missed.Load(), Capped: cs.capped.Load(),
 		Skipped: cs.skipped.Load(), Decisions: cs.decisions.Load(),
+		Unparsed: cs.unparsed.Load(), Pressure: cs.pressure.Load(),
 		SourcesEvicted: cs.srcEvicted.Load(), OffendersEvicted: cs.offEvicted.Load(),
 		Sources: cs.sources.Load(), Offenders: cs.offenders.Load(),
 	}

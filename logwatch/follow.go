@@ -344,7 +344,7 @@ func readBacklog(fd *os.File, opt FollowOptions, now time.Time) (int64, [][]byte
 		}
 		off += int64(len(line))
 		body := line[:len(line)-1]
-		if p := ParsePrefix(body, true, now); !p.Time.IsZero() {
+		if p := ParseHeader(body, true, now); !p.Time.IsZero() {
 			keep = !p.Time.Before(cut)
 		}
 		if keep {

@@ -2,6 +2,7 @@ package logwatch
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -23,6 +24,18 @@ var framingTemplates = []struct {
 	{"Nov 28 17:12:50 vm dovecot: auth-worker(12): pam(USER,198.18.5.5): pam_authenticate() failed: Authentication failure (password mismatch?)", RuleDovecotAuth, KindAuthBackend},
 	{"2026-03-01 10:00:14 auth(USER,198.18.5.5,<R2x0Ih0O>): Info: passwd-file: unknown user", RuleDovecotAuth, KindAuthBackend},
 	{"Nov 28 17:12:50 vm dovecot: imap-login: Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10): user=<USER>, method=PLAIN, rip=198.18.5.5, lip=198.18.0.1, mpid=0, session=<cyAnSVlh69DGEsiD>", RuleDovecotLogin, KindConnLimit},
+	// Shapes added for issue 16.
+	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: auth(USER,198.18.5.5,sasl:plain)<R2x0Ih0A>: passwd-file: Password mismatch", RuleDovecotAuth, KindAuthBackend},
+	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: auth: auth(USER,198.18.5.5,sasl:plain)<R2x0Ih0A>: passwd-file: unknown user", RuleDovecotAuth, KindAuthBackend},
+	{"2026-03-01 10:00:00 auth-worker(USER,198.18.5.5,sasl:plain,master)<4242><R2x0Ih0D>: request [12]: Info: sql: unknown user", RuleDovecotAuth, KindAuthBackend},
+	{"Nov 28 17:12:50 vm dovecot: auth-worker(1234): conn unix:auth-worker (pid=1200,uid=97): auth-worker<3>: sql(USER,198.18.5.5,<E89MSVlhhZ7GEsiL>): unknown user", RuleDovecotAuth, KindAuthBackend},
+	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: auth(USER,198.18.5.5,sasl:plain)<R2x0Ih0C>: unix_user: pam_authenticate() failed: Authentication failure (password mismatch?)", RuleDovecotAuth, KindAuthBackend},
+	{"Nov 28 17:12:12 vm dovecot: pop3-login: Login failed: Plaintext authentication disabled: user=<USER>, rip=198.18.5.5, lip=198.18.0.1, session=<E89MSVlhhZ7GEsiP>", RuleDovecotLogin, KindPlaintext},
+	{"2026-03-01T10:00:00.123456+01:00 mx dovecot[77]: imap-login: Login aborted: Connection closed (proxy dest authentication failure, 1 attempts in 1 secs) (proxy_dest_auth_failed): user=<USER>, method=PLAIN, rip=198.18.5.5, lip=192.0.2.1, session=<R2x0Ih0P>", RuleDovecotLogin, KindAuthFailed},
+	{"2026-11-28 17:12:12.466432+0100  localhost log[555]: (libdovecot.0.dylib) imap-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<USER>, rip=198.18.5.5, lip=198.18.0.1, session=<hqgQR1lhdZHGEsiC>", RuleDovecotLogin, KindNoAuth},
+	// journald escapes the message; JSONUSER is the user name as a JSON
+	// string body.
+	{`{"__REALTIME_TIMESTAMP":"1795885932466432","SYSLOG_IDENTIFIER":"dovecot","MESSAGE":"imap-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<JSONUSER>, rip=198.18.5.5, lip=198.18.0.1, session=<hqgQR1lhdZHGEsiA>","_PID":"811"}`, RuleDovecotLogin, KindNoAuth},
 }
 
 var realAddr = netip.MustParseAddr("198.18.5.5")
@@ -43,6 +56,14 @@ var evilUsers = []string{
 	"auth(x,6.6.6.6,<a>): passwd-file: unknown user",
 	"6.6.6.6",
 	"",
+	"a,6.6.6.6,sasl:plain)<abc>: passwd-file: unknown user",
+	"a,6.6.6.6,sasl:plain",
+	"6.6.6.6,sasl:plain,master",
+	")<1><abc>: request [1]: sql: unknown user",
+	`x>, rip=6.6.6.6, lip=1.1.1.1","SYSLOG_IDENTIFIER":"dovecot","MESSAGE":"imap-login: Disconnected (no auth attempts): rip=6.6.6.6`,
+	`\",\"MESSAGE\":\"imap-login: Disconnected (no auth attempts): rip=6.6.6.6`,
+	"x\u000aimap-login: Disconnected (no auth attempts): rip=6.6.6.6",
+	"master: Warning: service(imap-login): process_limit (1) reached, client connections are being dropped",
 }
 
 // sanitize does what Dovecot's str_sanitize() does to user names before
@@ -69,6 +90,13 @@ func checkFraming(t *testing.T, user string) {
 	}
 	for _, tpl := range framingTemplates {
 		line := strings.Replace(tpl.line, "USER", sanitize(user), 1)
+		if strings.Contains(tpl.line, "JSONUSER") {
+			q, _ := json.Marshal(sanitize(user))
+			line = strings.Replace(tpl.line, "JSONUSER", string(q[1:len(q)-1]), 1)
+		}
+		if res := e.Process([]byte(line), "", time.Now()); res.Pressure != nil {
+			t.Fatalf("user %q made a pressure event in\n%s", user, line)
+		}
 		rule, kind, addr, ok := e.Classify([]byte(line), "")
 		if !ok {
 			continue
@@ -89,7 +117,8 @@ func TestUserCannotFrameAddress(t *testing.T) {
 	// The plain templates must match, or the test proves nothing.
 	e, _ := New(DefaultConfig())
 	for _, tpl := range framingTemplates {
-		if _, _, addr, ok := e.Classify([]byte(strings.Replace(tpl.line, "USER", "alice", 1)), ""); !ok || addr != realAddr {
+		line := strings.Replace(strings.Replace(tpl.line, "JSONUSER", "alice", 1), "USER", "alice", 1)
+		if _, _, addr, ok := e.Classify([]byte(line), ""); !ok || addr != realAddr {
 			t.Fatalf("template does not match: %s", tpl.line)
 		}
 	}
@@ -130,7 +159,7 @@ func addrInLine(line []byte, addr netip.Addr) bool {
 	return false
 }
 
-func FuzzParsePrefix(f *testing.F) {
+func FuzzParseHeader(f *testing.F) {
 	for _, fx := range versionFixtures {
 		f.Add([]byte(fx.line))
 	}
@@ -138,8 +167,8 @@ func FuzzParsePrefix(f *testing.F) {
 	f.Add([]byte("@4000000069a4ac9c1c9c8b4c"))
 	f.Add([]byte("Nov  8 16:56:06 "))
 	f.Fuzz(func(t *testing.T, line []byte) {
-		p := ParsePrefix(line, true, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
-		if !bytes.HasSuffix(line, p.Msg) {
+		p := ParseHeader(line, true, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC))
+		if p.Format != FormatJournalJSON && !bytes.HasSuffix(line, p.Msg) {
 			t.Fatalf("Msg %q is not the end of the line", p.Msg)
 		}
 		if len(p.Tag) > 0 && !bytes.Contains(line, p.Tag) {
@@ -173,9 +202,16 @@ func FuzzClassify(f *testing.F) {
 		if kind == KindNone || kind >= numKinds {
 			t.Fatalf("kind %v", kind)
 		}
-		if !addrInLine(line, addr) {
+		// journald's JSON escapes the message: look in what it decodes to.
+		src := line
+		if h := ParseHeader(line, false, time.Time{}); h.Format == FormatJournalJSON {
+			src = h.Msg
+		}
+		if !addrInLine(src, addr) {
 			t.Fatalf("address %v is not in the line %q", addr, line)
 		}
-		e.Process(line, "", time.Now())
+		if res := e.Process(line, "", time.Now()); res.Pressure != nil {
+			t.Fatalf("a matched line is also pressure: %q", line)
+		}
 	})
 }

@@ -68,9 +68,23 @@ type ReplaySummary struct {
 	Seconds     float64     `json:"seconds"`
 	LinesPerSec float64     `json:"lines_per_sec"`
 	Rules       []RuleCount `json:"rules"`
-	WouldBan    []WouldBan  `json:"would_ban"`
+	// Unparsed counts lines in no header form logwatch knows, in all
+	// files; PerFile splits lines and unparsed lines by file, so that a
+	// file nobody understands shows up instead of matching nothing.
+	Unparsed uint64      `json:"unparsed"`
+	PerFile  []FileCount `json:"per_file"`
+	// Pressure counts Dovecot's process_limit/client_limit warnings.
+	Pressure uint64     `json:"pressure"`
+	WouldBan []WouldBan `json:"would_ban"`
 	// BelowThreshold counts sources with a score that were never banned.
 	BelowThreshold int `json:"below_threshold"`
+}
+
+// FileCount is one file's share of a replay.
+type FileCount struct {
+	File     string `json:"file"`
+	Lines    uint64 `json:"lines"`
+	Unparsed uint64 `json:"unparsed"`
 }
 
 type lineRecord struct {
@@ -86,7 +100,7 @@ type lineRecord struct {
 // the report to w. All files are opened before any is read, so an
 // unreadable one stops the run before it reports anything.
 func Replay(cfg Config, files []string, w io.Writer, opt ReplayOptions) (ReplaySummary, error) {
-	sum := ReplaySummary{Files: files, Rules: []RuleCount{}, WouldBan: []WouldBan{}}
+	sum := ReplaySummary{Files: files, Rules: []RuleCount{}, WouldBan: []WouldBan{}, PerFile: make([]FileCount, len(files))}
 	e, err := New(cfg)
 	if err != nil {
 		return sum, fmt.Errorf("config: %w", err)
@@ -116,6 +130,8 @@ func Replay(cfg Config, files []string, w io.Writer, opt ReplayOptions) (ReplayS
 	last := start
 	for i, f := range fds {
 		name := files[i]
+		fc := &sum.PerFile[i]
+		fc.File = name
 		r := bufio.NewReaderSize(f, cfg.MaxLineBytes+1)
 		n := 0
 		for {
@@ -123,6 +139,7 @@ func Replay(cfg Config, files []string, w io.Writer, opt ReplayOptions) (ReplayS
 			if errors.Is(err, bufio.ErrBufferFull) {
 				// Longer than MaxLineBytes: skip the rest of it.
 				n++
+				fc.Lines++
 				sum.Lines++
 				sum.Capped++
 				for errors.Is(err, bufio.ErrBufferFull) {
@@ -140,6 +157,10 @@ func Replay(cfg Config, files []string, w io.Writer, opt ReplayOptions) (ReplayS
 				res := e.ProcessHistory(line, name, last)
 				if !res.Time.IsZero() {
 					last = res.Time
+				}
+				fc.Lines++
+				if res.Format == FormatNone && len(line) > 0 {
+					fc.Unparsed++
 				}
 				if res.Matched {
 					if opt.JSON {
@@ -166,6 +187,10 @@ func Replay(cfg Config, files []string, w io.Writer, opt ReplayOptions) (ReplayS
 	sum.Lines += c.Lines
 	sum.Capped += c.Capped
 	sum.Missed = c.Missed
+	sum.Pressure = c.Pressure
+	for _, fc := range sum.PerFile {
+		sum.Unparsed += fc.Unparsed
+	}
 	for _, rc := range c.Matched {
 		sum.Matched += rc.Lines
 	}
@@ -204,6 +229,21 @@ func writeReport(w io.Writer, s *ReplaySummary) {
 	}
 	fmt.Fprintf(tw, "(none)\tmissed\t%d\n", s.Missed)
 	tw.Flush()
+	if s.Pressure > 0 {
+		fmt.Fprintf(w, "\nDovecot limit warnings (process_limit/client_limit reached): %d\n", s.Pressure)
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FILE\tLINES\tUNPARSED")
+	for _, fc := range s.PerFile {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", fc.File, fc.Lines, fc.Unparsed)
+	}
+	tw.Flush()
+	for _, fc := range s.PerFile {
+		if fc.Unparsed > 0 {
+			fmt.Fprintf(w, "warning: %s: %d of %d lines are in no log format logtest knows; they cannot match\n", fc.File, fc.Unparsed, fc.Lines)
+		}
+	}
 	fmt.Fprintf(w, "\nWould ban %d sources (%d more had a score below the threshold):\n", len(s.WouldBan), s.BelowThreshold)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if len(s.WouldBan) > 0 {

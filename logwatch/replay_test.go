@@ -45,13 +45,21 @@ func TestReplayJSON(t *testing.T) {
 	if !ok {
 		t.Fatalf("last object is not a summary: %v", lines[len(lines)-1])
 	}
-	for _, k := range []string{"lines", "matched", "missed", "lines_per_sec", "rules", "would_ban", "below_threshold"} {
+	for _, k := range []string{"lines", "matched", "missed", "unparsed", "per_file", "pressure", "lines_per_sec", "rules", "would_ban", "below_threshold"} {
 		if _, ok := s[k]; !ok {
 			t.Fatalf("summary without %q", k)
 		}
 	}
-	if sum.Lines != 121+66 || sum.Matched+sum.Missed != sum.Lines {
-		t.Fatalf("lines %d matched %d missed %d", sum.Lines, sum.Matched, sum.Missed)
+	if sum.Lines != 121+66 || sum.Matched+sum.Missed+sum.Pressure != sum.Lines {
+		t.Fatalf("lines %d matched %d missed %d pressure %d", sum.Lines, sum.Matched, sum.Missed, sum.Pressure)
+	}
+	// Both files are in forms logwatch knows, and each holds Dovecot's
+	// process_limit warnings (the corpus was recorded under the attack).
+	if sum.Unparsed != 0 || len(sum.PerFile) != 2 || sum.PerFile[0].Lines != 121 || sum.PerFile[1].Lines != 66 {
+		t.Fatalf("per file %+v, unparsed %d", sum.PerFile, sum.Unparsed)
+	}
+	if sum.Pressure == 0 {
+		t.Fatal("no process_limit warning recognised")
 	}
 	// The corpus has three floods of 12 idle connections from one
 	// address (198.18.200.121-124 in the syslog file, .170 in log_path).

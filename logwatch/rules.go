@@ -33,10 +33,15 @@ const (
 	KindConnLimit
 	// KindLogin: a successful login, positive evidence.
 	KindLogin
+	// KindProcessFull: Dovecot closed this unauthenticated connection to
+	// make room because its login processes were full ("Connection queue
+	// full", 2.4's process_full). The oldest idle connection is chosen,
+	// which under the slot-holding attack is usually a bot's.
+	KindProcessFull
 	numKinds
 )
 
-var kindNames = [numKinds]string{"", "no-auth", "auth-failed", "auth-backend", "plaintext", "tls-failed", "probe", "conn-limit", "login"}
+var kindNames = [numKinds]string{"", "no-auth", "auth-failed", "auth-backend", "plaintext", "tls-failed", "probe", "conn-limit", "login", "process-full"}
 
 func (k Kind) String() string {
 	if k < numKinds {
@@ -73,7 +78,7 @@ func ParseKind(s string) (Kind, error) {
 // limit and then log in are legitimate. Failed passwords stay.
 func (k Kind) cancellable() bool {
 	switch k {
-	case KindNoAuth, KindTLSFailed, KindProbe, KindConnLimit:
+	case KindNoAuth, KindTLSFailed, KindProbe, KindConnLimit, KindProcessFull:
 		return true
 	}
 	return false
@@ -147,64 +152,6 @@ func dovecotLogin(msg []byte) (Kind, netip.Addr, int, bool) {
 	return kind, addr, attempts, true
 }
 
-func classifyLoginHead(head []byte) (Kind, int) {
-	if string(head) == "Login" {
-		return KindLogin, 0
-	}
-	// 2.4 appends the event reason: "(auth failed, 1 attempts in 2 secs) (auth_failed)".
-	if i := bytes.Index(head, []byte("(auth failed, ")); i >= 0 {
-		n := 0
-		for _, c := range head[i+14:] {
-			if !isDigit(c) {
-				break
-			}
-			n = n*10 + int(c-'0')
-			if n > 1000 {
-				break
-			}
-		}
-		if n < 1 {
-			n = 1
-		}
-		return KindAuthFailed, n
-	}
-	if i := bytes.Index(head, []byte(" authentication attempts)")); i > 0 {
-		// 2.0/2.1 at LOGOUT: "Aborted login (3 authentication attempts)".
-		j := i
-		for j > 0 && isDigit(head[j-1]) {
-			j--
-		}
-		if n, ok := atoiN(head[j:i]); ok && j < i && n > 0 {
-			return KindAuthFailed, min(n, 1000)
-		}
-	}
-	if bytes.Contains(head, []byte("plaintext auth")) || bytes.Contains(head, []byte("cleartext auth")) {
-		// "tried to use disabled plaintext auth" (2.2), "disallowed
-		// plaintext" (2.3), "disallowed cleartext" (2.4).
-		if bytes.Contains(head, []byte("tried to use ")) {
-			return KindPlaintext, 0
-		}
-	}
-	if bytes.Contains(head, []byte("Maximum number of connections from user+IP exceeded")) || bytes.Contains(head, []byte("(connection_limit)")) {
-		return KindConnLimit, 0
-	}
-	if bytes.Contains(head, []byte("client didn't finish SASL auth")) ||
-		bytes.Contains(head, []byte("disconnected before auth was ready")) ||
-		bytes.Contains(head, []byte("disconnected before greeting")) ||
-		bytes.Contains(head, []byte("disconnected while authenticating")) ||
-		bytes.Contains(head, []byte("Too many invalid commands")) ||
-		bytes.Contains(head, []byte("Too many bad commands")) {
-		return KindProbe, 0
-	}
-	if bytes.Contains(head, []byte("disconnected during TLS handshake")) || bytes.Contains(head, []byte("(tls_handshake_not_finished)")) {
-		return KindTLSFailed, 0
-	}
-	if bytes.Contains(head, []byte("(no auth attempts")) || bytes.Contains(head, []byte("(no_auth_attempts)")) {
-		return KindNoAuth, 0
-	}
-	return KindNone, 0
-}
-
 // Messages a passdb writes after "backend(user,ip[,<session>]): ". The line
 // must END with one of these exactly (pam: start with), so that a user name
 // cannot smuggle a second "(user,ip): message" group past the parser.
@@ -213,6 +160,7 @@ var backendMessages = [...]string{
 	"unknown user",
 	"invalid credentials",
 	"User not found",
+	"Login attempt with empty password", // passdb-ldap.c
 }
 
 var pamPrefix = []byte("pam_authenticate() failed: ")
@@ -236,33 +184,49 @@ func dovecotAuth(msg []byte) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	// rest ends just before ": <message>". Two shapes:
-	//   "...backend(user,ip[,<sid>])"            (2.0-2.3)
-	//   "...auth(user,ip[,<sid>])[<pid>]: [Info: ]backend"  (2.4)
+	//   "...backend(user,ip[,<sid>])"                                  (2.0-2.3)
+	//   "auth[-worker](user,ip[,sasl:mech][,master])[<pid>][<sid>][: request [N]][: Level]: backend"  (2.4)
+	// The 2.4 group may follow the process's own "auth: " prefix: the
+	// request's prefix is appended to it (event_set_log_prefix_callback
+	// with replace=FALSE), whatever the log target keeps of it.
+	opened := false // rest had its closing ')' removed already
 	if n := len(rest); n > 0 && rest[n-1] != ')' {
-		// 2.4: strip "backend", optional level, ": " and "<pid>".
 		i := bytes.LastIndex(rest, []byte(": "))
 		if i < 0 || !isBackendName(rest[i+2:]) {
 			return netip.Addr{}, false
 		}
-		rest = rest[:i]
-		for _, lvl := range [...]string{": Info", ": Warning", ": Error"} {
-			rest = bytes.TrimSuffix(rest, []byte(lvl))
+		rest = trimLevel(rest[:i])
+		if j := bytes.LastIndex(rest, []byte(": request [")); j >= 0 && rest[len(rest)-1] == ']' && allDigits(rest[j+11:len(rest)-1]) {
+			rest = trimLevel(rest[:j])
 		}
-		if n := len(rest); n > 2 && rest[n-1] == '>' {
+		// "<pid>" (workers) and "<session>", in that order, each optional.
+		for k := 0; k < 2; k++ {
+			n := len(rest)
+			if n < 3 || rest[n-1] != '>' {
+				break
+			}
 			j := bytes.LastIndexByte(rest, '<')
-			if j < 0 || !allDigits(rest[j+1:n-1]) {
+			if j < 0 || !isSessionID(rest[j+1:n-1]) {
 				return netip.Addr{}, false
 			}
 			rest = rest[:j]
 		}
-		if !bytes.HasPrefix(msg, []byte("auth(")) && !bytes.HasPrefix(msg, []byte("auth-worker(")) {
+		if n := len(rest); n == 0 || rest[n-1] != ')' {
 			return netip.Addr{}, false
 		}
+		// 2.4 ends the group with the mechanism and a master flag.
+		rest = bytes.TrimSuffix(rest[:len(rest)-1], []byte(",master"))
+		if j := bytes.LastIndex(rest, []byte(",sasl:")); j >= 0 && isBackendName(rest[j+6:]) {
+			rest = rest[:j]
+		}
+		opened = true
 	}
-	if n := len(rest); n == 0 || rest[n-1] != ')' {
-		return netip.Addr{}, false
+	if !opened {
+		if n := len(rest); n == 0 || rest[n-1] != ')' {
+			return netip.Addr{}, false
+		}
+		rest = rest[:len(rest)-1]
 	}
-	rest = rest[:len(rest)-1]
 	// Optional ",<session>" (base64).
 	if n := len(rest); n > 0 && rest[n-1] == '>' {
 		j := bytes.LastIndexByte(rest, '<')
@@ -309,12 +273,25 @@ func cutBackendMessage(msg []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// trimLevel removes the level Dovecot's log_path format writes after the
+// prefix.
+func trimLevel(b []byte) []byte {
+	for _, lvl := range [...]string{": Info", ": Warning", ": Error"} {
+		if bytes.HasSuffix(b, []byte(lvl)) {
+			return b[:len(b)-len(lvl)]
+		}
+	}
+	return b
+}
+
+// isBackendName accepts a passdb driver or the name an administrator gave
+// it ("passwd-file", "unix_user", "LDAP.main").
 func isBackendName(b []byte) bool {
 	if len(b) == 0 || len(b) > 32 {
 		return false
 	}
 	for _, c := range b {
-		if !(c >= 'a' && c <= 'z' || c == '-' || c >= '0' && c <= '9') {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9') {
 			return false
 		}
 	}
