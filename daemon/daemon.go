@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/xdpguard/xdpguard/config"
@@ -57,9 +56,9 @@ type Daemon struct {
 	store   state.Store
 	metrics *metrics
 
-	// reasons remembers why the daemon banned a prefix, for the state file:
-	// the kernel keeps only a short code.
-	reasons map[netip.Prefix]string
+	// records remembers the evidence behind the daemon's bans, for the
+	// state file: the kernel keeps only origin and reason codes.
+	records map[netip.Prefix]loader.Ban
 	// configAllow is the allowlist the daemon put in the kernel, so that a
 	// reload can take back what the file no longer lists, and nothing else.
 	configAllow map[netip.Prefix]bool
@@ -85,7 +84,7 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		opts.Tick = time.Second
 	}
 	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
-		reasons: map[netip.Prefix]string{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs()}
+		records: map[netip.Prefix]loader.Ban{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs()}
 	if err := d.start(); err != nil {
 		if d.guard != nil {
 			d.guard.Close()
@@ -134,11 +133,7 @@ func (d *Daemon) start() error {
 	for rule, why := range d.engine.DisabledRules() {
 		d.log.Warn("rule disabled", "rule", rule, "why", why)
 	}
-	offenders := make([]logwatch.Offender, len(st.Offenders))
-	for i, o := range st.Offenders {
-		offenders[i] = logwatch.Offender(o)
-	}
-	if err := d.engine.Restore(offenders); err != nil {
+	if err := d.engine.History().Restore(st.Offenders, time.Now()); err != nil {
 		d.log.Error("offender history not restored", "error", err)
 	}
 	if err := d.restoreBans(st.Bans); err != nil {
@@ -150,7 +145,7 @@ func (d *Daemon) start() error {
 
 // restoreBans puts back bans the kernel no longer has: after a reboot, or
 // after the pins were removed. Bans the kernel still holds are left alone.
-func (d *Daemon) restoreBans(bans []state.Ban) error {
+func (d *Daemon) restoreBans(bans []loader.Ban) error {
 	live, err := d.guard.Bans()
 	if err != nil {
 		return err
@@ -162,9 +157,7 @@ func (d *Daemon) restoreBans(bans []state.Ban) error {
 	now := time.Now()
 	restored := 0
 	for _, b := range bans {
-		if b.Reason != "" {
-			d.reasons[b.Prefix] = b.Reason
-		}
+		d.records[b.Prefix] = b
 		if have[b.Prefix] || b.Expired(now) {
 			continue
 		}
@@ -172,13 +165,7 @@ func (d *Daemon) restoreBans(bans []state.Ban) error {
 		if !b.Expires.IsZero() {
 			ttl = b.Expires.Sub(now)
 		}
-		var origin loader.Origin
-		if err := origin.UnmarshalText([]byte(b.Origin)); err != nil {
-			origin = loader.OriginManual
-		}
-		// The state keeps a sentence; its first word is the kernel's code.
-		code, _, _ := strings.Cut(b.Reason, " ")
-		if err := d.guard.Ban(b.Prefix, ttl, origin, loader.ParseReason(code)); err != nil {
+		if err := d.guard.Ban(b.Prefix, ttl, b.Origin, b.Reason); err != nil {
 			return fmt.Errorf("restore ban %s: %w", b.Prefix, err)
 		}
 		restored++
@@ -326,7 +313,7 @@ type pendingBan struct {
 func (d *Daemon) flush() {
 	type group struct {
 		dur    time.Duration
-		reason string
+		reason loader.Reason
 	}
 	groups := map[group][]netip.Prefix{}
 	for _, p := range d.pending {
@@ -335,7 +322,7 @@ func (d *Daemon) flush() {
 	}
 	failed := map[netip.Prefix]bool{}
 	for k, ps := range groups {
-		if err := d.guard.BanMany(ps, k.dur, loader.OriginLog, loader.ParseReason(k.reason)); err != nil {
+		if err := d.guard.BanMany(ps, k.dur, loader.OriginLog, k.reason); err != nil {
 			d.log.Error("ban failed", "prefixes", len(ps), "error", err)
 			for _, p := range ps {
 				failed[p] = true
@@ -355,7 +342,8 @@ func (d *Daemon) flush() {
 			continue
 		}
 		d.metrics.banned(loader.OriginLog, time.Since(p.arrival))
-		d.reasons[dec.Prefix] = fmt.Sprintf("%s (rule %s, %d events, offence %d)", dec.Reason, dec.Rule, dec.Events, dec.Offence)
+		d.records[dec.Prefix] = loader.Ban{Prefix: dec.Prefix, Origin: loader.OriginLog, Reason: dec.Reason,
+			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence}
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
 			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed[dec.Prefix])
@@ -373,7 +361,7 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		d.metrics.banned(loader.OriginKernel, 0)
 		// The history escalates from the log layer's first ban; apply the
 		// same factor to the kernel's own ban duration.
-		logDur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
+		logDur, offence := d.engine.History().Record(ev.Prefix, ev.At, loader.ReasonSynRate, loader.DetectorSYNRate)
 		base := d.cfg.Kernel.BanDuration
 		dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
 		dur = min(dur, d.cfg.Detect.MaxBanDuration)
@@ -384,7 +372,10 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		} else {
 			dur = base
 		}
-		d.reasons[ev.Prefix] = fmt.Sprintf("syn-rate (over %d SYNs per %s)", ev.Threshold, d.cfg.Kernel.SYNRate.Window)
+		// The kernel reports the ban, not the SYNs: the evidence is the one
+		// over the limit, at the ban's time.
+		d.records[ev.Prefix] = loader.Ban{Prefix: ev.Prefix, Origin: loader.OriginKernel, Reason: loader.ReasonSynRate,
+			Detector: loader.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence}
 		durs[i], prefixes[i] = dur, ev.Prefix
 	}
 	d.dirty = true
@@ -468,56 +459,14 @@ func (d *Daemon) housekeeping(now time.Time) {
 // save mirrors the kernel's bans and the offender history into the state
 // file.
 func (d *Daemon) save() error {
-	offenders := []state.Offender{}
-	for _, o := range d.engine.Snapshot() {
-		offenders = append(offenders, state.Offender(o))
-	}
-	live, err := Mirror(d.guard, d.store, d.reasons, offenders)
+	live, err := state.Mirror(d.guard, d.store, d.records, d.engine.History().Snapshot())
 	if err != nil {
 		return err
 	}
-	maps.DeleteFunc(d.reasons, func(p netip.Prefix, _ string) bool { return !live[p] })
+	maps.DeleteFunc(d.records, func(p netip.Prefix, _ loader.Ban) bool { return !live[p] })
 	d.dirty = false
 	d.lastSave = time.Now()
 	return nil
-}
-
-// Mirror writes the kernel's bans into the state file, with the reason text
-// that reasons or the file already has for each, and the given offender
-// history (nil keeps the file's). The daemon and the ban/unban commands
-// both save this way, under the state lock, so neither loses the other's
-// records. It returns the prefixes now banned.
-func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string, offenders []state.Offender) (map[netip.Prefix]bool, error) {
-	live := map[netip.Prefix]bool{}
-	err := state.WithLock(store.Dir, func() error {
-		old, err := store.Load()
-		if err != nil && !errors.Is(err, state.ErrCorrupt) {
-			return err
-		}
-		known := map[netip.Prefix]string{}
-		for _, b := range old.Bans {
-			known[b.Prefix] = b.Reason
-		}
-		maps.Copy(known, reasons)
-		bans, err := g.Bans()
-		if err != nil {
-			return err
-		}
-		st := state.State{Version: state.Version, Bans: []state.Ban{}, Offenders: offenders}
-		if offenders == nil {
-			st.Offenders = old.Offenders
-		}
-		for _, b := range bans {
-			live[b.Prefix] = true
-			reason := known[b.Prefix]
-			if reason == "" {
-				reason = b.Reason.String()
-			}
-			st.Bans = append(st.Bans, state.Ban{Prefix: b.Prefix, Expires: b.Expires, Origin: b.Origin.String(), Reason: reason})
-		}
-		return store.Save(st)
-	})
-	return live, err
 }
 
 func (d *Daemon) shutdown() error {

@@ -23,21 +23,19 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/offence"
 )
 
 // Version is the format written by this package. Bump it when a change
-// would make an older xdpguard misread the file.
-const Version = 1
+// would make an older xdpguard misread the file. Version 2 made reasons
+// codes (version 1 kept a sentence) and added each ban's evidence; version
+// 1 files are still read (legacy.go).
+const Version = 2
 
 // FileName is the state file's name inside Store.Dir.
 const FileName = "state.json"
-
-// Origins of a ban.
-const (
-	OriginKernel = "kernel" // the XDP program's SYN-rate auto-ban
-	OriginLog    = "log"    // a logwatch decision
-	OriginManual = "manual" // `xdpguard ban`
-)
 
 // ErrCorrupt marks a state file that could not be read or decoded. It has
 // been moved aside and Load returned an empty state.
@@ -48,38 +46,11 @@ var ErrCorrupt = errors.New("state file corrupt")
 // should refuse to run rather than overwrite it.
 var ErrFutureVersion = errors.New("state file from a newer xdpguard")
 
-// Ban is one active ban.
-type Ban struct {
-	Prefix netip.Prefix `json:"prefix"`
-	// Expires is wall-clock time. The zero time means the ban never
-	// expires (a manual ban without a duration).
-	Expires time.Time `json:"expires,omitzero"`
-	Origin  string    `json:"origin"` // OriginKernel, OriginLog or OriginManual
-	Reason  string    `json:"reason,omitempty"`
-	Created time.Time `json:"created,omitzero"`
-}
-
-// Expired reports whether the ban has run out at now.
-func (b Ban) Expired(now time.Time) bool {
-	return !b.Expires.IsZero() && !now.Before(b.Expires)
-}
-
-// Offender is the repeat-offence history of one (masked) source, which
-// drives escalating ban durations across restarts. Its fields are those of
-// logwatch.Offender (without importing it), so one converts to the other
-// with a plain type conversion.
-type Offender struct {
-	Prefix netip.Prefix `json:"prefix"`
-	Bans   []time.Time  `json:"bans,omitempty"` // when each ban within the history began
-	Until  time.Time    `json:"until,omitzero"` // end of the latest ban
-	Reason string       `json:"reason,omitempty"`
-}
-
 // State is the whole persisted state.
 type State struct {
 	Version   int        `json:"version"`
-	Bans      []Ban      `json:"bans"`
-	Offenders []Offender `json:"offenders"`
+	Bans      []loader.Ban      `json:"bans"`
+	Offenders []offence.Offender `json:"offenders"`
 }
 
 // Store reads and writes the state file in Dir.
@@ -127,7 +98,7 @@ func (s Store) load(now time.Time) (State, error) {
 }
 
 func empty() State {
-	return State{Version: Version, Bans: []Ban{}, Offenders: []Offender{}}
+	return State{Version: Version, Bans: []loader.Ban{}, Offenders: []offence.Offender{}}
 }
 
 // setAside renames the bad file out of the way so that the next Save does
@@ -153,8 +124,11 @@ func (s Store) setAside(now time.Time, cause error) error {
 func Decode(data []byte) (State, error) {
 	var f struct {
 		Version   *int       `json:"version"`
-		Bans      []Ban      `json:"bans"`
-		Offenders []Offender `json:"offenders"`
+		Bans      []loader.Ban      `json:"bans"`
+		Offenders []offence.Offender `json:"offenders"`
+	}
+	if v, ok := peekVersion(data); ok && v == 1 {
+		return decodeV1(data)
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		// A newer format may not fit these types at all; it must still
@@ -180,10 +154,10 @@ func Decode(data []byte) (State, error) {
 		return State{}, err
 	}
 	if st.Bans == nil {
-		st.Bans = []Ban{}
+		st.Bans = []loader.Ban{}
 	}
 	if st.Offenders == nil {
-		st.Offenders = []Offender{}
+		st.Offenders = []offence.Offender{}
 	}
 	return st, nil
 }
@@ -199,10 +173,11 @@ func (st *State) check() error {
 		if err := checkPrefix(b.Prefix); err != nil {
 			return fmt.Errorf("bans[%d]: %w", i, err)
 		}
-		switch b.Origin {
-		case OriginKernel, OriginLog, OriginManual:
-		default:
-			return fmt.Errorf("bans[%d] (%s): unknown origin %q", i, b.Prefix, b.Origin)
+		if !b.Origin.Known() {
+			return fmt.Errorf("bans[%d] (%s): unknown origin %v", i, b.Prefix, b.Origin)
+		}
+		if b.Reason != 0 && !b.Reason.Known() {
+			return fmt.Errorf("bans[%d] (%s): unknown reason %v", i, b.Prefix, b.Reason)
 		}
 	}
 	for i, o := range st.Offenders {
@@ -248,7 +223,7 @@ func (st *State) prune(now time.Time) {
 	st.Bans = out
 }
 
-func outlasts(a, b Ban) bool {
+func outlasts(a, b loader.Ban) bool {
 	if a.Expires.IsZero() || b.Expires.IsZero() {
 		return a.Expires.IsZero() && !b.Expires.IsZero()
 	}
@@ -262,10 +237,10 @@ func outlasts(a, b Ban) bool {
 func (s Store) Save(st State) error {
 	st.Version = Version
 	if st.Bans == nil {
-		st.Bans = []Ban{}
+		st.Bans = []loader.Ban{}
 	}
 	if st.Offenders == nil {
-		st.Offenders = []Offender{}
+		st.Offenders = []offence.Offender{}
 	}
 	if err := st.check(); err != nil {
 		return fmt.Errorf("state: refusing to save: %w", err)
@@ -297,14 +272,31 @@ func encode(st State) ([]byte, error) {
 			b = appendTime(b, x.Expires)
 		}
 		b = append(b, `,"origin":`...)
-		b = appendString(b, x.Origin)
-		if x.Reason != "" {
-			b = append(b, `,"reason":`...)
-			b = appendString(b, x.Reason)
+		b = appendString(b, x.Origin.String())
+		b = append(b, `,"reason":`...)
+		b = appendString(b, x.Reason.String())
+		if x.CIDR {
+			b = append(b, `,"cidr":true`...)
 		}
-		if !x.Created.IsZero() {
-			b = append(b, `,"created":`...)
-			b = appendTime(b, x.Created)
+		if x.Detector != "" {
+			b = append(b, `,"detector":`...)
+			b = appendString(b, x.Detector)
+		}
+		if x.Events != 0 {
+			b = append(b, `,"events":`...)
+			b = strconv.AppendInt(b, int64(x.Events), 10)
+		}
+		if !x.First.IsZero() {
+			b = append(b, `,"first":`...)
+			b = appendTime(b, x.First)
+		}
+		if !x.Last.IsZero() {
+			b = append(b, `,"last":`...)
+			b = appendTime(b, x.Last)
+		}
+		if x.Offence != 0 {
+			b = append(b, `,"offence":`...)
+			b = strconv.AppendInt(b, int64(x.Offence), 10)
 		}
 		b = append(b, '}')
 	}
@@ -329,9 +321,13 @@ func encode(st State) ([]byte, error) {
 			b = append(b, `,"until":`...)
 			b = appendTime(b, x.Until)
 		}
-		if x.Reason != "" {
+		if x.Reason != 0 {
 			b = append(b, `,"reason":`...)
-			b = appendString(b, x.Reason)
+			b = appendString(b, x.Reason.String())
+		}
+		if x.Detector != "" {
+			b = append(b, `,"detector":`...)
+			b = appendString(b, x.Detector)
 		}
 		b = append(b, '}')
 	}
@@ -351,7 +347,7 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(b, '"')
 }
 
-// appendString quotes s as JSON. Reasons are short ASCII in practice; the
+// appendString quotes s as JSON. Names are short ASCII in practice; the
 // rest (quotes, control bytes, non-ASCII, invalid UTF-8) goes through
 // encoding/json so escaping matches it exactly.
 func appendString(b []byte, s string) []byte {

@@ -9,7 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/xdpguard/xdpguard/banlist"
-	"github.com/xdpguard/xdpguard/daemon"
 	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/state"
 )
@@ -25,7 +24,7 @@ func banCommand() *cli.Command {
 		ArgsUsage: "ADDR|CIDR",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "for", Value: defaultManualBan.String(), Usage: "ban `DURATION` (0 = until unbanned)"},
-			&cli.StringFlag{Name: "reason", Value: "manual", Usage: "reason: manual, no-auth, auth-failed, probe, conn-limit, blocklist, syn-rate or other"},
+			&cli.StringFlag{Name: "reason", Value: loader.ReasonManual.String(), Usage: "reason: " + loader.ReasonNames()},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin); the file is applied whole or not at all"},
 			pinRootFlag, stateDirFlag,
 		},
@@ -34,7 +33,10 @@ func banCommand() *cli.Command {
 			if err != nil || ttl < 0 {
 				return fail("--for %q: not a duration like 1h or 30m", c.String("for"))
 			}
-			reason := loader.ParseReason(c.String("reason"))
+			reason, err := loader.ParseReason(c.String("reason"))
+			if err != nil {
+				return fail("--reason: %v", err)
+			}
 			ps, err := targets(c)
 			if err != nil {
 				return err
@@ -52,11 +54,13 @@ func banCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			reasons := make(map[netip.Prefix]string, len(eff))
+			now := time.Now()
+			records := make(map[netip.Prefix]loader.Ban, len(eff))
 			for _, p := range eff {
-				reasons[p] = c.String("reason")
+				records[p] = loader.Ban{Prefix: p, Origin: loader.OriginManual, Reason: reason,
+					Detector: loader.DetectorManual, Events: 1, First: now, Last: now}
 			}
-			if err := record(c, g, reasons); err != nil {
+			if err := record(c, g, records); err != nil {
 				return err
 			}
 			until := "until unbanned"
@@ -198,8 +202,8 @@ var stateDirFlag = &cli.StringFlag{
 
 // record writes the kernel's bans into the state file, so that a manual ban
 // survives a reboot even when the daemon is not running.
-func record(c *cli.Context, g *loader.Guard, reasons map[netip.Prefix]string) error {
-	if _, err := daemon.Mirror(g, state.Store{Dir: c.String("state-dir")}, reasons, nil); err != nil {
+func record(c *cli.Context, g *loader.Guard, records map[netip.Prefix]loader.Ban) error {
+	if _, err := state.Mirror(g, state.Store{Dir: c.String("state-dir")}, records, nil); err != nil {
 		return fail("the kernel has the change, but the state file does not: %v", err)
 	}
 	return nil

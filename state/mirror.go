@@ -1,0 +1,52 @@
+package state
+
+import (
+	"errors"
+	"net/netip"
+
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/offence"
+)
+
+// Mirror writes the kernel's bans into the state file, each with the
+// evidence records or the file already has for it, and the given offender
+// history (nil keeps the file's). The daemon and the ban/unban commands
+// both save this way, under the state lock, so neither loses the other's
+// records. It returns the prefixes now banned.
+//
+// The kernel is the truth for what is banned; a record only adds evidence
+// to a ban of the same origin, so a record left from an older ban of the
+// prefix never describes a newer one made by someone else.
+func Mirror(g *loader.Guard, store Store, records map[netip.Prefix]loader.Ban, offenders []offence.Offender) (map[netip.Prefix]bool, error) {
+	live := map[netip.Prefix]bool{}
+	err := WithLock(store.Dir, func() error {
+		old, err := store.Load()
+		if err != nil && !errors.Is(err, ErrCorrupt) {
+			return err
+		}
+		known := make(map[netip.Prefix]loader.Ban, len(old.Bans)+len(records))
+		for _, b := range old.Bans {
+			known[b.Prefix] = b
+		}
+		for p, b := range records {
+			known[p] = b
+		}
+		bans, err := g.Bans()
+		if err != nil {
+			return err
+		}
+		st := State{Version: Version, Bans: make([]loader.Ban, 0, len(bans)), Offenders: offenders}
+		if offenders == nil {
+			st.Offenders = old.Offenders
+		}
+		for _, b := range bans {
+			live[b.Prefix] = true
+			if rec, ok := known[b.Prefix]; ok && rec.Origin == b.Origin {
+				b = b.WithEvidence(rec)
+			}
+			st.Bans = append(st.Bans, b)
+		}
+		return store.Save(st)
+	})
+	return live, err
+}
