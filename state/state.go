@@ -48,8 +48,8 @@ var ErrFutureVersion = errors.New("state file from a newer xdpguard")
 
 // State is the whole persisted state.
 type State struct {
-	Version   int        `json:"version"`
-	Bans      []loader.Ban      `json:"bans"`
+	Version   int                `json:"version"`
+	Bans      []loader.Ban       `json:"bans"`
 	Offenders []offence.Offender `json:"offenders"`
 }
 
@@ -123,8 +123,8 @@ func (s Store) setAside(now time.Time, cause error) error {
 // exported for tools and tests; it does not drop expired bans.
 func Decode(data []byte) (State, error) {
 	var f struct {
-		Version   *int       `json:"version"`
-		Bans      []loader.Ban      `json:"bans"`
+		Version   *int               `json:"version"`
+		Bans      []loader.Ban       `json:"bans"`
 		Offenders []offence.Offender `json:"offenders"`
 	}
 	if v, ok := peekVersion(data); ok && v == 1 {
