@@ -16,6 +16,8 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"reflect"
 	"slices"
 	"time"
 
@@ -44,6 +46,8 @@ type Options struct {
 	Logger       *slog.Logger
 	// Tick is the housekeeping period: sweeping expired bans, saving state.
 	Tick time.Duration
+	// ConfigFile is the file the configuration came from, for status.
+	ConfigFile string
 }
 
 // Daemon is a running xdpguard.
@@ -69,6 +73,11 @@ type Daemon struct {
 	pending     []pendingBan
 	own         map[netip.Addr]bool // the host's addresses
 	slots       slotWatch
+	// cursor is the journal cursor of the last line processed; seen
+	// counts lines per input, for status.
+	cursor  string
+	seen    map[string]*logSeen
+	started time.Time
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -84,7 +93,8 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		opts.Tick = time.Second
 	}
 	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
-		records: map[netip.Prefix]loader.Ban{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs()}
+		records: map[netip.Prefix]loader.Ban{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs(),
+		seen: map[string]*logSeen{}, started: time.Now()}
 	if err := d.start(); err != nil {
 		if d.guard != nil {
 			d.guard.Close()
@@ -104,6 +114,9 @@ func (d *Daemon) start() error {
 		// Corrupt or unreadable: reported, set aside by Load, not fatal.
 		d.log.Error("state file unusable, starting without it", "error", err)
 	}
+	d.cursor = st.JournalCursor
+	_, err = os.Stat(journaldSocket)
+	checkLogSources(d.cfg.Logs, err == nil, d.log)
 
 	k := d.cfg.Kernel
 	d.guard, err = loader.New(loader.Options{PinRoot: d.cfg.PinRoot, MaxBans: uint32(k.MaxBans),
@@ -216,7 +229,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	// times a second while the login slots are under pressure.
 	slotTick := time.NewTicker(slotPeriod(d.cfg.SlotHolders))
 	defer slotTick.Stop()
-	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files,
+	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files, "journal", d.cfg.Logs.Journal.Enabled,
 		"monitor", d.cfg.Kernel.Monitor, "pin_root", d.cfg.PinRoot, "state_dir", d.cfg.StateDir)
 
 	for {
@@ -269,6 +282,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 				fctx, stopFollow = context.WithCancel(ctx)
 				lines, err = next(fctx)
 				if err != nil {
+					stopFollow()
 					d.log.Error("follow logs after reload", "error", err)
 				}
 			}
@@ -276,21 +290,9 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	}
 }
 
-func (d *Daemon) follow(ctx context.Context) (<-chan logwatch.Line, error) {
-	if len(d.cfg.Logs.Files) == 0 {
-		return nil, nil
-	}
-	f, err := logwatch.Follow(ctx, d.cfg.Logs.Files, logwatch.FollowOptions{
-		Backlog: d.cfg.Logs.ReadBack, MaxLineBytes: d.cfg.Detect.MaxLineBytes})
-	if err != nil {
-		return nil, err
-	}
-	d.metrics.setFollower(f)
-	return f.Lines(), nil
-}
-
 // onLine scores a line and queues the ban it decides, if any.
 func (d *Daemon) onLine(l logwatch.Line) {
+	d.noteLine(l)
 	var r logwatch.Result
 	if l.Backlog {
 		r = d.engine.ProcessHistory(l.Data, l.File, l.Arrival)
@@ -459,7 +461,10 @@ func (d *Daemon) housekeeping(now time.Time) {
 // save mirrors the kernel's bans and the offender history into the state
 // file.
 func (d *Daemon) save() error {
-	live, err := state.Mirror(d.guard, d.store, d.records, d.engine.History().Snapshot())
+	live, err := state.Mirror(d.guard, d.store, d.records, func(st *state.State) {
+		st.Offenders = d.engine.History().Snapshot()
+		st.JournalCursor = d.cursor
+	})
 	if err != nil {
 		return err
 	}
@@ -526,7 +531,7 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 			}
 		}
 	}
-	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files)
+	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files) || !reflect.DeepEqual(next.Logs.Journal, d.cfg.Logs.Journal)
 	d.cfg = next
 	if err := d.syncAllow(); err != nil {
 		d.log.Error("allowlist after reload", "error", err)

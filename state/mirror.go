@@ -5,19 +5,19 @@ import (
 	"net/netip"
 
 	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/offence"
 )
 
 // Mirror writes the kernel's bans into the state file, each with the
-// evidence records or the file already has for it, and the given offender
-// history (nil keeps the file's). The daemon and the ban/unban commands
+// evidence records or the file already has for it. update, when not nil,
+// sets what else the caller owns (the daemon: offender history, journal
+// cursor); the rest is kept from the file. The daemon and the ban/unban commands
 // both save this way, under the state lock, so neither loses the other's
 // records. It returns the prefixes now banned.
 //
 // The kernel is the truth for what is banned; a record only adds evidence
 // to a ban of the same origin, so a record left from an older ban of the
 // prefix never describes a newer one made by someone else.
-func Mirror(g *loader.Guard, store Store, records map[netip.Prefix]loader.Ban, offenders []offence.Offender) (map[netip.Prefix]bool, error) {
+func Mirror(g *loader.Guard, store Store, records map[netip.Prefix]loader.Ban, update func(*State)) (map[netip.Prefix]bool, error) {
 	live := map[netip.Prefix]bool{}
 	err := WithLock(store.Dir, func() error {
 		old, err := store.Load()
@@ -35,9 +35,10 @@ func Mirror(g *loader.Guard, store Store, records map[netip.Prefix]loader.Ban, o
 		if err != nil {
 			return err
 		}
-		st := State{Version: Version, Bans: make([]loader.Ban, 0, len(bans)), Offenders: offenders}
-		if offenders == nil {
-			st.Offenders = old.Offenders
+		st := old
+		st.Bans = make([]loader.Ban, 0, len(bans))
+		if update != nil {
+			update(&st)
 		}
 		for _, b := range bans {
 			live[b.Prefix] = true

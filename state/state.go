@@ -51,6 +51,9 @@ type State struct {
 	Version   int                `json:"version"`
 	Bans      []loader.Ban       `json:"bans"`
 	Offenders []offence.Offender `json:"offenders"`
+	// JournalCursor is the journal entry the daemon read last; it reads on
+	// after it (logs.journal).
+	JournalCursor string `json:"journal_cursor,omitempty"`
 }
 
 // Store reads and writes the state file in Dir.
@@ -126,6 +129,7 @@ func Decode(data []byte) (State, error) {
 		Version   *int               `json:"version"`
 		Bans      []loader.Ban       `json:"bans"`
 		Offenders []offence.Offender `json:"offenders"`
+		Cursor    string             `json:"journal_cursor"`
 	}
 	if v, ok := peekVersion(data); ok && v == 1 {
 		return decodeV1(data)
@@ -149,7 +153,7 @@ func Decode(data []byte) (State, error) {
 	case *f.Version < 1:
 		return State{}, fmt.Errorf("invalid version %d", *f.Version)
 	}
-	st := State{Version: *f.Version, Bans: f.Bans, Offenders: f.Offenders}
+	st := State{Version: *f.Version, Bans: f.Bans, Offenders: f.Offenders, JournalCursor: f.Cursor}
 	if err := st.check(); err != nil {
 		return State{}, err
 	}
@@ -331,7 +335,12 @@ func encode(st State) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
-	b = append(b, "]}\n"...)
+	b = append(b, ']')
+	if st.JournalCursor != "" {
+		b = append(b, ",\n\"journal_cursor\":"...)
+		b = appendString(b, st.JournalCursor)
+	}
+	b = append(b, "}\n"...)
 	return b, nil
 }
 

@@ -35,6 +35,7 @@ func sample() State {
 				Until: t0.Add(time.Hour), Reason: loader.ReasonNoAuth, Detector: loader.DetectorSlotHolders},
 			{Prefix: netip.MustParsePrefix("2001:db8:9::/64"), Bans: []time.Time{t0}},
 		},
+		JournalCursor: "s=777017ad7bd54fc993a52bd8750bd93b;i=163;b=151c3502e8b0413f9df451dcaf6cc65d;m=40fc9fb3;t=6619dfcd203cb;x=e5568cdf3a8067e0",
 	}
 }
 
@@ -42,7 +43,8 @@ func sample() State {
 // different *Location than the originals.
 func sameState(t *testing.T, got, want State) {
 	t.Helper()
-	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Offenders) != len(want.Offenders) {
+	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Offenders) != len(want.Offenders) ||
+		got.JournalCursor != want.JournalCursor {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
 	for i, g := range got.Bans {
@@ -89,7 +91,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("directory holds %d entries, want only %s", len(entries), FileName)
 	}
 	data, _ := os.ReadFile(s.Path())
-	if n := strings.Count(string(data), "\n"); n != 2+3+1+2 {
+	if n := strings.Count(string(data), "\n"); n != 2+3+1+2+1 {
 		t.Errorf("want one record per line, got %d lines:\n%s", n, data)
 	}
 }

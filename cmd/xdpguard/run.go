@@ -26,6 +26,7 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: config.DefaultPath, Usage: "configuration `FILE` (YAML)"},
 			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable; replaces the file's list)"},
 			&cli.StringSliceFlag{Name: "log", Usage: "mail log `FILE` to follow (repeatable; replaces the file's list)"},
+			&cli.BoolFlag{Name: "journal", Usage: "follow the systemd journal too (logs.journal: units and identifiers from the file or the defaults)"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "`CIDR` never to ban (repeatable; added to the file's list)"},
 			&cli.StringFlag{Name: "pin-root", Usage: "bpffs `DIR` for maps and links"},
 			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for the persisted bans and offender history"},
@@ -59,6 +60,7 @@ func runCommand() *cli.Command {
 			err = daemon.Run(ctx, cfg, daemon.Options{
 				Reload:       func() (daemon.Config, error) { return runConfig(c) },
 				DetachOnExit: c.Bool("detach-on-exit"),
+				ConfigFile:   configFileUsed(c),
 				Logger:       log,
 			}, reload)
 			if err != nil {
@@ -89,6 +91,9 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 	if c.IsSet("log") {
 		cfg.Logs.Files = c.StringSlice("log")
 	}
+	if c.IsSet("journal") {
+		cfg.Logs.Journal.Enabled = c.Bool("journal")
+	}
 	for _, s := range c.StringSlice("allow") {
 		p, err := banlist.ParsePrefix(s)
 		if err != nil {
@@ -106,6 +111,15 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 		cfg.Kernel.Monitor = c.Bool("monitor")
 	}
 	return daemon.Resolve(cfg)
+}
+
+// configFileUsed is the configuration file run read, for status; empty
+// when there was none.
+func configFileUsed(c *cli.Context) string {
+	if _, err := os.Stat(c.String("config")); err != nil {
+		return ""
+	}
+	return c.String("config")
 }
 
 func newLogger(format, level string) *slog.Logger {
