@@ -78,6 +78,7 @@ type Daemon struct {
 	cursor  string
 	seen    map[string]*logSeen
 	started time.Time
+	status  statusWriter
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -344,8 +345,8 @@ func (d *Daemon) flush() {
 			continue
 		}
 		d.metrics.banned(loader.OriginLog, time.Since(p.arrival))
-		d.records[dec.Prefix] = loader.Ban{Prefix: dec.Prefix, Origin: loader.OriginLog, Reason: dec.Reason,
-			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence}
+		d.remember(loader.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: loader.OriginLog, Reason: dec.Reason,
+			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
 			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed[dec.Prefix])
@@ -376,8 +377,8 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		}
 		// The kernel reports the ban, not the SYNs: the evidence is the one
 		// over the limit, at the ban's time.
-		d.records[ev.Prefix] = loader.Ban{Prefix: ev.Prefix, Origin: loader.OriginKernel, Reason: loader.ReasonSynRate,
-			Detector: loader.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence}
+		d.remember(loader.Ban{Prefix: ev.Prefix, Expires: ev.At.Add(dur), Origin: loader.OriginKernel, Reason: loader.ReasonSynRate,
+			Detector: loader.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence})
 		durs[i], prefixes[i] = dur, ev.Prefix
 	}
 	d.dirty = true
@@ -456,6 +457,9 @@ func (d *Daemon) housekeeping(now time.Time) {
 		}
 		d.nextSave = now.Add(10 * time.Since(start))
 	}
+	if now.Sub(d.status.last) >= state.StatusInterval {
+		d.writeStatus(now, false)
+	}
 }
 
 // save mirrors the kernel's bans and the offender history into the state
@@ -469,6 +473,7 @@ func (d *Daemon) save() error {
 		return err
 	}
 	maps.DeleteFunc(d.records, func(p netip.Prefix, _ loader.Ban) bool { return !live[p] })
+	d.status.bans = len(live)
 	d.dirty = false
 	d.lastSave = time.Now()
 	return nil
@@ -476,6 +481,7 @@ func (d *Daemon) save() error {
 
 func (d *Daemon) shutdown() error {
 	err := d.save()
+	d.writeStatus(time.Now(), true)
 	d.metrics.close()
 	if d.opts.DetachOnExit {
 		if derr := d.guard.DetachAll(); derr != nil {

@@ -215,8 +215,8 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		}
 		// The evidence is the connections held silent, which have been
 		// silent since at least now - silence.
-		d.records[o.p] = loader.Ban{Prefix: o.p, Origin: loader.OriginLog, Reason: loader.ReasonNoAuth,
-			Detector: loader.DetectorSlotHolders, Events: o.n, First: now.Add(-silence), Last: now, Offence: offence}
+		d.remember(loader.Ban{Prefix: o.p, Expires: now.Add(dur), Origin: loader.OriginLog, Reason: loader.ReasonNoAuth,
+			Detector: loader.DetectorSlotHolders, Events: o.n, First: now.Add(-silence), Last: now, Offence: offence})
 		d.dirty = true
 		banned = append(banned, o.p)
 		d.log.Info("banned", "prefix", o.p, "origin", "log", "reason", "no-auth", "detector", loader.DetectorSlotHolders,

@@ -29,6 +29,7 @@ func main() {
 			attachCommand(),
 			detachCommand(),
 			statusCommand(),
+			whyCommand(),
 			banCommand(),
 			unbanCommand(),
 			allowCommand(),

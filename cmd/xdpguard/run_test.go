@@ -278,6 +278,7 @@ func TestDaemon(t *testing.T) {
 			}
 		}
 	})
+	t.Run("status and why answer", w.checkStatusAnswers)
 
 	t.Run("silent slot holders banned before any log line", func(t *testing.T) {
 		var conns []net.Conn
@@ -292,6 +293,10 @@ func TestDaemon(t *testing.T) {
 		w.waitBanned(holder, true)
 		if b := w.banned()[holder]; b.Origin.String() != "log" || b.Reason.String() != "no-auth" {
 			t.Errorf("ban = %+v", b)
+		}
+		r := w.why(t, holder, func(r whyReport) bool { return len(r.Bans) == 1 && r.Bans[0].Detector != "" })
+		if b := r.Bans[0]; b.Detector != "slot-holders" || b.Events < 2 || b.Offence != 1 {
+			t.Errorf("why %s: %+v", holder, b)
 		}
 		for _, c := range conns {
 			c.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -334,6 +339,7 @@ func TestDaemon(t *testing.T) {
 			c.Close()
 			t.Fatal("with the daemon dead, the banned source connected")
 		}
+		w.checkNotRunning(t, "is gone")
 		w.start()
 		bans := w.banned()
 		for _, ip := range []string{attacker, attacker2} {
@@ -382,6 +388,7 @@ func TestDaemon(t *testing.T) {
 	})
 	t.Run("SIGTERM leaves protection in force", func(t *testing.T) {
 		w.stop(syscall.SIGTERM)
+		w.checkNotRunning(t, "stopped at")
 		if c, err := w.dial(attacker, 500*time.Millisecond); err == nil {
 			c.Close()
 			t.Fatal("protection gone after SIGTERM")
