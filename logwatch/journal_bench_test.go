@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/journaltest"
 )
 
 // The journal follower against the file follower on the same lines: both
@@ -21,15 +23,15 @@ func benchLine(i int) string {
 }
 
 func BenchmarkFollowJournal(b *testing.B) {
-	j := startJournald(b)
+	j := journaltest.Start(b)
 	ident := fmt.Sprintf("xdpguard-statusjournal-bench-%d", os.Getpid())
 	start := time.Now().Add(-time.Second)
 	for i := 0; i < benchFollowLines; i++ {
-		j.send(ident, benchLine(i))
+		j.Send(ident, benchLine(i))
 	}
 	for b.Loop() {
 		ctx, cancel := context.WithCancel(context.Background())
-		f, err := FollowJournal(ctx, JournalOptions{Identifiers: []string{ident}, Directory: j.journalDir(), Backlog: time.Since(start)})
+		f, err := FollowJournal(ctx, JournalOptions{Identifiers: []string{ident}, Directory: j.Dir(), Backlog: time.Since(start)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/journaltest"
 )
 
 // collect reads lines until want arrive or 60 s pass.
@@ -52,10 +54,10 @@ func expectSeq(t *testing.T, got []Line, from int) {
 // The follower reads a real journald across a restart of journald, and
 // resumes from a cursor after its own restart: no line lost, none twice.
 func TestJournalFollowAcrossRestarts(t *testing.T) {
-	j := startJournald(t)
+	j := journaltest.Start(t)
 	ident := fmt.Sprintf("xdpguard-statusjournal-%d", os.Getpid())
 	other := ident + "-other"
-	opt := JournalOptions{Identifiers: []string{ident}, Directory: j.journalDir()}
+	opt := JournalOptions{Identifiers: []string{ident}, Directory: j.Dir()}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -69,8 +71,8 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 
 	const n = 300
 	for i := 0; i < n; i++ {
-		j.send(other, "not selected")
-		j.send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
+		j.Send(other, "not selected")
+		j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
 	}
 	got := collect(t, f.Lines(), n)
 	expectSeq(t, got, 0)
@@ -82,9 +84,9 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 		t.Fatalf("the rules' prefix parser reads tag %q time %v from %q", p.Tag, p.Time, l.Data)
 	}
 
-	j.restart()
+	j.Restart()
 	for i := n; i < 2*n; i++ {
-		j.send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
+		j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
 	}
 	expectSeq(t, collect(t, f.Lines(), n), n)
 
@@ -95,7 +97,7 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 	for range f.Lines() {
 	}
 	for i := 2*n + 1; i < 3*n; i++ {
-		j.send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
+		j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
 	}
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer cancel2()
@@ -104,7 +106,7 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j.send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", 3*n))
+	j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", 3*n))
 	expectSeq(t, collect(t, f2.Lines(), n), 2*n+1)
 	if st := f2.Stats(); st.Lines != n || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
@@ -113,9 +115,9 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 
 // lastCursor logs one more line (seq) and returns its cursor, as the
 // daemon would hold it after processing it.
-func lastCursor(t *testing.T, f *JournalFollower, j *privateJournald, ident string, seq int) string {
+func lastCursor(t *testing.T, f *JournalFollower, j *journaltest.Journald, ident string, seq int) string {
 	t.Helper()
-	j.send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", seq))
+	j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", seq))
 	l := collect(t, f.Lines(), 1)[0]
 	if seqOf(t, l) != seq {
 		t.Fatalf("got %q", l.Data)
@@ -124,11 +126,11 @@ func lastCursor(t *testing.T, f *JournalFollower, j *privateJournald, ident stri
 }
 
 // waitFollowing logs markers until the follower delivers one.
-func waitFollowing(t *testing.T, j *privateJournald, ident string, lines <-chan Line) {
+func waitFollowing(t *testing.T, j *journaltest.Journald, ident string, lines <-chan Line) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		j.send(ident, "marker")
+		j.Send(ident, "marker")
 		select {
 		case l := <-lines:
 			if !strings.HasSuffix(string(l.Data), ": marker") {

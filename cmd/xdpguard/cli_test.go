@@ -80,6 +80,12 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 		{[]string{"attach", "--iface", "xg-nosuch0", "--pin-root", root}, "xg-nosuch0: no such interface"},
 		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `XDP mode "turbo"`},
 		{[]string{"status", "--top", "-1"}, "--top"},
+		{[]string{"ban", "198.18.0.1", "--reason", "bogus"}, `--reason: unknown ban reason "bogus"`},
+		{[]string{"why"}, "why takes exactly one ADDR"},
+		{[]string{"why", "198.18.0.300"}, `"198.18.0.300": not an IP address`},
+		{[]string{"why", "198.18.0.0/24"}, `"198.18.0.0/24": not an IP address`},
+		{[]string{"status", "--from-file"}, "--from-file: no status file"},
+		{[]string{"status", "198.18.0.1"}, "status takes no arguments"},
 		{[]string{"frobnicate"}, ""},
 	} {
 		stdout, stderr, code := xdpguard(t, nil, tc.args...)

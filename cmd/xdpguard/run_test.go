@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -36,6 +37,7 @@ type daemonWorld struct {
 
 	kernel, kernelBan string // kernel.syn_rate and kernel.ban_duration
 	slots             string // slot_holders
+	logs              string // the logs section; default: the log file
 }
 
 const (
@@ -96,8 +98,7 @@ xdp_mode: native
 kernel:
   syn_rate: %s
   ban_duration: %s
-logs:
-  files: [%s]
+logs: %s
 allow: [%s]
 pin_root: %s
 state_dir: %s
@@ -106,7 +107,7 @@ metrics:
 slot_holders: %s
 detect:
   threshold: %d
-`, w.kernel, w.kernelBan, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, w.slots, threshold)
+`, w.kernel, w.kernelBan, cmp.Or(w.logs, "{files: ["+w.logFile+"]}"), allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, w.slots, threshold)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o644); err != nil {
 		w.t.Fatal(err)
 	}

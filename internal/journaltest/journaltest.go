@@ -1,4 +1,7 @@
-package logwatch
+// Package journaltest runs a real systemd-journald for tests, privately:
+// in a mount namespace of its own, so that it touches nothing of the
+// host's. No systemd as PID 1 is needed.
+package journaltest
 
 import (
 	"fmt"
@@ -14,18 +17,19 @@ import (
 
 const journaldBin = "/lib/systemd/systemd-journald"
 
-// privateJournald is a real systemd-journald, run in a mount namespace of
-// its own so that it touches nothing of the host's: /run is a fresh tmpfs
-// there, and its sockets and journal files live in bind-mounted
-// directories of the test. No systemd as PID 1 is needed.
-type privateJournald struct {
+// Journald is a running private journald: /run is a fresh tmpfs in its
+// namespace, and its sockets and journal files live in bind-mounted
+// directories of the test.
+type Journald struct {
 	t    testing.TB
 	dir  string // holds run/ (sockets) and log/ (journal files)
 	cmd  *exec.Cmd
 	sock *net.UnixConn
 }
 
-func startJournald(t testing.TB) *privateJournald {
+// Start runs journald until the test ends; it skips the test unless it
+// runs as root.
+func Start(t testing.TB) *Journald {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a private journald")
@@ -33,7 +37,7 @@ func startJournald(t testing.TB) *privateJournald {
 	if _, err := os.Stat(journaldBin); err != nil {
 		t.Fatalf("%s: %v (make deps-test installs systemd)", journaldBin, err)
 	}
-	j := &privateJournald{t: t, dir: t.TempDir()}
+	j := &Journald{t: t, dir: t.TempDir()}
 	for _, d := range []string{"run", "log"} {
 		if err := os.Mkdir(filepath.Join(j.dir, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -44,7 +48,7 @@ func startJournald(t testing.TB) *privateJournald {
 	return j
 }
 
-func (j *privateJournald) start() {
+func (j *Journald) start() {
 	j.t.Helper()
 	os.Remove(filepath.Join(j.dir, "run", "socket"))
 	script := `set -e
@@ -77,7 +81,7 @@ exec ` + journaldBin
 }
 
 // stop ends journald cleanly (SIGTERM: it syncs and closes its files).
-func (j *privateJournald) stop() {
+func (j *Journald) stop() {
 	if j.cmd == nil {
 		return
 	}
@@ -96,15 +100,16 @@ func (j *privateJournald) stop() {
 	j.cmd = nil
 }
 
-func (j *privateJournald) restart() {
+// Restart stops journald cleanly and starts it again on the same files.
+func (j *Journald) Restart() {
 	j.t.Helper()
 	j.stop()
 	j.start()
 }
 
-// send logs one message under ident through journald's native protocol,
+// Send logs one message under ident through journald's native protocol,
 // as systemd-cat and sd_journal_send do.
-func (j *privateJournald) send(ident, msg string) {
+func (j *Journald) Send(ident, msg string) {
 	j.t.Helper()
 	rec := fmt.Sprintf("SYSLOG_IDENTIFIER=%s\nSYSLOG_PID=4242\nMESSAGE=%s\n", ident, msg)
 	if _, err := j.sock.Write([]byte(rec)); err != nil {
@@ -112,5 +117,5 @@ func (j *privateJournald) send(ident, msg string) {
 	}
 }
 
-// journalDir is what journalctl --directory reads.
-func (j *privateJournald) journalDir() string { return filepath.Join(j.dir, "log") }
+// Dir is what journalctl --directory reads.
+func (j *Journald) Dir() string { return filepath.Join(j.dir, "log") }
