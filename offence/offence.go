@@ -119,16 +119,8 @@ func (h *History) Key(p netip.Prefix) netip.Prefix {
 // Record enters a ban of p beginning at at, and returns how long it should
 // last and which offence it is (1 for the first within the retention).
 func (h *History) Record(p netip.Prefix, at time.Time, reason loader.Reason, detector string) (time.Duration, int) {
-	k := h.Key(p)
+	e := h.touch(h.Key(p))
 	now := at.UnixNano()
-	e := h.byKey[k]
-	if e == nil {
-		e = &entry{prefix: k}
-		h.byKey[k] = e
-		e.elem = h.order.PushFront(e)
-	} else {
-		h.order.MoveToFront(e.elem)
-	}
 	cut := now - int64(h.pol.Retention)
 	kept := e.bans[:0]
 	for _, b := range e.bans {
@@ -148,6 +140,19 @@ func (h *History) Record(p netip.Prefix, at time.Time, reason loader.Reason, det
 	e.reason, e.detector = reason, detector
 	h.trim()
 	return dur, offence
+}
+
+// touch returns k's entry, created if need be, as the most recently banned.
+func (h *History) touch(k netip.Prefix) *entry {
+	e := h.byKey[k]
+	if e == nil {
+		e = &entry{prefix: k}
+		h.byKey[k] = e
+		e.elem = h.order.PushFront(e)
+	} else {
+		h.order.MoveToFront(e.elem)
+	}
+	return e
 }
 
 // Escalate is the ban duration of the given offence.
@@ -204,15 +209,7 @@ func (h *History) Restore(list []Offender, now time.Time) error {
 	sorted := append([]Offender(nil), list...)
 	sort.SliceStable(sorted, func(i, j int) bool { return lastBan(sorted[i]).Before(lastBan(sorted[j])) })
 	for _, o := range sorted {
-		k := h.Key(o.Prefix)
-		e := h.byKey[k]
-		if e == nil {
-			e = &entry{prefix: k}
-			h.byKey[k] = e
-			e.elem = h.order.PushFront(e)
-		} else {
-			h.order.MoveToFront(e.elem)
-		}
+		e := h.touch(h.Key(o.Prefix))
 		for _, b := range o.Bans {
 			e.bans = append(e.bans, b.UnixNano())
 		}
