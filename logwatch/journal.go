@@ -55,6 +55,9 @@ type JournalOptions struct {
 	Buffer int
 	// Command is the journalctl binary (default "journalctl").
 	Command string
+	// OnExit, if set, hears why journalctl exited when it did so by
+	// itself; it is started again a second later.
+	OnExit func(error)
 }
 
 // JournalFollower follows the journal through journalctl, restarting it
@@ -66,7 +69,9 @@ type JournalFollower struct {
 	restarts                        atomic.Uint64
 	mu                              sync.Mutex
 	lastErr                         string
-	since                           time.Time
+	// start is when following began; since, when replaying a backlog,
+	// how far back.
+	start, since time.Time
 }
 
 // ErrNoJournalctl is returned when journalctl cannot be found.
@@ -90,9 +95,9 @@ func FollowJournal(ctx context.Context, opt JournalOptions) (*JournalFollower, e
 	if opt.Buffer <= 0 {
 		opt.Buffer = 4096
 	}
-	f := &JournalFollower{opt: opt, lines: make(chan Line, opt.Buffer)}
+	f := &JournalFollower{opt: opt, lines: make(chan Line, opt.Buffer), start: time.Now()}
 	if opt.Cursor == "" && opt.Backlog > 0 {
-		f.since = time.Now().Add(-opt.Backlog)
+		f.since = f.start.Add(-opt.Backlog)
 	}
 	go f.run(ctx)
 	return f, nil
@@ -153,10 +158,14 @@ func (f *JournalFollower) run(ctx context.Context) {
 		// journalctl exited by itself: resume after the last entry
 		// delivered, so nothing is lost or read twice.
 		f.restarts.Add(1)
-		if err != nil {
-			f.mu.Lock()
-			f.lastErr = err.Error()
-			f.mu.Unlock()
+		if err == nil {
+			err = errors.New("journalctl exited")
+		}
+		f.mu.Lock()
+		f.lastErr = err.Error()
+		f.mu.Unlock()
+		if f.opt.OnExit != nil {
+			f.opt.OnExit(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -247,7 +256,7 @@ func (f *JournalFollower) read(ctx context.Context, r io.Reader, cursor *string,
 			continue
 		}
 		l := Line{File: JournalFile, Data: data, Arrival: time.Now(), Cursor: e.Cursor}
-		if !since.IsZero() && at.Before(f.since.Add(f.opt.Backlog)) {
+		if !since.IsZero() && at.Before(f.start) {
 			l.Backlog = true
 		}
 		select {

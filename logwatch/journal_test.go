@@ -111,6 +111,32 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 	if st := f2.Stats(); st.Lines != n || st.Errors != 0 {
 		t.Errorf("stats %+v", st)
 	}
+
+	// Without a cursor, a backlog replays the recent entries, marked.
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	defer cancel3()
+	f3, err := FollowJournal(ctx3, JournalOptions{Identifiers: []string{ident}, Directory: j.Dir(), Backlog: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for want <= 3*n {
+		l := collect(t, f3.Lines(), 1)[0]
+		if !l.Backlog {
+			t.Fatalf("replayed line not marked backlog: %q", l.Data)
+		}
+		if strings.HasSuffix(string(l.Data), ": marker") {
+			continue
+		}
+		if seqOf(t, l) != want {
+			t.Fatalf("backlog: seq %d, want %d", seqOf(t, l), want)
+		}
+		want++
+	}
+	j.Send(ident, "imap-login: Disconnected: test seq=live")
+	if l := collect(t, f3.Lines(), 1)[0]; l.Backlog || !strings.HasSuffix(string(l.Data), "seq=live") {
+		t.Fatalf("live line after the backlog: %+v", l)
+	}
 }
 
 // lastCursor logs one more line (seq) and returns its cursor, as the
