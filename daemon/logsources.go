@@ -34,7 +34,9 @@ func (d *Daemon) follow(ctx context.Context) (<-chan logwatch.Line, error) {
 	if j := d.cfg.Logs.Journal; j.Enabled {
 		f, err := logwatch.FollowJournal(ctx, logwatch.JournalOptions{Units: j.Units, Identifiers: j.Identifiers,
 			Directory: j.Directory, Cursor: d.cursor, Backlog: d.cfg.Logs.ReadBack, MaxLineBytes: d.cfg.Detect.MaxLineBytes,
-			OnExit: func(err error) { d.log.Warn("journalctl exited; starting it again after the last entry read", "error", err) }})
+			OnExit: func(err error) {
+				d.log.Warn("journalctl exited; starting it again after the last entry read", "error", err)
+			}})
 		if err != nil {
 			return nil, fmt.Errorf("logs.journal: %w", err)
 		}
