@@ -1,6 +1,7 @@
 package logwatch
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -211,4 +212,34 @@ func TestJournalEntryLine(t *testing.T) {
 	if rule, kind, addr, ok := eng.Classify(b, JournalFile); !ok || rule != RulePostfixSASL || kind != KindAuthFailed || addr.String() != "198.18.0.9" {
 		t.Fatalf("%q: %v %v %v %v", b, rule, kind, addr, ok)
 	}
+}
+
+// Whatever journalctl writes, the reader delivers one line per valid
+// entry, never a newline inside one, and advances the cursor only past
+// entries it has seen.
+func FuzzJournalRead(f *testing.F) {
+	f.Add([]byte(`{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1796181039645643","MESSAGE":"imap-login: x\nnext","SYSLOG_IDENTIFIER":"dovecot","_PID":"7","_HOSTNAME":"mx"}` + "\n"))
+	f.Add([]byte(`{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","MESSAGE":[104,105,0,255]}` + "\n" + `{"__CURSOR":"d"}` + "\nnot json\n"))
+	f.Add([]byte(`{"__CURSOR":"c","__REALTIME_TIMESTAMP":"-5","MESSAGE":[999,-1]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		jf := &JournalFollower{opt: JournalOptions{MaxLineBytes: 256}, lines: make(chan Line, bytes.Count(data, []byte{'\n'})+1)}
+		cursor := "start"
+		if err := jf.read(context.Background(), bytes.NewReader(data), &cursor, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		close(jf.lines)
+		n := 0
+		for l := range jf.lines {
+			n++
+			if bytes.IndexByte(l.Data, '\n') >= 0 || len(l.Data) > 256 || l.Cursor == "" || l.File != JournalFile {
+				t.Fatalf("bad line %+v", l)
+			}
+		}
+		if uint64(n) != jf.Stats().Lines {
+			t.Fatalf("%d lines delivered, %d counted", n, jf.Stats().Lines)
+		}
+		if n > 0 && cursor == "start" {
+			t.Fatal("cursor not advanced past delivered lines")
+		}
+	})
 }
