@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"os"
-
 	"time"
 
 	"github.com/xdpguard/xdpguard/loader"
@@ -62,10 +61,7 @@ func (d *Daemon) writeStatus(now time.Time, stopped bool) {
 	for i := len(d.status.recent) - 1; i >= 0; i-- {
 		st.Recent = append(st.Recent, d.status.recent[i])
 	}
-	for i, s := range d.engine.Sources() {
-		if i == state.MaxScores {
-			break
-		}
+	for _, s := range d.engine.TopSources(state.MaxScores) {
 		st.Scores = append(st.Scores, state.Score{Prefix: s.Prefix, Score: s.Score, Events: s.Events})
 	}
 	d.status.last = now
