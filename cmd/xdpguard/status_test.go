@@ -66,6 +66,13 @@ func (w *daemonWorld) checkStatusAnswers(t *testing.T) {
 	if len(r.Allow) != 0 || r.Score != nil {
 		t.Errorf("why %s: allow %v score %v", attacker, r.Allow, r.Score)
 	}
+	// status --ip is the same question.
+	stdout, stderr, code := xdpguard(t, w.srv, "status", "--ip", attacker, "--json", "--pin-root", w.root, "--state-dir", w.stateDir())
+	var viaStatus whyReport
+	if err := json.Unmarshal([]byte(stdout), &viaStatus); code != 0 || err != nil || len(viaStatus.Bans) != 1 ||
+		viaStatus.Bans[0].Detector != b.Detector || viaStatus.Bans[0].Offence != b.Offence {
+		t.Errorf("status --ip %s: exit %d, %v, %+v %s", attacker, code, err, viaStatus, stderr)
+	}
 	// The allowlisted source: an allow rule, no ban.
 	if a := w.why(t, allowed, func(whyReport) bool { return true }); len(a.Allow) != 1 || len(a.Bans) != 0 {
 		t.Errorf("why %s: %+v", allowed, a)
