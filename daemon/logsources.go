@@ -109,11 +109,22 @@ func (d *Daemon) noteLine(l logwatch.Line) {
 // checkLogSources warns about inputs that will read nothing, and says
 // what to configure on a host that logs mail to the journal only.
 func checkLogSources(logs config.Logs, journald bool, log *slog.Logger) {
-	for _, w := range logSourceWarnings(logs, journald, func(name string) bool {
+	exists := func(name string) bool {
 		_, err := os.Stat(name)
 		return !errors.Is(err, os.ErrNotExist)
-	}) {
+	}
+	warnings := logSourceWarnings(logs, journald, exists)
+	for _, w := range warnings {
 		log.Warn(w)
+	}
+	if len(warnings) == 0 {
+		// Some file exists; the default list names both the Debian and
+		// the Red Hat path, so one missing is normal: said, not warned.
+		for _, f := range logs.Files {
+			if !exists(f) {
+				log.Info("log file does not exist; it is followed when it appears", "file", f)
+			}
+		}
 	}
 }
 

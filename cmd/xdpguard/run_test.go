@@ -334,6 +334,10 @@ func TestDaemon(t *testing.T) {
 		"--state-dir", filepath.Join(w.dir, "state")); code != 0 {
 		t.Fatal(stderr)
 	}
+	if r := w.why(t, shortBan, func(whyReport) bool { return true }); len(r.Bans) != 1 || r.Bans[0].Origin.String() != "manual" ||
+		r.Bans[0].Detector != "manual" || r.Bans[0].Events != 1 {
+		t.Errorf("why %s after a manual ban: %+v", shortBan, r.Bans)
+	}
 	t.Run("kill -9 and restart keeps every ban; expiry still works", func(t *testing.T) {
 		w.stop(syscall.SIGKILL)
 		if c, err := w.dial(attacker, 500*time.Millisecond); err == nil {
