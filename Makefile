@@ -38,6 +38,9 @@ check-generated: generate
 # Packages the kernel tests need on a fresh machine.
 deps-test:
 	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+	@# logwatch's journal tests run a private systemd-journald (no systemd as PID 1 needed).
+	@command -v journalctl >/dev/null && test -x /lib/systemd/systemd-journald || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd; }
 
 bpffs:
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

@@ -144,6 +144,21 @@ type Logs struct {
 	// ReadBack replays this much recent history (by line timestamps) on
 	// start. 0 starts at the end, so old attacks ban no one at start-up.
 	ReadBack time.Duration `yaml:"read_back"`
+	// Journal follows the systemd journal too: on a stock Debian 12 the
+	// mail logs go to journald only.
+	Journal Journal `yaml:"journal"`
+}
+
+// Journal selects what to read from the systemd journal: entries of any
+// of the units, or with any of the syslog identifiers. The daemon resumes
+// after the last entry it read (the cursor is kept in the state file).
+type Journal struct {
+	Enabled     bool     `yaml:"enabled"`
+	Units       []string `yaml:"units"`
+	Identifiers []string `yaml:"identifiers"`
+	// Directory reads journal files from there instead of the system
+	// journal (journalctl --directory), e.g. a container's.
+	Directory string `yaml:"directory"`
 }
 
 // Log is the daemon's own logging.
@@ -174,7 +189,12 @@ func Default() Config {
 			MaxTracked:   1 << 16,
 			MaxCIDRRules: 1 << 16,
 		},
-		Logs:            Logs{Files: []string{"/var/log/maillog", "/var/log/mail.log"}},
+		Logs: Logs{Files: []string{"/var/log/maillog", "/var/log/mail.log"},
+			// Dovecot's unit; the syslog identifiers of Dovecot (not
+			// started by its unit) and of Postfix's smtpd services
+			// (master.cf's default syslog_name for submission, smtps).
+			Journal: Journal{Units: []string{"dovecot.service"},
+				Identifiers: []string{"dovecot", "postfix/smtpd", "postfix/submission/smtpd", "postfix/smtps/smtpd"}}},
 		Allow:           []netip.Prefix{},
 		KillConnections: true,
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,

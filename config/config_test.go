@@ -111,6 +111,7 @@ kernel:
 logs:
   files: [/var/log/dovecot.log]
   read_back: 15m
+  journal: {enabled: true, identifiers: [postfix/smtpd], directory: /var/log/journal/remote}
 detect:
   threshold: 5
   rules:
@@ -136,7 +137,9 @@ metrics: {listen: "[::1]:9931"}
 			BanDuration: 90 * time.Minute, BanScope: "ports", Monitor: true,
 			PrefixV4: 24, PrefixV6: 56, MaxBans: 4096, MaxTracked: 1024, MaxCIDRRules: 16,
 		},
-		Logs: Logs{Files: []string{"/var/log/dovecot.log"}, ReadBack: 15 * time.Minute},
+		Logs: Logs{Files: []string{"/var/log/dovecot.log"}, ReadBack: 15 * time.Minute,
+			Journal: Journal{Enabled: true, Units: []string{"dovecot.service"}, Identifiers: []string{"postfix/smtpd"},
+				Directory: "/var/log/journal/remote"}},
 		Allow: []netip.Prefix{
 			netip.MustParsePrefix("192.0.2.7/32"), netip.MustParsePrefix("198.51.100.0/24"),
 			netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("203.0.113.9/32"),
@@ -168,8 +171,8 @@ metrics: {listen: "[::1]:9931"}
 	if err := detect.Decode(&d); err != nil || d.Threshold != 5 || len(d.Rules) != 1 || d.Rules[0].Name != "x" {
 		t.Errorf("detect: %+v, %v", d, err)
 	}
-	if detect.Line != 19 {
-		t.Errorf("detect node at line %d, want 19", detect.Line)
+	if detect.Line != 20 {
+		t.Errorf("detect node at line %d, want 20", detect.Line)
 	}
 }
 
@@ -210,6 +213,12 @@ func TestParseErrors(t *testing.T) {
 		{"bad duration", "logs: {read_back: 10 minutes}\n",
 			[]string{`logs.read_back: invalid duration "10 minutes" (write a number with a unit: "90s", "10m", "1h") (line 1)`}},
 		{"negative duration", "logs: {read_back: -1m}\n", []string{`logs.read_back: must be >= 0, got "-1m0s" (line 1)`}},
+		{"journal selects nothing", "logs:\n  journal: {enabled: true, units: [], identifiers: []}\n", []string{`logs.journal: enabled with no units and no identifiers: nothing would be read (line 2)`}},
+		{"journal names", "logs:\n  journal:\n    identifiers: [\"a=b\", \"+\", x, x]\n    directory: rel\n", []string{
+			`logs.journal.identifiers[0]: "a=b": a name has no '=', blanks or NUL and is not '+' (line 3)`,
+			`logs.journal.identifiers[1]: "+": a name has no '=', blanks or NUL and is not '+' (line 3)`,
+			`logs.journal.identifiers[3]: "x": listed twice (line 3)`,
+			`logs.journal.directory: "rel": must be an absolute path (line 4)`}},
 		{"slot holders out of range", "slot_holders: {idle: 100ms, min_connections: 0}\n",
 			[]string{`slot_holders.min_connections: must be >= 1, got 0 (line 1)`, `slot_holders.idle: must be >= 1s, got "100ms" (line 1)`}},
 		{"slot pressure off, scan too often", "slot_holders:\n  scan_interval: 10ms\n  pressure: {connections: -1, idle: 1ms}\n",

@@ -135,6 +135,7 @@ func (c *Config) validate() []Problem {
 	if c.Logs.ReadBack < 0 {
 		ps.add("logs.read_back", "must be >= 0, got %q", c.Logs.ReadBack.String())
 	}
+	checkJournal(&ps, c.Logs.Journal)
 
 	for i, p := range c.Allow {
 		key := fmt.Sprintf("allow[%d]", i)

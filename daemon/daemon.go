@@ -16,8 +16,9 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
+	"reflect"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/xdpguard/xdpguard/config"
@@ -45,6 +46,8 @@ type Options struct {
 	Logger       *slog.Logger
 	// Tick is the housekeeping period: sweeping expired bans, saving state.
 	Tick time.Duration
+	// ConfigFile is the file the configuration came from, for status.
+	ConfigFile string
 }
 
 // Daemon is a running xdpguard.
@@ -57,9 +60,9 @@ type Daemon struct {
 	store   state.Store
 	metrics *metrics
 
-	// reasons remembers why the daemon banned a prefix, for the state file:
-	// the kernel keeps only a short code.
-	reasons map[netip.Prefix]string
+	// records remembers the evidence behind the daemon's bans, for the
+	// state file: the kernel keeps only origin and reason codes.
+	records map[netip.Prefix]loader.Ban
 	// configAllow is the allowlist the daemon put in the kernel, so that a
 	// reload can take back what the file no longer lists, and nothing else.
 	configAllow map[netip.Prefix]bool
@@ -70,6 +73,12 @@ type Daemon struct {
 	pending     []pendingBan
 	own         map[netip.Addr]bool // the host's addresses
 	slots       slotWatch
+	// cursor is the journal cursor of the last line processed; seen
+	// counts lines per input, for status.
+	cursor  string
+	seen    map[string]*logSeen
+	started time.Time
+	status  statusWriter
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -85,7 +94,8 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		opts.Tick = time.Second
 	}
 	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
-		reasons: map[netip.Prefix]string{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs()}
+		records: map[netip.Prefix]loader.Ban{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs(),
+		seen: map[string]*logSeen{}, started: time.Now()}
 	if err := d.start(); err != nil {
 		if d.guard != nil {
 			// A failed start leaves nothing behind that it created.
@@ -108,6 +118,9 @@ func (d *Daemon) start() error {
 		// Corrupt or unreadable: reported, set aside by Load, not fatal.
 		d.log.Error("state file unusable, starting without it", "error", err)
 	}
+	d.cursor = st.JournalCursor
+	_, err = os.Stat(journaldSocket)
+	checkLogSources(d.cfg.Logs, err == nil, d.log)
 
 	k := d.cfg.Kernel
 	d.guard, err = loader.New(loader.Options{PinRoot: d.cfg.PinRoot, MaxBans: uint32(k.MaxBans),
@@ -140,11 +153,7 @@ func (d *Daemon) start() error {
 	for rule, why := range d.engine.DisabledRules() {
 		d.log.Warn("rule disabled", "rule", rule, "why", why)
 	}
-	offenders := make([]logwatch.Offender, len(st.Offenders))
-	for i, o := range st.Offenders {
-		offenders[i] = logwatch.Offender(o)
-	}
-	if err := d.engine.Restore(offenders); err != nil {
+	if err := d.engine.History().Restore(st.Offenders, time.Now()); err != nil {
 		d.log.Error("offender history not restored", "error", err)
 	}
 	if err := d.restoreBans(st.Bans); err != nil {
@@ -156,7 +165,7 @@ func (d *Daemon) start() error {
 
 // restoreBans puts back bans the kernel no longer has: after a reboot, or
 // after the pins were removed. Bans the kernel still holds are left alone.
-func (d *Daemon) restoreBans(bans []state.Ban) error {
+func (d *Daemon) restoreBans(bans []loader.Ban) error {
 	live, err := d.guard.Bans()
 	if err != nil {
 		return err
@@ -168,9 +177,7 @@ func (d *Daemon) restoreBans(bans []state.Ban) error {
 	now := time.Now()
 	restored := 0
 	for _, b := range bans {
-		if b.Reason != "" {
-			d.reasons[b.Prefix] = b.Reason
-		}
+		d.records[b.Prefix] = b
 		if have[b.Prefix] || b.Expired(now) {
 			continue
 		}
@@ -178,13 +185,7 @@ func (d *Daemon) restoreBans(bans []state.Ban) error {
 		if !b.Expires.IsZero() {
 			ttl = b.Expires.Sub(now)
 		}
-		var origin loader.Origin
-		if err := origin.UnmarshalText([]byte(b.Origin)); err != nil {
-			origin = loader.OriginManual
-		}
-		// The state keeps a sentence; its first word is the kernel's code.
-		code, _, _ := strings.Cut(b.Reason, " ")
-		if err := d.guard.Ban(b.Prefix, ttl, origin, loader.ParseReason(code)); err != nil {
+		if err := d.guard.Ban(b.Prefix, ttl, b.Origin, b.Reason); err != nil {
 			return fmt.Errorf("restore ban %s: %w", b.Prefix, err)
 		}
 		restored++
@@ -235,7 +236,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	// times a second while the login slots are under pressure.
 	slotTick := time.NewTicker(slotPeriod(d.cfg.SlotHolders))
 	defer slotTick.Stop()
-	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files,
+	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files, "journal", d.cfg.Logs.Journal.Enabled,
 		"monitor", d.cfg.Kernel.Monitor, "pin_root", d.cfg.PinRoot, "state_dir", d.cfg.StateDir)
 
 	for {
@@ -288,6 +289,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 				fctx, stopFollow = context.WithCancel(ctx)
 				lines, err = next(fctx)
 				if err != nil {
+					stopFollow()
 					d.log.Error("follow logs after reload", "error", err)
 				}
 			}
@@ -295,21 +297,9 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	}
 }
 
-func (d *Daemon) follow(ctx context.Context) (<-chan logwatch.Line, error) {
-	if len(d.cfg.Logs.Files) == 0 {
-		return nil, nil
-	}
-	f, err := logwatch.Follow(ctx, d.cfg.Logs.Files, logwatch.FollowOptions{
-		Backlog: d.cfg.Logs.ReadBack, MaxLineBytes: d.cfg.Detect.MaxLineBytes})
-	if err != nil {
-		return nil, err
-	}
-	d.metrics.setFollower(f)
-	return f.Lines(), nil
-}
-
 // onLine scores a line and queues the ban it decides, if any.
 func (d *Daemon) onLine(l logwatch.Line) {
+	d.noteLine(l)
 	var r logwatch.Result
 	if l.Backlog {
 		r = d.engine.ProcessHistory(l.Data, l.File, l.Arrival)
@@ -332,7 +322,7 @@ type pendingBan struct {
 func (d *Daemon) flush() {
 	type group struct {
 		dur    time.Duration
-		reason string
+		reason loader.Reason
 	}
 	groups := map[group][]netip.Prefix{}
 	for _, p := range d.pending {
@@ -341,7 +331,7 @@ func (d *Daemon) flush() {
 	}
 	failed := map[netip.Prefix]bool{}
 	for k, ps := range groups {
-		if err := d.guard.BanMany(ps, k.dur, loader.OriginLog, loader.ParseReason(k.reason)); err != nil {
+		if err := d.guard.BanMany(ps, k.dur, loader.OriginLog, k.reason); err != nil {
 			d.log.Error("ban failed", "prefixes", len(ps), "error", err)
 			for _, p := range ps {
 				failed[p] = true
@@ -361,7 +351,8 @@ func (d *Daemon) flush() {
 			continue
 		}
 		d.metrics.banned(loader.OriginLog, time.Since(p.arrival))
-		d.reasons[dec.Prefix] = fmt.Sprintf("%s (rule %s, %d events, offence %d)", dec.Reason, dec.Rule, dec.Events, dec.Offence)
+		d.remember(loader.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: loader.OriginLog, Reason: dec.Reason,
+			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
 			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed[dec.Prefix])
@@ -379,7 +370,7 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		d.metrics.banned(loader.OriginKernel, 0)
 		// The history escalates from the log layer's first ban; apply the
 		// same factor to the kernel's own ban duration.
-		logDur := d.engine.RecordBan(ev.Prefix, ev.At, loader.ReasonSynRate.String())
+		logDur, offence := d.engine.History().Record(ev.Prefix, ev.At, loader.ReasonSynRate, loader.DetectorSYNRate)
 		base := d.cfg.Kernel.BanDuration
 		dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
 		dur = min(dur, d.cfg.Detect.MaxBanDuration)
@@ -390,7 +381,10 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		} else {
 			dur = base
 		}
-		d.reasons[ev.Prefix] = fmt.Sprintf("syn-rate (over %d SYNs per %s)", ev.Threshold, d.cfg.Kernel.SYNRate.Window)
+		// The kernel reports the ban, not the SYNs: the evidence is the one
+		// over the limit, at the ban's time.
+		d.remember(loader.Ban{Prefix: ev.Prefix, Expires: ev.At.Add(dur), Origin: loader.OriginKernel, Reason: loader.ReasonSynRate,
+			Detector: loader.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence})
 		durs[i], prefixes[i] = dur, ev.Prefix
 	}
 	d.dirty = true
@@ -469,66 +463,31 @@ func (d *Daemon) housekeeping(now time.Time) {
 		}
 		d.nextSave = now.Add(10 * time.Since(start))
 	}
+	if now.Sub(d.status.last) >= state.StatusInterval {
+		d.writeStatus(now, false)
+	}
 }
 
 // save mirrors the kernel's bans and the offender history into the state
 // file.
 func (d *Daemon) save() error {
-	offenders := []state.Offender{}
-	for _, o := range d.engine.Snapshot() {
-		offenders = append(offenders, state.Offender(o))
-	}
-	live, err := Mirror(d.guard, d.store, d.reasons, offenders)
+	live, err := state.Mirror(d.guard, d.store, d.records, func(st *state.State) {
+		st.Offenders = d.engine.History().Snapshot()
+		st.JournalCursor = d.cursor
+	})
 	if err != nil {
 		return err
 	}
-	maps.DeleteFunc(d.reasons, func(p netip.Prefix, _ string) bool { return !live[p] })
+	maps.DeleteFunc(d.records, func(p netip.Prefix, _ loader.Ban) bool { return !live[p] })
+	d.status.bans = len(live)
 	d.dirty = false
 	d.lastSave = time.Now()
 	return nil
 }
 
-// Mirror writes the kernel's bans into the state file, with the reason text
-// that reasons or the file already has for each, and the given offender
-// history (nil keeps the file's). The daemon and the ban/unban commands
-// both save this way, under the state lock, so neither loses the other's
-// records. It returns the prefixes now banned.
-func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string, offenders []state.Offender) (map[netip.Prefix]bool, error) {
-	live := map[netip.Prefix]bool{}
-	err := state.WithLock(store.Dir, func() error {
-		old, err := store.Load()
-		if err != nil && !errors.Is(err, state.ErrCorrupt) {
-			return err
-		}
-		known := map[netip.Prefix]string{}
-		for _, b := range old.Bans {
-			known[b.Prefix] = b.Reason
-		}
-		maps.Copy(known, reasons)
-		bans, err := g.Bans()
-		if err != nil {
-			return err
-		}
-		// Allow rules are MirrorAllow's to write.
-		st := state.State{Version: state.Version, Bans: []state.Ban{}, Allow: old.Allow, Offenders: offenders}
-		if offenders == nil {
-			st.Offenders = old.Offenders
-		}
-		for _, b := range bans {
-			live[b.Prefix] = true
-			reason := known[b.Prefix]
-			if reason == "" {
-				reason = b.Reason.String()
-			}
-			st.Bans = append(st.Bans, state.Ban{Prefix: b.Prefix, Expires: b.Expires, Origin: b.Origin.String(), Reason: reason})
-		}
-		return store.Save(st)
-	})
-	return live, err
-}
-
 func (d *Daemon) shutdown() error {
 	err := d.save()
+	d.writeStatus(time.Now(), true)
 	d.metrics.close()
 	if d.opts.DetachOnExit {
 		if derr := d.guard.DetachAll(); derr != nil {
@@ -584,7 +543,7 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 			}
 		}
 	}
-	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files)
+	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files) || !reflect.DeepEqual(next.Logs.Journal, d.cfg.Logs.Journal)
 	d.cfg = next
 	if err := d.syncAllow(); err != nil {
 		d.log.Error("allowlist after reload", "error", err)

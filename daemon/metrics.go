@@ -95,7 +95,7 @@ func (m *metrics) update(c logwatch.Counters) {
 	m.mu.Unlock()
 }
 
-func (m *metrics) setFollower(f *logwatch.Follower) {
+func (m *metrics) setFollower(f interface{ Stats() logwatch.FollowStats }) {
 	m.mu.Lock()
 	m.follower = f
 	m.mu.Unlock()

@@ -3,7 +3,6 @@ package daemon
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"net/netip"
 	"slices"
 	"time"
@@ -204,7 +203,7 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		if _, isBanned, _ := d.guard.BanOf(o.p.Addr()); isBanned {
 			continue // its connections are being destroyed, or monitor mode
 		}
-		dur := d.engine.RecordBan(o.p, now, loader.ReasonNoAuth.String())
+		dur, offence := d.engine.History().Record(o.p, now, loader.ReasonNoAuth, loader.DetectorSlotHolders)
 		if err := d.guard.Ban(o.p, dur, loader.OriginLog, loader.ReasonNoAuth); err != nil {
 			d.log.Error("ban failed", "prefix", o.p, "error", err)
 			continue
@@ -214,10 +213,13 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		if on {
 			silence = pressureIdle(h)
 		}
-		d.reasons[o.p] = fmt.Sprintf("no-auth (holding %d login slots silent for %s)", o.n, silence)
+		// The evidence is the connections held silent, which have been
+		// silent since at least now - silence.
+		d.remember(loader.Ban{Prefix: o.p, Expires: now.Add(dur), Origin: loader.OriginLog, Reason: loader.ReasonNoAuth,
+			Detector: loader.DetectorSlotHolders, Events: o.n, First: now.Add(-silence), Last: now, Offence: offence})
 		d.dirty = true
 		banned = append(banned, o.p)
-		d.log.Info("banned", "prefix", o.p, "origin", "log", "reason", "no-auth", "rule", "slot-holders",
+		d.log.Info("banned", "prefix", o.p, "origin", "log", "reason", "no-auth", "detector", loader.DetectorSlotHolders,
 			"held", o.n, "pressure", on, "for", dur)
 	}
 	if len(banned) == 0 {

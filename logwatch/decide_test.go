@@ -6,6 +6,9 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/offence"
 )
 
 var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
@@ -76,7 +79,7 @@ func TestLoginDoesNotCancelAuthFailures(t *testing.T) {
 	e.Process(authFailedLine(ip, 3), "", t0)
 	e.Process(loginLine(ip), "", t0.Add(time.Second))
 	r := e.Process(authFailedLine(ip, 2), "", t0.Add(2*time.Second))
-	if r.Decision == nil || r.Decision.Reason != "auth-failed" || r.Decision.Score != 10 {
+	if r.Decision == nil || r.Decision.Reason != loader.ReasonAuthFailed || r.Decision.Score != 10 {
 		t.Fatalf("5 failed attempts around a login: decision %+v, want auth-failed ban with score 10", r.Decision)
 	}
 }
@@ -97,7 +100,7 @@ func TestSlowAttackerIsBanned(t *testing.T) {
 		t.Fatalf("%d decisions, want 1 (later events fall within the ban)", len(ds))
 	}
 	d := ds[0]
-	if d.Prefix != netip.MustParsePrefix("198.18.8.1/32") || d.Duration != time.Hour || d.Reason != "no-auth" ||
+	if d.Prefix != netip.MustParsePrefix("198.18.8.1/32") || d.Duration != time.Hour || d.Reason != loader.ReasonNoAuth ||
 		d.Rule != RuleDovecotLogin || d.Events != 10 || d.Offence != 1 || d.Kinds[KindNoAuth] != 10 {
 		t.Fatalf("decision %+v", d)
 	}
@@ -159,13 +162,13 @@ func TestIPv6MaskAndEscalation(t *testing.T) {
 		t.Fatalf("second offence: %+v", d)
 	}
 	// A kernel ban of the same /64 escalates further, and is capped.
-	if got := e.RecordBan(netip.MustParsePrefix("2001:db8:1:2::5/128"), now.Add(3*time.Hour), "syn-rate"); got != 4*time.Hour {
-		t.Fatalf("RecordBan third offence: %v, want 4h", got)
+	if got := record(e, netip.MustParsePrefix("2001:db8:1:2::5/128"), now.Add(3*time.Hour)); got != 4*time.Hour {
+		t.Fatalf("third offence: %v, want 4h", got)
 	}
 	for i := 0; i < 20; i++ {
-		e.RecordBan(netip.MustParsePrefix("2001:db8:1:2::/64"), now.Add(time.Duration(4+i)*time.Hour), "manual")
+		record(e, netip.MustParsePrefix("2001:db8:1:2::/64"), now.Add(time.Duration(4+i)*time.Hour))
 	}
-	if got := e.RecordBan(netip.MustParsePrefix("2001:db8:1:2::/64"), now.Add(30*time.Hour), "manual"); got != DefaultMaxBan {
+	if got := record(e, netip.MustParsePrefix("2001:db8:1:2::/64"), now.Add(30*time.Hour)); got != DefaultMaxBan {
 		t.Fatalf("capped duration %v, want %v", got, DefaultMaxBan)
 	}
 
@@ -191,24 +194,24 @@ func TestIPv6MaskAndEscalation(t *testing.T) {
 
 func TestSnapshotRestore(t *testing.T) {
 	e := newEngine(t, nil)
-	e.RecordBan(netip.MustParsePrefix("198.18.10.1/32"), t0, "no-auth")
-	e.RecordBan(netip.MustParsePrefix("198.18.10.1/32"), t0.Add(2*time.Hour), "no-auth")
-	b, err := json.Marshal(e.Snapshot())
+	record(e, netip.MustParsePrefix("198.18.10.1/32"), t0)
+	record(e, netip.MustParsePrefix("198.18.10.1/32"), t0.Add(2*time.Hour))
+	b, err := json.Marshal(e.History().Snapshot())
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []Offender
+	var list []offence.Offender
 	if err := json.Unmarshal(b, &list); err != nil {
 		t.Fatal(err)
 	}
 	e2 := newEngine(t, nil)
-	if err := e2.Restore(list); err != nil {
+	if err := e2.History().Restore(list, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if got := e2.RecordBan(netip.MustParsePrefix("198.18.10.1/32"), t0.Add(5*time.Hour), "x"); got != 4*time.Hour {
+	if got := record(e2, netip.MustParsePrefix("198.18.10.1/32"), t0.Add(5*time.Hour)); got != 4*time.Hour {
 		t.Fatalf("third offence after restore: %v, want 4h (history %s)", got, b)
 	}
-	if err := e2.Restore([]Offender{{}}); err == nil {
+	if err := e2.History().Restore([]offence.Offender{{}}, time.Now()); err == nil {
 		t.Fatal("restore of an invalid prefix accepted")
 	}
 }
@@ -302,4 +305,10 @@ func TestCustomRule(t *testing.T) {
 	if _, ok := e.DisabledRules()["gone"]; !ok {
 		t.Fatal("rule with a missing requires path not disabled")
 	}
+}
+
+// record enters a ban decided elsewhere (as the kernel's) into e's history.
+func record(e *Engine, p netip.Prefix, at time.Time) time.Duration {
+	d, _ := e.History().Record(p, at, loader.ReasonSynRate, loader.DetectorSYNRate)
+	return d
 }

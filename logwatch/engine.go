@@ -2,14 +2,15 @@ package logwatch
 
 import (
 	"bytes"
-	"container/list"
-	"fmt"
 	"math"
 	"net"
 	"net/netip"
 	"sort"
 	"sync/atomic"
 	"time"
+
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/offence"
 )
 
 // Result is what Process found in one line.
@@ -40,23 +41,18 @@ type Result struct {
 type Decision struct {
 	Prefix   netip.Prefix  `json:"prefix"` // already masked
 	Duration time.Duration `json:"duration"`
-	Reason   string        `json:"reason"` // the kind that contributed most, e.g. "no-auth"
-	Rule     string        `json:"rule"`   // the rule of the line that crossed the threshold
-	Events   int           `json:"events"`
-	Score    int           `json:"score"`
+	// Reason is the reason of the kind that contributed most (reasonOf).
+	Reason loader.Reason `json:"reason"`
+	Rule   string        `json:"rule"` // the rule of the line that crossed the threshold
+	Events int           `json:"events"`
+	// First is the time of the oldest event in the window; Time the newest.
+	First time.Time `json:"first"`
+	Score int       `json:"score"`
 	// Offence counts this source's bans within the history retention,
 	// this one included.
 	Offence int          `json:"offence"`
 	Kinds   map[Kind]int `json:"kinds"`
 	Time    time.Time    `json:"time"`
-}
-
-// Offender is one source's ban history, for persistence across restarts.
-type Offender struct {
-	Prefix netip.Prefix `json:"prefix"`
-	Bans   []time.Time  `json:"bans"`
-	Until  time.Time    `json:"until"`
-	Reason string       `json:"reason"`
 }
 
 // RuleCount is one counter of Counters.
@@ -101,36 +97,26 @@ type source struct {
 	prev, next *source
 }
 
-type offender struct {
-	key    addrKey
-	prefix netip.Prefix
-	bans   []int64
-	until  int64
-	reason string
-	elem   *list.Element
-}
-
 type counterSet struct {
 	rules   []string
 	matched [][numKinds]atomic.Uint64
 	lines, missed, capped, skipped, decisions, unparsed, pressure,
-	srcEvicted, offEvicted, sources, offenders atomic.Uint64
+	srcEvicted, sources atomic.Uint64
 }
 
 // Engine classifies lines and decides bans.
 //
-// Process, ProcessHistory, RecordBan, Reload, Snapshot, Restore and Sources
-// must be called from one goroutine (the daemon's log loop); the engine does
-// no locking on that path. Counters may be called from any goroutine.
+// Process, ProcessHistory, Reload, Expire, Sources and the History must be
+// used from one goroutine (the daemon's main loop); the engine does no
+// locking on that path. Counters may be called from any goroutine.
 type Engine struct {
-	c        *compiled
-	cnt      atomic.Pointer[counterSet]
-	sources  map[addrKey]*source
-	lruHead  *source // most recently scored
-	lruTail  *source
-	offs     map[addrKey]*offender
-	offOrder *list.List // front: most recent ban
-	own      map[netip.Addr]bool
+	c       *compiled
+	cnt     atomic.Pointer[counterSet]
+	sources map[addrKey]*source
+	lruHead *source // most recently scored
+	lruTail *source
+	hist    *offence.History
+	own     map[netip.Addr]bool
 }
 
 // New builds an engine from a validated configuration.
@@ -139,11 +125,11 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{
-		sources:  make(map[addrKey]*source),
-		offs:     make(map[addrKey]*offender),
-		offOrder: list.New(),
+	hist, err := offence.New(cfg.Policy())
+	if err != nil {
+		return nil, err
 	}
+	e := &Engine{sources: make(map[addrKey]*source), hist: hist}
 	e.apply(c)
 	return e, nil
 }
@@ -153,6 +139,9 @@ func New(cfg Config) (*Engine, error) {
 func (e *Engine) Reload(cfg Config) error {
 	c, err := cfg.compile()
 	if err != nil {
+		return err
+	}
+	if err := e.hist.SetPolicy(cfg.Policy()); err != nil {
 		return err
 	}
 	e.apply(c)
@@ -180,7 +169,7 @@ func (e *Engine) apply(c *compiled) {
 			{&cs.lines, &old.lines}, {&cs.missed, &old.missed}, {&cs.capped, &old.capped},
 			{&cs.skipped, &old.skipped}, {&cs.decisions, &old.decisions},
 			{&cs.unparsed, &old.unparsed}, {&cs.pressure, &old.pressure},
-			{&cs.srcEvicted, &old.srcEvicted}, {&cs.offEvicted, &old.offEvicted},
+			{&cs.srcEvicted, &old.srcEvicted},
 		} {
 			p.dst.Store(p.src.Load())
 		}
@@ -189,7 +178,6 @@ func (e *Engine) apply(c *compiled) {
 	e.own = ownAddrs()
 	e.cnt.Store(cs)
 	e.trimSources()
-	e.trimOffenders()
 	e.countSizes()
 }
 
@@ -419,7 +407,7 @@ func (e *Engine) observe(m match, rule string, t time.Time) (*Decision, string) 
 	if e.allowed(m.addr) {
 		return nil, "allowlisted"
 	}
-	if o := e.offs[k]; o != nil && o.until > now {
+	if e.hist.BannedAt(e.prefixOf(k, m.addr.Is4()), now) {
 		return nil, "banned"
 	}
 	s := e.sources[k]
@@ -459,7 +447,8 @@ func (e *Engine) observe(m match, rule string, t time.Time) (*Decision, string) 
 		e.drop(s)
 		return nil, "allowlisted"
 	}
-	d := &Decision{Prefix: p, Rule: rule, Events: len(s.ev), Score: s.score, Kinds: map[Kind]int{}, Time: t}
+	d := &Decision{Prefix: p, Rule: rule, Events: len(s.ev), Score: s.score, Kinds: map[Kind]int{}, Time: t,
+		First: time.Unix(0, s.ev[0].at).UTC()}
 	weightBy := map[Kind]int{}
 	for _, ev := range s.ev {
 		d.Kinds[ev.kind]++
@@ -471,131 +460,21 @@ func (e *Engine) observe(m match, rule string, t time.Time) (*Decision, string) 
 			best = kind
 		}
 	}
-	d.Reason = best.String()
+	d.Reason = reasonOf[best]
 	e.drop(s)
-	d.Duration, d.Offence = e.recordBan(k, p, t, d.Reason)
+	d.Duration, d.Offence = e.hist.Record(p, t, d.Reason, rule)
 	return d, ""
 }
 
-// RecordBan enters a ban decided elsewhere (the kernel's SYN-rate ban, a
-// manual ban) into the repeat-offender history, and returns the escalated
-// duration it should last. The prefix is keyed by its first address masked
-// to the configured granularity.
-func (e *Engine) RecordBan(p netip.Prefix, at time.Time, reason string) time.Duration {
-	a := p.Masked().Addr().Unmap()
-	k := e.key(a)
-	d, _ := e.recordBan(k, e.prefixOf(k, a.Is4()), at, reason)
-	return d
-}
+// History is the repeat-offender history the engine's decisions enter, and
+// the other detectors feed.
+func (e *Engine) History() *offence.History { return e.hist }
 
-func (e *Engine) recordBan(k addrKey, p netip.Prefix, at time.Time, reason string) (time.Duration, int) {
-	now := at.UnixNano()
-	o := e.offs[k]
-	if o == nil {
-		o = &offender{key: k, prefix: p}
-		e.offs[k] = o
-		o.elem = e.offOrder.PushFront(o)
-	} else {
-		e.offOrder.MoveToFront(o.elem)
-	}
-	cut := now - int64(e.c.cfg.HistoryRetention)
-	kept := o.bans[:0]
-	for _, b := range o.bans {
-		if b >= cut {
-			kept = append(kept, b)
-		}
-	}
-	o.bans = append(kept, now)
-	if len(o.bans) > 64 {
-		o.bans = append(o.bans[:0], o.bans[len(o.bans)-64:]...)
-	}
-	offence := len(o.bans)
-	dur := e.escalate(offence)
-	if u := now + int64(dur); u > o.until {
-		o.until = u
-	}
-	o.reason = reason
-	e.trimOffenders()
-	e.countSizes()
-	return dur, offence
-}
-
-func (e *Engine) escalate(offence int) time.Duration {
-	cfg := e.c.cfg
-	d := float64(cfg.BanDuration) * math.Pow(cfg.EscalationFactor, float64(offence-1))
-	if d > float64(cfg.MaxBanDuration) || math.IsInf(d, 0) || math.IsNaN(d) {
-		return cfg.MaxBanDuration
-	}
-	return time.Duration(d)
-}
-
-// Snapshot exports the ban history, oldest ban first.
-func (e *Engine) Snapshot() []Offender {
-	out := make([]Offender, 0, len(e.offs))
-	for el := e.offOrder.Back(); el != nil; el = el.Prev() {
-		o := el.Value.(*offender)
-		of := Offender{Prefix: o.prefix, Until: time.Unix(0, o.until).UTC(), Reason: o.reason}
-		for _, b := range o.bans {
-			of.Bans = append(of.Bans, time.Unix(0, b).UTC())
-		}
-		out = append(out, of)
-	}
-	return out
-}
-
-// Restore imports a history exported by Snapshot (possibly by another
-// process with other masks), merging it into the current one. Entries
-// older than the retention are dropped.
-func (e *Engine) Restore(list []Offender) error {
-	for i, of := range list {
-		if !of.Prefix.IsValid() {
-			return fmt.Errorf("offender %d: invalid prefix", i)
-		}
-	}
-	sorted := append([]Offender(nil), list...)
-	sort.SliceStable(sorted, func(i, j int) bool { return lastBan(sorted[i]).Before(lastBan(sorted[j])) })
-	for _, of := range sorted {
-		a := of.Prefix.Masked().Addr().Unmap()
-		k := e.key(a)
-		o := e.offs[k]
-		if o == nil {
-			o = &offender{key: k, prefix: e.prefixOf(k, a.Is4())}
-			e.offs[k] = o
-			o.elem = e.offOrder.PushFront(o)
-		} else {
-			e.offOrder.MoveToFront(o.elem)
-		}
-		for _, b := range of.Bans {
-			o.bans = append(o.bans, b.UnixNano())
-		}
-		sort.Slice(o.bans, func(i, j int) bool { return o.bans[i] < o.bans[j] })
-		if len(o.bans) > 64 {
-			o.bans = o.bans[len(o.bans)-64:]
-		}
-		if u := of.Until.UnixNano(); u > o.until {
-			o.until = u
-		}
-		if of.Reason != "" {
-			o.reason = of.Reason
-		}
-	}
-	e.expireOffenders(time.Now())
-	e.trimOffenders()
-	e.countSizes()
-	return nil
-}
-
-func lastBan(o Offender) time.Time {
-	if len(o.Bans) == 0 {
-		return o.Until
-	}
-	return o.Bans[len(o.Bans)-1]
-}
-
-// Expire forgets ban history older than the retention. The daemon calls
-// it now and then; memory is bounded by MaxOffenders regardless.
+// Expire forgets scores older than the window and ban history older than
+// the retention. The daemon calls it now and then; memory is bounded by
+// MaxSources and MaxOffenders regardless.
 func (e *Engine) Expire(now time.Time) {
-	e.expireOffenders(now)
+	e.hist.Expire(now)
 	cut := now.UnixNano() - int64(e.c.cfg.Window)
 	for s := e.lruTail; s != nil; {
 		prev := s.prev
@@ -605,19 +484,6 @@ func (e *Engine) Expire(now time.Time) {
 		s = prev
 	}
 	e.countSizes()
-}
-
-func (e *Engine) expireOffenders(now time.Time) {
-	cut := now.UnixNano() - int64(e.c.cfg.HistoryRetention)
-	for el := e.offOrder.Back(); el != nil; {
-		prev := el.Prev()
-		o := el.Value.(*offender)
-		if (len(o.bans) == 0 || o.bans[len(o.bans)-1] < cut) && o.until < now.UnixNano() {
-			e.offOrder.Remove(el)
-			delete(e.offs, o.key)
-		}
-		el = prev
-	}
 }
 
 // Source is a source currently being scored.
@@ -645,8 +511,8 @@ func (e *Engine) Counters() Counters {
 		Lines: cs.lines.Load(), Missed: cs.missed.Load(), Capped: cs.capped.Load(),
 		Skipped: cs.skipped.Load(), Decisions: cs.decisions.Load(),
 		Unparsed: cs.unparsed.Load(), Pressure: cs.pressure.Load(),
-		SourcesEvicted: cs.srcEvicted.Load(), OffendersEvicted: cs.offEvicted.Load(),
-		Sources: cs.sources.Load(), Offenders: cs.offenders.Load(),
+		SourcesEvicted: cs.srcEvicted.Load(), OffendersEvicted: e.hist.Evicted(),
+		Sources: cs.sources.Load(), Offenders: uint64(e.hist.Len()),
 	}
 	for i, name := range cs.rules {
 		for k := Kind(1); k < numKinds; k++ {
@@ -661,23 +527,12 @@ func (e *Engine) Counters() Counters {
 func (e *Engine) countSizes() {
 	cs := e.cnt.Load()
 	cs.sources.Store(uint64(len(e.sources)))
-	cs.offenders.Store(uint64(len(e.offs)))
 }
 
 func (e *Engine) trimSources() {
 	for len(e.sources) > e.c.cfg.MaxSources && e.lruTail != nil {
 		e.drop(e.lruTail)
 		e.cnt.Load().srcEvicted.Add(1)
-	}
-}
-
-func (e *Engine) trimOffenders() {
-	for len(e.offs) > e.c.cfg.MaxOffenders {
-		el := e.offOrder.Back()
-		o := el.Value.(*offender)
-		e.offOrder.Remove(el)
-		delete(e.offs, o.key)
-		e.cnt.Load().offEvicted.Add(1)
 	}
 }
 

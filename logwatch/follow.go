@@ -26,6 +26,9 @@ type Line struct {
 	// start-up (FollowOptions.Backlog); score them at their own timestamp
 	// (Engine.ProcessHistory).
 	Backlog bool
+	// Cursor is the journal's cursor of a line read from journald, to
+	// resume after it (JournalOptions.Cursor); empty for files.
+	Cursor string
 }
 
 // FollowOptions controls Follow.

@@ -1,223 +1,338 @@
 package logwatch
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
-	"unicode/utf16"
-	"unicode/utf8"
 )
 
-// parseJournalJSON reads one `journalctl -o json` object:
+// JournalFile is Line.File for lines read from the systemd journal; a
+// custom rule's files list may name it.
+const JournalFile = "journal"
+
+// Following the journal: the choice.
 //
-//	{"__REALTIME_TIMESTAMP":"1764349752466432","SYSLOG_IDENTIFIER":"dovecot","MESSAGE":"imap-login: ...",...}
-//
-// Only three fields are used: MESSAGE, SYSLOG_IDENTIFIER (the tag) and
-// __REALTIME_TIMESTAMP (microseconds since the epoch). Every value is
-// skipped with its escapes, so a user name inside MESSAGE cannot end the
-// string early and forge a field: the keys that count are the object's own.
-// A MESSAGE journald stored as bytes (an array, for invalid UTF-8) is left
-// empty. The message is unescaped into a new slice only when it has an
-// escape.
-func parseJournalJSON(b []byte, wantTime bool, p *Header) bool {
-	if len(b) < 2 || b[0] != '{' {
-		return false
+// coreos/go-systemd/sdjournal links libsystemd through cgo, so a
+// CGO_ENABLED=0 build (the static binary the README installs) could not
+// have it, and a build host would need libsystemd-dev. Reading the journal
+// files natively means tracking a file format systemd changes (compact
+// mode, zstd) and its rotation and locking rules. journalctl is on every
+// host that runs journald, reads its own format, filters with the same
+// matches an operator types, and with --after-cursor resumes exactly after
+// a given entry. So the follower runs `journalctl -o json --follow` and
+// reads one JSON object per line; it costs a process and a JSON decode a
+// line, measured in README.md against file input.
+
+// JournalOptions controls FollowJournal.
+type JournalOptions struct {
+	// Units and Identifiers select entries: an entry of any of the units
+	// (_SYSTEMD_UNIT) or with any of the syslog identifiers is read
+	// (config.Logs.Journal has the defaults).
+	Units       []string
+	Identifiers []string
+	// Directory reads the journal files of that directory (journalctl
+	// --directory) instead of the system journal.
+	Directory string
+	// Cursor resumes after the entry with this cursor. Empty: start at the
+	// end, or Backlog ago.
+	Cursor string
+	// Backlog, without a Cursor, replays the entries of the last Backlog
+	// first, marked as Line.Backlog.
+	Backlog time.Duration
+	// MaxLineBytes: longer messages are dropped and counted.
+	MaxLineBytes int
+	// Buffer is the capacity of the Lines channel (default 4096).
+	Buffer int
+	// Command is the journalctl binary (default "journalctl").
+	Command string
+	// OnExit, if set, hears why journalctl exited when it did so by
+	// itself; it is started again a second later.
+	OnExit func(error)
+}
+
+// JournalFollower follows the journal through journalctl, restarting it
+// after the last entry delivered when it exits.
+type JournalFollower struct {
+	opt                             JournalOptions
+	lines                           chan Line
+	nLines, nBacklog, capped, nErrs atomic.Uint64
+	restarts                        atomic.Uint64
+	mu                              sync.Mutex
+	lastErr                         string
+	// start is when following began; since, when replaying a backlog,
+	// how far back.
+	start, since time.Time
+}
+
+// ErrNoJournalctl is returned when journalctl cannot be found.
+var ErrNoJournalctl = errors.New("journalctl not found: following the journal needs systemd's journalctl")
+
+// FollowJournal starts following the journal until ctx is done; the Lines
+// channel is closed after that.
+func FollowJournal(ctx context.Context, opt JournalOptions) (*JournalFollower, error) {
+	if len(opt.Units) == 0 && len(opt.Identifiers) == 0 {
+		return nil, errors.New("follow journal: no units or identifiers to select")
 	}
-	i := skipSpace(b, 1)
-	var msg, tag, ts []byte
-	haveMsg := false
+	if opt.Command == "" {
+		opt.Command = "journalctl"
+	}
+	if _, err := exec.LookPath(opt.Command); err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNoJournalctl, err)
+	}
+	if opt.MaxLineBytes <= 0 {
+		opt.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if opt.Buffer <= 0 {
+		opt.Buffer = 4096
+	}
+	f := &JournalFollower{opt: opt, lines: make(chan Line, opt.Buffer), start: time.Now()}
+	if opt.Cursor == "" && opt.Backlog > 0 {
+		f.since = f.start.Add(-opt.Backlog)
+	}
+	go f.run(ctx)
+	return f, nil
+}
+
+// Lines delivers the lines; it is closed when following has stopped.
+func (f *JournalFollower) Lines() <-chan Line { return f.lines }
+
+// Stats returns the counters; safe from any goroutine.
+func (f *JournalFollower) Stats() FollowStats {
+	return FollowStats{Lines: f.nLines.Load(), Backlog: f.nBacklog.Load(), Capped: f.capped.Load(),
+		Errors: f.nErrs.Load(), Restarts: f.restarts.Load()}
+}
+
+// LastError is journalctl's last complaint, if it exited.
+func (f *JournalFollower) LastError() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastErr
+}
+
+// journalArgs is journalctl's command line. Matches on one field are
+// alternatives, "+" joins the groups: (unit A or B) or (identifier C or D).
+func journalArgs(opt JournalOptions, cursor string, since time.Time) []string {
+	args := []string{"--output=json", "--follow", "--no-pager", "--quiet",
+		"--output-fields=MESSAGE,SYSLOG_IDENTIFIER,_PID,SYSLOG_PID,_HOSTNAME"}
+	if opt.Directory != "" {
+		args = append(args, "--directory="+opt.Directory)
+	}
+	switch {
+	case cursor != "":
+		args = append(args, "--after-cursor="+cursor)
+	case !since.IsZero():
+		args = append(args, "--since=@"+strconv.FormatInt(since.Unix(), 10))
+	default:
+		args = append(args, "--lines=0")
+	}
+	for _, u := range opt.Units {
+		args = append(args, "_SYSTEMD_UNIT="+u)
+	}
+	if len(opt.Units) > 0 && len(opt.Identifiers) > 0 {
+		args = append(args, "+")
+	}
+	for _, id := range opt.Identifiers {
+		args = append(args, "SYSLOG_IDENTIFIER="+id)
+	}
+	return args
+}
+
+func (f *JournalFollower) run(ctx context.Context) {
+	defer close(f.lines)
+	cursor := f.opt.Cursor
 	for {
-		if i >= len(b) {
-			return false
+		err := f.follow(ctx, &cursor)
+		if ctx.Err() != nil {
+			return
 		}
-		if b[i] == '}' {
-			break
+		// journalctl exited by itself: resume after the last entry
+		// delivered, so nothing is lost or read twice.
+		f.restarts.Add(1)
+		if err == nil {
+			err = errors.New("journalctl exited")
 		}
-		if b[i] != '"' {
-			return false
+		f.mu.Lock()
+		f.lastErr = err.Error()
+		f.mu.Unlock()
+		if f.opt.OnExit != nil {
+			f.opt.OnExit(err)
 		}
-		kEnd, ok := skipString(b, i)
-		if !ok {
-			return false
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
 		}
-		key := b[i+1 : kEnd-1]
-		i = skipSpace(b, kEnd)
-		if i >= len(b) || b[i] != ':' {
-			return false
+	}
+}
+
+// follow runs journalctl once, delivering its entries and advancing
+// *cursor past each one delivered.
+func (f *JournalFollower) follow(ctx context.Context, cursor *string) error {
+	since := f.since
+	if *cursor != "" {
+		since = time.Time{}
+	}
+	cmd := exec.CommandContext(ctx, f.opt.Command, journalArgs(f.opt, *cursor, since)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &limitedWriter{w: &stderr, n: 4096}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	err = f.read(ctx, out, cursor, since)
+	out.Close()
+	werr := cmd.Wait()
+	if err == nil && werr != nil && ctx.Err() == nil {
+		err = fmt.Errorf("journalctl: %w: %s", werr, strings.TrimSpace(stderr.String()))
+	}
+	return err
+}
+
+// entry is what the follower needs of a journal entry. MESSAGE is a string,
+// or an array of bytes when it is not valid UTF-8.
+type entry struct {
+	Cursor   string          `json:"__CURSOR"`
+	Realtime string          `json:"__REALTIME_TIMESTAMP"`
+	Message  json.RawMessage `json:"MESSAGE"`
+	Ident    string          `json:"SYSLOG_IDENTIFIER"`
+	PID      string          `json:"_PID"`
+	SysPID   string          `json:"SYSLOG_PID"`
+	Host     string          `json:"_HOSTNAME"`
+}
+
+func (f *JournalFollower) read(ctx context.Context, r io.Reader, cursor *string, since time.Time) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	limit := 4*f.opt.MaxLineBytes + 4096 // a JSON-escaped message and its fields
+	var buf []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(buf)+len(chunk) <= limit {
+			buf = append(buf, chunk...)
+		} else {
+			buf = append(buf[:0], '!') // too long: dropped at its newline
 		}
-		i = skipSpace(b, i+1)
-		vStart := i
-		vEnd, ok := skipValue(b, i)
-		if !ok {
-			return false
-		}
-		isStr := b[vStart] == '"'
-		switch string(key) {
-		case "MESSAGE":
-			haveMsg = true
-			if isStr {
-				msg = b[vStart+1 : vEnd-1]
-			}
-		case "SYSLOG_IDENTIFIER":
-			if isStr {
-				tag = b[vStart+1 : vEnd-1]
-			}
-		case "__REALTIME_TIMESTAMP":
-			if isStr {
-				ts = b[vStart+1 : vEnd-1]
-			}
-		}
-		i = skipSpace(b, vEnd)
-		if i < len(b) && b[i] == ',' {
-			i = skipSpace(b, i+1)
+		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
 		}
-		if i >= len(b) || b[i] != '}' {
-			return false
-		}
-		break
-	}
-	if !haveMsg {
-		return false
-	}
-	p.Format = FormatJournalJSON
-	if bytes.IndexByte(msg, '\\') >= 0 {
-		u, ok := unescapeJSON(msg)
-		if !ok {
-			return false
-		}
-		msg = u
-	}
-	if bytes.IndexByte(tag, '\\') < 0 && isTagToken(tag) {
-		p.Tag = tag
-	}
-	p.Msg = msg
-	if wantTime && len(ts) > 0 && len(ts) <= 18 {
-		if us, ok := atoiN(ts); ok {
-			p.Time = time.UnixMicro(int64(us))
-		}
-	}
-	return true
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index after the closing quote of the string
-// starting at b[i] == '"'.
-func skipString(b []byte, i int) (int, bool) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, true
-		}
-	}
-	return 0, false
-}
-
-// skipValue returns the index after the JSON value starting at b[i].
-func skipValue(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '[', '{':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				e, ok := skipString(b, j)
-				if !ok {
-					return 0, false
-				}
-				j = e - 1
-			case '[', '{':
-				depth++
-			case ']', '}':
-				depth--
-				if depth == 0 {
-					return j + 1, true
-				}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
 			}
+			return err
 		}
-		return 0, false
-	}
-	j := i
-	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ' ' {
-		j++
-	}
-	return j, j > i
-}
-
-// unescapeJSON decodes a JSON string body. A \u0000-\u001f control
-// character becomes '?', as Dovecot's own sanitising does, so that an
-// escaped newline cannot put a second line into the message.
-func unescapeJSON(s []byte) ([]byte, bool) {
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' {
-			out = append(out, c)
+		line := buf
+		buf = buf[:0]
+		var e entry
+		if line[0] == '!' {
+			f.capped.Add(1)
 			continue
 		}
-		i++
-		if i >= len(s) {
-			return nil, false
+		if json.Unmarshal(line, &e) != nil {
+			f.nErrs.Add(1)
+			continue
 		}
-		switch s[i] {
-		case '"', '\\', '/':
-			out = append(out, s[i])
-		case 'b', 'f', 'n', 'r', 't':
-			out = append(out, '?')
-		case 'u':
-			r, ok := hex4(s[i+1:])
-			if !ok {
-				return nil, false
+		data, at, ok := e.line()
+		if !ok {
+			f.nErrs.Add(1)
+			*cursor = e.Cursor
+			continue
+		}
+		*cursor = e.Cursor
+		if len(data) > f.opt.MaxLineBytes {
+			f.capped.Add(1)
+			continue
+		}
+		l := Line{File: JournalFile, Data: data, Arrival: time.Now(), Cursor: e.Cursor}
+		if !since.IsZero() && at.Before(f.start) {
+			l.Backlog = true
+		}
+		select {
+		case f.lines <- l:
+			f.nLines.Add(1)
+			if l.Backlog {
+				f.nBacklog.Add(1)
 			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				// A pair is one character; a lone half is U+FFFD, as
-				// encoding/json decodes it.
-				r2 := rune(-1)
-				if i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
-					r2, _ = hex4(s[i+3:])
-				}
-				if d := utf16.DecodeRune(r, r2); d != utf8.RuneError {
-					r = d
-					i += 6
-				} else {
-					r = utf8.RuneError
-				}
-			}
-			if r < 0x20 || r == 0x7f {
-				r = '?'
-			}
-			out = utf8.AppendRune(out, r)
-		default:
-			return nil, false
+		case <-ctx.Done():
+			return nil
 		}
 	}
-	return out, true
 }
 
-func hex4(b []byte) (rune, bool) {
-	if len(b) < 4 {
-		return 0, false
+// line renders an entry as the syslog line the rules parse, with an
+// RFC 3339 timestamp: "2026-12-02T03:10:39.645643+00:00 mx
+// postfix/smtpd[123]: message".
+func (e *entry) line() ([]byte, time.Time, bool) {
+	us, err := strconv.ParseInt(e.Realtime, 10, 64)
+	if err != nil || e.Cursor == "" {
+		return nil, time.Time{}, false
 	}
-	var r rune
-	for _, h := range b[:4] {
-		v, ok := hexVal(h)
-		if !ok {
-			return 0, false
+	var msg []byte
+	if len(e.Message) > 0 && e.Message[0] == '[' {
+		var raw []byte
+		var ints []int
+		if json.Unmarshal(e.Message, &ints) != nil {
+			return nil, time.Time{}, false
 		}
-		r = r<<4 | rune(v)
+		for _, c := range ints {
+			raw = append(raw, byte(c))
+		}
+		msg = raw
+	} else {
+		var s string
+		if json.Unmarshal(e.Message, &s) != nil {
+			return nil, time.Time{}, false
+		}
+		msg = []byte(s)
 	}
-	return r, true
+	at := time.UnixMicro(us).UTC()
+	host := e.Host
+	if host == "" {
+		host = "localhost"
+	}
+	pid := e.SysPID
+	if pid == "" {
+		pid = e.PID
+	}
+	b := make([]byte, 0, 48+len(host)+len(e.Ident)+len(msg))
+	b = at.AppendFormat(b, "2006-01-02T15:04:05.000000Z07:00")
+	b = append(b, ' ')
+	b = append(b, host...)
+	b = append(b, ' ')
+	b = append(b, e.Ident...)
+	if pid != "" {
+		b = append(b, '[')
+		b = append(b, pid...)
+		b = append(b, ']')
+	}
+	b = append(b, ':', ' ')
+	b = append(b, bytes.ReplaceAll(msg, []byte{'\n'}, []byte{' '})...)
+	return b, at, true
+}
+
+// limitedWriter keeps the first n bytes written.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }

@@ -2,184 +2,244 @@ package logwatch
 
 import (
 	"bytes"
-	"encoding/json"
+	"context"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
+
+	"github.com/xdpguard/xdpguard/internal/journaltest"
 )
 
-func TestJournalJSON(t *testing.T) {
-	line := []byte(`{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1795885932466432","_HOSTNAME":"vm","SYSLOG_IDENTIFIER":"dovecot","_PID":"811","MESSAGE":"imap-login: x \"q\" \\ \u00e9 \ud83d\ude00 \n end","_TRANSPORT":["a",{"b":"}"}]}`)
-	h := ParseHeader(line, true, time.Time{})
-	if h.Format != FormatJournalJSON || string(h.Tag) != "dovecot" {
-		t.Fatalf("%v %q", h.Format, h.Tag)
-	}
-	if want := "imap-login: x \"q\" \\ \u00e9 \U0001F600 ? end"; string(h.Msg) != want {
-		t.Fatalf("message %q, want %q", h.Msg, want)
-	}
-	if want := time.UnixMicro(1795885932466432); !h.Time.Equal(want) {
-		t.Fatalf("time %v, want %v", h.Time, want)
-	}
-	// A binary MESSAGE (journald writes invalid UTF-8 as an array) is empty.
-	h = ParseHeader([]byte(`{"MESSAGE":[105,109,97],"SYSLOG_IDENTIFIER":"dovecot"}`), false, time.Time{})
-	if h.Format != FormatJournalJSON || len(h.Msg) != 0 {
-		t.Fatalf("binary message: %v %q", h.Format, h.Msg)
-	}
-	// No MESSAGE, or not an object: not journal JSON.
-	for _, l := range []string{`{"SYSLOG_IDENTIFIER":"dovecot"}`, `{"MESSAGE":"x"`, `{"MESSAGE" "x"}`, `{MESSAGE:"x"}`} {
-		if h := ParseHeader([]byte(l), false, time.Time{}); h.Format == FormatJournalJSON {
-			t.Errorf("%s: read as journal JSON", l)
-		}
-	}
-}
-
-// FuzzJournalJSON compares the hand-written reader with encoding/json:
-// for every valid object, MESSAGE and SYSLOG_IDENTIFIER are what
-// encoding/json reads (with control characters as '?'), so nothing inside
-// a value can forge a field.
-func FuzzJournalJSON(f *testing.F) {
-	f.Add([]byte(`{"MESSAGE":"imap-login: a","SYSLOG_IDENTIFIER":"dovecot"}`))
-	f.Add([]byte(`{"MESSAGE":"a\",\"MESSAGE\":\"b","x":[1,{"MESSAGE":"c"}],"SYSLOG_IDENTIFIER":"dovecot"}`))
-	f.Add([]byte(`{"MESSAGE":"\ud83d\ude00\ud800x\u0000","__REALTIME_TIMESTAMP":"1"}`))
-	f.Add([]byte(`{ "MESSAGE" : "x" , "n" : -1.5e3 , "t" : true , "z" : null }`))
-	f.Fuzz(func(t *testing.T, line []byte) {
-		h := ParseHeader(line, true, time.Time{})
-		if bytes.IndexByte(line, '\n') >= 0 || !utf8.Valid(line) || !json.Valid(line) {
-			return
-		}
-		var m map[string]any
-		if json.Unmarshal(line, &m) != nil {
-			return
-		}
-		msg, isStr := m["MESSAGE"].(string)
-		if _, has := m["MESSAGE"]; !has || line[0] != '{' {
-			return // the reader wants the object at the start of the line
-		}
-		if h.Format != FormatJournalJSON {
-			t.Fatalf("valid object with MESSAGE not read: %s", line)
-		}
-		if !isStr {
-			msg = ""
-		}
-		want := strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f {
-				return '?'
+// collect reads lines until want arrive or 60 s pass.
+func collect(t *testing.T, lines <-chan Line, want int) []Line {
+	t.Helper()
+	var got []Line
+	deadline := time.After(60 * time.Second)
+	for len(got) < want {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("lines closed after %d of %d", len(got), want)
 			}
-			return r
-		}, msg)
-		if string(h.Msg) != want {
-			t.Fatalf("MESSAGE %q, encoding/json reads %q in %s", h.Msg, want, line)
+			got = append(got, l)
+		case <-deadline:
+			t.Fatalf("got %d of %d lines in 60s", len(got), want)
 		}
-		if tag, ok := m["SYSLOG_IDENTIFIER"].(string); len(h.Tag) > 0 && (!ok || tag != string(h.Tag)) {
-			t.Fatalf("tag %q, encoding/json reads %q", h.Tag, tag)
-		}
-	})
+	}
+	return got
 }
 
-func TestPressure(t *testing.T) {
-	cases := []struct {
-		msg  string
-		want Pressure
-		ok   bool
-	}{
-		{"master: Warning: service(imap-login): process_limit (100) reached, client connections are being dropped", Pressure{"imap-login", "process_limit", 100}, true},
-		{"master: service(pop3-login): client_limit (1000) reached, client connections are being dropped", Pressure{"pop3-login", "client_limit", 1000}, true},
-		{"master: Warning: service(imap): process_limit (1024) reached, client connections are being dropped", Pressure{"imap", "process_limit", 1024}, true},
-		{"master: Warning: service(imap-login): vsz_limit (100) reached, client connections are being dropped", Pressure{}, false},
-		{"master: Warning: service(imap-login): process_limit () reached, client connections are being dropped", Pressure{}, false},
-		{"imap-login: Warning: service(imap-login): process_limit (100) reached, client connections are being dropped", Pressure{}, false},
-		{"master: Warning: Killed with signal 15 (by pid=22049 uid=0 code=kill)", Pressure{}, false},
+// seqOf reads the sequence number at the end of a test message.
+func seqOf(t *testing.T, l Line) int {
+	t.Helper()
+	i := strings.LastIndex(string(l.Data), " seq=")
+	n, err := strconv.Atoi(string(l.Data[i+5:]))
+	if i < 0 || err != nil {
+		t.Fatalf("not a test line: %q", l.Data)
 	}
-	for _, c := range cases {
-		got, ok := masterPressure([]byte(c.msg))
-		if ok != c.ok || got != c.want {
-			t.Errorf("%s: got %+v %v, want %+v %v", c.msg, got, ok, c.want, c.ok)
-		}
-	}
-	if !(Pressure{Service: "imap-login"}).Login() || (Pressure{Service: "imap"}).Login() {
-		t.Error("Login() wrong")
-	}
-	// Through the engine: counted, not matched, not missed; off with the rule.
-	e, _ := New(DefaultConfig())
-	line := []byte("2026-11-28T17:12:16.962017+00:00 vm dovecot: master: Warning: service(pop3-login): process_limit (5) reached, client connections are being dropped")
-	r := e.Process(line, "", time.Now())
-	c := e.Counters()
-	if r.Matched || r.Pressure == nil || r.Pressure.Value != 5 || c.Pressure != 1 || c.Missed != 0 {
-		t.Fatalf("result %+v counters %+v", r, c)
-	}
-	cfg := DefaultConfig()
-	cfg.Builtin = map[string]bool{RuleDovecotLogin: false}
-	e, _ = New(cfg)
-	if r := e.Process(line, "", time.Now()); r.Pressure != nil {
-		t.Fatal("pressure with dovecot-login off")
-	}
-	// Another program's "master:" is not Dovecot's.
-	e, _ = New(DefaultConfig())
-	if r := e.Process([]byte("Nov 28 17:12:16 vm postfix/master[1]: master: Warning: service(imap-login): process_limit (5) reached, client connections are being dropped"), "", time.Now()); r.Pressure != nil {
-		t.Fatal("pressure from postfix's tag")
-	}
+	return n
 }
 
-func TestExplain(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.Allowlist = nil
-	cases := []struct {
-		line    string
-		counted bool
-		kind    Kind
-		why     string
-	}{
-		{"Nov 28 17:12:12 vm dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<>, rip=198.18.200.1, lip=198.18.0.1", true, KindNoAuth, "adds 1 to the score of 198.18.200.1"},
-		{"Nov 28 17:12:12 vm dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<>, rip=127.0.0.1, lip=198.18.0.1", false, KindNoAuth, "not scored: allowlisted"},
-		{"Nov 28 17:12:50 vm dovecot: auth: passwd-file(bob,203.0.113.9): unknown user", false, KindAuthBackend, "weight 0 for auth-backend"},
-		{"Nov 28 17:12:12 vm dovecot: imap-login: Disconnected (user disabled): user=<bob>, rip=203.0.113.25, lip=192.0.2.1", false, KindNone, `reason "user disabled" is recognised and not scored`},
-		{"Nov 28 17:12:12 vm kernel: imap-login: Disconnected (no auth attempts): rip=203.0.113.25", false, KindNone, `tag "kernel"`},
-		{"[28/Nov/2026] imap-login: x", false, KindNone, "unparsed"},
-		{"Nov 28 17:12:12 vm dovecot: master: Warning: service(imap-login): process_limit (100) reached, client connections are being dropped", false, KindNone, "slot pressure"},
-	}
-	for _, c := range cases {
-		x, err := Explain(cfg, []byte(c.line))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if x.Counted != c.counted || x.Kind != c.kind || !strings.Contains(x.Why, c.why) {
-			t.Errorf("%s:\n got counted=%v kind=%v why=%q", c.line, x.Counted, x.Kind, x.Why)
-		}
-		var b bytes.Buffer
-		if err := x.WriteText(&b); err != nil || !strings.Contains(b.String(), x.Why) {
-			t.Errorf("text %q %v", b.String(), err)
+func expectSeq(t *testing.T, got []Line, from int) {
+	t.Helper()
+	for i, l := range got {
+		if n := seqOf(t, l); n != from+i {
+			t.Fatalf("line %d is seq %d, want %d (lost or duplicated): %q", i, n, from+i, l.Data)
 		}
 	}
 }
 
-func TestReplayUnparsed(t *testing.T) {
-	dir := t.TempDir()
-	known := dir + "/known.log"
-	odd := dir + "/odd.log"
-	writeFile(t, known, "Nov 28 17:12:12 vm dovecot: imap-login: Disconnected (no auth attempts): rip=203.0.113.1, lip=192.0.2.1\n"+
-		"imap-login: Info: Disconnected (no auth attempts): rip=203.0.113.2, lip=192.0.2.1\n")
-	writeFile(t, odd, "[28/Nov/2026:17:12:12] imap-login: Disconnected (no auth attempts): rip=203.0.113.3\n\n"+
-		"Nov 28 17:12:12 vm dovecot: imap-login: Disconnected (no auth attempts): rip=203.0.113.4, lip=192.0.2.1\n"+
-		"28.11.2026 17:12 something\n")
-	var out bytes.Buffer
-	sum, err := Replay(DefaultConfig(), []string{known, odd}, &out, ReplayOptions{})
+// The follower reads a real journald across a restart of journald, and
+// resumes from a cursor after its own restart: no line lost, none twice.
+func TestJournalFollowAcrossRestarts(t *testing.T) {
+	j := journaltest.Start(t)
+	ident := fmt.Sprintf("xdpguard-statusjournal-%d", os.Getpid())
+	other := ident + "-other"
+	opt := JournalOptions{Identifiers: []string{ident}, Directory: j.Dir()}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f, err := FollowJournal(ctx, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []FileCount{{known, 2, 0}, {odd, 4, 2}}
-	if len(sum.PerFile) != 2 || sum.PerFile[0] != want[0] || sum.PerFile[1] != want[1] || sum.Unparsed != 2 {
-		t.Fatalf("per file %+v, want %+v", sum.PerFile, want)
+	// journalctl starts at the end: wait until it is running before
+	// logging, by logging until a marker arrives.
+	waitFollowing(t, j, ident, f.Lines())
+
+	const n = 300
+	for i := 0; i < n; i++ {
+		j.Send(other, "not selected")
+		j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
 	}
-	if !strings.Contains(out.String(), "warning: "+odd+": 2 of 4 lines are in no log format") || strings.Contains(out.String(), "warning: "+known) {
-		t.Fatalf("report:\n%s", out.String())
+	got := collect(t, f.Lines(), n)
+	expectSeq(t, got, 0)
+	l := got[0]
+	if l.File != JournalFile || l.Cursor == "" || !strings.Contains(string(l.Data), " "+ident+"[4242]: imap-login: Disconnected: test seq=0") {
+		t.Fatalf("line %+v", l)
+	}
+	if p := ParseHeader(l.Data, true, time.Time{}); string(p.Tag) != ident || p.Time.IsZero() {
+		t.Fatalf("the rules' header parser reads tag %q time %v from %q", p.Tag, p.Time, l.Data)
+	}
+
+	j.Restart()
+	for i := n; i < 2*n; i++ {
+		j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
+	}
+	expectSeq(t, collect(t, f.Lines(), n), n)
+
+	// The daemon stops (its last cursor is saved), lines keep coming, and
+	// it starts again from the cursor.
+	cursor := lastCursor(t, f, j, ident, 2*n)
+	cancel()
+	for range f.Lines() {
+	}
+	for i := 2*n + 1; i < 3*n; i++ {
+		j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", i))
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	opt.Cursor = cursor
+	f2, err := FollowJournal(ctx2, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", 3*n))
+	expectSeq(t, collect(t, f2.Lines(), n), 2*n+1)
+	if st := f2.Stats(); st.Lines != n || st.Errors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+
+	// Without a cursor, a backlog replays the recent entries, marked.
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	defer cancel3()
+	f3, err := FollowJournal(ctx3, JournalOptions{Identifiers: []string{ident}, Directory: j.Dir(), Backlog: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := 0
+	for want <= 3*n {
+		l := collect(t, f3.Lines(), 1)[0]
+		if !l.Backlog {
+			t.Fatalf("replayed line not marked backlog: %q", l.Data)
+		}
+		if strings.HasSuffix(string(l.Data), ": marker") {
+			continue
+		}
+		if seqOf(t, l) != want {
+			t.Fatalf("backlog: seq %d, want %d", seqOf(t, l), want)
+		}
+		want++
+	}
+	j.Send(ident, "imap-login: Disconnected: test seq=live")
+	if l := collect(t, f3.Lines(), 1)[0]; l.Backlog || !strings.HasSuffix(string(l.Data), "seq=live") {
+		t.Fatalf("live line after the backlog: %+v", l)
 	}
 }
 
-func writeFile(t *testing.T, path, s string) {
+// lastCursor logs one more line (seq) and returns its cursor, as the
+// daemon would hold it after processing it.
+func lastCursor(t *testing.T, f *JournalFollower, j *journaltest.Journald, ident string, seq int) string {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
+	j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", seq))
+	l := collect(t, f.Lines(), 1)[0]
+	if seqOf(t, l) != seq {
+		t.Fatalf("got %q", l.Data)
 	}
+	return l.Cursor
+}
+
+// waitFollowing logs markers until the follower delivers one.
+func waitFollowing(t *testing.T, j *journaltest.Journald, ident string, lines <-chan Line) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		j.Send(ident, "marker")
+		select {
+		case l := <-lines:
+			if !strings.HasSuffix(string(l.Data), ": marker") {
+				t.Fatalf("unexpected first line %q", l.Data)
+			}
+			// Drain the other markers already sent.
+			for {
+				select {
+				case l := <-lines:
+					if !strings.HasSuffix(string(l.Data), ": marker") {
+						t.Fatalf("unexpected line %q", l.Data)
+					}
+				case <-time.After(500 * time.Millisecond):
+					return
+				}
+			}
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Fatal("the follower delivered nothing in 60s")
+}
+
+// journalctl's command line: a unit or an identifier selects an entry.
+func TestJournalArgs(t *testing.T) {
+	got := strings.Join(journalArgs(JournalOptions{Units: []string{"dovecot.service"}, Identifiers: []string{"postfix/smtpd", "dovecot"}},
+		"s=abc;i=1", time.Time{}), " ")
+	for _, want := range []string{"--output=json", "--follow", "--after-cursor=s=abc;i=1",
+		"_SYSTEMD_UNIT=dovecot.service + SYSLOG_IDENTIFIER=postfix/smtpd SYSLOG_IDENTIFIER=dovecot"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("%q lacks %q", got, want)
+		}
+	}
+	if got := strings.Join(journalArgs(JournalOptions{Identifiers: []string{"x"}}, "", time.Time{}), " "); !strings.Contains(got, "--lines=0") || strings.Contains(got, "+") {
+		t.Errorf("no cursor: %q", got)
+	}
+	if got := strings.Join(journalArgs(JournalOptions{Identifiers: []string{"x"}}, "", time.Unix(1700000000, 0)), " "); !strings.Contains(got, "--since=@1700000000") {
+		t.Errorf("backlog: %q", got)
+	}
+}
+
+// An entry becomes the syslog line the rules parse; a message that is not
+// UTF-8 (journalctl writes it as a byte array) survives.
+func TestJournalEntryLine(t *testing.T) {
+	e := entry{Cursor: "c", Realtime: "1796181039645643", Message: []byte(`[104,105,255]`), Ident: "postfix/smtpd", PID: "9", Host: "mx"}
+	b, at, ok := e.line()
+	if !ok || string(b) != "2026-12-02T03:10:39.645643Z mx postfix/smtpd[9]: hi\xff" || at.UnixMicro() != 1796181039645643 {
+		t.Fatalf("%q %v %v", b, at, ok)
+	}
+	e.Message = []byte(`"warning: unknown[198.18.0.9]: SASL LOGIN authentication failed: x"`)
+	b, _, _ = e.line()
+	eng := newEngine(t, nil)
+	if rule, kind, addr, ok := eng.Classify(b, JournalFile); !ok || rule != RulePostfixSASL || kind != KindAuthFailed || addr.String() != "198.18.0.9" {
+		t.Fatalf("%q: %v %v %v %v", b, rule, kind, addr, ok)
+	}
+}
+
+// Whatever journalctl writes, the reader delivers one line per valid
+// entry, never a newline inside one, and advances the cursor only past
+// entries it has seen.
+func FuzzJournalRead(f *testing.F) {
+	f.Add([]byte(`{"__CURSOR":"s=1;i=2","__REALTIME_TIMESTAMP":"1796181039645643","MESSAGE":"imap-login: x\nnext","SYSLOG_IDENTIFIER":"dovecot","_PID":"7","_HOSTNAME":"mx"}` + "\n"))
+	f.Add([]byte(`{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","MESSAGE":[104,105,0,255]}` + "\n" + `{"__CURSOR":"d"}` + "\nnot json\n"))
+	f.Add([]byte(`{"__CURSOR":"c","__REALTIME_TIMESTAMP":"-5","MESSAGE":[999,-1]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		jf := &JournalFollower{opt: JournalOptions{MaxLineBytes: 256}, lines: make(chan Line, bytes.Count(data, []byte{'\n'})+1)}
+		cursor := "start"
+		if err := jf.read(context.Background(), bytes.NewReader(data), &cursor, time.Time{}); err != nil {
+			t.Fatal(err)
+		}
+		close(jf.lines)
+		n := 0
+		for l := range jf.lines {
+			n++
+			if bytes.IndexByte(l.Data, '\n') >= 0 || len(l.Data) > 256 || l.Cursor == "" || l.File != JournalFile {
+				t.Fatalf("bad line %+v", l)
+			}
+		}
+		if uint64(n) != jf.Stats().Lines {
+			t.Fatalf("%d lines delivered, %d counted", n, jf.Stats().Lines)
+		}
+		if n > 0 && cursor == "start" {
+			t.Fatal("cursor not advanced past delivered lines")
+		}
+	})
 }

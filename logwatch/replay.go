@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/xdpguard/xdpguard/loader"
 )
 
 // ErrUnreadable wraps errors opening or reading a file given to Replay.
@@ -47,14 +49,14 @@ type ReplayOptions struct {
 
 // WouldBan is one ban decision of a replay.
 type WouldBan struct {
-	IP       string    `json:"ip"` // the masked prefix, e.g. "198.18.0.7/32"
-	Events   int       `json:"events"`
-	Score    int       `json:"score"`
-	Reason   string    `json:"reason"`
-	Rule     string    `json:"rule"`
-	Duration string    `json:"duration"`
-	Offence  int       `json:"offence"`
-	Time     time.Time `json:"time"`
+	IP       string        `json:"ip"` // the masked prefix, e.g. "198.18.0.7/32"
+	Events   int           `json:"events"`
+	Score    int           `json:"score"`
+	Reason   loader.Reason `json:"reason"`
+	Rule     string        `json:"rule"`
+	Duration string        `json:"duration"`
+	Offence  int           `json:"offence"`
+	Time     time.Time     `json:"time"`
 }
 
 // ReplaySummary is the result of a replay. Its JSON field names are stable.
@@ -260,7 +262,7 @@ func writeReport(w io.Writer, s *ReplaySummary) {
 func (e *Engine) BelowThreshold() int {
 	n := 0
 	for k, s := range e.sources {
-		if s.score > 0 && e.offs[k] == nil {
+		if _, banned := e.hist.Get(e.prefixOf(k, k.hi == 0 && k.lo>>32 == 0xffff)); s.score > 0 && !banned {
 			n++
 		}
 	}

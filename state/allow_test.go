@@ -37,7 +37,7 @@ func TestAllowRules(t *testing.T) {
 		t.Errorf("after load at t0: %+v, want the two unexpired rules", got.Allow)
 	}
 
-	bad := `{"version":1,"bans":[],"allow":[{"prefix":"198.18.50.1/24"}],"offenders":[]}`
+	bad := `{"version":2,"bans":[],"allow":[{"prefix":"198.18.50.1/24"}],"offenders":[]}`
 	if _, err := Decode([]byte(bad)); err == nil || !strings.Contains(err.Error(), "allow[0]") {
 		t.Errorf("allow rule with host bits set: %v, want an error naming allow[0]", err)
 	}

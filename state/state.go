@@ -25,21 +25,19 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/offence"
 )
 
 // Version is the format written by this package. Bump it when a change
-// would make an older xdpguard misread the file.
-const Version = 1
+// would make an older xdpguard misread the file. Version 2 made reasons
+// codes (version 1 kept a sentence) and added each ban's evidence; version
+// 1 files are still read (legacy.go).
+const Version = 2
 
 // FileName is the state file's name inside Store.Dir.
 const FileName = "state.json"
-
-// Origins of a ban.
-const (
-	OriginKernel = "kernel" // the XDP program's SYN-rate auto-ban
-	OriginLog    = "log"    // a logwatch decision
-	OriginManual = "manual" // `xdpguard ban`
-)
 
 // ErrCorrupt marks a state file that could not be read or decoded. It has
 // been moved aside and Load returned an empty state.
@@ -49,33 +47,6 @@ var ErrCorrupt = errors.New("state file corrupt")
 // place (it is valid, and a downgrade should not destroy it); the caller
 // should refuse to run rather than overwrite it.
 var ErrFutureVersion = errors.New("state file from a newer xdpguard")
-
-// Ban is one active ban.
-type Ban struct {
-	Prefix netip.Prefix `json:"prefix"`
-	// Expires is wall-clock time. The zero time means the ban never
-	// expires (a manual ban without a duration).
-	Expires time.Time `json:"expires,omitzero"`
-	Origin  string    `json:"origin"` // OriginKernel, OriginLog or OriginManual
-	Reason  string    `json:"reason,omitempty"`
-	Created time.Time `json:"created,omitzero"`
-}
-
-// Expired reports whether the ban has run out at now.
-func (b Ban) Expired(now time.Time) bool {
-	return !b.Expires.IsZero() && !now.Before(b.Expires)
-}
-
-// Offender is the repeat-offence history of one (masked) source, which
-// drives escalating ban durations across restarts. Its fields are those of
-// logwatch.Offender (without importing it), so one converts to the other
-// with a plain type conversion.
-type Offender struct {
-	Prefix netip.Prefix `json:"prefix"`
-	Bans   []time.Time  `json:"bans,omitempty"` // when each ban within the history began
-	Until  time.Time    `json:"until,omitzero"` // end of the latest ban
-	Reason string       `json:"reason,omitempty"`
-}
 
 // Allow is one allow rule an operator added with `xdpguard allow`. The
 // configuration file's allow list is not copied here: the file stays its
@@ -89,10 +60,13 @@ type Allow struct {
 
 // State is the whole persisted state.
 type State struct {
-	Version   int        `json:"version"`
-	Bans      []Ban      `json:"bans"`
-	Allow     []Allow    `json:"allow"`
-	Offenders []Offender `json:"offenders"`
+	Version   int                `json:"version"`
+	Bans      []loader.Ban       `json:"bans"`
+	Allow     []Allow            `json:"allow"`
+	Offenders []offence.Offender `json:"offenders"`
+	// JournalCursor is the journal entry the daemon read last; it reads on
+	// after it (logs.journal).
+	JournalCursor string `json:"journal_cursor,omitempty"`
 }
 
 // Store reads and writes the state file in Dir.
@@ -140,7 +114,7 @@ func (s Store) load(now time.Time) (State, error) {
 }
 
 func empty() State {
-	return State{Version: Version, Bans: []Ban{}, Allow: []Allow{}, Offenders: []Offender{}}
+	return State{Version: Version, Bans: []loader.Ban{}, Allow: []Allow{}, Offenders: []offence.Offender{}}
 }
 
 // setAside renames the bad file out of the way so that the next Save does
@@ -165,10 +139,14 @@ func (s Store) setAside(now time.Time, cause error) error {
 // exported for tools and tests; it does not drop expired bans.
 func Decode(data []byte) (State, error) {
 	var f struct {
-		Version   *int       `json:"version"`
-		Bans      []Ban      `json:"bans"`
-		Allow     []Allow    `json:"allow"`
-		Offenders []Offender `json:"offenders"`
+		Version   *int               `json:"version"`
+		Bans      []loader.Ban       `json:"bans"`
+		Allow     []Allow            `json:"allow"`
+		Offenders []offence.Offender `json:"offenders"`
+		Cursor    string             `json:"journal_cursor"`
+	}
+	if v, ok := peekVersion(data); ok && v == 1 {
+		return decodeV1(data)
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		// A newer format may not fit these types at all; it must still
@@ -190,8 +168,8 @@ func Decode(data []byte) (State, error) {
 		return State{}, fmt.Errorf("invalid version %d", *f.Version)
 	}
 	// Files written before allow rules were kept have no "allow": that is
-	// no allow rules, not a different format, so the version stays.
-	st := State{Version: *f.Version, Bans: f.Bans, Allow: f.Allow, Offenders: f.Offenders}
+	// no allow rules, not a different format.
+	st := State{Version: *f.Version, Bans: f.Bans, Allow: f.Allow, Offenders: f.Offenders, JournalCursor: f.Cursor}
 	if err := st.check(); err != nil {
 		return State{}, err
 	}
@@ -210,10 +188,11 @@ func (st *State) check() error {
 		if err := checkPrefix(b.Prefix); err != nil {
 			return fmt.Errorf("bans[%d]: %w", i, err)
 		}
-		switch b.Origin {
-		case OriginKernel, OriginLog, OriginManual:
-		default:
-			return fmt.Errorf("bans[%d] (%s): unknown origin %q", i, b.Prefix, b.Origin)
+		if !b.Origin.Known() {
+			return fmt.Errorf("bans[%d] (%s): unknown origin %v", i, b.Prefix, b.Origin)
+		}
+		if b.Reason != 0 && !b.Reason.Known() {
+			return fmt.Errorf("bans[%d] (%s): unknown reason %v", i, b.Prefix, b.Reason)
 		}
 	}
 	for i, a := range st.Allow {
@@ -268,17 +247,17 @@ func (st *State) prune(now time.Time) {
 // fill makes nil lists empty, so the file always shows every list.
 func (st *State) fill() {
 	if st.Bans == nil {
-		st.Bans = []Ban{}
+		st.Bans = []loader.Ban{}
 	}
 	if st.Allow == nil {
 		st.Allow = []Allow{}
 	}
 	if st.Offenders == nil {
-		st.Offenders = []Offender{}
+		st.Offenders = []offence.Offender{}
 	}
 }
 
-func outlasts(a, b Ban) bool {
+func outlasts(a, b loader.Ban) bool {
 	if a.Expires.IsZero() || b.Expires.IsZero() {
 		return a.Expires.IsZero() && !b.Expires.IsZero()
 	}
@@ -322,14 +301,31 @@ func encode(st State) ([]byte, error) {
 			b = appendTime(b, x.Expires)
 		}
 		b = append(b, `,"origin":`...)
-		b = appendString(b, x.Origin)
-		if x.Reason != "" {
-			b = append(b, `,"reason":`...)
-			b = appendString(b, x.Reason)
+		b = appendString(b, x.Origin.String())
+		b = append(b, `,"reason":`...)
+		b = appendString(b, x.Reason.String())
+		if x.CIDR {
+			b = append(b, `,"cidr":true`...)
 		}
-		if !x.Created.IsZero() {
-			b = append(b, `,"created":`...)
-			b = appendTime(b, x.Created)
+		if x.Detector != "" {
+			b = append(b, `,"detector":`...)
+			b = appendString(b, x.Detector)
+		}
+		if x.Events != 0 {
+			b = append(b, `,"events":`...)
+			b = strconv.AppendInt(b, int64(x.Events), 10)
+		}
+		if !x.First.IsZero() {
+			b = append(b, `,"first":`...)
+			b = appendTime(b, x.First)
+		}
+		if !x.Last.IsZero() {
+			b = append(b, `,"last":`...)
+			b = appendTime(b, x.Last)
+		}
+		if x.Offence != 0 {
+			b = append(b, `,"offence":`...)
+			b = strconv.AppendInt(b, int64(x.Offence), 10)
 		}
 		b = append(b, '}')
 	}
@@ -367,13 +363,22 @@ func encode(st State) ([]byte, error) {
 			b = append(b, `,"until":`...)
 			b = appendTime(b, x.Until)
 		}
-		if x.Reason != "" {
+		if x.Reason != 0 {
 			b = append(b, `,"reason":`...)
-			b = appendString(b, x.Reason)
+			b = appendString(b, x.Reason.String())
+		}
+		if x.Detector != "" {
+			b = append(b, `,"detector":`...)
+			b = appendString(b, x.Detector)
 		}
 		b = append(b, '}')
 	}
-	b = append(b, "]}\n"...)
+	b = append(b, ']')
+	if st.JournalCursor != "" {
+		b = append(b, ",\n\"journal_cursor\":"...)
+		b = appendString(b, st.JournalCursor)
+	}
+	b = append(b, "}\n"...)
 	return b, nil
 }
 
@@ -389,7 +394,7 @@ func appendTime(b []byte, t time.Time) []byte {
 	return append(b, '"')
 }
 
-// appendString quotes s as JSON. Reasons are short ASCII in practice; the
+// appendString quotes s as JSON. Names are short ASCII in practice; the
 // rest (quotes, control bytes, non-ASCII, invalid UTF-8) goes through
 // encoding/json so escaping matches it exactly.
 func appendString(b []byte, s string) []byte {

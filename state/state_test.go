@@ -11,29 +11,35 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/offence"
 )
 
 var t0 = time.Date(2026, 11, 28, 19, 0, 0, 123456789, time.UTC)
 
 func sample() State {
 	return State{
-		Bans: []Ban{
-			{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Expires: t0.Add(time.Hour), Origin: OriginLog,
-				Reason: "no-auth x10 (dovecot)", Created: t0},
-			{Prefix: netip.MustParsePrefix("2001:db8:1:2::/64"), Expires: t0.Add(10 * time.Minute), Origin: OriginKernel,
-				Reason: "syn-rate", Created: t0.Add(-time.Second)},
-			// A reason with JSON-looking text and a newline must survive.
-			{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Origin: OriginManual, Reason: "drop},{\"x\n\"", Created: t0},
+		Bans: []loader.Ban{
+			{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Expires: t0.Add(time.Hour), Origin: loader.OriginLog,
+				Reason: loader.ReasonNoAuth, Detector: "dovecot-login", Events: 10, First: t0.Add(-time.Minute), Last: t0, Offence: 2},
+			{Prefix: netip.MustParsePrefix("2001:db8:1:2::/64"), Expires: t0.Add(10 * time.Minute), Origin: loader.OriginKernel,
+				Reason: loader.ReasonSynRate, Detector: loader.DetectorSYNRate, Events: 21, Last: t0.Add(-time.Second), Offence: 1},
+			// A detector (a custom rule's name) with JSON-looking text and
+			// a newline must survive.
+			{Prefix: netip.MustParsePrefix("203.0.113.0/24"), Origin: loader.OriginManual, Reason: loader.ReasonBlocklist,
+				CIDR: true, Detector: "drop},{\"x\n\""},
 		},
 		Allow: []Allow{
 			{Prefix: netip.MustParsePrefix("198.18.50.0/24")},
 			{Prefix: netip.MustParsePrefix("2001:db8:50::/48"), Expires: t0.Add(time.Hour)},
 		},
-		Offenders: []Offender{
+		Offenders: []offence.Offender{
 			{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Bans: []time.Time{t0.Add(-48 * time.Hour), t0},
-				Until: t0.Add(time.Hour), Reason: "no-auth"},
+				Until: t0.Add(time.Hour), Reason: loader.ReasonNoAuth, Detector: loader.DetectorSlotHolders},
 			{Prefix: netip.MustParsePrefix("2001:db8:9::/64"), Bans: []time.Time{t0}},
 		},
+		JournalCursor: "s=777017ad7bd54fc993a52bd8750bd93b;i=163;b=151c3502e8b0413f9df451dcaf6cc65d;m=40fc9fb3;t=6619dfcd203cb;x=e5568cdf3a8067e0",
 	}
 }
 
@@ -42,13 +48,14 @@ func sample() State {
 func sameState(t *testing.T, got, want State) {
 	t.Helper()
 	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Allow) != len(want.Allow) ||
-		len(got.Offenders) != len(want.Offenders) {
+		len(got.Offenders) != len(want.Offenders) || got.JournalCursor != want.JournalCursor {
 		t.Fatalf("got %+v\nwant %+v", got, want)
 	}
 	for i, g := range got.Bans {
 		w := want.Bans[i]
-		if g.Prefix != w.Prefix || !g.Expires.Equal(w.Expires) || g.Origin != w.Origin ||
-			g.Reason != w.Reason || !g.Created.Equal(w.Created) {
+		if g.Prefix != w.Prefix || !g.Expires.Equal(w.Expires) || g.Origin != w.Origin || g.Reason != w.Reason ||
+			g.CIDR != w.CIDR || g.Detector != w.Detector || g.Events != w.Events || !g.First.Equal(w.First) ||
+			!g.Last.Equal(w.Last) || g.Offence != w.Offence {
 			t.Errorf("ban %d: got %+v, want %+v", i, g, w)
 		}
 	}
@@ -59,7 +66,8 @@ func sameState(t *testing.T, got, want State) {
 	}
 	for i, g := range got.Offenders {
 		w := want.Offenders[i]
-		if g.Prefix != w.Prefix || len(g.Bans) != len(w.Bans) || !g.Until.Equal(w.Until) || g.Reason != w.Reason {
+		if g.Prefix != w.Prefix || len(g.Bans) != len(w.Bans) || !g.Until.Equal(w.Until) || g.Reason != w.Reason ||
+			g.Detector != w.Detector {
 			t.Errorf("offender %d: got %+v, want %+v", i, g, w)
 			continue
 		}
@@ -92,7 +100,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Errorf("directory holds %d entries, want only %s", len(entries), FileName)
 	}
 	data, _ := os.ReadFile(s.Path())
-	if n := strings.Count(string(data), "\n"); n != 2+3+1+2+1+2 {
+	if n := strings.Count(string(data), "\n"); n != 2+3+1+2+1+2+1 {
 		t.Errorf("want one record per line, got %d lines:\n%s", n, data)
 	}
 }
@@ -100,8 +108,8 @@ func TestRoundTrip(t *testing.T) {
 func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	st := sample()
 	st.Version = Version
-	st.Bans[0].Reason = "quote\" back\\ tab\t <html> & ünïcode \xff"
-	st.Offenders[0].Reason = "\u2028"
+	st.Bans[0].Detector = "quote\" back\\ tab\t <html> & ünïcode \xff"
+	st.Offenders[0].Detector = "\u2028"
 	out, _ := encode(st)
 	std, _ := json.Marshal(st)
 	var a, b any
@@ -172,17 +180,18 @@ func TestFailedSaveLeavesOldFile(t *testing.T) {
 	}
 	before, _ := os.ReadFile(s.Path())
 	bad := sample()
-	bad.Bans = append(bad.Bans, Ban{Prefix: netip.MustParsePrefix("198.18.0.0/15"), Origin: "cosmic-ray"})
+	bad.Bans = append(bad.Bans, loader.Ban{Prefix: netip.MustParsePrefix("198.18.0.0/15"), Origin: 42})
 	err := s.Save(bad)
-	if err == nil || !strings.Contains(err.Error(), `bans[3] (198.18.0.0/15): unknown origin "cosmic-ray"`) {
+	if err == nil || !strings.Contains(err.Error(), `bans[3] (198.18.0.0/15): unknown origin origin(42)`) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, b := range []Ban{
-		{Origin: OriginLog},
-		{Prefix: netip.PrefixFrom(netip.MustParseAddr("198.18.0.1"), 24), Origin: OriginLog},
-		{Prefix: netip.MustParsePrefix("::ffff:198.18.0.1/128"), Origin: OriginLog},
+	for _, b := range []loader.Ban{
+		{Origin: loader.OriginLog},
+		{Prefix: netip.PrefixFrom(netip.MustParseAddr("198.18.0.1"), 24), Origin: loader.OriginLog},
+		{Prefix: netip.MustParsePrefix("::ffff:198.18.0.1/128"), Origin: loader.OriginLog},
+		{Prefix: netip.MustParsePrefix("198.18.0.1/32"), Origin: loader.OriginLog, Reason: 99},
 	} {
-		if err := s.Save(State{Bans: []Ban{b}}); err == nil {
+		if err := s.Save(State{Bans: []loader.Ban{b}}); err == nil {
 			t.Errorf("saved invalid ban %+v", b)
 		}
 	}
@@ -300,7 +309,7 @@ func TestInvalidRecordsAreCorrupt(t *testing.T) {
 
 func TestFutureVersion(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
-	content := []byte(`{"version":2,"bans":[{"prefix":"198.18.0.1/32","origin":"log","new":"field"}]}`)
+	content := []byte(`{"version":3,"bans":[{"prefix":"198.18.0.1/32","origin":"log","new":"field"}]}`)
 	if err := os.WriteFile(s.Path(), content, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +317,7 @@ func TestFutureVersion(t *testing.T) {
 	if !errors.Is(err, ErrFutureVersion) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("err = %v", err)
 	}
-	if !strings.Contains(err.Error(), "version 2, this xdpguard reads up to 1") || !strings.Contains(err.Error(), s.Path()) {
+	if !strings.Contains(err.Error(), "version 3, this xdpguard reads up to 2") || !strings.Contains(err.Error(), s.Path()) {
 		t.Errorf("message: %v", err)
 	}
 	if data, _ := os.ReadFile(s.Path()); string(data) != string(content) {
@@ -322,16 +331,16 @@ func TestExpiredBansDropped(t *testing.T) {
 	p2 := netip.MustParsePrefix("198.18.0.2/32")
 	p3 := netip.MustParsePrefix("2001:db8::/64")
 	st := State{
-		Bans: []Ban{
-			{Prefix: p1, Expires: t0.Add(-time.Second), Origin: OriginLog},                     // expired
-			{Prefix: p2, Expires: t0, Origin: OriginKernel},                                    // expires exactly now
-			{Prefix: p3, Expires: t0.Add(time.Minute), Origin: OriginLog, Reason: "short"},     // kept, then superseded
-			{Prefix: p1, Expires: t0.Add(time.Hour), Origin: OriginManual},                     // a later re-ban of p1
-			{Prefix: p3, Expires: t0.Add(time.Hour), Origin: OriginLog, Reason: "long"},        // outlasts the first p3
-			{Prefix: p2, Origin: OriginManual, Reason: "forever"},                              // no expiry
-			{Prefix: p2, Expires: t0.Add(48 * time.Hour), Origin: OriginLog, Reason: "2 days"}, // loses to forever
+		Bans: []loader.Ban{
+			{Prefix: p1, Expires: t0.Add(-time.Second), Origin: loader.OriginLog},                       // expired
+			{Prefix: p2, Expires: t0, Origin: loader.OriginKernel},                                      // expires exactly now
+			{Prefix: p3, Expires: t0.Add(time.Minute), Origin: loader.OriginLog, Detector: "short"},     // kept, then superseded
+			{Prefix: p1, Expires: t0.Add(time.Hour), Origin: loader.OriginManual},                       // a later re-ban of p1
+			{Prefix: p3, Expires: t0.Add(time.Hour), Origin: loader.OriginLog, Detector: "long"},        // outlasts the first p3
+			{Prefix: p2, Origin: loader.OriginManual, Detector: "forever"},                              // no expiry
+			{Prefix: p2, Expires: t0.Add(48 * time.Hour), Origin: loader.OriginLog, Detector: "2 days"}, // loses to forever
 		},
-		Offenders: []Offender{{Prefix: p1, Bans: []time.Time{t0.Add(-24 * time.Hour)}, Until: t0.Add(-23 * time.Hour)}},
+		Offenders: []offence.Offender{{Prefix: p1, Bans: []time.Time{t0.Add(-24 * time.Hour)}, Until: t0.Add(-23 * time.Hour)}},
 	}
 	if err := s.Save(st); err != nil {
 		t.Fatal(err)
@@ -341,15 +350,15 @@ func TestExpiredBansDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	type brief struct {
-		P      netip.Prefix
-		Origin string
-		Reason string
+		P        netip.Prefix
+		Origin   loader.Origin
+		Detector string
 	}
 	var b []brief
 	for _, x := range got.Bans {
-		b = append(b, brief{x.Prefix, x.Origin, x.Reason})
+		b = append(b, brief{x.Prefix, x.Origin, x.Detector})
 	}
-	want := []brief{{p3, OriginLog, "long"}, {p1, OriginManual, ""}, {p2, OriginManual, "forever"}}
+	want := []brief{{p3, loader.OriginLog, "long"}, {p1, loader.OriginManual, ""}, {p2, loader.OriginManual, "forever"}}
 	if !reflect.DeepEqual(b, want) {
 		t.Errorf("bans after load:\n got  %+v\n want %+v", b, want)
 	}
@@ -359,7 +368,7 @@ func TestExpiredBansDropped(t *testing.T) {
 	// Load with the real clock: every dated ban here is long expired
 	// except none; only the permanent one survives.
 	got, err = s.load(t0.Add(1000 * time.Hour))
-	if err != nil || len(got.Bans) != 1 || got.Bans[0].Reason != "forever" {
+	if err != nil || len(got.Bans) != 1 || got.Bans[0].Detector != "forever" {
 		t.Errorf("far future load: %+v, %v", got.Bans, err)
 	}
 }
@@ -368,9 +377,10 @@ func genState(n int) State {
 	st := State{}
 	for i := 0; i < n; i++ {
 		a := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16&1), byte(i >> 8), byte(i)})
-		st.Bans = append(st.Bans, Ban{Prefix: netip.PrefixFrom(a, 32), Expires: t0.Add(time.Hour),
-			Origin: OriginLog, Reason: "no-auth", Created: t0})
-		st.Offenders = append(st.Offenders, Offender{Prefix: netip.PrefixFrom(a, 32), Bans: []time.Time{t0}, Until: t0.Add(time.Hour), Reason: "no-auth"})
+		st.Bans = append(st.Bans, loader.Ban{Prefix: netip.PrefixFrom(a, 32), Expires: t0.Add(time.Hour),
+			Origin: loader.OriginLog, Reason: loader.ReasonNoAuth, Detector: "dovecot-login", Events: 10, First: t0, Last: t0, Offence: 1})
+		st.Offenders = append(st.Offenders, offence.Offender{Prefix: netip.PrefixFrom(a, 32), Bans: []time.Time{t0}, Until: t0.Add(time.Hour),
+			Reason: loader.ReasonNoAuth, Detector: "dovecot-login"})
 	}
 	return st
 }
@@ -436,7 +446,8 @@ func FuzzDecode(f *testing.F) {
 		}
 		for i := range st.Bans {
 			a, b := st.Bans[i], again.Bans[i]
-			if a.Prefix != b.Prefix || !a.Expires.Equal(b.Expires) || a.Reason != b.Reason || a.Origin != b.Origin {
+			if a.Prefix != b.Prefix || !a.Expires.Equal(b.Expires) || a.Reason != b.Reason || a.Origin != b.Origin ||
+				a.Detector != b.Detector || a.Events != b.Events || !a.First.Equal(b.First) || a.Offence != b.Offence {
 				t.Fatalf("round trip changed ban %d: %+v != %+v", i, a, b)
 			}
 		}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/xdpguard/xdpguard/banlist"
 	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/daemon"
 	"github.com/xdpguard/xdpguard/state"
 )
 
@@ -49,7 +48,7 @@ func allowCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			if err := daemon.MirrorAllow(g, store(cfg), cfg.Allow); err != nil {
+			if err := state.MirrorAllow(g, store(cfg), cfg.Allow); err != nil {
 				return fail("the kernel has the change, but the state file does not: %v", err)
 			}
 			if c.Bool("remove") {

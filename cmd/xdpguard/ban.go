@@ -3,15 +3,14 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/xdpguard/xdpguard/banlist"
 	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/daemon"
 	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/state"
 )
 
 // defaultManualBan is what `ban` without --for means: long enough to outlast
@@ -28,7 +27,7 @@ func banCommand() *cli.Command {
 			"client of this session ($SSH_CONNECTION). With --from, one refused line refuses the whole file.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "for", Value: defaultManualBan.String(), Usage: "ban `DURATION` (0 = until unbanned)"},
-			&cli.StringFlag{Name: "reason", Value: "manual", Usage: "`REASON`: " + strings.Join(loader.ReasonNames(), ", ")},
+			&cli.StringFlag{Name: "reason", Value: loader.ReasonManual.String(), Usage: "reason: " + loader.ReasonNames()},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin); the file is applied whole or not at all"},
 			&cli.BoolFlag{Name: "force", Usage: "ban even what the guard rails refuse"},
 		}, commonFlags()...),
@@ -37,7 +36,7 @@ func banCommand() *cli.Command {
 			if err != nil || ttl < 0 {
 				return fail("--for %q: not a duration like 1h or 30m", c.String("for"))
 			}
-			reason, err := loader.ReasonFromName(c.String("reason"))
+			reason, err := loader.ParseReason(c.String("reason"))
 			if err != nil {
 				return fail("--reason: %v", err)
 			}
@@ -66,11 +65,13 @@ func banCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			reasons := make(map[netip.Prefix]string, len(eff))
+			now := time.Now()
+			records := make(map[netip.Prefix]loader.Ban, len(eff))
 			for _, p := range eff {
-				reasons[p] = reason.String()
+				records[p] = loader.Ban{Prefix: p, Origin: loader.OriginManual, Reason: reason,
+					Detector: loader.DetectorManual, Events: 1, First: now, Last: now}
 			}
-			if err := record(cfg, g, reasons); err != nil {
+			if err := record(cfg, g, records); err != nil {
 				return err
 			}
 			until := "until unbanned"
@@ -169,8 +170,8 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 
 // record writes the kernel's bans into the state file, so that a manual ban
 // survives a reboot even when the daemon is not running.
-func record(cfg config.Config, g *loader.Guard, reasons map[netip.Prefix]string) error {
-	if _, err := daemon.Mirror(g, store(cfg), reasons, nil); err != nil {
+func record(cfg config.Config, g *loader.Guard, records map[netip.Prefix]loader.Ban) error {
+	if _, err := state.Mirror(g, store(cfg), records, nil); err != nil {
 		return fail("the kernel has the change, but the state file does not: %v", err)
 	}
 	return nil

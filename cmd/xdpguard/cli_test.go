@@ -97,6 +97,11 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 		{[]string{"run", "--iface", "xg-x", "--bogus"}, "unknown flag --bogus"},
 		{[]string{"status", "--top", "abc"}, `--top "abc": not a valid value`},
 		{[]string{"ban", "198.18.3.4", "--reason", "bogus"}, `unknown ban reason "bogus"`},
+		{[]string{"why"}, "why takes exactly one ADDR"},
+		{[]string{"why", "198.18.0.300"}, `"198.18.0.300": not an IP address`},
+		{[]string{"why", "198.18.0.0/24"}, `"198.18.0.0/24": not an IP address`},
+		{[]string{"status", "--from-file"}, "--from-file: no status file"},
+		{[]string{"status", "198.18.0.1"}, "status takes no arguments"},
 	} {
 		stdout, stderr, code := xdpguard(t, nil, tc.args...)
 		if code != 2 {

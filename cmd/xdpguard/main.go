@@ -66,6 +66,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, code *int) *cli.App {
 			attachCommand(),
 			detachCommand(),
 			statusCommand(),
+			whyCommand(),
 			banCommand(),
 			unbanCommand(),
 			allowCommand(),

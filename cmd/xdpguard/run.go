@@ -24,6 +24,7 @@ func runCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable; replaces the file's list)"},
 			&cli.StringSliceFlag{Name: "log", Usage: "mail log `FILE` to follow (repeatable; replaces the file's list)"},
+			&cli.BoolFlag{Name: "journal", Usage: "follow the systemd journal too (logs.journal: units and identifiers from the file or the defaults)"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "`CIDR` never to ban (repeatable; added to the file's list)"},
 			&cli.BoolFlag{Name: "monitor", Usage: "dry run: count and log what would be dropped, drop nothing"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the program and its bans when the daemon stops"},
@@ -58,6 +59,7 @@ func runCommand() *cli.Command {
 			err = daemon.Run(ctx, cfg, daemon.Options{
 				Reload:       func() (daemon.Config, error) { return runConfig(c) },
 				DetachOnExit: c.Bool("detach-on-exit"),
+				ConfigFile:   configFileUsed(c),
 				Logger:       log,
 			}, reload)
 			if err != nil {
@@ -81,6 +83,9 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 	if c.IsSet("log") {
 		cfg.Logs.Files = c.StringSlice("log")
 	}
+	if c.IsSet("journal") {
+		cfg.Logs.Journal.Enabled = c.Bool("journal")
+	}
 	for _, s := range c.StringSlice("allow") {
 		p, err := banlist.ParsePrefix(s)
 		if err != nil {
@@ -92,6 +97,15 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 		cfg.Kernel.Monitor = c.Bool("monitor")
 	}
 	return daemon.Resolve(cfg)
+}
+
+// configFileUsed is the configuration file run read, for status; empty
+// when there was none.
+func configFileUsed(c *cli.Context) string {
+	if _, err := os.Stat(c.String("config")); err != nil {
+		return ""
+	}
+	return c.String("config")
 }
 
 func newLogger(format, level string) *slog.Logger {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -36,6 +37,7 @@ type daemonWorld struct {
 
 	kernel, kernelBan string // kernel.syn_rate and kernel.ban_duration
 	slots             string // slot_holders
+	logs              string // the logs section; default: the log file
 }
 
 const (
@@ -96,8 +98,7 @@ xdp_mode: native
 kernel:
   syn_rate: %s
   ban_duration: %s
-logs:
-  files: [%s]
+logs: %s
 allow: [%s]
 pin_root: %s
 state_dir: %s
@@ -106,7 +107,7 @@ metrics:
 slot_holders: %s
 detect:
   threshold: %d
-`, w.kernel, w.kernelBan, w.logFile, allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, w.slots, threshold)
+`, w.kernel, w.kernelBan, cmp.Or(w.logs, "{files: ["+w.logFile+"]}"), allowed, w.root, filepath.Join(w.dir, "state"), w.metrics, w.slots, threshold)
 	if err := os.WriteFile(w.cfgFile, []byte(cfg), 0o644); err != nil {
 		w.t.Fatal(err)
 	}
@@ -286,6 +287,7 @@ func TestDaemon(t *testing.T) {
 			}
 		}
 	})
+	t.Run("status and why answer", w.checkStatusAnswers)
 
 	t.Run("silent slot holders banned before any log line", func(t *testing.T) {
 		var conns []net.Conn
@@ -300,6 +302,10 @@ func TestDaemon(t *testing.T) {
 		w.waitBanned(holder, true)
 		if b := w.banned()[holder]; b.Origin.String() != "log" || b.Reason.String() != "no-auth" {
 			t.Errorf("ban = %+v", b)
+		}
+		r := w.why(t, holder, func(r whyReport) bool { return len(r.Bans) == 1 && r.Bans[0].Detector != "" })
+		if b := r.Bans[0]; b.Detector != "slot-holders" || b.Events < 2 || b.Offence != 1 {
+			t.Errorf("why %s: %+v", holder, b)
 		}
 		for _, c := range conns {
 			c.SetReadDeadline(time.Now().Add(3 * time.Second))
@@ -336,12 +342,17 @@ func TestDaemon(t *testing.T) {
 		"--state-dir", filepath.Join(w.dir, "state")); code != 0 {
 		t.Fatal(stderr)
 	}
+	if r := w.why(t, shortBan, func(whyReport) bool { return true }); len(r.Bans) != 1 || r.Bans[0].Origin.String() != "manual" ||
+		r.Bans[0].Detector != "manual" || r.Bans[0].Events != 1 {
+		t.Errorf("why %s after a manual ban: %+v", shortBan, r.Bans)
+	}
 	t.Run("kill -9 and restart keeps every ban; expiry still works", func(t *testing.T) {
 		w.stop(syscall.SIGKILL)
 		if c, err := w.dial(attacker, 500*time.Millisecond); err == nil {
 			c.Close()
 			t.Fatal("with the daemon dead, the banned source connected")
 		}
+		w.checkNotRunning(t, "is gone")
 		w.start()
 		bans := w.banned()
 		for _, ip := range []string{attacker, attacker2} {
@@ -390,6 +401,7 @@ func TestDaemon(t *testing.T) {
 	})
 	t.Run("SIGTERM leaves protection in force", func(t *testing.T) {
 		w.stop(syscall.SIGTERM)
+		w.checkNotRunning(t, "stopped at")
 		if c, err := w.dial(attacker, 500*time.Millisecond); err == nil {
 			c.Close()
 			t.Fatal("protection gone after SIGTERM")

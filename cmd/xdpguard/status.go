@@ -10,10 +10,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/state"
 )
 
 // statusReport is the stable JSON shape of `status --json`.
 type statusReport struct {
+	// Daemon is what the daemon's status file says, if there is one.
+	Daemon     *daemonJSON        `json:"daemon"`
 	PinRoot    string             `json:"pin_root"`
 	Interfaces []loader.Interface `json:"interfaces"`
 	Settings   settingsJSON       `json:"settings"`
@@ -47,25 +50,46 @@ type banJSON struct {
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "show interfaces, counters, bans and the top SYN sources",
+		Usage: "show the daemon, interfaces, counters, bans and the top SYN sources",
+		Description: "Without the capabilities to open the maps (a monitoring user), or with --from-file, it reads\n" +
+			"the status file the daemon writes in the state directory every " + state.StatusInterval.String() + ".",
 		Flags: append([]cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 			&cli.IntFlag{Name: "top", Value: 10, Usage: "show the `N` busiest SYN sources"},
 			&cli.IntFlag{Name: "bans", Value: 100, Usage: "list at most `N` bans in the table (--json lists all)"},
+			&cli.StringFlag{Name: "ip", Usage: "show everything that concerns `ADDR` (as `xdpguard why ADDR`)"},
+			&cli.BoolFlag{Name: "from-file", Usage: "read only the daemon's status file (no CAP_BPF needed)"},
 		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.Int("top") < 0 {
 				return fail("--top must be >= 0")
 			}
-			_, g, err := openPinned(c, "status")
+			if c.Args().Present() {
+				return fail("status takes no arguments (status --ip ADDR, or why ADDR)")
+			}
+			if c.IsSet("ip") {
+				return why(c, c.String("ip"))
+			}
+			cfg, err := settings(c)
+			if err != nil {
+				return fail("%v", err)
+			}
+			store := store(cfg)
+			dj := readDaemon(store, time.Now())
+			g, err := openStatusMaps(c, dj)
 			if err != nil {
 				return err
+			}
+			if g == nil {
+				return printFromFile(c, dj)
 			}
 			defer g.Close()
 			r, err := collect(g, g.PinRoot(), c.Int("top"))
 			if err != nil {
 				return fail("%v", err)
 			}
+			r.Daemon = dj
+			addEvidence(r.Bans, store)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -129,7 +153,8 @@ func collect(g *loader.Guard, root string, top int) (*statusReport, error) {
 func printStatus(w io.Writer, r *statusReport, maxBans int) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
-	fmt.Fprintf(tw, "Interfaces (pins under %s):\n", r.PinRoot)
+	printDaemon(tw, r.Daemon)
+	fmt.Fprintf(tw, "\nInterfaces (pins under %s):\n", r.PinRoot)
 	if len(r.Interfaces) == 0 {
 		fmt.Fprintln(tw, "  none attached")
 	}
@@ -164,7 +189,7 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 
 	fmt.Fprintf(tw, "\nActive bans: %d\n", len(r.Bans))
 	if len(r.Bans) > 0 {
-		fmt.Fprintf(tw, "  PREFIX\tORIGIN\tREASON\tREMAINING\n")
+		fmt.Fprintf(tw, "  PREFIX\tORIGIN\tREASON\tDETECTOR\tEVENTS\tOFFENCE\tREMAINING\n")
 	}
 	for i, b := range r.Bans {
 		if i == maxBans {
@@ -175,7 +200,7 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 		if b.RemainingSeconds != nil {
 			left = (time.Duration(*b.RemainingSeconds) * time.Second).Round(time.Second).String()
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", b.Prefix, b.Origin, b.Reason, left)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Prefix, b.Origin, b.Reason, dash(b.Detector), num(b.Events), num(b.Offence), left)
 	}
 	if len(r.Allow) > 0 {
 		fmt.Fprintf(tw, "\nAllowed prefixes: %d\n", len(r.Allow))
