@@ -36,7 +36,7 @@ func TestUsageErrorsInProcess(t *testing.T) {
 		{[]string{"run", "--iface", "xg-a", "extra"}, "run takes no arguments"},
 		{[]string{"status", "--top", "abc"}, `--top "abc": not a valid value`},
 		{[]string{"status", "--top", "-1"}, "--top must be >= 0"},
-		{[]string{"ban", "198.18.3.4", "--reason", "bogus"}, `unknown ban reason "bogus" (valid: auth-failed, blocklist, conn-limit, manual, no-auth, other, probe, syn-rate)`},
+		{[]string{"ban", "198.18.3.4", "--reason", "bogus"}, `unknown ban reason "bogus" (known: syn-rate, no-auth, auth-failed, probe, conn-limit, manual, blocklist, other)`},
 		{[]string{"ban", "198.18.3.4", "--reason", "none"}, `unknown ban reason "none"`},
 		{[]string{"ban", "198.18.0.1", "--for", "soon"}, `--for "soon": not a duration`},
 		{[]string{"ban", "198.18.0.300"}, `"198.18.0.300": invalid address`},
