@@ -288,6 +288,9 @@ func (e *Engine) classify(p *Prefix, line []byte, file string) (match, bool) {
 		if addr, ok := postfixSASL(msg); ok {
 			return match{rule: 2, kind: KindAuthFailed, addr: addr, weight: c.weights[KindAuthFailed]}, true
 		}
+		if addr, ok := postfixSASLSuccess(msg); ok {
+			return match{rule: 2, kind: KindLogin, addr: addr, weight: c.weights[KindLogin]}, true
+		}
 	}
 	for i := range c.custom {
 		r := &c.custom[i]

@@ -148,7 +148,7 @@ func dovecotLogin(msg []byte) (Kind, netip.Addr, int, bool) {
 }
 
 func classifyLoginHead(head []byte) (Kind, int) {
-	if string(head) == "Login" {
+	if isLoginHead(head) {
 		return KindLogin, 0
 	}
 	// 2.4 appends the event reason: "(auth failed, 1 attempts in 2 secs) (auth_failed)".
