@@ -75,11 +75,22 @@ type Offender struct {
 	Reason string       `json:"reason,omitempty"`
 }
 
+// KnownGood is a source (masked like a ban) that has logged in
+// successfully, and when it last did. Its fields are those of
+// knowngood.Entry, so one converts to the other with a type conversion.
+type KnownGood struct {
+	Prefix   netip.Prefix `json:"prefix"`
+	LastSeen time.Time    `json:"last_seen"`
+}
+
 // State is the whole persisted state.
 type State struct {
 	Version   int        `json:"version"`
 	Bans      []Ban      `json:"bans"`
 	Offenders []Offender `json:"offenders"`
+	// KnownGood is left out of the file when empty. An older xdpguard
+	// ignores the key, which only forgets who logged in: no version bump.
+	KnownGood []KnownGood `json:"known_good,omitempty"`
 }
 
 // Store reads and writes the state file in Dir.
@@ -152,9 +163,10 @@ func (s Store) setAside(now time.Time, cause error) error {
 // exported for tools and tests; it does not drop expired bans.
 func Decode(data []byte) (State, error) {
 	var f struct {
-		Version   *int       `json:"version"`
-		Bans      []Ban      `json:"bans"`
-		Offenders []Offender `json:"offenders"`
+		Version   *int        `json:"version"`
+		Bans      []Ban       `json:"bans"`
+		Offenders []Offender  `json:"offenders"`
+		KnownGood []KnownGood `json:"known_good"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		// A newer format may not fit these types at all; it must still
@@ -175,7 +187,7 @@ func Decode(data []byte) (State, error) {
 	case *f.Version < 1:
 		return State{}, fmt.Errorf("invalid version %d", *f.Version)
 	}
-	st := State{Version: *f.Version, Bans: f.Bans, Offenders: f.Offenders}
+	st := State{Version: *f.Version, Bans: f.Bans, Offenders: f.Offenders, KnownGood: f.KnownGood}
 	if err := st.check(); err != nil {
 		return State{}, err
 	}
@@ -208,6 +220,11 @@ func (st *State) check() error {
 	for i, o := range st.Offenders {
 		if err := checkPrefix(o.Prefix); err != nil {
 			return fmt.Errorf("offenders[%d]: %w", i, err)
+		}
+	}
+	for i, k := range st.KnownGood {
+		if err := checkPrefix(k.Prefix); err != nil {
+			return fmt.Errorf("known_good[%d]: %w", i, err)
 		}
 	}
 	return nil
@@ -335,7 +352,22 @@ func encode(st State) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
-	b = append(b, "]}\n"...)
+	b = append(b, ']')
+	if len(st.KnownGood) > 0 {
+		b = append(b, ",\n\"known_good\":["...)
+		for i, x := range st.KnownGood {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, "\n{\"prefix\":"...)
+			b = appendPrefix(b, x.Prefix)
+			b = append(b, `,"last_seen":`...)
+			b = appendTime(b, x.LastSeen)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	b = append(b, "}\n"...)
 	return b, nil
 }
 
