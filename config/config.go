@@ -58,6 +58,11 @@ type Config struct {
 	// SlotHolders bans sources that hold login slots without a word.
 	SlotHolders SlotHolders `yaml:"slot_holders"`
 
+	// KnownGood remembers the sources that logged in (knowngood.go).
+	KnownGood KnownGood `yaml:"known_good"`
+	// IPv6Escalation bans a /48 whose /64s offend one after another.
+	IPv6Escalation IPv6Escalation `yaml:"ipv6_escalation"`
+
 	PinRoot  string `yaml:"pin_root"`  // bpffs directory for pinned maps and links
 	StateDir string `yaml:"state_dir"` // where bans and offender history persist
 
@@ -100,6 +105,7 @@ type SlotPressure struct {
 	Idle         time.Duration `yaml:"idle"`
 	ScanInterval time.Duration `yaml:"scan_interval"`
 	Hold         time.Duration `yaml:"hold"`
+	Evict        SlotEvict     `yaml:"evict"`
 }
 
 // Kernel holds the XDP program's settings and map sizes.
@@ -169,10 +175,12 @@ func Default() Config {
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,
 			ScanInterval: time.Second,
 			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
-				Hold: time.Minute}},
-		PinRoot:  "/sys/fs/bpf/xdpguard",
-		StateDir: "/var/lib/xdpguard",
-		Log:      Log{Format: "text", Level: "info"},
+				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second, Admission: true}}},
+		KnownGood:      KnownGood{Retention: 30 * 24 * time.Hour, MaxEntries: 65536},
+		IPv6Escalation: IPv6Escalation{Enabled: true, Prefix: 48, Offenders: 3, Window: 10 * time.Minute},
+		PinRoot:        "/sys/fs/bpf/xdpguard",
+		StateDir:       "/var/lib/xdpguard",
+		Log:            Log{Format: "text", Level: "info"},
 	}
 }
 

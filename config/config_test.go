@@ -121,7 +121,10 @@ allow:
   - "2001:db8::/32"
   - ::ffff:203.0.113.9
 kill_connections: false
-slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m}}
+slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m,
+  evict: {enabled: false, grace: 3s, admission: false}}}
+known_good: {retention: 240h, max_entries: 1000}
+ipv6_escalation: {enabled: false, prefix: 40, offenders: 5, window: 1h}
 pin_root: /sys/fs/bpf/test
 state_dir: /tmp/state
 log: {format: json, level: debug}
@@ -143,11 +146,13 @@ metrics: {listen: "[::1]:9431"}
 		KillConnections: false,
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32,
 			ScanInterval: 2 * time.Second, Pressure: SlotPressure{Connections: 50, Idle: 2 * time.Second,
-				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute}},
-		PinRoot:  "/sys/fs/bpf/test",
-		StateDir: "/tmp/state",
-		Log:      Log{Format: "json", Level: "debug"},
-		Metrics:  Metrics{Listen: "[::1]:9431"},
+				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute, Evict: SlotEvict{Grace: 3 * time.Second}}},
+		KnownGood:      KnownGood{Retention: 240 * time.Hour, MaxEntries: 1000},
+		IPv6Escalation: IPv6Escalation{Prefix: 40, Offenders: 5, Window: time.Hour},
+		PinRoot:        "/sys/fs/bpf/test",
+		StateDir:       "/tmp/state",
+		Log:            Log{Format: "json", Level: "debug"},
+		Metrics:        Metrics{Listen: "[::1]:9431"},
 	}
 	got := *c
 	detect := got.Detect
@@ -194,7 +199,7 @@ func TestParseErrors(t *testing.T) {
 				`allow[4]: "10.0.0.1/8": host bits set (the network is 10.0.0.0/8) (line 6)`}},
 		{"unknown keys", "kernel:\n  prots: [1]\nmonitor: true\n",
 			[]string{"kernel.prots: unknown key (known here: ban_duration, ban_scope, max_bans, max_cidr_rules, max_tracked, monitor, ports, prefix_v4, prefix_v6, syn_rate) (line 2)",
-				"monitor: unknown key (known here: allow, detect, interfaces, kernel, kill_connections, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
+				"monitor: unknown key (known here: allow, detect, interfaces, ipv6_escalation, kernel, kill_connections, known_good, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
 		{"duplicate key", "xdp_mode: auto\nxdp_mode: native\n",
 			[]string{"xdp_mode: duplicate key (line 2)"}},
 		{"ports", "kernel:\n  ports: [110, 70000, 0, 110, x]\n",

@@ -76,6 +76,7 @@ func (c *Config) validate() []Problem {
 			}
 		}
 	}
+	c.validateLoginSlots(&ps)
 	oneOf(&ps, "xdp_mode", c.XDPMode, "auto", "native", "generic")
 
 	k := &c.Kernel
