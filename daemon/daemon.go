@@ -70,6 +70,9 @@ type Daemon struct {
 	pending     []pendingBan
 	own         map[netip.Addr]bool // the host's addresses
 	slots       slotWatch
+	kg          kgState    // known-good sources (knowngood.go)
+	evict       evictState // pre-auth evictions under pressure (evict.go)
+	esc         escState   // IPv6 escalation (escalate.go)
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -144,6 +147,7 @@ func (d *Daemon) start() error {
 	if err := d.restoreBans(st.Bans); err != nil {
 		return err
 	}
+	d.restoreKnownGood(st.KnownGood, time.Now())
 	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
 	return err
 }
@@ -254,6 +258,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 			if len(d.pending) > 0 {
 				d.flush()
 			}
+			d.syncKnownGood()
 		case ev, ok := <-evc:
 			if !ok {
 				evc = nil
@@ -310,7 +315,11 @@ func (d *Daemon) onLine(l logwatch.Line) {
 	} else {
 		r = d.engine.Process(l.Data, l.File, l.Arrival)
 	}
-	if r.Decision != nil {
+	d.learn(r)
+	if r.Kind == logwatch.KindNoAuth && !l.Backlog && queueFull(l.Data) {
+		d.evidence([]netip.Addr{r.Addr}, r.Time)
+	}
+	if r.Decision != nil && !d.spare(r.Decision) {
 		d.pending = append(d.pending, pendingBan{dec: r.Decision, arrival: l.Arrival})
 	}
 }
@@ -349,6 +358,7 @@ func (d *Daemon) flush() {
 		}
 	}
 	killed := d.kill(done...)
+	d.escalate(done, time.Now())
 	for _, p := range d.pending {
 		dec := p.dec
 		if failed[dec.Prefix] {
@@ -389,6 +399,7 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 	}
 	d.dirty = true
 	killed := d.kill(prefixes...)
+	d.escalate(prefixes, time.Now())
 	for i, p := range prefixes {
 		d.log.Info("banned", "prefix", p, "origin", "kernel", "reason", "syn-rate", "for", durs[i], "killed", killed[p])
 	}
@@ -445,6 +456,7 @@ func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
 func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
 	d.engine.Expire(now)
+	d.expireKnownGood(now)
 	if now.After(d.nextSweep) {
 		start := time.Now()
 		if n, err := d.guard.Sweep(); err != nil {
@@ -472,7 +484,7 @@ func (d *Daemon) save() error {
 	for _, o := range d.engine.Snapshot() {
 		offenders = append(offenders, state.Offender(o))
 	}
-	live, err := Mirror(d.guard, d.store, d.reasons, offenders)
+	live, err := mirror(d.guard, d.store, d.reasons, offenders, d.knownGoodSnapshot())
 	if err != nil {
 		return err
 	}
@@ -488,6 +500,12 @@ func (d *Daemon) save() error {
 // both save this way, under the state lock, so neither loses the other's
 // records. It returns the prefixes now banned.
 func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string, offenders []state.Offender) (map[netip.Prefix]bool, error) {
+	return mirror(g, store, reasons, offenders, nil)
+}
+
+// mirror is Mirror that also writes the known-good sources (nil keeps the
+// file's).
+func mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string, offenders []state.Offender, knownGood []state.KnownGood) (map[netip.Prefix]bool, error) {
 	live := map[netip.Prefix]bool{}
 	err := state.WithLock(store.Dir, func() error {
 		old, err := store.Load()
@@ -507,6 +525,10 @@ func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string,
 		if offenders == nil {
 			st.Offenders = old.Offenders
 		}
+		st.KnownGood = knownGood
+		if knownGood == nil {
+			st.KnownGood = old.KnownGood
+		}
 		for _, b := range bans {
 			live[b.Prefix] = true
 			reason := known[b.Prefix]
@@ -521,6 +543,7 @@ func Mirror(g *loader.Guard, store state.Store, reasons map[netip.Prefix]string,
 }
 
 func (d *Daemon) shutdown() error {
+	d.setAdmission(false) // pressure cannot end without the daemon
 	err := d.save()
 	d.metrics.close()
 	if d.opts.DetachOnExit {
@@ -578,6 +601,7 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 		}
 	}
 	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files)
+	d.reloadKnownGood(next)
 	d.cfg = next
 	if err := d.syncAllow(); err != nil {
 		d.log.Error("allowlist after reload", "error", err)
