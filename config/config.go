@@ -106,6 +106,8 @@ type SlotPressure struct {
 type Kernel struct {
 	Ports   []uint16 `yaml:"ports"` // protected TCP ports
 	SYNRate SYNRate  `yaml:"syn_rate"`
+	// Admission limits new connections while the login slots run out.
+	Admission Admission `yaml:"admission"`
 	// BanDuration is how long a kernel auto-ban lasts.
 	BanDuration time.Duration `yaml:"ban_duration"`
 	BanScope    string        `yaml:"ban_scope"` // all or ports
@@ -125,6 +127,17 @@ type Kernel struct {
 type SYNRate struct {
 	Threshold int           `yaml:"threshold"` // 0 disables kernel auto-bans
 	Window    time.Duration `yaml:"window"`
+	// RetransmitWindow: a SYN resent within this long (same source port
+	// and sequence number) is the same connection, not counted again.
+	RetransmitWindow time.Duration `yaml:"retransmit_window"`
+}
+
+// Admission: while the daemon sees the login slots run out, a source that
+// has never logged in opens at most one new connection per Interval, so
+// that bots cannot refill the slots as fast as they are freed. Sources that
+// logged in are not limited. 0 turns the limit off.
+type Admission struct {
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Logs says which mail logs to follow.
@@ -154,7 +167,8 @@ func Default() Config {
 		XDPMode:    "auto",
 		Kernel: Kernel{
 			Ports:        []uint16{110, 143, 993, 995},
-			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second},
+			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second, RetransmitWindow: 10 * time.Second},
+			Admission:    Admission{Interval: 15 * time.Second},
 			BanDuration:  10 * time.Minute,
 			BanScope:     "all",
 			PrefixV4:     32,
