@@ -112,6 +112,8 @@ type SlotPressure struct {
 type Kernel struct {
 	Ports   []uint16 `yaml:"ports"` // protected TCP ports
 	SYNRate SYNRate  `yaml:"syn_rate"`
+	// Admission limits new connections while the login slots run out.
+	Admission Admission `yaml:"admission"`
 	// BanDuration is how long a kernel auto-ban lasts.
 	BanDuration time.Duration `yaml:"ban_duration"`
 	BanScope    string        `yaml:"ban_scope"` // all or ports
@@ -131,6 +133,17 @@ type Kernel struct {
 type SYNRate struct {
 	Threshold int           `yaml:"threshold"` // 0 disables kernel auto-bans
 	Window    time.Duration `yaml:"window"`
+	// RetransmitWindow: a SYN resent within this long (same source port
+	// and sequence number) is the same connection, not counted again.
+	RetransmitWindow time.Duration `yaml:"retransmit_window"`
+}
+
+// Admission: while the daemon sees the login slots run out, a source that
+// has never logged in opens at most one new connection per Interval, so
+// that bots cannot refill the slots as fast as they are freed. Sources that
+// logged in are not limited. 0 turns the limit off.
+type Admission struct {
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Logs says which mail logs to follow.
@@ -160,7 +173,8 @@ func Default() Config {
 		XDPMode:    "auto",
 		Kernel: Kernel{
 			Ports:        []uint16{110, 143, 993, 995},
-			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second},
+			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second, RetransmitWindow: 10 * time.Second},
+			Admission:    Admission{Interval: 15 * time.Second},
 			BanDuration:  10 * time.Minute,
 			BanScope:     "all",
 			PrefixV4:     32,
@@ -175,7 +189,7 @@ func Default() Config {
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,
 			ScanInterval: time.Second,
 			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
-				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second, Admission: true}}},
+				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second}}},
 		KnownGood:      KnownGood{Retention: 30 * 24 * time.Hour, MaxEntries: 65536},
 		IPv6Escalation: IPv6Escalation{Enabled: true, Prefix: 48, Offenders: 3, Window: 10 * time.Minute},
 		PinRoot:        "/sys/fs/bpf/xdpguard",

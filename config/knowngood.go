@@ -18,14 +18,11 @@ type KnownGood struct {
 // (SlotPressure): when connections wait in the accept queues, the oldest
 // pre-authentication connections (still in a Dovecot login process) of
 // sources that are not known-good are destroyed, one per waiting
-// connection, once they are Grace old. Admission turns on the kernel's
-// limit on new connections from sources that are not known-good while
-// pressure lasts, so the attack cannot refill the slots as fast as they
-// are freed.
+// connection, once they are Grace old. (The kernel's admission limit,
+// kernel.admission, is on for as long as pressure lasts.)
 type SlotEvict struct {
-	Enabled   bool          `yaml:"enabled"`
-	Grace     time.Duration `yaml:"grace"`
-	Admission bool          `yaml:"admission"`
+	Enabled bool          `yaml:"enabled"`
+	Grace   time.Duration `yaml:"grace"`
 }
 
 // IPv6Escalation bans the whole /Prefix (48 by default) when Offenders
@@ -44,8 +41,10 @@ type IPv6Escalation struct {
 // Bounds of these settings.
 const (
 	minKnownGoodRetention = time.Hour
-	maxKnownGoodEntries   = 1 << 22
-	minEvictGrace         = 200 * time.Millisecond
+	// The kernel's known-good maps hold 1<<17 sources per family
+	// (loader.MaxKnownGood); the store's bound covers both families.
+	maxKnownGoodEntries = 1 << 17
+	minEvictGrace       = 200 * time.Millisecond
 )
 
 func (c *Config) validateLoginSlots(ps *problems) {

@@ -648,6 +648,9 @@ func kernelSettings(c config.Config) loader.Settings {
 		Monitor:       k.Monitor,
 		PrefixV4:      k.PrefixV4,
 		PrefixV6:      k.PrefixV6,
+
+		RetransmitWindow:  k.SYNRate.RetransmitWindow,
+		AdmissionInterval: k.Admission.Interval,
 	}
 }
 

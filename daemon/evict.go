@@ -71,19 +71,14 @@ func (w *evictState) victims(pre []sockdestroy.Conn, n int, grace time.Duration,
 	return out[:min(n, len(out))]
 }
 
-// setAdmission turns the kernel's admission limit on or off, when it
-// changes.
+// setAdmission turns the kernel's admission limit (kernel.admission) on or
+// off, when it changes.
 func (d *Daemon) setAdmission(on bool) {
-	e := d.cfg.SlotHolders.Pressure.Evict
-	on = on && e.Enabled && e.Admission && !d.cfg.Kernel.Monitor
+	on = on && d.cfg.Kernel.Admission.Interval > 0 && !d.cfg.Kernel.Monitor
 	if on == d.evict.admission {
 		return
 	}
-	k := d.kernelKG()
-	if k == nil {
-		return
-	}
-	if err := k.SetAdmission(on); err != nil {
+	if err := d.kernelKG().SetAdmission(on); err != nil {
 		d.log.Error("kernel admission limit", "on", on, "error", err)
 		return
 	}

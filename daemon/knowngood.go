@@ -5,39 +5,30 @@ import (
 	"time"
 
 	"github.com/xdpguard/xdpguard/knowngood"
+	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/logwatch"
 	"github.com/xdpguard/xdpguard/state"
 )
 
 // knownGoodKernel is what the daemon needs from the loader for known-good
-// sources and the admission limit (issue 11's loader contract). It is an
-// interface, checked at run time, so that the daemon also runs on a
-// loader without them: then known-good sources are still spared by the
-// daemon's own detectors, and only the kernel's exemptions are missing.
+// sources and the admission limit.
 type knownGoodKernel interface {
 	PutKnownGood(ps []netip.Prefix) error
 	DeleteKnownGood(ps []netip.Prefix) error
+	KnownGood() ([]netip.Prefix, error)
 	SetAdmission(on bool) error
 }
 
-// kernelKG returns the loader's known-good interface, or nil (logged once).
-func (d *Daemon) kernelKG() knownGoodKernel {
-	if k, ok := any(d.guard).(knownGoodKernel); ok {
-		return k
-	}
-	if !d.kg.noKernel {
-		d.kg.noKernel = true
-		d.log.Warn("this loader has no known-good map: known-good sources are spared by the daemon only")
-	}
-	return nil
-}
+var _ knownGoodKernel = (*loader.Guard)(nil)
+
+// kernelKG is the loader's side of known-good sources.
+func (d *Daemon) kernelKG() knownGoodKernel { return d.guard }
 
 // kgState is the daemon's side of known-good sources: the store, and the
 // kernel updates not yet written (batched per log batch and tick).
 type kgState struct {
 	store    *knowngood.Store
 	put, del []netip.Prefix
-	noKernel bool
 }
 
 func newKnownGood(c Config) *knowngood.Store {
@@ -55,14 +46,12 @@ func (d *Daemon) restoreKnownGood(saved []state.KnownGood, now time.Time) {
 	}
 	d.kg.store.Restore(es, now)
 	d.kg.put = append(d.kg.put, d.kg.store.Prefixes()...)
-	if k, ok := any(d.guard).(interface {
-		KnownGood() ([]netip.Prefix, error)
-	}); ok {
-		if live, err := k.KnownGood(); err == nil {
-			for _, p := range live {
-				if !d.kg.store.Contains(p.Addr()) {
-					d.kg.del = append(d.kg.del, p)
-				}
+	if live, err := d.guard.KnownGood(); err != nil {
+		d.log.Error("read the kernel's known-good sources", "error", err)
+	} else {
+		for _, p := range live {
+			if !d.kg.store.Contains(p.Addr()) {
+				d.kg.del = append(d.kg.del, p)
 			}
 		}
 	}
@@ -72,10 +61,8 @@ func (d *Daemon) restoreKnownGood(saved []state.KnownGood, now time.Time) {
 	d.syncKnownGood()
 	// A daemon that stopped under pressure may have left the admission
 	// limit on; pressure starts unknown, so it starts off.
-	if k := d.kernelKG(); k != nil {
-		if err := k.SetAdmission(false); err != nil {
-			d.log.Error("kernel admission limit", "on", false, "error", err)
-		}
+	if err := d.kernelKG().SetAdmission(false); err != nil {
+		d.log.Error("kernel admission limit", "on", false, "error", err)
 	}
 }
 
@@ -135,10 +122,6 @@ func (d *Daemon) syncKnownGood() {
 		return
 	}
 	k := d.kernelKG()
-	if k == nil {
-		d.kg.put, d.kg.del = d.kg.put[:0], d.kg.del[:0]
-		return
-	}
 	if len(d.kg.del) > 0 {
 		if err := k.DeleteKnownGood(d.kg.del); err != nil {
 			d.log.Error("remove known-good sources from the kernel", "count", len(d.kg.del), "error", err)

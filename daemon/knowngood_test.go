@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -176,9 +177,21 @@ func TestKnownGoodSparedAndPersisted(t *testing.T) {
 	if !savedKnownGood(t, d.c.StateDir, netip.PrefixFrom(nat, 32)) {
 		t.Fatal("the NAT office is not in the state file's known_good")
 	}
+	if !kernelKnows(t, d.guard, netip.PrefixFrom(nat, 32)) {
+		t.Error("the kernel was not told the NAT office is known-good")
+	}
+	// A stale entry the kernel holds but the store does not (it expired
+	// while the daemon was down) is removed at the next start.
+	stale := netip.MustParsePrefix("198.18.61.99/32")
+	if err := d.guard.PutKnownGood([]netip.Prefix{stale}); err != nil {
+		t.Fatal(err)
+	}
 	d.stop()
 
 	d = startDaemon(t, &d.c)
+	if !kernelKnows(t, d.guard, netip.PrefixFrom(nat, 32)) || kernelKnows(t, d.guard, stale) {
+		t.Error("after a restart the kernel's known-good set is not the saved one")
+	}
 	// Thunderbird's five connections per user, aborted by a busy server:
 	// 250 no-auth lines from the office, 25 times the ban threshold.
 	for i := range 250 {
@@ -263,4 +276,13 @@ func (d *testDaemon) cidrBanned(p netip.Prefix, wait time.Duration) bool {
 			return false
 		}
 	}
+}
+
+func kernelKnows(t *testing.T, g *loader.Guard, p netip.Prefix) bool {
+	t.Helper()
+	ps, err := g.KnownGood()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Contains(ps, p)
 }
