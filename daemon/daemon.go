@@ -73,6 +73,7 @@ type Daemon struct {
 	kg          kgState    // known-good sources (knowngood.go)
 	evict       evictState // pre-auth evictions under pressure (evict.go)
 	esc         escState   // IPv6 escalation (escalate.go)
+	tr          trawlState // user-name trawlers (trawl.go)
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -316,6 +317,9 @@ func (d *Daemon) onLine(l logwatch.Line) {
 		r = d.engine.Process(l.Data, l.File, l.Arrival)
 	}
 	d.learn(r)
+	if r.Matched && !l.Backlog {
+		d.trawl(r, l.Data)
+	}
 	if r.Kind == logwatch.KindNoAuth && !l.Backlog && queueFull(l.Data) {
 		d.evidence([]netip.Addr{r.Addr}, r.Time)
 	}
@@ -457,6 +461,7 @@ func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
 	d.engine.Expire(now)
 	d.expireKnownGood(now)
+	d.expireTrawl(now)
 	if now.After(d.nextSweep) {
 		start := time.Now()
 		if n, err := d.guard.Sweep(); err != nil {
