@@ -273,3 +273,13 @@ func TestPreAuthRealDovecot(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkLoginInodes walks this host's /proc as eviction does under
+// pressure (every slot tick while connections wait).
+func BenchmarkLoginInodes(b *testing.B) {
+	for b.Loop() {
+		if _, err := LoginInodes("/proc", LoginProcesses); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
