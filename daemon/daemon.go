@@ -320,7 +320,9 @@ func (d *Daemon) onLine(l logwatch.Line) {
 	if r.Matched && !l.Backlog {
 		d.trawl(r, l.Data)
 	}
-	if r.Kind == logwatch.KindNoAuth && !l.Backlog && queueFull(l.Data) {
+	// Dovecot's own evictions: no-auth lines here, their own kind where
+	// the log rules tell them apart.
+	if r.Matched && r.Kind != logwatch.KindLogin && !l.Backlog && queueFull(l.Data) {
 		d.evidence([]netip.Addr{r.Addr}, r.Time)
 	}
 	if r.Decision != nil && !d.spare(r.Decision) {

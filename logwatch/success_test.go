@@ -18,8 +18,8 @@ var successFixtures = []struct {
 }{
 	{"2.3 pop3", "2026-11-28T17:09:12.466432+00:00 vm dovecot: pop3-login: Login: user=<alice>, method=PLAIN, rip=198.18.200.1, lip=198.18.0.1, mpid=19237, session=<DPhUPFlhoczGEsgB>", true, "198.18.200.1"},
 	{"2.3 log_path", "Nov 28 17:12:47 imap-login: Info: Login: user=<alice>, method=PLAIN, rip=198.18.200.2, lip=198.18.0.1, mpid=23358, session=<cyAnSVlh69DGEsiD>", true, "198.18.200.2"},
-	// Dovecot 2.4 names the event "Logged in" (login-common's
-	// client_destroy_success).
+	// Dovecot 2.4.0 and later write "Logged in" (dovecot/core cfaca55d93,
+	// "login-common: Change "Login" log lines to "Logged in"").
 	{"2.4 logged in", "2026-03-01T10:00:11.000001+01:00 mx dovecot[77]: imap-login: Logged in: user=<bob>, method=PLAIN, rip=203.0.113.51, lip=192.0.2.1, mpid=5150, TLS, session=<R2x0Ih0L>", true, "203.0.113.51"},
 	{"2.4 logged in v6", "2026-03-01T10:00:11.000001+01:00 mx dovecot[77]: pop3-login: Logged in: user=<bob>, method=PLAIN, rip=2001:db8:5::7, lip=2001:db8::1, mpid=5151, session=<R2x0Ih0M>", true, "2001:db8:5::7"},
 	{"postfix sasl", "Jan 12 09:41:00 mx postfix/submission/smtpd[1234]: 4F2Y3k1x2Cz9sW: client=mail.example.com[203.0.113.80], sasl_method=PLAIN, sasl_username=alice@example.org", true, "203.0.113.80"},
