@@ -54,11 +54,11 @@ func TestEvictionOrder(t *testing.T) {
 
 func TestQueueFull(t *testing.T) {
 	for line, want := range map[string]bool{
-		"dovecot: pop3-login: Disconnected: Connection queue full (no auth attempts in 1 secs): user=<>, rip=198.18.200.121, lip=198.18.0.1, session=<e/FVR1lhpYHGEsh5>":             true,
-		"dovecot: pop3-login: Login aborted: Connection queue full (no auth attempts in 2 secs) (no_auth_attempts): user=<>, rip=203.0.113.42, lip=192.0.2.1, session=<R2x0Ih0C>":    true,
-		"dovecot: imap-login: Login aborted: Connection closed (no auth attempts in 0 secs) (process_full): user=<>, rip=203.0.113.42, lip=192.0.2.1":                                true,
-		"dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<Connection queue full>, rip=198.18.200.121, lip=198.18.0.1, session=<e/FVR1lhpYHGEsh5>": false,
-		"dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<(process_full)>, rip=198.18.200.121":                                                    false,
+		"dovecot: pop3-login: Disconnected: Connection queue full (no auth attempts in 1 secs): user=<>, rip=198.18.200.121, lip=198.18.0.1, session=<e/FVR1lhpYHGEsh5>":                                 true,
+		"dovecot: pop3-login: Login aborted: Connection queue full (no auth attempts in 2 secs) (no_auth_attempts): user=<>, rip=203.0.113.42, lip=192.0.2.1, session=<R2x0Ih0C>":                        true,
+		"dovecot: imap-login: Login aborted: Connection queue full (client_limit and process_limit was hit and this login session was killed.) (process_full): user=<>, rip=203.0.113.42, lip=192.0.2.1": true,
+		"dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<Connection queue full>, rip=198.18.200.121, lip=198.18.0.1, session=<e/FVR1lhpYHGEsh5>":                     false,
+		"dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<(process_full)>, rip=198.18.200.121":                                                                        false,
 	} {
 		if got := queueFull([]byte(line)); got != want {
 			t.Errorf("%v, want %v: %s", got, want, line)
