@@ -18,6 +18,8 @@ import (
 	"github.com/xdpguard/xdpguard/state"
 )
 
+var probeSeq int
+
 // testDaemon is the daemon run in this process on the real kernel, with
 // no interface attached: log lines in, bans in the kernel maps out.
 type testDaemon struct {
@@ -80,12 +82,28 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 		}
 		g, _ = loader.Open(c.PinRoot)
 	}
-	time.Sleep(300 * time.Millisecond) // the follower is at the end of the file
 	f, err := os.OpenFile(c.Logs.Files[0], os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	d := &testDaemon{t: t, c: *c, guard: g, log: f}
+	// The follower starts at the end of the file, so lines written before
+	// it is there are never read: write a login from a fresh probe source
+	// until the kernel hears of it, which also proves the settings are
+	// written. A busy CI machine gets 20 s.
+	probeSeq++
+	probe := netip.AddrFrom4([4]byte{198, 18, 99, byte(probeSeq)})
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		d.login(probe, 0)
+		if ps, err := g.KnownGood(); err == nil && slices.Contains(ps, netip.PrefixFrom(probe, 32)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("the daemon does not read its log")
+		}
+	}
 	d.stop = func() {
 		if d.stopped {
 			return
@@ -121,10 +139,10 @@ func (d *testDaemon) authFailed(a netip.Addr, i int) {
 	d.write("dovecot: imap-login: Disconnected: Aborted login by logging out (auth failed, 1 attempts in 2 secs): user=<u%d>, method=PLAIN, rip=%s, lip=198.18.0.1, session=<F%d>", i, a, i)
 }
 
-// banned waits until a is banned (or up to 5 s, generous for a busy CI
+// banned waits until a is banned (or up to 10 s, generous for a busy CI
 // machine) and reports whether it was.
 func (d *testDaemon) banned(a netip.Addr) (loader.Ban, bool) {
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		b, ok, err := d.guard.BanOf(a)
 		if err != nil {
 			d.t.Fatal(err)
@@ -133,6 +151,17 @@ func (d *testDaemon) banned(a netip.Addr) (loader.Ban, bool) {
 			return b, ok
 		}
 	}
+}
+
+// bannedNow reports whether a is banned now: after settle, the daemon has
+// acted on every line written before.
+func (d *testDaemon) bannedNow(a netip.Addr) (loader.Ban, bool) {
+	d.t.Helper()
+	b, ok, err := d.guard.BanOf(a)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return b, ok
 }
 
 // settle waits until the daemon has read everything written so far: a
@@ -151,7 +180,7 @@ func (d *testDaemon) settle(marker netip.Addr) {
 // known-good sources.
 func savedKnownGood(t *testing.T, dir string, want netip.Prefix) bool {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		st, _ := state.Store{Dir: dir}.Load()
 		for _, k := range st.KnownGood {
 			if k.Prefix == want {
@@ -204,7 +233,7 @@ func TestKnownGoodSparedAndPersisted(t *testing.T) {
 		t.Error("a known-good source that fails 10 passwords is not banned")
 	}
 	d.settle(stranger)
-	if b, ok := d.banned(nat); ok {
+	if b, ok := d.bannedNow(nat); ok {
 		t.Errorf("the NAT office was banned after a restart: %+v", b)
 	}
 }
@@ -222,7 +251,7 @@ func TestWebmailNeverBanned(t *testing.T) {
 		}
 	}
 	d.settle(netip.MustParseAddr("198.18.62.9"))
-	if b, ok := d.banned(web); ok {
+	if b, ok := d.bannedNow(web); ok {
 		t.Errorf("webmail front end banned: %+v", b)
 	}
 }
