@@ -112,6 +112,7 @@ func (d *Daemon) expireKnownGood(now time.Time) {
 		d.kg.del = append(d.kg.del, gone...)
 		d.dirty = true
 	}
+	d.metrics.knownGood(d.kg.store.Len())
 	d.syncKnownGood()
 }
 

@@ -249,6 +249,15 @@ func TestPreAuthRealDovecot(t *testing.T) {
 			if len(all) != 6 {
 				t.Fatalf("%d connections listed, want 6", len(all))
 			}
+			// The mode is really in force: a process per connection, or
+			// several connections per process.
+			procs := loginPIDs(t, got)
+			switch {
+			case mode == "high-security" && procs != len(got):
+				t.Errorf("high-security: %d pre-auth connections in %d login processes, want one each", len(got), procs)
+			case mode == "high-performance" && procs >= len(got):
+				t.Errorf("high-performance: %d pre-auth connections in %d login processes, want them shared", len(got), procs)
+			}
 			var n int
 			err := ns.Do(func() (err error) {
 				n, err = DestroyConns(ctx, got)
@@ -282,4 +291,21 @@ func BenchmarkLoginInodes(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// loginPIDs counts the login processes that hold the connections.
+func loginPIDs(t *testing.T, conns []Conn) int {
+	t.Helper()
+	want := map[string]bool{}
+	for _, c := range conns {
+		want[fmt.Sprintf("socket:[%d]", c.Inode)] = true
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	pids := map[string]bool{}
+	for _, fd := range procs {
+		if l, err := os.Readlink(fd); err == nil && want[l] {
+			pids[strings.Split(fd, "/")[2]] = true
+		}
+	}
+	return len(pids)
 }
