@@ -29,6 +29,9 @@ func (d *Daemon) kernelKG() knownGoodKernel { return d.guard }
 type kgState struct {
 	store    *knowngood.Store
 	put, del []netip.Prefix
+	// strikes are the failed-password decisions spared per known-good
+	// source, within the log window (spare).
+	strikes map[netip.Prefix][]time.Time
 }
 
 func newKnownGood(c Config) *knowngood.Store {
@@ -85,22 +88,42 @@ func (d *Daemon) isKnownGood(a netip.Addr) bool {
 	return d.kg.store != nil && d.kg.store.Contains(a)
 }
 
+// knownGoodStrikes is the higher bar for a known-good source: it takes
+// this many failed-password decisions within the log window (three times
+// the threshold: 15 failed logins in 10 minutes on defaults) to ban it.
+// A NAT office of 50 users, a few of whose clients retry an old password,
+// stays under it; a brute-forcer that once logged in does not.
+const knownGoodStrikes = 3
+
 // spare decides whether a log decision against a known-good source is
-// dropped. Decision: evidence of held slots (no-auth, probes, TLS
-// failures, connection limits) never bans a source that has logged in:
-// its users' clients are exactly what a busy or attacked server makes look
-// idle. Failed passwords still ban it, because a source that logged in
-// once and then guesses passwords is still a brute-forcer; the bar is
-// higher, since only a decision whose main reason is failed
-// authentication counts.
+// dropped, and takes it back from the engine if so. Decision: evidence of
+// held slots (no-auth, probes, TLS failures, connection limits) never bans
+// a source that has logged in: its users' clients are exactly what a busy
+// or attacked server makes look idle. Failed passwords still ban it,
+// because a source that logged in once and then guesses passwords is still
+// a brute-forcer, but with a higher bar (knownGoodStrikes).
 func (d *Daemon) spare(dec *logwatch.Decision) bool {
 	if !d.isKnownGood(dec.Prefix.Addr()) {
 		return false
 	}
 	switch dec.Reason {
 	case logwatch.KindAuthFailed.String(), logwatch.KindPlaintext.String():
-		return false
+		if d.kg.strikes == nil {
+			d.kg.strikes = map[netip.Prefix][]time.Time{}
+		}
+		cut := dec.Time.Add(-d.cfg.Detect.Window)
+		ts := d.kg.strikes[dec.Prefix]
+		for len(ts) > 0 && !ts[0].After(cut) {
+			ts = ts[1:]
+		}
+		ts = append(ts, dec.Time)
+		if len(ts) >= knownGoodStrikes {
+			delete(d.kg.strikes, dec.Prefix)
+			return false
+		}
+		d.kg.strikes[dec.Prefix] = ts
 	}
+	d.engine.Forgive(dec.Prefix, dec.Time)
 	d.log.Info("not banned: known-good source", "prefix", dec.Prefix, "reason", dec.Reason, "rule", dec.Rule, "events", dec.Events)
 	return true
 }
@@ -108,6 +131,12 @@ func (d *Daemon) spare(dec *logwatch.Decision) bool {
 // expireKnownGood drops sources whose last login is older than the
 // retention, from the store and the kernel.
 func (d *Daemon) expireKnownGood(now time.Time) {
+	cut := now.Add(-d.cfg.Detect.Window)
+	for p, ts := range d.kg.strikes {
+		if len(ts) == 0 || !ts[len(ts)-1].After(cut) {
+			delete(d.kg.strikes, p)
+		}
+	}
 	if gone := d.kg.store.Expire(now); len(gone) > 0 {
 		d.kg.del = append(d.kg.del, gone...)
 		d.dirty = true

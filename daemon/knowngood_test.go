@@ -226,15 +226,23 @@ func TestKnownGoodSparedAndPersisted(t *testing.T) {
 	for i := range 250 {
 		d.noAuth(nat, i)
 	}
+	// Failed passwords ban a known-good source at three times the
+	// threshold: 10 failed logins (two decisions) do not, 15 do.
 	for i := range 10 {
 		d.authFailed(guess, i)
-	}
-	if _, ok := d.banned(guess); !ok {
-		t.Error("a known-good source that fails 10 passwords is not banned")
 	}
 	d.settle(stranger)
 	if b, ok := d.bannedNow(nat); ok {
 		t.Errorf("the NAT office was banned after a restart: %+v", b)
+	}
+	if _, ok := d.bannedNow(guess); ok {
+		t.Error("a known-good source banned after 10 failed passwords")
+	}
+	for i := range 5 {
+		d.authFailed(guess, 10+i)
+	}
+	if _, ok := d.banned(guess); !ok {
+		t.Error("a known-good source that fails 15 passwords is not banned")
 	}
 }
 
