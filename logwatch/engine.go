@@ -273,6 +273,9 @@ func (e *Engine) classify(p *Prefix, line []byte, file string) (match, bool) {
 						if kind == KindAuthFailed {
 							w *= n
 						}
+						if kind == KindNoAuth && clientLeftAtOnce(msg[len(svc)+2:]) {
+							w = 0
+						}
 						return match{rule: 0, kind: kind, addr: addr, weight: w}, true
 					}
 					break
