@@ -61,6 +61,7 @@ func (d *Daemon) restoreKnownGood(saved []state.KnownGood, now time.Time) {
 	if n := d.kg.store.Len(); n > 0 {
 		d.log.Info("restored known-good sources from the state file", "count", n)
 	}
+	d.learnHistory(now)
 	d.syncKnownGood()
 	// A daemon that stopped under pressure may have left the admission
 	// limit on; pressure starts unknown, so it starts off.

@@ -39,26 +39,7 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 		t.Skip("needs root for BPF")
 	}
 	if c == nil {
-		dir := t.TempDir()
-		pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
-		if err != nil {
-			t.Skip(err)
-		}
-		t.Cleanup(func() {
-			if g, err := loader.Open(filepath.Join(pins, "pins")); err == nil {
-				g.DetachAll()
-				g.Close()
-			}
-			os.RemoveAll(pins)
-		})
-		cc := config.Default()
-		cc.PinRoot = filepath.Join(pins, "pins")
-		cc.StateDir = filepath.Join(dir, "state")
-		cc.Logs.Files = []string{filepath.Join(dir, "maillog")}
-		cc.KillConnections = false // no namespace: sockdestroy has its own tests
-		cc.SlotHolders.Enabled = false
-		os.WriteFile(cc.Logs.Files[0], nil, 0o644)
-		c = &cc
+		c = newTestConfig(t)
 	}
 	det := logwatch.DefaultConfig()
 	det.Files = c.Logs.Files
@@ -322,4 +303,62 @@ func kernelKnows(t *testing.T, g *loader.Guard, p netip.Prefix) bool {
 		t.Fatal(err)
 	}
 	return slices.Contains(ps, p)
+}
+
+// newTestConfig is a configuration on a fresh pin root, state directory
+// and empty log file, all removed when the test ends.
+func newTestConfig(t *testing.T) *config.Config {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for BPF")
+	}
+	dir := t.TempDir()
+	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() {
+		if g, err := loader.Open(filepath.Join(pins, "pins")); err == nil {
+			g.DetachAll()
+			g.Close()
+		}
+		os.RemoveAll(pins)
+	})
+	cc := config.Default()
+	cc.PinRoot = filepath.Join(pins, "pins")
+	cc.StateDir = filepath.Join(dir, "state")
+	cc.Logs.Files = []string{filepath.Join(dir, "maillog")}
+	cc.KillConnections = false // no namespace: sockdestroy has its own tests
+	cc.SlotHolders.Enabled = false
+	os.WriteFile(cc.Logs.Files[0], nil, 0o644)
+	return &cc
+}
+
+// The logins already in the log when the daemon starts make their sources
+// known-good (within the retention); the attack lines beside them ban no
+// one.
+func TestKnownGoodFromHistory(t *testing.T) {
+	c := newTestConfig(t)
+	now := time.Now().UTC()
+	var hist []byte
+	at := func(d time.Duration) string { return now.Add(-d).Format("2006-01-02T15:04:05.000000-07:00") }
+	hist = fmt.Appendf(hist, "%s mx dovecot: imap-login: Login: user=<a>, method=PLAIN, rip=198.18.95.1, lip=198.18.0.1, mpid=1, session=<h1>\n", at(time.Hour))
+	hist = fmt.Appendf(hist, "%s mx dovecot: imap-login: Login: user=<b>, method=PLAIN, rip=198.18.95.2, lip=198.18.0.1, mpid=2, session=<h2>\n", at(40*24*time.Hour))
+	hist = fmt.Appendf(hist, "%s mx postfix/submission/smtpd[9]: 4F2Y3k1x2Cz9sW: client=unknown[2001:db8:95::1], sasl_method=PLAIN, sasl_username=c\n", at(2*time.Hour))
+	for i := range 20 {
+		hist = fmt.Appendf(hist, "%s mx dovecot: pop3-login: Disconnected: Inactivity (no auth attempts in 180 secs): user=<>, rip=198.18.95.3, lip=198.18.0.1, session=<n%d>\n", at(time.Minute), i)
+	}
+	if err := os.WriteFile(c.Logs.Files[0], hist, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, c)
+	for p, want := range map[string]bool{"198.18.95.1/32": true, "2001:db8:95::/64": true, "198.18.95.2/32": false} {
+		if got := kernelKnows(t, d.guard, netip.MustParsePrefix(p)); got != want {
+			t.Errorf("%s known-good %v, want %v", p, got, want)
+		}
+	}
+	d.settle(netip.MustParseAddr("198.18.95.9"))
+	if _, ok := d.bannedNow(netip.MustParseAddr("198.18.95.3")); ok {
+		t.Error("an old attack line banned someone at start-up")
+	}
 }
