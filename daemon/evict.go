@@ -54,11 +54,15 @@ func (w *evictState) seen(conns []sockdestroy.Conn, now time.Time) {
 }
 
 // victims picks the connections to destroy: n of the pre-auth ones whose
-// source may be evicted, first seen at least grace ago, oldest first.
+// source may be evicted, first seen at least grace ago and leaving the
+// floor unused for at least grace (the server spoke last and the client
+// has acknowledged it: Holder.Quiet), oldest first. A client waiting for
+// the server's answer, a login in progress on a slow server, is never
+// picked: the client spoke last.
 func (w *evictState) victims(pre []sockdestroy.Conn, n int, grace time.Duration, now time.Time, spared func(netip.Addr) bool) []sockdestroy.Conn {
 	var out []sockdestroy.Conn
 	for _, c := range pre {
-		if first, ok := w.firstSeen[c.Cookie]; ok && now.Sub(first) >= grace && !spared(c.Remote) {
+		if first, ok := w.firstSeen[c.Cookie]; ok && now.Sub(first) >= grace && c.Quiet() >= grace && !spared(c.Remote) {
 			out = append(out, c)
 		}
 	}

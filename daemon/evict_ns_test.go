@@ -33,7 +33,7 @@ const fakeLoginEnv = "XDPGUARD_SLOTS_USER_FAKE_LOGIN"
 
 func TestMain(m *testing.M) {
 	if addr := os.Getenv(fakeLoginEnv); addr != "" {
-		fakeLogin(addr, 3)
+		fakeLogin(addr, 4)
 		return
 	}
 	os.Exit(m.Run())
@@ -65,11 +65,12 @@ func fakeLogin(addr string, slots int) {
 	}
 }
 
-// TestEvictionRealSockets runs the eviction on real sockets: three slots
-// held by two silent bots and a known-good user, a known-good user
+// TestEvictionRealSockets runs the eviction on real sockets: four slots
+// held by a client waiting for the server's answer to its login (the
+// oldest), two silent bots and a known-good user, with a known-good user
 // waiting. One connection is waiting, so exactly one is evicted: the
-// oldest bot's. The known-good connection stays, and the waiting user
-// gets the freed slot.
+// oldest bot's. The login in progress and the known-good connection stay,
+// and the waiting user gets the freed slot.
 func TestEvictionRealSockets(t *testing.T) {
 	srv := nstest.New(t, "su-evsrv")
 	cli := nstest.New(t, "su-evcli")
@@ -131,6 +132,15 @@ func TestEvictionRealSockets(t *testing.T) {
 		}
 		return tc
 	}
+	midLogin := dial("198.18.80.4", true)
+	// A few clock ticks after the greeting, as over any real link: within
+	// the same tick the kernel's times cannot say who spoke last
+	// (Holder.Quiet takes it to be the server).
+	time.Sleep(30 * time.Millisecond)
+	if _, err := midLogin.c.Write([]byte("USER alice\r\n")); err != nil { // never answered
+		t.Fatal(err)
+	}
+	scan(0)
 	oldBot := dial("198.18.80.2", true)
 	scan(0)
 	newBot := dial("198.18.80.3", true)
@@ -138,13 +148,16 @@ func TestEvictionRealSockets(t *testing.T) {
 	goodOld := dial("198.18.80.5", true) // known-good, pre-auth
 	scan(time.Second)
 	waiting := dial("198.18.80.5", false) // no slot left: the accept queue
+	// Quiet time is the kernel's, in real time: let the bots sit silent
+	// past the grace.
+	time.Sleep(1200 * time.Millisecond)
 	scan(3 * time.Second)
 
 	for _, c := range []struct {
 		name string
 		c    *testConn
 		want bool
-	}{{"oldest bot", oldBot, true}, {"newer bot", newBot, false}, {"known-good user", goodOld, false}} {
+	}{{"oldest bot", oldBot, true}, {"newer bot", newBot, false}, {"known-good user", goodOld, false}, {"login in progress", midLogin, false}} {
 		if got := c.c.closed(time.Second); got != c.want {
 			t.Errorf("%s: closed %v, want %v", c.name, got, c.want)
 		}

@@ -9,8 +9,11 @@ import (
 	"github.com/xdpguard/xdpguard/sockdestroy"
 )
 
+// conn is a pre-auth connection whose client has left the floor unused
+// for 10 s: the server spoke last, and the client acknowledged it.
 func conn(remote string, cookie uint64, inode uint32) sockdestroy.Conn {
-	return sockdestroy.Conn{Remote: netip.MustParseAddr(remote), Port: 110, Cookie: cookie, Inode: inode}
+	return sockdestroy.Conn{Holder: sockdestroy.Holder{Remote: netip.MustParseAddr(remote), Port: 110,
+		Idle: 10 * time.Second, SinceAck: 10 * time.Second, SinceSent: 10 * time.Second, BytesAcked: 30}, Cookie: cookie, Inode: inode}
 }
 
 // Eviction takes the oldest pre-auth connections first, never one inside
@@ -43,6 +46,13 @@ func TestEvictionOrder(t *testing.T) {
 	}
 	if got := w.victims(all, 10, 5*time.Second, now, spared); len(got) != 0 {
 		t.Errorf("grace 5 s: victims %v, want none", cookies(got))
+	}
+	// The oldest client sent its login and waits for the server (it spoke
+	// last): a login in progress is never cut, however old.
+	waitingForServer := slices.Clone(all)
+	waitingForServer[0].Idle, waitingForServer[0].SinceSent = 2*time.Second, 3*time.Second
+	if got := cookies(w.victims(waitingForServer, 1, time.Second, now, spared)); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("victims %v, want [3]: 1 is waiting for the server", got)
 	}
 	// A connection that is gone is forgotten; if its cookie came back it
 	// would be new.

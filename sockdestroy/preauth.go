@@ -48,11 +48,12 @@ import (
 // protocols xdpguard protects (comm is cut at 15 bytes, which these fit).
 var LoginProcesses = []string{"imap-login", "pop3-login"}
 
-// Conn is one established TCP connection to a protected local port.
+// Conn is one established TCP connection to a protected local port. Its
+// Holder part carries the remote address, the local port and the
+// timings of tcp_info (zero for a connection in the accept queue).
 type Conn struct {
-	Remote     netip.Addr
+	Holder
 	RemotePort uint16
-	Port       uint16 // the local, protected port
 	// Inode is the socket's inode; 0 while the connection waits in the
 	// server's accept queue (no process has it yet).
 	Inode uint32
@@ -81,17 +82,20 @@ func Conns(ctx context.Context, localPorts []uint16) ([]Conn, error) {
 	defer stop()
 	var out []Conn
 	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
-		err := c.dump(fam, func(msg []byte) {
+		err := c.dumpExt(fam, 1<<(inetDiagInfo-1), func(msg []byte) {
 			sport := binary.BigEndian.Uint16(msg[diagSport:])
 			if m.ports[sport/64]&(1<<(sport%64)) == 0 {
 				return
 			}
 			cn := Conn{
-				Port:       sport,
 				RemotePort: binary.BigEndian.Uint16(msg[diagSport+2:]),
 				Inode:      binary.NativeEndian.Uint32(msg[diagInode:]),
 				Cookie:     binary.NativeEndian.Uint64(msg[diagCookie:]),
 			}
+			if info := attr(msg[diagMsgLen:], inetDiagInfo); len(info) >= tcpiBytesReceived+8 {
+				cn.Holder = holderOf(info)
+			}
+			cn.Port = sport
 			copy(cn.id[:], msg[:diagMsgIDEnd])
 			if msg[diagFamily] == unix.AF_INET {
 				cn.Remote = netip.AddrFrom4([4]byte(msg[diagDst : diagDst+4]))
