@@ -18,7 +18,8 @@ type KnownGood struct {
 // (SlotPressure): when connections wait in the accept queues, the oldest
 // pre-authentication connections (still in a Dovecot login process) of
 // sources that are not known-good are destroyed, one per waiting
-// connection, once they are Grace old. (The kernel's admission limit,
+// connection, once they are Grace old and their client has left the floor
+// unused for Grace (the server spoke last). (The kernel's admission limit,
 // kernel.admission, is on for as long as pressure lasts.)
 type SlotEvict struct {
 	Enabled bool          `yaml:"enabled"`
