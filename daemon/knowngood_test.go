@@ -1,14 +1,15 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,9 +46,16 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 	det.Files = c.Logs.Files
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	logs := &lockedBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out := logs.String()
+			t.Logf("daemon log (last 4 KiB):\n%s", out[max(0, len(out)-4096):])
+		}
+	})
 	go func() {
 		done <- Run(ctx, Config{Config: *c, Detect: det},
-			Options{Tick: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
+			Options{Tick: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}, nil)
 	}()
 	var g *loader.Guard
 	for deadline := time.Now().Add(10 * time.Second); g == nil; time.Sleep(20 * time.Millisecond) {
@@ -70,20 +78,22 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 	}
 	d := &testDaemon{t: t, c: *c, guard: g, log: f}
 	// The follower starts at the end of the file, so lines written before
-	// it is there are never read: write a login from a fresh probe source
-	// until the kernel hears of it, which also proves the settings are
-	// written. A busy CI machine gets 20 s.
+	// it is there are never read: write no-auth lines of a fresh probe
+	// source until it is banned, which only lines read live can do (the
+	// history read at start learns logins and scores nothing). A busy CI
+	// machine gets 30 s.
 	probeSeq++
 	probe := netip.AddrFrom4([4]byte{198, 18, 99, byte(probeSeq)})
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		d.login(probe, 0)
-		if ps, err := g.KnownGood(); err == nil && slices.Contains(ps, netip.PrefixFrom(probe, 32)) {
+	for i, deadline := 0, time.Now().Add(30*time.Second); ; i++ {
+		d.noAuth(probe, i)
+		if _, ok, err := g.BanOf(probe); err == nil && ok {
 			break
 		}
 		if time.Now().After(deadline) {
 			cancel()
 			t.Fatal("the daemon does not read its log")
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	d.stop = func() {
 		if d.stopped {
@@ -120,10 +130,10 @@ func (d *testDaemon) authFailed(a netip.Addr, i int) {
 	d.write("dovecot: imap-login: Disconnected: Aborted login by logging out (auth failed, 1 attempts in 2 secs): user=<u%d>, method=PLAIN, rip=%s, lip=198.18.0.1, session=<F%d>", i, a, i)
 }
 
-// banned waits until a is banned (or up to 10 s, generous for a busy CI
+// banned waits until a is banned (or up to 30 s, generous for a busy CI
 // machine) and reports whether it was.
 func (d *testDaemon) banned(a netip.Addr) (loader.Ban, bool) {
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		b, ok, err := d.guard.BanOf(a)
 		if err != nil {
 			d.t.Fatal(err)
@@ -361,4 +371,22 @@ func TestKnownGoodFromHistory(t *testing.T) {
 	if _, ok := d.bannedNow(netip.MustParseAddr("198.18.95.3")); ok {
 		t.Error("an old attack line banned someone at start-up")
 	}
+}
+
+// lockedBuffer collects the daemon's log for a failing test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
