@@ -37,7 +37,8 @@ check-generated: generate
 
 # Packages the kernel tests need on a fresh machine.
 deps-test:
-	@command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2; }
+	@command -v ip >/dev/null && command -v dovecot >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 dovecot-imapd dovecot-pop3d; }
 	@# logwatch's journal tests run a private systemd-journald (no systemd as PID 1 needed).
 	@command -v journalctl >/dev/null && test -x /lib/systemd/systemd-journald || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd; }

@@ -16,9 +16,13 @@
 //      deny -> DROP.
 //   3. ban map, on the source masked to the ban granularity -> DROP while the
 //      ban's monotonic deadline is in the future.
-//   4. a TCP SYN to a protected port feeds the source's rate limiter; over
-//      the rate, the source is banned here and userspace hears of it through
-//      the ring buffer.
+//   4. a TCP SYN to a protected port: a retransmission of one of the
+//      source's last SYN_FPS counted SYNs passes uncounted. Under admission
+//      (FLAG_ADMISSION), a source that is not known-good gets one new
+//      connection per admit_interval_ns; the others drop, uncounted. Then
+//      the source's rate limiter: over the rate, a source that is not
+//      known-good is banned here and userspace hears of it through the ring
+//      buffer; a known-good one passes.
 // Monitor mode turns every DROP into PASS and counts it as "would drop".
 // Malformed packets are never dropped for being malformed.
 
@@ -96,6 +100,27 @@ struct {
 	__type(value, struct syn_state);
 } syn_v6 SEC(".maps");
 
+// Known-good sources (they logged in), masked to the ban granularity and
+// written only by userspace. Looked up only for SYNs to protected ports
+// under admission or over the rate, so a plain hash map costs nothing on
+// the ban path; not preallocated, so an empty one costs its buckets only.
+// The value is unused.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} good_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_key);
+	__type(value, __u8);
+} good_v6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -134,6 +159,7 @@ const enum cidr_action *unused_cidr_action __attribute__((unused));
 const enum config_flags *unused_config_flags __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 const enum ban_table *unused_ban_table __attribute__((unused));
+const enum syn_fp *unused_syn_fp __attribute__((unused));
 
 // The coarse clock only moves when jiffies does, so a per-CPU copy keyed by
 // jiffies (whose read the verifier inlines) is the same clock, cheaper.
@@ -176,6 +202,8 @@ struct pkt {
 	__u8 syn;		// SYN without ACK, RST or FIN
 	__u8 malformed;
 	__u16 dport;		// host order
+	__u16 sport;		// host order
+	__u32 seq;		// host order
 };
 
 #define IP_OFFSET 0x1fff
@@ -317,6 +345,8 @@ static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
 	}
 	p->tcp = 1;
 	p->dport = bpf_ntohs(tcp->dest);
+	p->sport = bpf_ntohs(tcp->source);
+	p->seq = bpf_ntohl(tcp->seq);
 	p->syn = tcp->syn && !(tcp->ack | tcp->rst | tcp->fin);
 }
 
@@ -362,6 +392,8 @@ static __always_inline int cidr_verdict(const struct pkt *p)
 // Plain stores, not atomics: CPUs racing on one source can lose an interval
 // each, letting at most one extra SYN per racing CPU through. That errs
 // towards not banning, and an atomic costs more than the rest of this path.
+// A SYN over the rate does not move tat: a known-good source that is
+// spared stays at the limit, not ever further past it.
 static __always_inline int over_rate(struct syn_state *s, const struct config *cfg,
 				     __u64 now)
 {
@@ -369,9 +401,38 @@ static __always_inline int over_rate(struct syn_state *s, const struct config *c
 
 	if (tat < now)
 		tat = now;
+	if (tat - now > cfg->rate_burst_ns)
+		return 1;
 	s->tat = tat + cfg->rate_interval_ns;
-	s->syns++;
-	return tat - now > cfg->rate_burst_ns;
+	return 0;
+}
+
+#define FP_KEY_MASK 0xffffffffffffULL	// sport and seq: enum syn_fp
+
+// Whether the SYN resends one of the source's last counted SYNs: same source
+// port and sequence number, within retrans_ticks of it, and not yet resent
+// FP_MAX_RETRANS times. The cap bounds what a raw-socket client gains by
+// reusing a port and sequence number for new connections: a real stack
+// resends a SYN 3 times in the first 10 s, so more count again.
+static __always_inline int retransmitted(struct syn_state *s, const struct config *cfg,
+					 __u64 want, __u8 tick)
+{
+	if (!want)
+		return 0;	// port 0, sequence 0: the same as an empty slot
+#pragma unroll
+	for (int i = 0; i < SYN_FPS; i++) {
+		__u64 w = s->fp[i];
+
+		if ((w & FP_KEY_MASK) != want)
+			continue;
+		if ((__u8)(tick - (__u8)(w >> 48)) >= cfg->retrans_ticks)
+			continue;
+		if ((w >> 56) >= FP_MAX_RETRANS)
+			continue;
+		s->fp[i] = w + (1ULL << 56);
+		return 1;
+	}
+	return 0;
 }
 
 // The murmur3 finalizer over the seeded key (loader/table.go has its twin).
@@ -515,6 +576,19 @@ static __always_inline void auto_ban(struct counters *c, const struct pkt *p, co
 	bpf_ringbuf_submit(e, 0);
 }
 
+// Admission drops are not bans and have their own counters, outside the
+// enum arithmetic of drop().
+static __always_inline int drop_admission(const struct config *cfg, struct counters *c)
+{
+	if (cfg->flags & FLAG_MONITOR) {
+		count(c, STAT_WOULD_DROP_ADMISSION);
+		count(c, STAT_PASS);
+		return XDP_PASS;
+	}
+	count(c, STAT_DROP_ADMISSION);
+	return XDP_DROP;
+}
+
 static __always_inline int drop(const struct config *cfg, struct counters *c, __u32 stat)
 {
 	if (cfg->flags & FLAG_MONITOR) {
@@ -553,7 +627,7 @@ static __always_inline int banned(const struct config *cfg, void *key, __u32 key
 // constant maps: a lookup whose map differs by path cannot be inlined by the
 // verifier and costs an indirect call.
 static __always_inline int decide(const struct config *cfg, struct counters *c, const struct pkt *p,
-				  void *syns, void *key, __u32 keylen)
+				  void *syns, void *good, void *key, __u32 keylen)
 {
 	int to_port = p->tcp && port_protected(cfg, p->dport);
 	__u64 now = 0;
@@ -562,7 +636,9 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
 		return drop(cfg, c, STAT_DROP_BAN);
 
-	if (!p->syn || !to_port || !cfg->rate_interval_ns)
+	if (!p->syn || !to_port)
+		goto pass;
+	if (!cfg->rate_interval_ns && !(cfg->flags & FLAG_ADMISSION))
 		goto pass;
 	count(c, STAT_SYN);
 	if (!now)
@@ -578,10 +654,44 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 		if (!s)
 			goto pass;
 	}
-	if (over_rate(s, cfg, now)) {
-		auto_ban(c, p, cfg, syns, key, keylen, now);
-		return drop(cfg, c, STAT_DROP_BAN);
+
+	__u64 fp = (__u64)p->sport << 32 | p->seq;
+	__u8 tick = now >> FP_TICK_SHIFT;
+
+	if (retransmitted(s, cfg, fp, tick)) {
+		count(c, STAT_SYN_RETRANS);
+		goto pass;
 	}
+
+	// Known-good is looked up only when it changes the verdict: under
+	// admission, or over the rate. -1: not looked up yet.
+	int is_good = -1;
+
+	// Under admission a source that is not known-good opens one connection
+	// per interval. Its first SYN passes (a never-seen user gets in at
+	// once, and its retransmissions with it), but a bot whose connection
+	// was just evicted cannot take the slot straight back. A dropped SYN
+	// is neither counted nor remembered: the client's retransmission of it
+	// is a new try, which passes once the interval is over.
+	if (cfg->flags & FLAG_ADMISSION) {
+		is_good = bpf_map_lookup_elem(good, key) != 0;
+		if (!is_good) {
+			if (s->admit_ns > now)
+				return drop_admission(cfg, c);
+			s->admit_ns = now + cfg->admit_interval_ns;
+		}
+	}
+	if (cfg->rate_interval_ns && over_rate(s, cfg, now)) {
+		if (is_good < 0)
+			is_good = bpf_map_lookup_elem(good, key) != 0;
+		if (!is_good) {
+			auto_ban(c, p, cfg, syns, key, keylen, now);
+			return drop(cfg, c, STAT_DROP_BAN);
+		}
+		count(c, STAT_KNOWN_GOOD);
+	}
+	s->fp[s->syns & (SYN_FPS - 1)] = (__u64)tick << 48 | fp;
+	s->syns++;
 pass:
 	count(c, STAT_PASS);
 	return XDP_PASS;
@@ -618,12 +728,12 @@ int xdpguard(struct xdp_md *ctx)
 	if (p.family == 4) {
 		__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
 
-		return decide(cfg, c, &p, &syn_v4, &key4, sizeof(key4));
+		return decide(cfg, c, &p, &syn_v4, &good_v4, &key4, sizeof(key4));
 	}
 	struct in6_key key6 = {
 		.hi = p.src.hi & cfg->mask_v6_hi,
 		.lo = p.src.lo & cfg->mask_v6_lo,
 	};
 
-	return decide(cfg, c, &p, &syn_v6, &key6, sizeof(key6));
+	return decide(cfg, c, &p, &syn_v6, &good_v6, &key6, sizeof(key6));
 }

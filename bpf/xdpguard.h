@@ -92,14 +92,32 @@ struct cidr_rule {
 	__u8 pad[5];
 };
 
+// The last SYN_FPS SYNs a source had counted or admitted, so that their
+// retransmissions (same source port and sequence number) count once: an
+// overloaded server answers late, and its users' stacks resend their SYNs
+// after 1, 3 and 7 s. Each fingerprint is one word:
+//   bits  0-31  TCP sequence number
+//   bits 32-47  source port
+//   bits 48-55  time of the counted SYN, in FP_TICK_SHIFT ticks (wraps)
+//   bits 56-63  retransmissions of it seen so far
+enum syn_fp {
+	SYN_FPS = 4,
+	FP_TICK_SHIFT = 30,	// 1.07 s ticks; 8 bits wrap after 274 s
+	FP_MAX_RETRANS = 3,	// Linux sends 3 within 10 s; more count again
+};
+
 struct syn_state {
 	__u64 tat;		// theoretical arrival time of the next SYN, CLOCK_MONOTONIC
 	__u64 syns;		// SYNs counted since the entry was created
+	__u64 admit_ns;		// under admission: the earliest next new connection
+	__u64 fp[SYN_FPS];	// enum syn_fp; slot syns % SYN_FPS is the next written
 };
+
 
 enum config_flags {
 	FLAG_MONITOR = 1 << 0,		// count what would drop, drop nothing
 	FLAG_SCOPE_PORTS = 1 << 1,	// a ban drops only packets to protected ports
+	FLAG_ADMISSION = 1 << 2,	// limit new connections of sources not known-good
 };
 
 struct config {
@@ -123,7 +141,9 @@ struct config {
 	__u32 v4_seed;		// the hash seed, random per set of maps
 	__u32 v4_active;	// the side in use: 0 or 1
 	__u32 v4_side;		// buckets per side: side 1 starts there
-	__u32 pad2;
+	__u32 retrans_ticks;	// a SYN's retransmissions within this many FP ticks are not new
+	__u64 admit_interval_ns;	// under admission: one new connection per source per interval
+	__u64 retrans_window_ns;	// read back by userspace only
 	__u64 ports[1024];	// bitmap of protected destination ports
 };
 
@@ -151,7 +171,11 @@ enum stat {
 	STAT_ALLOW = 8,			// passed by an allow rule
 	STAT_EVENT_LOST = 9,		// ring buffer full
 	STAT_BAN_TABLE_FULL = 10,	// a kernel ban found no free slot
-	STAT_MAX = 11,
+	STAT_SYN_RETRANS = 11,		// retransmitted SYNs, not counted again
+	STAT_KNOWN_GOOD = 12,		// SYNs of known-good sources over the rate: not banned
+	STAT_DROP_ADMISSION = 13,	// new connections over the admission limit
+	STAT_WOULD_DROP_ADMISSION = 14,	// monitor mode; also counted as PASS
+	STAT_MAX = 15,
 };
 
 // Per-CPU counters, indexed by enum stat.

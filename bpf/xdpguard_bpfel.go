@@ -77,25 +77,27 @@ type XdpguardClockCache struct {
 }
 
 type XdpguardConfig struct {
-	_              structs.HostLayout
-	RateIntervalNs uint64
-	RateBurstNs    uint64
-	RateWindowNs   uint64
-	BanNs          uint64
-	MaskV6Hi       uint64
-	MaskV6Lo       uint64
-	MaskV4         uint32
-	Flags          uint32
-	RateThreshold  uint32
-	PrefixV4       uint8
-	PrefixV6       uint8
-	Pad            uint16
-	V4Mask         [2]uint32
-	V4Seed         uint32
-	V4Active       uint32
-	V4Side         uint32
-	Pad2           uint32
-	Ports          [1024]uint64
+	_               structs.HostLayout
+	RateIntervalNs  uint64
+	RateBurstNs     uint64
+	RateWindowNs    uint64
+	BanNs           uint64
+	MaskV6Hi        uint64
+	MaskV6Lo        uint64
+	MaskV4          uint32
+	Flags           uint32
+	RateThreshold   uint32
+	PrefixV4        uint8
+	PrefixV6        uint8
+	Pad             uint16
+	V4Mask          [2]uint32
+	V4Seed          uint32
+	V4Active        uint32
+	V4Side          uint32
+	RetransTicks    uint32
+	AdmitIntervalNs uint64
+	RetransWindowNs uint64
+	Ports           [1024]uint64
 }
 
 type XdpguardConfigFlags uint32
@@ -103,11 +105,12 @@ type XdpguardConfigFlags uint32
 const (
 	XdpguardConfigFlagsFLAG_MONITOR     XdpguardConfigFlags = 1
 	XdpguardConfigFlagsFLAG_SCOPE_PORTS XdpguardConfigFlags = 2
+	XdpguardConfigFlagsFLAG_ADMISSION   XdpguardConfigFlags = 4
 )
 
 type XdpguardCounters struct {
 	_ structs.HostLayout
-	N [11]uint64
+	N [15]uint64
 }
 
 type XdpguardEvent struct {
@@ -154,24 +157,38 @@ const (
 type XdpguardStat uint32
 
 const (
-	XdpguardStatSTAT_PASS            XdpguardStat = 0
-	XdpguardStatSTAT_DROP_BAN        XdpguardStat = 1
-	XdpguardStatSTAT_DROP_CIDR       XdpguardStat = 2
-	XdpguardStatSTAT_WOULD_DROP_BAN  XdpguardStat = 3
-	XdpguardStatSTAT_WOULD_DROP_CIDR XdpguardStat = 4
-	XdpguardStatSTAT_SYN             XdpguardStat = 5
-	XdpguardStatSTAT_AUTOBAN         XdpguardStat = 6
-	XdpguardStatSTAT_MALFORMED       XdpguardStat = 7
-	XdpguardStatSTAT_ALLOW           XdpguardStat = 8
-	XdpguardStatSTAT_EVENT_LOST      XdpguardStat = 9
-	XdpguardStatSTAT_BAN_TABLE_FULL  XdpguardStat = 10
-	XdpguardStatSTAT_MAX             XdpguardStat = 11
+	XdpguardStatSTAT_PASS                 XdpguardStat = 0
+	XdpguardStatSTAT_DROP_BAN             XdpguardStat = 1
+	XdpguardStatSTAT_DROP_CIDR            XdpguardStat = 2
+	XdpguardStatSTAT_WOULD_DROP_BAN       XdpguardStat = 3
+	XdpguardStatSTAT_WOULD_DROP_CIDR      XdpguardStat = 4
+	XdpguardStatSTAT_SYN                  XdpguardStat = 5
+	XdpguardStatSTAT_AUTOBAN              XdpguardStat = 6
+	XdpguardStatSTAT_MALFORMED            XdpguardStat = 7
+	XdpguardStatSTAT_ALLOW                XdpguardStat = 8
+	XdpguardStatSTAT_EVENT_LOST           XdpguardStat = 9
+	XdpguardStatSTAT_BAN_TABLE_FULL       XdpguardStat = 10
+	XdpguardStatSTAT_SYN_RETRANS          XdpguardStat = 11
+	XdpguardStatSTAT_KNOWN_GOOD           XdpguardStat = 12
+	XdpguardStatSTAT_DROP_ADMISSION       XdpguardStat = 13
+	XdpguardStatSTAT_WOULD_DROP_ADMISSION XdpguardStat = 14
+	XdpguardStatSTAT_MAX                  XdpguardStat = 15
+)
+
+type XdpguardSynFp uint32
+
+const (
+	XdpguardSynFpSYN_FPS        XdpguardSynFp = 4
+	XdpguardSynFpFP_TICK_SHIFT  XdpguardSynFp = 30
+	XdpguardSynFpFP_MAX_RETRANS XdpguardSynFp = 3
 )
 
 type XdpguardSynState struct {
-	_    structs.HostLayout
-	Tat  uint64
-	Syns uint64
+	_       structs.HostLayout
+	Tat     uint64
+	Syns    uint64
+	AdmitNs uint64
+	Fp      [4]uint64
 }
 
 // Names of all BPF objects in the ELF.
@@ -186,6 +203,8 @@ const (
 	XdpguardMapCidrV6            = "cidr_v6"
 	XdpguardMapClock             = "clock"
 	XdpguardMapEvents            = "events"
+	XdpguardMapGoodV4            = "good_v4"
+	XdpguardMapGoodV6            = "good_v6"
 	XdpguardMapSettings          = "settings"
 	XdpguardMapStats             = "stats"
 	XdpguardMapSynV4             = "syn_v4"
@@ -198,6 +217,7 @@ const (
 	XdpguardVarUnusedOrigin      = "unused_origin"
 	XdpguardVarUnusedReason      = "unused_reason"
 	XdpguardVarUnusedStat        = "unused_stat"
+	XdpguardVarUnusedSynFp       = "unused_syn_fp"
 )
 
 // LoadXdpguard returns the embedded CollectionSpec for Xdpguard.
@@ -257,6 +277,8 @@ type XdpguardMapSpecs struct {
 	CidrV6     *ebpf.MapSpec `ebpf:"cidr_v6"`
 	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	GoodV4     *ebpf.MapSpec `ebpf:"good_v4"`
+	GoodV6     *ebpf.MapSpec `ebpf:"good_v6"`
 	Settings   *ebpf.MapSpec `ebpf:"settings"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
 	SynV4      *ebpf.MapSpec `ebpf:"syn_v4"`
@@ -274,6 +296,7 @@ type XdpguardVariableSpecs struct {
 	UnusedOrigin      *ebpf.VariableSpec `ebpf:"unused_origin"`
 	UnusedReason      *ebpf.VariableSpec `ebpf:"unused_reason"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedSynFp       *ebpf.VariableSpec `ebpf:"unused_syn_fp"`
 }
 
 // XdpguardObjects contains all objects after they have been loaded into the kernel.
@@ -304,6 +327,8 @@ type XdpguardMaps struct {
 	CidrV6     *ebpf.Map `ebpf:"cidr_v6"`
 	Clock      *ebpf.Map `ebpf:"clock"`
 	Events     *ebpf.Map `ebpf:"events"`
+	GoodV4     *ebpf.Map `ebpf:"good_v4"`
+	GoodV6     *ebpf.Map `ebpf:"good_v6"`
 	Settings   *ebpf.Map `ebpf:"settings"`
 	Stats      *ebpf.Map `ebpf:"stats"`
 	SynV4      *ebpf.Map `ebpf:"syn_v4"`
@@ -320,6 +345,8 @@ func (m *XdpguardMaps) Close() error {
 		m.CidrV6,
 		m.Clock,
 		m.Events,
+		m.GoodV4,
+		m.GoodV6,
 		m.Settings,
 		m.Stats,
 		m.SynV4,
@@ -338,6 +365,7 @@ type XdpguardVariables struct {
 	UnusedOrigin      *ebpf.Variable `ebpf:"unused_origin"`
 	UnusedReason      *ebpf.Variable `ebpf:"unused_reason"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedSynFp       *ebpf.Variable `ebpf:"unused_syn_fp"`
 }
 
 // XdpguardPrograms contains all programs after they have been loaded into the kernel.

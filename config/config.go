@@ -60,6 +60,10 @@ type Config struct {
 
 	// GuardRails bound what `xdpguard ban` accepts without --force.
 	GuardRails GuardRails `yaml:"guard_rails"`
+	// KnownGood remembers the sources that logged in (knowngood.go).
+	KnownGood KnownGood `yaml:"known_good"`
+	// IPv6Escalation bans a /48 whose /64s offend one after another.
+	IPv6Escalation IPv6Escalation `yaml:"ipv6_escalation"`
 
 	PinRoot  string `yaml:"pin_root"`  // bpffs directory for pinned maps and links
 	StateDir string `yaml:"state_dir"` // where bans and offender history persist
@@ -103,6 +107,7 @@ type SlotPressure struct {
 	Idle         time.Duration `yaml:"idle"`
 	ScanInterval time.Duration `yaml:"scan_interval"`
 	Hold         time.Duration `yaml:"hold"`
+	Evict        SlotEvict     `yaml:"evict"`
 }
 
 // GuardRails are the limits on manual bans. A ban wider than these prefix
@@ -117,6 +122,8 @@ type GuardRails struct {
 type Kernel struct {
 	Ports   []uint16 `yaml:"ports"` // protected TCP ports
 	SYNRate SYNRate  `yaml:"syn_rate"`
+	// Admission limits new connections while the login slots run out.
+	Admission Admission `yaml:"admission"`
 	// BanDuration is how long a kernel auto-ban lasts.
 	BanDuration time.Duration `yaml:"ban_duration"`
 	BanScope    string        `yaml:"ban_scope"` // all or ports
@@ -136,6 +143,17 @@ type Kernel struct {
 type SYNRate struct {
 	Threshold int           `yaml:"threshold"` // 0 disables kernel auto-bans
 	Window    time.Duration `yaml:"window"`
+	// RetransmitWindow: a SYN resent within this long (same source port
+	// and sequence number) is the same connection, not counted again.
+	RetransmitWindow time.Duration `yaml:"retransmit_window"`
+}
+
+// Admission: while the daemon sees the login slots run out, a source that
+// has never logged in opens at most one new connection per Interval, so
+// that bots cannot refill the slots as fast as they are freed. Sources that
+// logged in are not limited. 0 turns the limit off.
+type Admission struct {
+	Interval time.Duration `yaml:"interval"`
 }
 
 // Logs says which mail logs to follow.
@@ -180,7 +198,8 @@ func Default() Config {
 		XDPMode:    "auto",
 		Kernel: Kernel{
 			Ports:        []uint16{110, 143, 993, 995},
-			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second},
+			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second, RetransmitWindow: 10 * time.Second},
+			Admission:    Admission{Interval: 15 * time.Second},
 			BanDuration:  10 * time.Minute,
 			BanScope:     "all",
 			PrefixV4:     32,
@@ -200,11 +219,13 @@ func Default() Config {
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,
 			ScanInterval: time.Second,
 			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
-				Hold: time.Minute}},
-		GuardRails: GuardRails{WidestBanV4: 8, WidestBanV6: 32},
-		PinRoot:    "/sys/fs/bpf/xdpguard",
-		StateDir:   "/var/lib/xdpguard",
-		Log:        Log{Format: "text", Level: "info"},
+				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second}}},
+		GuardRails:     GuardRails{WidestBanV4: 8, WidestBanV6: 32},
+		KnownGood:      KnownGood{Retention: 30 * 24 * time.Hour, MaxEntries: 65536},
+		IPv6Escalation: IPv6Escalation{Enabled: true, Prefix: 48, Offenders: 3, Window: 10 * time.Minute},
+		PinRoot:        "/sys/fs/bpf/xdpguard",
+		StateDir:       "/var/lib/xdpguard",
+		Log:            Log{Format: "text", Level: "info"},
 	}
 }
 

@@ -6,11 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/xdpguard/xdpguard/loader"
 )
 
 func mustParse(t *testing.T, s string) *Config {
@@ -99,7 +102,8 @@ interfaces: [eth1, "bond0.100"]
 xdp_mode: native
 kernel:
   ports: [110, 995]
-  syn_rate: {threshold: 0, window: 0s}  # threshold 0: window unused
+  syn_rate: {threshold: 0, window: 0s, retransmit_window: 3s}  # threshold 0: window unused
+  admission: {interval: 0s}
   ban_duration: 1h30m
   ban_scope: ports
   monitor: true
@@ -122,7 +126,10 @@ allow:
   - "2001:db8::/32"
   - ::ffff:203.0.113.9
 kill_connections: false
-slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m}}
+slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m,
+  evict: {enabled: false, grace: 3s}}}
+known_good: {retention: 240h, max_entries: 1000}
+ipv6_escalation: {enabled: false, prefix: 40, offenders: 5, window: 1h}
 guard_rails: {widest_ban_v4: 16, widest_ban_v6: 48}
 pin_root: /sys/fs/bpf/test
 state_dir: /tmp/state
@@ -133,7 +140,7 @@ metrics: {listen: "[::1]:9931"}
 		Interfaces: []string{"eth1", "bond0.100"},
 		XDPMode:    "native",
 		Kernel: Kernel{
-			Ports: []uint16{110, 995}, SYNRate: SYNRate{Threshold: 0, Window: 0},
+			Ports: []uint16{110, 995}, SYNRate: SYNRate{Threshold: 0, Window: 0, RetransmitWindow: 3 * time.Second},
 			BanDuration: 90 * time.Minute, BanScope: "ports", Monitor: true,
 			PrefixV4: 24, PrefixV6: 56, MaxBans: 4096, MaxTracked: 1024, MaxCIDRRules: 16,
 		},
@@ -147,12 +154,14 @@ metrics: {listen: "[::1]:9931"}
 		KillConnections: false,
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32,
 			ScanInterval: 2 * time.Second, Pressure: SlotPressure{Connections: 50, Idle: 2 * time.Second,
-				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute}},
-		GuardRails: GuardRails{WidestBanV4: 16, WidestBanV6: 48},
-		PinRoot:    "/sys/fs/bpf/test",
-		StateDir:   "/tmp/state",
-		Log:        Log{Format: "json", Level: "debug"},
-		Metrics:    Metrics{Listen: "[::1]:9931"},
+				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute, Evict: SlotEvict{Grace: 3 * time.Second}}},
+		GuardRails:     GuardRails{WidestBanV4: 16, WidestBanV6: 48},
+		KnownGood:      KnownGood{Retention: 240 * time.Hour, MaxEntries: 1000},
+		IPv6Escalation: IPv6Escalation{Prefix: 40, Offenders: 5, Window: time.Hour},
+		PinRoot:        "/sys/fs/bpf/test",
+		StateDir:       "/tmp/state",
+		Log:            Log{Format: "json", Level: "debug"},
+		Metrics:        Metrics{Listen: "[::1]:9931"},
 	}
 	got := *c
 	detect := got.Detect
@@ -198,8 +207,8 @@ func TestParseErrors(t *testing.T) {
 			[]string{`allow[3]: "10.0.0.300/8": invalid address (line 5)`,
 				`allow[4]: "10.0.0.1/8": host bits set (the network is 10.0.0.0/8) (line 6)`}},
 		{"unknown keys", "kernel:\n  prots: [1]\nmonitor: true\n",
-			[]string{"kernel.prots: unknown key (known here: ban_duration, ban_scope, max_bans, max_cidr_rules, max_tracked, monitor, ports, prefix_v4, prefix_v6, syn_rate) (line 2)",
-				"monitor: unknown key (known here: allow, detect, guard_rails, interfaces, kernel, kill_connections, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
+			[]string{"kernel.prots: unknown key (known here: admission, ban_duration, ban_scope, max_bans, max_cidr_rules, max_tracked, monitor, ports, prefix_v4, prefix_v6, syn_rate) (line 2)",
+				"monitor: unknown key (known here: allow, detect, guard_rails, interfaces, ipv6_escalation, kernel, kill_connections, known_good, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
 		{"duplicate key", "xdp_mode: auto\nxdp_mode: native\n",
 			[]string{"xdp_mode: duplicate key (line 2)"}},
 		{"ports", "kernel:\n  ports: [110, 70000, 0, 110, x]\n",
@@ -243,6 +252,9 @@ func TestParseErrors(t *testing.T) {
 				"kernel.max_tracked: must be 1-67108864, got -5 (line 1)"}},
 		{"threshold", "kernel: {syn_rate: {threshold: -1}}\n",
 			[]string{"kernel.syn_rate.threshold: must be >= 0 (0 disables kernel auto-bans), got -1 (line 1)"}},
+		{"admission and retransmit window", "kernel:\n  syn_rate: {retransmit_window: 3m}\n  admission: {interval: -1s}\n",
+			[]string{`kernel.syn_rate.retransmit_window: must be 0-2m0s, got "3m0s" (line 2)`,
+				`kernel.admission.interval: must be 0-1h (0: no limit), got "-1s" (line 3)`}},
 		{"tiny window", "kernel: {syn_rate: {window: 10us}}\n",
 			[]string{`kernel.syn_rate.window: must be at least 1ms, got "10µs" (line 1)`}},
 		{"interfaces", "interfaces: [eth0, eth0, '', averyveryverylongname, 'a/b', 7]\n",
@@ -357,4 +369,19 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse accepted what Validate refuses: %v", err)
 		}
 	})
+}
+
+// The file's kernel defaults are the loader's: an absent key and an absent
+// file mean the same program settings.
+func TestKernelDefaultsAreTheLoaders(t *testing.T) {
+	k, l := Default().Kernel, loader.DefaultSettings()
+	if !slices.Equal(k.Ports, l.Ports) || uint32(k.SYNRate.Threshold) != l.RateThreshold ||
+		k.SYNRate.Window != l.RateWindow || k.BanDuration != l.BanDuration ||
+		k.PrefixV4 != l.PrefixV4 || k.PrefixV6 != l.PrefixV6 ||
+		k.SYNRate.RetransmitWindow != l.RetransmitWindow || k.Admission.Interval != l.AdmissionInterval {
+		t.Errorf("config defaults %+v differ from loader defaults %+v", k, l)
+	}
+	if maxRetransmitWindow != loader.MaxRetransmitWindow {
+		t.Errorf("retransmit window bound %v, the loader's %v", maxRetransmitWindow, loader.MaxRetransmitWindow)
+	}
 }

@@ -15,6 +15,9 @@ const (
 	// Wider ban granularity than this would ban a whole provider for one
 	// attacker (and match loader.Settings.Validate).
 	minPrefixV4, minPrefixV6 = 8, 32
+	// The kernel's SYN fingerprints keep 8-bit times of 1.07 s: a longer
+	// window would wrap (loader.MaxRetransmitWindow).
+	maxRetransmitWindow = 2 * time.Minute
 	// A ban map sized beyond this is a typo: 64 Mi entries is several GiB
 	// of kernel memory.
 	maxMapEntries = 1 << 26
@@ -76,6 +79,7 @@ func (c *Config) validate() []Problem {
 			}
 		}
 	}
+	c.validateLoginSlots(&ps)
 	oneOf(&ps, "xdp_mode", c.XDPMode, "auto", "native", "generic")
 
 	k := &c.Kernel
@@ -107,6 +111,12 @@ func (c *Config) validate() []Problem {
 		case w > 24*time.Hour:
 			ps.add("kernel.syn_rate.window", "must be at most 24h, got %q", w.String())
 		}
+	}
+	if w := k.SYNRate.RetransmitWindow; w < 0 || w > maxRetransmitWindow {
+		ps.add("kernel.syn_rate.retransmit_window", "must be 0-%v, got %q", maxRetransmitWindow, w.String())
+	}
+	if iv := k.Admission.Interval; iv < 0 || iv > time.Hour {
+		ps.add("kernel.admission.interval", "must be 0-1h (0: no limit), got %q", iv.String())
 	}
 	if k.BanDuration <= 0 {
 		ps.add("kernel.ban_duration", "must be > 0, got %q", k.BanDuration.String())

@@ -79,6 +79,10 @@ type Daemon struct {
 	seen    map[string]*logSeen
 	started time.Time
 	status  statusWriter
+	kg      kgState    // known-good sources (knowngood.go)
+	evict   evictState // pre-auth evictions under pressure (evict.go)
+	esc     escState   // IPv6 escalation (escalate.go)
+	tr      trawlState // user-name trawlers (trawl.go)
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -159,6 +163,7 @@ func (d *Daemon) start() error {
 	if err := d.restoreBans(st.Bans); err != nil {
 		return err
 	}
+	d.restoreKnownGood(st.KnownGood, time.Now())
 	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
 	return err
 }
@@ -261,6 +266,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 			if len(d.pending) > 0 {
 				d.flush()
 			}
+			d.syncKnownGood()
 		case ev, ok := <-evc:
 			if !ok {
 				evc = nil
@@ -306,7 +312,16 @@ func (d *Daemon) onLine(l logwatch.Line) {
 	} else {
 		r = d.engine.Process(l.Data, l.File, l.Arrival)
 	}
-	if r.Decision != nil {
+	d.learn(r)
+	if r.Matched && !l.Backlog {
+		d.trawl(r, l.Data)
+	}
+	// Dovecot's own evictions: no-auth lines here, their own kind where
+	// the log rules tell them apart.
+	if r.Matched && r.Kind != logwatch.KindLogin && !l.Backlog && queueFull(l.Data) {
+		d.evidence([]netip.Addr{r.Addr}, r.Time)
+	}
+	if r.Decision != nil && !d.spare(r.Decision) {
 		d.pending = append(d.pending, pendingBan{dec: r.Decision, arrival: l.Arrival})
 	}
 }
@@ -345,6 +360,7 @@ func (d *Daemon) flush() {
 		}
 	}
 	killed := d.kill(done...)
+	d.escalate(done, time.Now())
 	for _, p := range d.pending {
 		dec := p.dec
 		if failed[dec.Prefix] {
@@ -389,6 +405,7 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 	}
 	d.dirty = true
 	killed := d.kill(prefixes...)
+	d.escalate(prefixes, time.Now())
 	for i, p := range prefixes {
 		d.log.Info("banned", "prefix", p, "origin", "kernel", "reason", "syn-rate", "for", durs[i], "killed", killed[p])
 	}
@@ -445,6 +462,8 @@ func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
 func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
 	d.engine.Expire(now)
+	d.expireKnownGood(now)
+	d.expireTrawl(now)
 	if now.After(d.nextSweep) {
 		start := time.Now()
 		if n, err := d.guard.Sweep(); err != nil {
@@ -474,6 +493,7 @@ func (d *Daemon) save() error {
 	live, err := state.Mirror(d.guard, d.store, d.records, func(st *state.State) {
 		st.Offenders = d.engine.History().Snapshot()
 		st.JournalCursor = d.cursor
+		st.KnownGood = d.knownGoodSnapshot()
 	})
 	if err != nil {
 		return err
@@ -486,6 +506,7 @@ func (d *Daemon) save() error {
 }
 
 func (d *Daemon) shutdown() error {
+	d.setAdmission(false) // pressure cannot end without the daemon
 	err := d.save()
 	d.writeStatus(time.Now(), true)
 	d.metrics.close()
@@ -544,6 +565,7 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 		}
 	}
 	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files) || !reflect.DeepEqual(next.Logs.Journal, d.cfg.Logs.Journal)
+	d.reloadKnownGood(next)
 	d.cfg = next
 	if err := d.syncAllow(); err != nil {
 		d.log.Error("allowlist after reload", "error", err)
@@ -590,6 +612,9 @@ func kernelSettings(c config.Config) loader.Settings {
 		Monitor:       k.Monitor,
 		PrefixV4:      k.PrefixV4,
 		PrefixV6:      k.PrefixV6,
+
+		RetransmitWindow:  k.SYNRate.RetransmitWindow,
+		AdmissionInterval: k.Admission.Interval,
 	}
 }
 

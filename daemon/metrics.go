@@ -26,6 +26,9 @@ type metrics struct {
 	killedC  prometheus.Counter
 	pressure prometheus.Gauge
 	slotConn *prometheus.GaugeVec
+	evictedC prometheus.Counter
+	escal    prometheus.Counter
+	goodG    prometheus.Gauge
 	mu       sync.Mutex
 	counters logwatch.Counters
 	follower interface {
@@ -47,12 +50,18 @@ func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, err
 		slotConn: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "xdpguard_slot_connections",
 			Help: "Connections to the protected ports waiting in accept queues, and accepted but silent for slot_holders.pressure.idle, at the last look."},
 			[]string{"state"}),
+		evictedC: prometheus.NewCounter(prometheus.CounterOpts{Name: "xdpguard_connections_evicted_total",
+			Help: "Pre-authentication connections of sources that never logged in, destroyed to make room while the login slots ran out."}),
+		escal: prometheus.NewCounter(prometheus.CounterOpts{Name: "xdpguard_ipv6_escalations_total",
+			Help: "IPv6 prefixes banned whole because several sources inside them were banned (ipv6_escalation)."}),
+		goodG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdpguard_known_good_sources",
+			Help: "Sources that logged in within known_good.retention (masked like bans)."}),
 	}
 	if listen == "" {
 		return m, nil
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, &collector{g: g, m: m, log: log})
+	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, m.evictedC, m.escal, m.goodG, &collector{g: g, m: m, log: log})
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
@@ -78,6 +87,12 @@ func (m *metrics) banned(o loader.Origin, latency time.Duration) {
 }
 
 func (m *metrics) killed(n int) { m.killedC.Add(float64(n)) }
+
+func (m *metrics) evicted(n int) { m.evictedC.Add(float64(n)) }
+
+func (m *metrics) escalated() { m.escal.Inc() }
+
+func (m *metrics) knownGood(n int) { m.goodG.Set(float64(n)) }
 
 func (m *metrics) slots(pressure bool, waiting, silent int) {
 	v := 0.0

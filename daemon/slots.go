@@ -143,6 +143,7 @@ func (d *Daemon) watchSlots(now time.Time) {
 	if ended {
 		d.log.Info("login slot pressure over", "lasted", now.Sub(w.since).Round(time.Second))
 	}
+	d.setAdmission(on)
 	d.metrics.slots(on, w.waiting, w.silent)
 	if !on && now.Before(w.next) {
 		return
@@ -151,6 +152,9 @@ func (d *Daemon) watchSlots(now time.Time) {
 	// put the scan off by a whole period.
 	w.next = now.Add(h.ScanInterval - slotPeriod(h)/2)
 	d.banHolders(ctx, now)
+	on, _ = w.under(now)
+	d.setAdmission(on)
+	d.evictPreAuth(ctx, now, on)
 }
 
 func (d *Daemon) notePressure(now time.Time) {
@@ -226,6 +230,7 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		return
 	}
 	killed := d.kill(banned...)
+	d.escalate(banned, now)
 	if len(banned) == 1 {
 		d.log.Info("destroyed held connections", "prefixes", 1, "connections", killed[banned[0]])
 	}
@@ -233,9 +238,11 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		"ban_and_destroy", (time.Since(start) - scanned).Round(time.Microsecond))
 }
 
-// prefixOf masks a source like a ban, or says it is never banned.
+// prefixOf masks a source like a ban, or says it is never banned. A
+// known-good source is never a slot holder: a server under attack makes
+// its users' clients look idle too.
 func (d *Daemon) prefixOf(a netip.Addr) (netip.Prefix, bool) {
-	if d.neverBan(a) {
+	if d.neverBan(a) || d.isKnownGood(a) {
 		return netip.Prefix{}, false
 	}
 	bits := d.cfg.Kernel.PrefixV6

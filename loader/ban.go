@@ -125,6 +125,9 @@ const (
 	DetectorSlotHolders = "slot-holders" // the daemon's silent-connection scan
 	DetectorManual      = "manual"       // `xdpguard ban`
 	DetectorRestored    = "restored"     // restored from a state file that did not say
+	// The daemon's defences of the login slots (issue 11).
+	DetectorEvictions      = "evictions"       // evicted again and again before authenticating
+	DetectorIPv6Escalation = "ipv6-escalation" // several /64s of one /48 banned
 )
 
 // Ban is one ban: what the kernel holds (prefix, expiry, origin, reason)

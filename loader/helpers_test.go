@@ -3,6 +3,7 @@ package loader
 import (
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -94,13 +95,18 @@ var (
 	dst6 = netip.MustParseAddr("2001:db8::1")
 )
 
+// syn is a new connection's SYN: each call has a sequence number of its
+// own, as every new connection has, so that no test's SYN is taken for a
+// retransmission of an earlier one by accident.
 func syn(src netip.Addr, port uint16) packet.Spec {
 	dst := dst4
 	if src.Is6() {
 		dst = dst6
 	}
-	return packet.Spec{Src: src, Dst: dst, SrcPort: 40000, DstPort: port, Flags: packet.SYN}
+	return packet.Spec{Src: src, Dst: dst, SrcPort: 40000, DstPort: port, Flags: packet.SYN, Seq: nextSeq.Add(7919)}
 }
+
+var nextSeq atomic.Uint32
 
 func mustPrefix(s string) netip.Prefix {
 	p, err := netip.ParsePrefix(s)

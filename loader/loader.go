@@ -77,6 +77,7 @@ var mapNames = []string{
 	bpf.XdpguardMapBansV4, bpf.XdpguardMapBansV4Meta, bpf.XdpguardMapBansV6,
 	bpf.XdpguardMapCidrV4, bpf.XdpguardMapCidrV6, bpf.XdpguardMapCidrCount,
 	bpf.XdpguardMapSynV4, bpf.XdpguardMapSynV6,
+	bpf.XdpguardMapGoodV4, bpf.XdpguardMapGoodV6,
 	bpf.XdpguardMapSettings, bpf.XdpguardMapStats, bpf.XdpguardMapEvents,
 }
 
@@ -165,6 +166,8 @@ func New(opts Options) (*Guard, error) {
 		bpf.XdpguardMapSynV6:      orDefault(opts.MaxTracked, DefaultMaxTracked),
 		bpf.XdpguardMapCidrV4:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 		bpf.XdpguardMapCidrV6:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
+		bpf.XdpguardMapGoodV4:     MaxKnownGood,
+		bpf.XdpguardMapGoodV6:     MaxKnownGood,
 	}
 	for name, n := range sizes {
 		spec.Maps[name].MaxEntries = n
@@ -264,6 +267,8 @@ func (g *Guard) mapPointers() map[string]**ebpf.Map {
 		bpf.XdpguardMapCidrCount:  &g.maps.CidrCount,
 		bpf.XdpguardMapSynV4:      &g.maps.SynV4,
 		bpf.XdpguardMapSynV6:      &g.maps.SynV6,
+		bpf.XdpguardMapGoodV4:     &g.maps.GoodV4,
+		bpf.XdpguardMapGoodV6:     &g.maps.GoodV6,
 		bpf.XdpguardMapSettings:   &g.maps.Settings,
 		bpf.XdpguardMapStats:      &g.maps.Stats,
 		bpf.XdpguardMapEvents:     &g.maps.Events,

@@ -62,6 +62,14 @@ type Settings struct {
 	// every lookup, so that a ban covers an attacker's whole /64.
 	PrefixV4 int
 	PrefixV6 int
+	// RetransmitWindow: a SYN with the source port and sequence number of
+	// one of the source's last 4 counted SYNs, within this long of it, is a
+	// retransmission and not counted again (3 at most per SYN). Zero
+	// counts every SYN.
+	RetransmitWindow time.Duration
+	// AdmissionInterval: while admission is on (SetAdmission), a source
+	// that is not known-good opens one new connection per interval.
+	AdmissionInterval time.Duration
 }
 
 // DefaultSettings protects POP3, IMAP and their TLS ports, and bans a source
@@ -76,8 +84,29 @@ func DefaultSettings() Settings {
 		Scope:         ScopeAll,
 		PrefixV4:      32,
 		PrefixV6:      64,
+		// Linux resends an unanswered SYN 1, 3 and 7 s after it; Windows
+		// after 3 and 9 s.
+		RetransmitWindow: 10 * time.Second,
+		// See DefaultAdmissionInterval.
+		AdmissionInterval: DefaultAdmissionInterval,
 	}
 }
+
+// DefaultAdmissionInterval is how often a source that is not known-good may
+// open a new connection while the login slots run out. A source's first SYN
+// always passes, so a never-seen user gets in at once; a bot whose
+// connection was just evicted waits this long to retry, so that N bot
+// sources refill at most N/interval slots a second: 600 of them, 40 a second
+// instead of as fast as they are freed. A user whose own connection was
+// lost is back within Linux's fourth SYN retry (15 s after the first).
+const DefaultAdmissionInterval = 15 * time.Second
+
+// MaxRetransmitWindow keeps the window within the kernel's 8-bit ticks of
+// 1.07 s, half their wrap.
+const MaxRetransmitWindow = 2 * time.Minute
+
+// fpTick is the kernel's unit of SYN fingerprint time (FP_TICK_SHIFT).
+const fpTick = time.Duration(1) << bpf.XdpguardSynFpFP_TICK_SHIFT
 
 // Validate names the first setting that is out of range.
 func (s Settings) Validate() error {
@@ -112,6 +141,12 @@ func (s Settings) Validate() error {
 	if s.PrefixV6 < 32 || s.PrefixV6 > 128 {
 		return fmt.Errorf("IPv6 ban prefix: /%d is outside /32../128", s.PrefixV6)
 	}
+	if s.RetransmitWindow < 0 || s.RetransmitWindow > MaxRetransmitWindow {
+		return fmt.Errorf("SYN retransmit window: %v is outside 0..%v", s.RetransmitWindow, MaxRetransmitWindow)
+	}
+	if s.AdmissionInterval < 0 {
+		return fmt.Errorf("admission interval: %v is negative", s.AdmissionInterval)
+	}
 	return nil
 }
 
@@ -145,6 +180,8 @@ func (g *Guard) SetSettings(s Settings) error {
 	}
 	c := encodeSettings(s)
 	c.V4Mask, c.V4Seed, c.V4Active, c.V4Side = cur.V4Mask, cur.V4Seed, cur.V4Active, cur.V4Side
+	// Admission is the daemon's run-time state (SetAdmission), not a setting.
+	c.Flags |= cur.Flags & uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
 	if cur.PrefixV4 == 0 {
 		// The first write, on a table nobody has used: start it small
 		// and draw its seed.
@@ -182,6 +219,10 @@ func encodeSettings(s Settings) bpf.XdpguardConfig {
 		BanNs:         uint64(s.BanDuration),
 		PrefixV4:      uint8(s.PrefixV4),
 		PrefixV6:      uint8(s.PrefixV6),
+		// Rounded up, so the window is at least what was asked minus a tick.
+		RetransTicks:    uint32((s.RetransmitWindow + fpTick - 1) / fpTick),
+		RetransWindowNs: uint64(s.RetransmitWindow),
+		AdmitIntervalNs: uint64(s.AdmissionInterval),
 	}
 	if s.RateThreshold > 0 {
 		c.RateIntervalNs = uint64(s.RateWindow) / uint64(s.RateThreshold)
@@ -212,12 +253,14 @@ func encodeSettings(s Settings) bpf.XdpguardConfig {
 
 func decodeSettings(c *bpf.XdpguardConfig) Settings {
 	s := Settings{
-		RateThreshold: c.RateThreshold,
-		RateWindow:    time.Duration(c.RateWindowNs),
-		BanDuration:   time.Duration(c.BanNs),
-		Monitor:       c.Flags&uint32(bpf.XdpguardConfigFlagsFLAG_MONITOR) != 0,
-		PrefixV4:      int(c.PrefixV4),
-		PrefixV6:      int(c.PrefixV6),
+		RateThreshold:     c.RateThreshold,
+		RateWindow:        time.Duration(c.RateWindowNs),
+		BanDuration:       time.Duration(c.BanNs),
+		Monitor:           c.Flags&uint32(bpf.XdpguardConfigFlagsFLAG_MONITOR) != 0,
+		PrefixV4:          int(c.PrefixV4),
+		PrefixV6:          int(c.PrefixV6),
+		RetransmitWindow:  time.Duration(c.RetransWindowNs),
+		AdmissionInterval: time.Duration(c.AdmitIntervalNs),
 	}
 	if c.Flags&uint32(bpf.XdpguardConfigFlagsFLAG_SCOPE_PORTS) != 0 {
 		s.Scope = ScopePorts

@@ -13,7 +13,7 @@ import (
 )
 
 // Stats are the program's counters, summed over CPUs. Every packet ends in
-// exactly one of Passed, DroppedBan and DroppedCIDR.
+// exactly one of Passed, DroppedBan, DroppedCIDR and DroppedAdmission.
 type Stats struct {
 	Passed        uint64 `json:"passed"`
 	DroppedBan    uint64 `json:"dropped_ban"`
@@ -28,10 +28,20 @@ type Stats struct {
 	// BanTableFull counts kernel auto-bans that found no free slot in the
 	// IPv4 ban table; the daemon still bans the source when it hears of it.
 	BanTableFull uint64 `json:"ban_table_full"`
+	// SYNRetransmits counts SYNs (within SYNs) that resent one already
+	// counted: the limiter does not count them again.
+	SYNRetransmits uint64 `json:"syn_retransmits"`
+	// KnownGoodSpared counts SYNs of known-good sources over the rate,
+	// which passed instead of banning their source.
+	KnownGoodSpared uint64 `json:"known_good_spared"`
+	// DroppedAdmission counts new connections of sources that are not
+	// known-good, dropped by the admission limit (not a ban).
+	DroppedAdmission   uint64 `json:"dropped_admission"`
+	WouldDropAdmission uint64 `json:"would_drop_admission"` // monitor mode, counted in Passed too
 }
 
 // Seen is the number of packets the program looked at.
-func (s Stats) Seen() uint64 { return s.Passed + s.DroppedBan + s.DroppedCIDR }
+func (s Stats) Seen() uint64 { return s.Passed + s.DroppedBan + s.DroppedCIDR + s.DroppedAdmission }
 
 // Stats reads and sums the per-CPU counters.
 func (g *Guard) Stats() (Stats, error) {
@@ -57,6 +67,11 @@ func (g *Guard) Stats() (Stats, error) {
 		Allowed:       sum[bpf.XdpguardStatSTAT_ALLOW],
 		EventsLost:    sum[bpf.XdpguardStatSTAT_EVENT_LOST],
 		BanTableFull:  sum[bpf.XdpguardStatSTAT_BAN_TABLE_FULL],
+
+		SYNRetransmits:     sum[bpf.XdpguardStatSTAT_SYN_RETRANS],
+		KnownGoodSpared:    sum[bpf.XdpguardStatSTAT_KNOWN_GOOD],
+		DroppedAdmission:   sum[bpf.XdpguardStatSTAT_DROP_ADMISSION],
+		WouldDropAdmission: sum[bpf.XdpguardStatSTAT_WOULD_DROP_ADMISSION],
 	}, nil
 }
 

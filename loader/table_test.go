@@ -142,13 +142,12 @@ func TestTableKernelAndUserspaceRace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for _, a := range kern {
-				pkt := packet.Build(syn(a, 143))
 				// Two SYNs against a threshold of one: the second bans.
-				if _, err := g.prog.Run(&ebpf.RunOptions{Data: pkt, Repeat: 1}); err != nil {
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: packet.Build(syn(a, 143)), Repeat: 1}); err != nil {
 					errs <- err
 					return
 				}
-				if _, err := g.prog.Run(&ebpf.RunOptions{Data: pkt, Repeat: 1}); err != nil {
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: packet.Build(syn(a, 143)), Repeat: 1}); err != nil {
 					errs <- err
 					return
 				}
@@ -306,9 +305,8 @@ func TestTableGrowsUnderKernelBans(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		for _, a := range kern {
-			pkt := packet.Build(syn(a, 143))
 			for range 2 { // the second SYN is over a rate of one
-				if _, err := g.prog.Run(&ebpf.RunOptions{Data: pkt, Repeat: 1}); err != nil {
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: packet.Build(syn(a, 143)), Repeat: 1}); err != nil {
 					done <- err
 					return
 				}

@@ -62,6 +62,8 @@ func crosses(evs []maillog.Event) bool {
 			continue
 		case maillog.NoAuth:
 			win = append(win, ev{e.At, 1})
+		case maillog.NoAuthAtOnce:
+			continue // weighs nothing (gaveup.go)
 		default:
 			win = append(win, ev{e.At, 2})
 		}

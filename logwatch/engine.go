@@ -284,6 +284,9 @@ func (e *Engine) classify(p *Header, line []byte, file string) (match, bool) {
 						if kind == KindAuthFailed {
 							w *= max(n, 1)
 						}
+						if kind == KindNoAuth && clientLeftAtOnce(msg[len(svc)+2:]) {
+							w = 0
+						}
 						return match{rule: 0, kind: kind, addr: addr, weight: w}, true
 					}
 					break
@@ -298,6 +301,9 @@ func (e *Engine) classify(p *Header, line []byte, file string) (match, bool) {
 	case c.builtin[2] && bytes.HasPrefix(p.Tag, []byte("postfix")):
 		if addr, ok := postfixSASL(msg); ok {
 			return match{rule: 2, kind: KindAuthFailed, addr: addr, weight: c.weights[KindAuthFailed]}, true
+		}
+		if addr, ok := postfixSASLSuccess(msg); ok {
+			return match{rule: 2, kind: KindLogin, addr: addr, weight: c.weights[KindLogin]}, true
 		}
 	}
 	for i := range c.custom {

@@ -97,7 +97,7 @@ var loginFailedMessages = [...]string{
 // ": user=<" (or ": rip="), and returns the number of failed attempts it
 // stands for. Dovecot writes all of it; nothing the client sends is in it.
 func classifyLoginHead(head []byte) (Kind, int) {
-	if string(head) == "Login" {
+	if isLoginHead(head) {
 		return KindLogin, 0
 	}
 	if rest, ok := bytes.CutPrefix(head, []byte("Login failed: ")); ok {

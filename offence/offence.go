@@ -142,6 +142,32 @@ func (h *History) Record(p netip.Prefix, at time.Time, reason loader.Reason, det
 	return dur, offence
 }
 
+// Forgive takes back the ban of p recorded at at, which its caller chose
+// not to carry out: it leaves the history, and the source is no longer
+// held banned, so its next events count again.
+func (h *History) Forgive(p netip.Prefix, at time.Time) {
+	k := h.Key(p)
+	e := h.byKey[k]
+	if e == nil {
+		return
+	}
+	ns := at.UnixNano()
+	for i := len(e.bans) - 1; i >= 0; i-- {
+		if e.bans[i] == ns {
+			e.bans = append(e.bans[:i], e.bans[i+1:]...)
+			break
+		}
+	}
+	// A ban is only recorded for a source not already held banned, so
+	// nothing else holds it now.
+	e.until = 0
+	if len(e.bans) == 0 {
+		h.order.Remove(e.elem)
+		delete(h.byKey, k)
+		h.size.Store(int64(len(h.byKey)))
+	}
+}
+
 // touch returns k's entry, created if need be, as the most recently banned.
 func (h *History) touch(k netip.Prefix) *entry {
 	e := h.byKey[k]

@@ -72,15 +72,8 @@ func Holders(ctx context.Context, localPorts []uint16, idle time.Duration, maxBy
 			if len(info) < tcpiBytesReceived+8 {
 				return // a kernel without tcpi_bytes_received (< 4.1)
 			}
-			h := Holder{
-				Port:       sport,
-				Idle:       time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataRecv:])) * time.Millisecond,
-				Received:   binary.NativeEndian.Uint64(info[tcpiBytesReceived:]),
-				SinceAck:   time.Duration(binary.NativeEndian.Uint32(info[tcpiLastAckRecv:])) * time.Millisecond,
-				SinceSent:  time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataSent:])) * time.Millisecond,
-				Unacked:    binary.NativeEndian.Uint32(info[tcpiUnacked:]),
-				BytesAcked: binary.NativeEndian.Uint64(info[tcpiBytesAcked:]),
-			}
+			h := holderOf(info)
+			h.Port = sport
 			if h.Idle < idle || h.Received > maxBytes {
 				return
 			}
@@ -96,6 +89,18 @@ func Holders(ctx context.Context, localPorts []uint16, idle time.Duration, maxBy
 		}
 	}
 	return out, nil
+}
+
+// holderOf reads the timings and counts of a tcp_info.
+func holderOf(info []byte) Holder {
+	return Holder{
+		Idle:       time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataRecv:])) * time.Millisecond,
+		Received:   binary.NativeEndian.Uint64(info[tcpiBytesReceived:]),
+		SinceAck:   time.Duration(binary.NativeEndian.Uint32(info[tcpiLastAckRecv:])) * time.Millisecond,
+		SinceSent:  time.Duration(binary.NativeEndian.Uint32(info[tcpiLastDataSent:])) * time.Millisecond,
+		Unacked:    binary.NativeEndian.Uint32(info[tcpiUnacked:]),
+		BytesAcked: binary.NativeEndian.Uint64(info[tcpiBytesAcked:]),
+	}
 }
 
 // Offsets in struct inet_diag_msg and struct tcp_info, and the attribute

@@ -58,6 +58,14 @@ type Allow struct {
 	Expires time.Time `json:"expires,omitzero"`
 }
 
+// KnownGood is a source (masked like a ban) that has logged in
+// successfully, and when it last did. Its fields are those of
+// knowngood.Entry, so one converts to the other with a type conversion.
+type KnownGood struct {
+	Prefix   netip.Prefix `json:"prefix"`
+	LastSeen time.Time    `json:"last_seen"`
+}
+
 // State is the whole persisted state.
 type State struct {
 	Version   int                `json:"version"`
@@ -67,6 +75,9 @@ type State struct {
 	// JournalCursor is the journal entry the daemon read last; it reads on
 	// after it (logs.journal).
 	JournalCursor string `json:"journal_cursor,omitempty"`
+	// KnownGood is left out of the file when empty. An older xdpguard
+	// ignores the key, which only forgets who logged in: no version bump.
+	KnownGood []KnownGood `json:"known_good,omitempty"`
 }
 
 // Store reads and writes the state file in Dir.
@@ -144,6 +155,7 @@ func Decode(data []byte) (State, error) {
 		Allow     []Allow            `json:"allow"`
 		Offenders []offence.Offender `json:"offenders"`
 		Cursor    string             `json:"journal_cursor"`
+		KnownGood []KnownGood        `json:"known_good"`
 	}
 	if v, ok := peekVersion(data); ok && v == 1 {
 		return decodeV1(data)
@@ -169,7 +181,8 @@ func Decode(data []byte) (State, error) {
 	}
 	// Files written before allow rules were kept have no "allow": that is
 	// no allow rules, not a different format.
-	st := State{Version: *f.Version, Bans: f.Bans, Allow: f.Allow, Offenders: f.Offenders, JournalCursor: f.Cursor}
+	st := State{Version: *f.Version, Bans: f.Bans, Allow: f.Allow, Offenders: f.Offenders, JournalCursor: f.Cursor,
+		KnownGood: f.KnownGood}
 	if err := st.check(); err != nil {
 		return State{}, err
 	}
@@ -203,6 +216,11 @@ func (st *State) check() error {
 	for i, o := range st.Offenders {
 		if err := checkPrefix(o.Prefix); err != nil {
 			return fmt.Errorf("offenders[%d]: %w", i, err)
+		}
+	}
+	for i, k := range st.KnownGood {
+		if err := checkPrefix(k.Prefix); err != nil {
+			return fmt.Errorf("known_good[%d]: %w", i, err)
 		}
 	}
 	return nil
@@ -377,6 +395,20 @@ func encode(st State) ([]byte, error) {
 	if st.JournalCursor != "" {
 		b = append(b, ",\n\"journal_cursor\":"...)
 		b = appendString(b, st.JournalCursor)
+	}
+	if len(st.KnownGood) > 0 {
+		b = append(b, ",\n\"known_good\":["...)
+		for i, x := range st.KnownGood {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, "\n{\"prefix\":"...)
+			b = appendPrefix(b, x.Prefix)
+			b = append(b, `,"last_seen":`...)
+			b = appendTime(b, x.LastSeen)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
 	}
 	b = append(b, "}\n"...)
 	return b, nil

@@ -61,6 +61,7 @@ type Spec struct {
 	Ext []ExtHeader
 
 	SrcPort, DstPort uint16
+	Seq              uint32 // TCP sequence number
 	Flags            uint8
 	DataOff          uint8 // TCP header words; 5 when zero
 	Payload          []byte
@@ -107,7 +108,7 @@ func l4Bytes(s Spec, proto uint8) []byte {
 		h := make([]byte, 20)
 		binary.BigEndian.PutUint16(h[0:], s.SrcPort)
 		binary.BigEndian.PutUint16(h[2:], s.DstPort)
-		binary.BigEndian.PutUint32(h[4:], 1000) // seq
+		binary.BigEndian.PutUint32(h[4:], s.Seq)
 		h[12] = off << 4
 		h[13] = s.Flags
 		binary.BigEndian.PutUint16(h[14:], 65535)

@@ -42,6 +42,9 @@ const (
 	AuthFailed                  // login summary: weight 2 per attempt
 	SASLFailed                  // Postfix SASL: weight 2
 	Login                       // cancels NoAuth
+	// NoAuthAtOnce is a no-auth line of a client that closed within its
+	// first second (noAuthForms[0]): weight 0 (logwatch/gaveup.go).
+	NoAuthAtOnce
 )
 
 // Event is one scored line of the ground truth.
@@ -121,8 +124,9 @@ func Generate(w io.Writer, s Spec) (Truth, error) {
 		a := attackers[ai]
 		switch style {
 		case 0: // no-auth bot
-			recs = append(recs, rec{at: at, kind: rNoAuth, a: int32(ai), b: int32(rng.IntN(8))})
-			addEv(truth.Attackers, a, at, NoAuth)
+			form := int32(rng.IntN(8))
+			recs = append(recs, rec{at: at, kind: rNoAuth, a: int32(ai), b: form})
+			addEv(truth.Attackers, a, at, noAuthKind(form))
 			written++
 		case 1: // Dovecot password guessing: backend line + summary
 			recs = append(recs, rec{at: at, kind: rBackend, a: int32(ai), b: int32(rng.IntN(4))})
@@ -189,8 +193,9 @@ func Generate(w io.Writer, s Spec) (Truth, error) {
 		t := start + rng.Int64N(span-int64(time.Hour))
 		if rng.IntN(10) == 0 {
 			for k := 1 + rng.IntN(3); k > 0; k-- {
-				recs = append(recs, rec{at: t, kind: rNoAuth, a: int32(-1 - u), b: int32(rng.IntN(8))})
-				addEv(truth.Legit, a, t, NoAuth)
+				form := int32(rng.IntN(8))
+				recs = append(recs, rec{at: t, kind: rNoAuth, a: int32(-1 - u), b: form})
+				addEv(truth.Legit, a, t, noAuthKind(form))
 				t += int64(time.Second)
 				n++
 			}
@@ -252,6 +257,14 @@ func Generate(w io.Writer, s Spec) (Truth, error) {
 	}
 	truth.Lines = len(recs)
 	return truth, bw.Flush()
+}
+
+// noAuthKind is the truth's kind of a no-auth line of the given form.
+func noAuthKind(form int32) EventKind {
+	if form%int32(len(noAuthForms)) == 0 {
+		return NoAuthAtOnce
+	}
+	return NoAuth
 }
 
 var noAuthForms = [...]string{

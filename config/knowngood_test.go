@@ -1,0 +1,34 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLoginSlotSettingsValidation(t *testing.T) {
+	cases := []struct{ yaml, want string }{
+		{"known_good: {retention: 10m}", `known_good.retention: must be 1h0m0s-87600h, got "10m0s" (line 1)`},
+		{"known_good: {max_entries: -1}", "known_good.max_entries: must be 0-131072 (0 turns learning off), got -1 (line 1)"},
+		{"slot_holders: {pressure: {evict: {grace: 10ms}}}", `slot_holders.pressure.evict.grace: must be 200ms-1m, got "10ms" (line 1)`},
+		{"ipv6_escalation: {prefix: 16}", "ipv6_escalation.prefix: must be 32-127, got 16 (line 1)"},
+		{"ipv6_escalation: {offenders: 1}", "ipv6_escalation.offenders: must be >= 2, got 1 (line 1)"},
+		{"ipv6_escalation: {window: 0s}", `ipv6_escalation.window: must be > 0 and at most 24h, got "0s" (line 1)`},
+	}
+	for _, c := range cases {
+		_, err := Parse([]byte(c.yaml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s:\n got  %v\n want %s", c.yaml, err, c.want)
+		}
+	}
+	// Switched off, their other values are not checked.
+	for _, ok := range []string{
+		"slot_holders: {pressure: {evict: {enabled: false, grace: 0s}}}",
+		"ipv6_escalation: {enabled: false, offenders: 0}",
+		"kernel: {prefix_v6: 48}", // escalation to /48 then does nothing; still valid
+		"known_good: {max_entries: 0}",
+	} {
+		if _, err := Parse([]byte(ok)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}

@@ -1,0 +1,27 @@
+package logwatch
+
+import "bytes"
+
+// clientLeftAtOnce reports whether a no-auth login line is a client that
+// closed the connection within its first second, without a word:
+// "Connection closed (no auth attempts in 0 secs)" (2.3), "Login aborted:
+// Connection closed (no auth attempts in 0 secs) (no_auth_attempts)"
+// (2.4), with or without a read error. Dovecot counts the seconds from
+// accept, so this is what a real client that gave up waiting in a full
+// accept queue looks like when Dovecot finally takes the connection: it
+// held no login slot, and counting it bans the victims of an attack (a
+// webmail front end's timed-out requests). Such lines weigh nothing; they
+// are still counted. A bot that holds a slot stays longer, and a flood of
+// connect-and-close is the kernel's SYN limit's. Only the head that
+// Dovecot writes, before ": user=<", is read.
+func clientLeftAtOnce(msg []byte) bool {
+	end := bytes.Index(msg, []byte(": user=<"))
+	if end < 0 {
+		end = bytes.Index(msg, []byte(": rip="))
+	}
+	if end < 0 {
+		return false
+	}
+	head := msg[:end]
+	return bytes.Contains(head, []byte("Connection closed")) && bytes.Contains(head, []byte("(no auth attempts in 0 secs)"))
+}
