@@ -149,7 +149,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		c.log.Warn("metrics: read kernel counters", "error", err)
 	}
 	if bans, err := c.g.Bans(); err == nil {
-		by := map[string]float64{"kernel": 0, "log": 0, "manual": 0}
+		by := map[string]float64{"kernel": 0, "log": 0, "manual": 0, "crowdsec": 0}
 		for _, b := range bans {
 			by[b.Origin.String()]++
 		}

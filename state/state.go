@@ -37,6 +37,9 @@ const (
 	OriginKernel = "kernel" // the XDP program's SYN-rate auto-ban
 	OriginLog    = "log"    // a logwatch decision
 	OriginManual = "manual" // `xdpguard ban`
+	// OriginCrowdsec is a CrowdSec LAPI decision; its Reason names the
+	// decision's scenario.
+	OriginCrowdsec = "crowdsec"
 )
 
 // ErrCorrupt marks a state file that could not be read or decoded. It has
@@ -54,7 +57,7 @@ type Ban struct {
 	// Expires is wall-clock time. The zero time means the ban never
 	// expires (a manual ban without a duration).
 	Expires time.Time `json:"expires,omitzero"`
-	Origin  string    `json:"origin"` // OriginKernel, OriginLog or OriginManual
+	Origin  string    `json:"origin"` // OriginKernel, OriginLog, OriginManual or OriginCrowdsec
 	Reason  string    `json:"reason,omitempty"`
 	Created time.Time `json:"created,omitzero"`
 }
