@@ -32,10 +32,10 @@ type ClientOptions struct {
 
 // Client talks to one LAPI.
 type Client struct {
-	base   *url.URL
-	key    string
-	agent  string
-	http   *http.Client
+	base  *url.URL
+	key   string
+	agent string
+	http  *http.Client
 }
 
 // ErrUnauthorized is a 401 or 403: a wrong key, or an expired token.

@@ -16,11 +16,13 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/xdpguard/xdpguard/config"
+	"github.com/xdpguard/xdpguard/crowdsec"
 	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/logwatch"
 	"github.com/xdpguard/xdpguard/sockdestroy"
@@ -70,6 +72,7 @@ type Daemon struct {
 	pending     []pendingBan
 	own         map[netip.Addr]bool // the host's addresses
 	slots       slotWatch
+	cs          *crowdsecLink // nil without crowdsec.lapi_url
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -217,6 +220,11 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	}()
 	defer events.Close()
 
+	csDeltas, err := d.startCrowdsec(ctx)
+	if err != nil {
+		return err
+	}
+
 	fctx, stopFollow := context.WithCancel(ctx)
 	lines, err := d.follow(fctx)
 	if err != nil {
@@ -266,6 +274,8 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 				batch = append(batch, <-evc)
 			}
 			d.onKernelBans(batch)
+		case delta := <-csDeltas:
+			d.onCrowdsec(delta)
 		case <-tick.C:
 			d.housekeeping(time.Now())
 		case <-slotTick.C:
@@ -355,6 +365,7 @@ func (d *Daemon) flush() {
 			continue
 		}
 		d.metrics.banned(loader.OriginLog, time.Since(p.arrival))
+		d.signal(dec.Prefix, scenarioOf(dec.Reason), dec.Events, dec.Time, dec.Time, dec.Duration, "rule "+dec.Rule)
 		d.reasons[dec.Prefix] = fmt.Sprintf("%s (rule %s, %d events, offence %d)", dec.Reason, dec.Rule, dec.Events, dec.Offence)
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
@@ -386,6 +397,8 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		}
 		d.reasons[ev.Prefix] = fmt.Sprintf("syn-rate (over %d SYNs per %s)", ev.Threshold, d.cfg.Kernel.SYNRate.Window)
 		durs[i], prefixes[i] = dur, ev.Prefix
+		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, int(ev.Threshold)+1, ev.At.Add(-d.cfg.Kernel.SYNRate.Window), ev.At, dur,
+			fmt.Sprintf("over %d SYNs per %s", ev.Threshold, d.cfg.Kernel.SYNRate.Window))
 	}
 	d.dirty = true
 	killed := d.kill(prefixes...)
@@ -546,8 +559,8 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 	}
 	if next.PinRoot != d.cfg.PinRoot || next.StateDir != d.cfg.StateDir || next.Kernel.MaxBans != d.cfg.Kernel.MaxBans ||
 		next.Kernel.MaxTracked != d.cfg.Kernel.MaxTracked || next.Kernel.MaxCIDRRules != d.cfg.Kernel.MaxCIDRRules ||
-		next.Metrics.Listen != d.cfg.Metrics.Listen {
-		return nil, false, errors.New("pin_root, state_dir, map sizes and metrics.listen only change with a restart")
+		next.Metrics.Listen != d.cfg.Metrics.Listen || !reflect.DeepEqual(next.CrowdSec, d.cfg.CrowdSec) {
+		return nil, false, errors.New("pin_root, state_dir, map sizes, metrics.listen and crowdsec only change with a restart")
 	}
 	// Everything that can fail is checked before anything is applied.
 	if err := kernelSettings(next.Config).Validate(); err != nil {

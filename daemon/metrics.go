@@ -31,6 +31,7 @@ type metrics struct {
 	follower interface {
 		Stats() logwatch.FollowStats
 	}
+	cs crowdsecCollector
 }
 
 func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, error) {
@@ -52,7 +53,7 @@ func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, err
 		return m, nil
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, &collector{g: g, m: m, log: log})
+	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, &collector{g: g, m: m, log: log}, &m.cs)
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err

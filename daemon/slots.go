@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xdpguard/xdpguard/config"
+	"github.com/xdpguard/xdpguard/crowdsec"
 	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/sockdestroy"
 )
@@ -215,6 +216,8 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 			silence = pressureIdle(h)
 		}
 		d.reasons[o.p] = fmt.Sprintf("no-auth (holding %d login slots silent for %s)", o.n, silence)
+		d.signal(o.p, crowdsec.ScenarioSlotHolder, o.n, now.Add(-silence), now, dur,
+			fmt.Sprintf("holding %d login slots silent for %s", o.n, silence))
 		d.dirty = true
 		banned = append(banned, o.p)
 		d.log.Info("banned", "prefix", o.p, "origin", "log", "reason", "no-auth", "rule", "slot-holders",

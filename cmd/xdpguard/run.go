@@ -30,6 +30,8 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "pin-root", Usage: "bpffs `DIR` for maps and links"},
 			&cli.StringFlag{Name: "state-dir", Usage: "`DIR` for the persisted bans and offender history"},
 			&cli.BoolFlag{Name: "monitor", Usage: "dry run: count and log what would be dropped, drop nothing"},
+			&cli.StringFlag{Name: "crowdsec-url", Usage: "CrowdSec LAPI `URL` to bounce from (crowdsec.lapi_url)"},
+			&cli.StringFlag{Name: "crowdsec-key", Usage: "CrowdSec bouncer API `KEY` (crowdsec.api_key)"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the program and its bans when the daemon stops"},
 		},
 		Action: func(c *cli.Context) error {
@@ -101,6 +103,12 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 	}
 	if c.IsSet("state-dir") {
 		cfg.StateDir = c.String("state-dir")
+	}
+	if c.IsSet("crowdsec-url") {
+		cfg.CrowdSec.LAPIURL = c.String("crowdsec-url")
+	}
+	if c.IsSet("crowdsec-key") {
+		cfg.CrowdSec.APIKey, cfg.CrowdSec.APIKeyFile = c.String("crowdsec-key"), ""
 	}
 	if c.IsSet("monitor") {
 		cfg.Kernel.Monitor = c.Bool("monitor")
