@@ -27,7 +27,7 @@ type ClientOptions struct {
 	// Timeout bounds one request, the body included: a slow LAPI costs
 	// a missed pull, never a stuck bouncer.
 	Timeout   time.Duration
-	UserAgent string
+	UserAgent string // name/version
 }
 
 // Client talks to one LAPI.
@@ -76,7 +76,9 @@ func NewClient(o ClientOptions) (*Client, error) {
 		o.Timeout = time.Minute
 	}
 	if o.UserAgent == "" {
-		o.UserAgent = "xdpguard"
+		// LAPI 1.4 refuses a watcher login whose User-Agent is not
+		// name/version ("bad user agent"), with a plain 401.
+		o.UserAgent = "xdpguard/1"
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc

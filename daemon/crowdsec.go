@@ -47,7 +47,7 @@ func (d *Daemon) startCrowdsec(ctx context.Context) (<-chan crowdsec.Delta, erro
 	}
 	client, err := crowdsec.NewClient(crowdsec.ClientOptions{URL: c.LAPIURL, APIKey: key,
 		CACertPath: c.CACertPath, CertPath: c.CertPath, KeyPath: c.KeyPath, InsecureSkipVerify: c.InsecureSkipVerify,
-		Timeout: max(time.Minute, 2*c.UpdateFrequency), UserAgent: "xdpguard-bouncer"})
+		Timeout: max(time.Minute, 2*c.UpdateFrequency), UserAgent: "xdpguard-bouncer/1"})
 	if err != nil {
 		return nil, fmt.Errorf("crowdsec: %w", err)
 	}
@@ -113,6 +113,13 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 	for _, b := range delta.New {
 		if d.neverBanPrefix(b.Prefix) {
 			skipped++
+			continue
+		}
+		if !delta.Startup && d.heldByOther(b) {
+			// Usually this host's own ban, posted as an alert and
+			// coming back as a decision: it keeps its origin and
+			// story. (Skipped at startup, where 100,000 lookups
+			// would cost more than the writes.)
 			continue
 		}
 		ttl := max(b.TTL.Truncate(time.Second), time.Second)
@@ -187,6 +194,19 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 		d.log.Info("crowdsec decisions applied", "startup", delta.Startup, "new", applied, "removed", removed,
 			"allowlisted", skipped, "failed", failed, "not_for_us", delta.Skipped, "active", len(l.ids), "took", took.Round(time.Microsecond))
 	}
+}
+
+// heldByOther says whether another origin already bans b's address for at
+// least as long.
+func (d *Daemon) heldByOther(b crowdsec.Ban) bool {
+	if b.Prefix.Bits() != b.Prefix.Addr().BitLen() {
+		return false
+	}
+	old, ok, err := d.guard.BanOf(b.Prefix.Addr())
+	if err != nil || !ok || old.Origin == loader.OriginCrowdsec {
+		return false
+	}
+	return old.Expires.IsZero() || !old.Expires.Before(time.Now().Add(b.TTL-time.Second))
 }
 
 // isCIDR says whether the kernel holds p as a CIDR rule rather than a ban.
