@@ -10,7 +10,7 @@ APT_PKGS := clang llvm libbpf-dev bpftool iproute2
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build generate check-generated deps-bpf deps-test test test-short \
+.PHONY: all build generate check-generated deps-bpf deps-test test test-short test-crowdsec deps-crowdsec \
         bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
         deps-e2e deps-bench-e2e test-e2e bench-e2e demo
 
@@ -139,3 +139,21 @@ bench-e2e: build deps-bench-e2e bpffs
 demo: build bpffs
 	$(GO) build -o bin/xdpguard-demo ./test/e2e/cmd/xdpguard-demo
 	bin/xdpguard-demo -xdpguard $(abspath $(BIN))
+
+# Issue 13: xdpguard as a CrowdSec bouncer and signal source, against the
+# real CrowdSec 1.4 LAPI from Debian 12, in network namespaces. Installing
+# crowdsec without the Central API: its postinst skips registration when
+# online_api_credentials.yaml exists (README.Debian); the package's own
+# service is never started. The test runs a private LAPI (its own config,
+# data and SQLite under a temporary directory) and never touches
+# /etc/crowdsec beyond this install step.
+deps-crowdsec:
+	@command -v crowdsec >/dev/null && command -v cscli >/dev/null || { \
+	  echo ">> installing crowdsec (no Central API)"; \
+	  mkdir -p /etc/crowdsec; \
+	  [ -e /etc/crowdsec/online_api_credentials.yaml ] || echo '# offline: no Central API' > /etc/crowdsec/online_api_credentials.yaml; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends crowdsec; }
+
+test-crowdsec: build deps-crowdsec bpffs
+	$(GO) vet -tags crowdsec ./test/crowdsec/
+	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags crowdsec -count=1 -timeout 10m -v ./test/crowdsec/

@@ -109,6 +109,7 @@ func (c *Client) Stream(ctx context.Context, startup bool, f Filter) (Delta, err
 		return Delta{}, err
 	}
 	req.Header.Set("X-Api-Key", c.key)
+	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return Delta{}, err
@@ -117,7 +118,9 @@ func (c *Client) Stream(ctx context.Context, startup bool, f Filter) (Delta, err
 	if err := status(resp, http.StatusOK); err != nil {
 		return Delta{}, fmt.Errorf("decisions stream: %w", err)
 	}
-	return DecodeStream(resp.Body, f, startup)
+	d, err := DecodeStream(resp.Body, f, startup)
+	d.Pulled = time.Since(start)
+	return d, err
 }
 
 // Login logs a machine in and returns its JWT and when it expires.

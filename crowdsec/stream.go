@@ -53,6 +53,8 @@ type Delta struct {
 	// read; BadExample is the first of those, for the log.
 	Skipped, Bad int
 	BadExample   string
+	// Pulled is how long the request and decoding took.
+	Pulled time.Duration
 }
 
 // Filter selects the decisions to act on. Empty lists place no limit.

@@ -192,7 +192,7 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 	if applied+removed+failed+skipped > 0 || delta.Startup {
 		d.dirty = true
 		d.log.Info("crowdsec decisions applied", "startup", delta.Startup, "new", applied, "removed", removed,
-			"allowlisted", skipped, "failed", failed, "not_for_us", delta.Skipped, "active", len(l.ids), "took", took.Round(time.Microsecond))
+			"allowlisted", skipped, "failed", failed, "not_for_us", delta.Skipped, "active", len(l.ids), "pulled", delta.Pulled.Round(time.Microsecond), "took", took.Round(time.Microsecond))
 	}
 }
 
