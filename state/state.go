@@ -203,7 +203,7 @@ func (st *State) check() error {
 			return fmt.Errorf("bans[%d]: %w", i, err)
 		}
 		switch b.Origin {
-		case OriginKernel, OriginLog, OriginManual:
+		case OriginKernel, OriginLog, OriginManual, OriginCrowdsec:
 		default:
 			return fmt.Errorf("bans[%d] (%s): unknown origin %q", i, b.Prefix, b.Origin)
 		}

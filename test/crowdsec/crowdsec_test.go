@@ -228,7 +228,7 @@ func stateReason(t *testing.T, h *host, prefix string) string {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Logf("state file: %s", data)
+			t.Logf("state file: %s\nlog:\n%s", data, h.out.String())
 			return ""
 		}
 		time.Sleep(200 * time.Millisecond)

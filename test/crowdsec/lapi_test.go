@@ -133,6 +133,13 @@ func (l *lapi) kill() {
 func (l *lapi) cscli(args ...string) string {
 	l.t.Helper()
 	out, err := l.cscliErr(args...)
+	// CrowdSec 1.4 on SQLite answers "database is locked" when a write
+	// meets another (a bouncer's pull updates its last_pull): cscli's
+	// request failed and changed nothing, so it is safe to try again.
+	for try := 0; err != nil && strings.Contains(out, "database is locked") && try < 10; try++ {
+		time.Sleep(200 * time.Millisecond)
+		out, err = l.cscliErr(args...)
+	}
 	if err != nil {
 		l.t.Fatalf("cscli %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
