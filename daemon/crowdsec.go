@@ -104,9 +104,8 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 		drop(b.ID)
 	}
 
-	// New decisions, grouped by remaining time (to the second, as the
-	// LAPI's own rounding does in 1.6) so that 100,000 decisions are a
-	// few batch writes, not 100,000.
+	// New decisions, grouped by remaining time so that 100,000 decisions
+	// are a few batch writes, not 100,000 (see kernelTTL).
 	groups := map[time.Duration][]netip.Prefix{}
 	var kept []crowdsec.Ban
 	skipped := 0
@@ -122,7 +121,7 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 			// would cost more than the writes.)
 			continue
 		}
-		ttl := max(b.TTL.Truncate(time.Second), time.Second)
+		ttl := kernelTTL(b.TTL)
 		groups[ttl] = append(groups[ttl], b.Prefix)
 		kept = append(kept, b)
 	}
@@ -146,7 +145,7 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 			eff = ps
 		}
 		for i, b := range kept {
-			if _, ok := groups[max(b.TTL.Truncate(time.Second), time.Second)]; !ok {
+			if _, ok := groups[kernelTTL(b.TTL)]; !ok {
 				continue
 			}
 			kp := eff[i]
@@ -174,9 +173,6 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 		}
 		unban = append(unban, kp)
 	}
-	if delta.Startup {
-		unban = append(unban, d.strayCrowdsecBans()...)
-	}
 	removed := 0
 	if len(unban) > 0 {
 		n, err := d.guard.UnbanMany(unban)
@@ -186,14 +182,43 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 		removed = n
 	}
 	took := time.Since(start)
+	// Bans that outlived a restart of this daemon after CrowdSec deleted
+	// them. Walking every ban is the slow part of a large first pull, so
+	// it comes after the new bans are in force, and is timed apart.
+	var sweep time.Duration
+	if delta.Startup {
+		sweepStart := time.Now()
+		if stray := d.strayCrowdsecBans(); len(stray) > 0 {
+			n, err := d.guard.UnbanMany(stray)
+			if err != nil {
+				d.log.Error("crowdsec: unban failed", "prefixes", len(stray), "error", err)
+			}
+			removed += n
+		}
+		sweep = time.Since(sweepStart)
+	}
 	l.mu.Lock()
 	l.active, l.lastApply = len(l.ids), took
 	l.mu.Unlock()
 	if applied+removed+failed+skipped > 0 || delta.Startup {
 		d.dirty = true
 		d.log.Info("crowdsec decisions applied", "startup", delta.Startup, "new", applied, "removed", removed,
-			"allowlisted", skipped, "failed", failed, "not_for_us", delta.Skipped, "active", len(l.ids), "pulled", delta.Pulled.Round(time.Microsecond), "took", took.Round(time.Microsecond))
+			"allowlisted", skipped, "failed", failed, "not_for_us", delta.Skipped, "active", len(l.ids), "pulled", delta.Pulled.Round(time.Microsecond), "took", took.Round(time.Microsecond),
+			"sweep", sweep.Round(time.Microsecond))
 	}
+}
+
+// kernelTTL is the duration a decision's ban gets in the kernel: its
+// remaining time rounded up, to the second, or to the minute for decisions
+// of ten minutes or more. Decisions imported or pulled together then share
+// a handful of durations, and so of batch writes; the exact end comes from
+// the LAPI, which lists an expired decision as deleted in the next pull.
+func kernelTTL(ttl time.Duration) time.Duration {
+	unit := time.Second
+	if ttl >= 10*time.Minute {
+		unit = time.Minute
+	}
+	return (ttl + unit - 1).Truncate(unit)
 }
 
 // heldByOther says whether another origin already bans b's address for at
