@@ -154,7 +154,7 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 			}
 			l.ids[b.ID] = kp
 			l.refs[kp]++
-			d.reasons[kp] = fmt.Sprintf("blocklist (crowdsec scenario %q, origin %s)", b.Scenario, b.Origin)
+			d.reasons[kp] = fmt.Sprintf("%s scenario %q, origin %s)", crowdsecReason, b.Scenario, b.Origin)
 			applied++
 		}
 	}
@@ -166,10 +166,8 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 		if l.refs[kp] > 0 {
 			continue
 		}
-		if kp.Bits() == kp.Addr().BitLen() || !d.isCIDR(kp) {
-			if b, ok, err := d.guard.BanOf(kp.Addr()); err == nil && ok && b.Origin != loader.OriginCrowdsec {
-				continue
-			}
+		if d.bannedByOther(kp) {
+			continue
 		}
 		unban = append(unban, kp)
 	}
@@ -224,7 +222,7 @@ func kernelTTL(ttl time.Duration) time.Duration {
 // heldByOther says whether another origin already bans b's address for at
 // least as long.
 func (d *Daemon) heldByOther(b crowdsec.Ban) bool {
-	if b.Prefix.Bits() != b.Prefix.Addr().BitLen() {
+	if b.Prefix.Bits() != b.Prefix.Addr().BitLen() || !d.otherReason(b.Prefix) {
 		return false
 	}
 	old, ok, err := d.guard.BanOf(b.Prefix.Addr())
@@ -234,10 +232,26 @@ func (d *Daemon) heldByOther(b crowdsec.Ban) bool {
 	return old.Expires.IsZero() || !old.Expires.Before(time.Now().Add(b.TTL-time.Second))
 }
 
-// isCIDR says whether the kernel holds p as a CIDR rule rather than a ban.
-func (d *Daemon) isCIDR(p netip.Prefix) bool {
-	eff, err := d.guard.Effective([]netip.Prefix{netip.PrefixFrom(p.Addr(), p.Addr().BitLen())})
-	return err == nil && eff[0].Bits() > p.Bits()
+// otherReason says whether this daemon has banned p itself (a log,
+// slot-holder or SYN-rate ban) since CrowdSec did: only then is the kernel
+// asked, so that a pull of 1,000 decisions costs no 1,000 map lookups.
+// (An operator's `xdpguard ban` on an address CrowdSec also bans is not
+// seen here, and goes when the CrowdSec decision does.)
+func (d *Daemon) otherReason(kp netip.Prefix) bool {
+	r, ok := d.reasons[kp]
+	return ok && !strings.HasPrefix(r, crowdsecReason)
+}
+
+// crowdsecReason starts the state file's reason for a CrowdSec ban.
+const crowdsecReason = "blocklist (crowdsec"
+
+// bannedByOther says whether the exact ban at kp now has another origin.
+func (d *Daemon) bannedByOther(kp netip.Prefix) bool {
+	if !d.otherReason(kp) {
+		return false
+	}
+	b, ok, err := d.guard.BanOf(kp.Addr())
+	return err == nil && ok && b.Prefix == kp && b.Origin != loader.OriginCrowdsec
 }
 
 // strayCrowdsecBans lists the kernel's crowdsec bans that no current
