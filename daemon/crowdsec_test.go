@@ -61,10 +61,10 @@ func TestCrowdsecApply(t *testing.T) {
 		ban(1, "198.18.5.1/32", h), ban(2, "198.18.5.1/32", 2*h), // two decisions, one address
 		ban(3, "2001:db8:5::1/128", h), ban(4, "2001:db8:5::2/128", h), // one /64
 		ban(5, "198.18.6.0/24", h),
-		ban(6, "198.18.9.9/32", h),    // allowlisted
-		ban(7, "198.18.1.1/32", h),    // the host itself
-		ban(8, "198.18.0.0/16", h),    // covers the host
-		ban(9, "198.18.201.0/24", h),  // inside an allowed /22: nothing to ban
+		ban(6, "198.18.9.9/32", h),   // allowlisted
+		ban(7, "198.18.1.1/32", h),   // the host itself
+		ban(8, "198.18.0.0/16", h),   // covers the host
+		ban(9, "198.18.201.0/24", h), // inside an allowed /22: nothing to ban
 		ban(10, "198.18.7.7/32", 90*time.Second),
 	}})
 	if b, ok := banned(t, d, "198.18.5.1"); !ok || b.Origin != loader.OriginCrowdsec {
