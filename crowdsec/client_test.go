@@ -118,6 +118,38 @@ func TestBouncerOutage(t *testing.T) {
 	}
 }
 
+// Resync turns a pull back into a startup pull, which repairs a delta
+// the LAPI lost.
+func TestBouncerResync(t *testing.T) {
+	var mu sync.Mutex
+	var startups []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		startups = append(startups, r.URL.Query().Get("startup"))
+		mu.Unlock()
+		w.Write([]byte(`{"new":null,"deleted":null}`))
+	}))
+	defer srv.Close()
+	c, _ := NewClient(ClientOptions{URL: srv.URL})
+	b := &Bouncer{Client: c, Period: 10 * time.Millisecond, Resync: 45 * time.Millisecond, Log: slog.Default()}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := make(chan Delta, 100)
+	go b.Run(ctx, out)
+	full := 0
+	for full < 3 {
+		if (<-out).Startup {
+			full++
+		}
+	}
+	cancel()
+	mu.Lock()
+	defer mu.Unlock()
+	if startups[0] != "true" || startups[1] != "false" {
+		t.Fatalf("pulls: %v", startups)
+	}
+}
+
 type lockedWriter struct {
 	b  *bytes.Buffer
 	mu *sync.Mutex

@@ -54,7 +54,7 @@ func (d *Daemon) startCrowdsec(ctx context.Context) (<-chan crowdsec.Delta, erro
 	l := &crowdsecLink{deltas: make(chan crowdsec.Delta), ids: map[int64]netip.Prefix{}, refs: map[netip.Prefix]int{}}
 	log := d.log.With("component", "crowdsec")
 	if key != "" {
-		l.bouncer = &crowdsec.Bouncer{Client: client, Period: c.UpdateFrequency, Log: log,
+		l.bouncer = &crowdsec.Bouncer{Client: client, Period: c.UpdateFrequency, Log: log, Resync: time.Hour,
 			Filter: crowdsec.Filter{Scopes: c.Scopes, Types: c.SupportedDecisionsTypes, Origins: c.Origins,
 				ScenariosContaining: c.ScenariosContaining, ScenariosNotContaining: c.ScenariosNotContaining}}
 		go l.bouncer.Run(ctx, l.deltas)
