@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,8 @@ type crowdsecLink struct {
 	// deleting one of them must not lift the ban.
 	ids  map[int64]netip.Prefix
 	refs map[netip.Prefix]int
+
+	reportFailed bool // logged once
 
 	mu        sync.Mutex // guards what the metrics read
 	active    int
@@ -295,6 +298,31 @@ func (d *Daemon) neverBanPrefix(p netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// reportCrowdsec leaves the link's health in the state directory for
+// `xdpguard status`; housekeeping calls it every tick.
+func (d *Daemon) reportCrowdsec(now time.Time) {
+	l := d.cs
+	if l == nil {
+		return
+	}
+	r := crowdsec.Report{LAPI: d.cfg.CrowdSec.LAPIURL, Updated: now, Decisions: len(l.ids)}
+	if l.bouncer != nil {
+		h := l.bouncer.Health()
+		r.Pull = &h
+	}
+	if l.pusher != nil {
+		s := l.pusher.Stats()
+		r.Push = &s
+	}
+	if err := os.MkdirAll(d.cfg.StateDir, 0o700); err == nil {
+		err = crowdsec.WriteReport(d.cfg.StateDir, r)
+		if err != nil && !l.reportFailed {
+			d.log.Warn("crowdsec: cannot write the status report", "error", err)
+		}
+		l.reportFailed = err != nil
+	}
 }
 
 // signal posts a ban this daemon decided to the LAPI, when pushing is on.

@@ -457,6 +457,7 @@ func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
 // waits at least ten times as long as it last took.
 func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
+	d.reportCrowdsec(now)
 	d.engine.Expire(now)
 	if now.After(d.nextSweep) {
 		start := time.Now()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/xdpguard/xdpguard/crowdsec"
 	"github.com/xdpguard/xdpguard/loader"
 )
 
@@ -21,6 +22,9 @@ type statusReport struct {
 	Bans       []banJSON          `json:"bans"`
 	Allow      []loader.Rule      `json:"allow"`
 	Top        []loader.Source    `json:"top_sources"`
+	// CrowdSec is the daemon's last report on its LAPI link (state
+	// directory); absent when the daemon has none.
+	CrowdSec *crowdsec.Report `json:"crowdsec,omitempty"`
 }
 
 type settingsJSON struct {
@@ -52,7 +56,7 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 			&cli.IntFlag{Name: "top", Value: 10, Usage: "show the `N` busiest SYN sources"},
 			&cli.IntFlag{Name: "bans", Value: 100, Usage: "list at most `N` bans in the table (--json lists all)"},
-			pinRootFlag,
+			pinRootFlag, stateDirFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.Int("top") < 0 {
@@ -66,6 +70,11 @@ func statusCommand() *cli.Command {
 			r, err := collect(g, c.String("pin-root"), c.Int("top"))
 			if err != nil {
 				return fail("%v", err)
+			}
+			if rep, ok, err := crowdsec.ReadReport(c.String("state-dir")); err != nil {
+				return fail("crowdsec report: %v", err)
+			} else if ok {
+				r.CrowdSec = &rep
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
@@ -184,6 +193,9 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 			fmt.Fprintf(tw, "  %s\n", a.Prefix)
 		}
 	}
+	if cs := r.CrowdSec; cs != nil {
+		printCrowdsec(tw, cs)
+	}
 	fmt.Fprintf(tw, "\nTop SYN sources (SYNs held in the current %s window):\n", s.RateWindow)
 	if len(r.Top) == 0 {
 		fmt.Fprintln(tw, "  none")
@@ -192,5 +204,28 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 	}
 	for _, t := range r.Top {
 		fmt.Fprintf(tw, "  %s\t%d/%d\t%d\n", t.Prefix, t.InWindow, s.RateThreshold, t.SYNs)
+	}
+}
+
+func printCrowdsec(w io.Writer, cs *crowdsec.Report) {
+	age := time.Since(cs.Updated).Round(time.Second)
+	fmt.Fprintf(w, "\nCrowdSec LAPI %s (reported %s ago):\n", cs.LAPI, age)
+	link := func(name string, h crowdsec.Health) {
+		switch {
+		case h.Up:
+			fmt.Fprintf(w, "  %s\tup, last success %s ago\n", name, time.Since(h.LastSuccess).Round(time.Second))
+		case h.Failures > 0:
+			fmt.Fprintf(w, "  %s\tDOWN, %d failures: %s\n", name, h.Failures, h.LastError)
+		default:
+			fmt.Fprintf(w, "  %s\tnot tried yet\n", name)
+		}
+	}
+	if cs.Pull != nil {
+		link("decisions (pull)", *cs.Pull)
+		fmt.Fprintf(w, "  decisions applied\t%d\n", cs.Decisions)
+	}
+	if cs.Push != nil {
+		link("alerts (push)", cs.Push.Health)
+		fmt.Fprintf(w, "  alerts posted\t%d (%d dropped)\n", cs.Push.Posted, cs.Push.Dropped)
 	}
 }

@@ -114,9 +114,19 @@ func TestBouncer(t *testing.T) {
 		if w.reaches(badIP, hostA) {
 			t.Fatal("A stopped dropping a CrowdSec ban while the LAPI was down")
 		}
+		if up, failures := pullUp(t, w.a); up || failures == 0 {
+			t.Errorf("status while the LAPI is down: up=%v failures=%d", up, failures)
+		}
 		l.start()
 		l.cscli("decisions", "add", "--ip", lateIP, "--duration", "1h")
 		w.waitReach(lateIP, hostA, false, 90*time.Second) // the backoff caps at a minute
+		if up, _ := pullUp(t, w.a); !up {
+			// The report is written every second; give it two.
+			time.Sleep(2 * time.Second)
+			if up, _ = pullUp(t, w.a); !up {
+				t.Error("status shows the LAPI link down after it came back")
+			}
+		}
 		log := w.a.out.String()[mark:]
 		if n := strings.Count(log, "crowdsec LAPI unreachable"); n != 1 {
 			t.Errorf("outage logged %d times", n)
@@ -205,11 +215,28 @@ type statusJSON struct {
 		Prefix string `json:"prefix"`
 		Origin string `json:"origin"`
 	} `json:"bans"`
+	CrowdSec *struct {
+		Decisions int `json:"decisions"`
+		Pull      *struct {
+			Up       bool `json:"up"`
+			Failures int  `json:"failures"`
+		} `json:"pull"`
+	} `json:"crowdsec"`
+}
+
+// pullUp reads the bouncer's health from `xdpguard status`.
+func pullUp(t *testing.T, h *host) (up bool, failures int) {
+	t.Helper()
+	st := status(t, h)
+	if st.CrowdSec == nil || st.CrowdSec.Pull == nil {
+		t.Fatal("status shows no crowdsec link")
+	}
+	return st.CrowdSec.Pull.Up, st.CrowdSec.Pull.Failures
 }
 
 func status(t *testing.T, h *host) statusJSON {
 	t.Helper()
-	out, err := execIn(h, binary, "status", "--json", "--pin-root", h.root)
+	out, err := execIn(h, binary, "status", "--json", "--pin-root", h.root, "--state-dir", filepath.Join(h.dir, "state"))
 	if err != nil {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
