@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -131,13 +132,13 @@ func TestBouncerResync(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, _ := NewClient(ClientOptions{URL: srv.URL})
-	b := &Bouncer{Client: c, Period: 10 * time.Millisecond, Resync: 45 * time.Millisecond, Log: slog.Default()}
+	b := &Bouncer{Client: c, Period: 10 * time.Millisecond, Resync: time.Second, Log: slog.Default()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := make(chan Delta, 100)
 	go b.Run(ctx, out)
 	full := 0
-	for full < 3 {
+	for full < 2 {
 		if (<-out).Startup {
 			full++
 		}
@@ -145,7 +146,9 @@ func TestBouncerResync(t *testing.T) {
 	cancel()
 	mu.Lock()
 	defer mu.Unlock()
-	if startups[0] != "true" || startups[1] != "false" {
+	// Pulls every 10 ms for a second: some deltas between the two
+	// startup pulls, however busy the machine.
+	if startups[0] != "true" || !slices.Contains(startups, "false") {
 		t.Fatalf("pulls: %v", startups)
 	}
 }
