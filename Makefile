@@ -154,6 +154,19 @@ deps-crowdsec:
 	  [ -e /etc/crowdsec/online_api_credentials.yaml ] || echo '# offline: no Central API' > /etc/crowdsec/online_api_credentials.yaml; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends crowdsec; }
 
-test-crowdsec: build deps-crowdsec bpffs
+# CrowdSec's firewall bouncer, measured beside xdpguard on the same
+# decisions: its binary is taken out of Debian 12's package without
+# installing it, because the package's postinst registers a bouncer with
+# the host's own CrowdSec. If it cannot be had, the test says so.
+FW_BOUNCER_DIR := build/crowdsec-firewall-bouncer
+FW_BOUNCER     := $(FW_BOUNCER_DIR)/usr/bin/crowdsec-firewall-bouncer
+
+$(FW_BOUNCER):
+	-mkdir -p $(FW_BOUNCER_DIR) && cd $(FW_BOUNCER_DIR) && \
+	  { apt-get download crowdsec-firewall-bouncer 2>/dev/null || { apt-get update -qq && apt-get download crowdsec-firewall-bouncer; }; } && \
+	  dpkg-deb -x crowdsec-firewall-bouncer_*.deb . && rm -f crowdsec-firewall-bouncer_*.deb
+
+test-crowdsec: build deps-crowdsec bpffs $(FW_BOUNCER)
 	$(GO) vet -tags crowdsec ./test/crowdsec/
-	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags crowdsec -count=1 -timeout 10m -v ./test/crowdsec/
+	FIREWALL_BOUNCER=$$([ -x $(FW_BOUNCER) ] && echo $(abspath $(FW_BOUNCER))) XDPGUARD_BIN=$(abspath $(BIN)) \
+	  $(GO) test -tags crowdsec -count=1 -timeout 15m -v ./test/crowdsec/

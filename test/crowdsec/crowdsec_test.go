@@ -157,6 +157,7 @@ func TestBulk(t *testing.T) {
 	if st := status(t, w.a); len(st.Bans) < 100000 {
 		t.Fatalf("%d bans in the kernel, want 100000", len(st.Bans))
 	}
+	measureFirewallBouncer(t, l, 100000)
 
 	// cscli imports in chunks, so a pull may see part of the 1,000.
 	mark := w.a.logLen()
