@@ -167,6 +167,7 @@ $(FW_BOUNCER):
 	  dpkg-deb -x crowdsec-firewall-bouncer_*.deb . && rm -f crowdsec-firewall-bouncer_*.deb
 
 test-crowdsec: build deps-crowdsec bpffs $(FW_BOUNCER)
+	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }
 	$(GO) vet -tags crowdsec ./test/crowdsec/
 	FIREWALL_BOUNCER=$$([ -x $(FW_BOUNCER) ] && echo $(abspath $(FW_BOUNCER))) XDPGUARD_BIN=$(abspath $(BIN)) \
 	  $(GO) test -tags crowdsec -count=1 -timeout 15m -v ./test/crowdsec/

@@ -3,12 +3,16 @@
 // watcher it posts the bans xdpguard decides itself to /v1/alerts.
 //
 // The client is a small one on net/http rather than go-cs-bouncer or
-// crowdsec's pkg/apiclient: the API surface xdpguard needs is four calls,
-// and those libraries pull CrowdSec's whole module (and its dependency
-// tree) into the binary while building only against some CrowdSec
-// releases. The wire formats of 1.4 to 1.7 differ in ways this package
-// handles explicitly: null or [] lists, nanosecond or rounded durations,
-// a single body or a chunked, streamed one.
+// crowdsec's pkg/apiclient. Measured for this decision: a program that only
+// runs go-cs-bouncer v0.0.19's StreamBouncer (with crowdsec v1.7.3, the
+// release it builds with) pulls in 137 non-standard packages from a
+// 269-module graph, GCB_SIZE; this package uses the standard library only,
+// and adds 0.8 MB to xdpguard (21.75 MB against 20.96 MB at 9da3db2).
+// go-cs-bouncer also builds only against some CrowdSec releases, while the
+// API xdpguard needs is four calls whose wire formats from 1.4 to 1.7 are
+// handled here explicitly and tested against the real 1.4.6: null or []
+// lists, nanosecond or rounded durations, a single body or a chunked,
+// streamed one, and the name/version User-Agent 1.4 insists on.
 package crowdsec
 
 import (
