@@ -6,8 +6,9 @@
 // crowdsec's pkg/apiclient. Measured for this decision: a program that only
 // runs go-cs-bouncer v0.0.19's StreamBouncer (with crowdsec v1.7.3, the
 // release it builds with) pulls in 137 non-standard packages from a
-// 269-module graph, GCB_SIZE; this package uses the standard library only,
-// and adds 0.8 MB to xdpguard (21.75 MB against 20.96 MB at 9da3db2).
+// 269-module graph and is an 18.6 MB binary; the same program on this
+// package is 9.4 MB with the standard library only, and this branch adds
+// 0.8 MB to xdpguard (21.75 MB against 20.96 MB at 9da3db2).
 // go-cs-bouncer also builds only against some CrowdSec releases, while the
 // API xdpguard needs is four calls whose wire formats from 1.4 to 1.7 are
 // handled here explicitly and tested against the real 1.4.6: null or []
