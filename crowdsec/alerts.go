@@ -90,6 +90,9 @@ func ToAlert(s Signal) Alert {
 		src = Source{Scope: scope, Value: value, IP: value}
 	}
 	start, stop := s.Start, s.Stop
+	if stop.IsZero() {
+		stop = time.Now()
+	}
 	if start.IsZero() || start.After(stop) {
 		start = stop
 	}
