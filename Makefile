@@ -10,7 +10,7 @@ APT_PKGS := clang llvm libbpf-dev bpftool iproute2
 VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
 
-.PHONY: all build generate check-generated deps-bpf deps-test test test-short \
+.PHONY: all build generate check-generated deps-bpf deps-test test test-short test-crowdsec deps-crowdsec \
         bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
         deps-e2e deps-bench-e2e test-e2e bench-e2e demo
 
@@ -143,3 +143,35 @@ bench-e2e: build deps-bench-e2e bpffs
 demo: build bpffs
 	$(GO) build -o bin/xdpguard-demo ./test/e2e/cmd/xdpguard-demo
 	bin/xdpguard-demo -xdpguard $(abspath $(BIN))
+
+# Issue 13: xdpguard as a CrowdSec bouncer and signal source, against the
+# real CrowdSec 1.4 LAPI from Debian 12, in network namespaces. Installing
+# crowdsec without the Central API: its postinst skips registration when
+# online_api_credentials.yaml exists (README.Debian); the package's own
+# service is never started. The test runs a private LAPI (its own config,
+# data and SQLite under a temporary directory) and never touches
+# /etc/crowdsec beyond this install step.
+deps-crowdsec:
+	@command -v crowdsec >/dev/null && command -v cscli >/dev/null || { \
+	  echo ">> installing crowdsec (no Central API)"; \
+	  mkdir -p /etc/crowdsec; \
+	  [ -e /etc/crowdsec/online_api_credentials.yaml ] || echo '# offline: no Central API' > /etc/crowdsec/online_api_credentials.yaml; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends crowdsec; }
+
+# CrowdSec's firewall bouncer, measured beside xdpguard on the same
+# decisions: its binary is taken out of Debian 12's package without
+# installing it, because the package's postinst registers a bouncer with
+# the host's own CrowdSec. If it cannot be had, the test says so.
+FW_BOUNCER_DIR := build/crowdsec-firewall-bouncer
+FW_BOUNCER     := $(FW_BOUNCER_DIR)/usr/bin/crowdsec-firewall-bouncer
+
+$(FW_BOUNCER):
+	-mkdir -p $(FW_BOUNCER_DIR) && cd $(FW_BOUNCER_DIR) && \
+	  { apt-get download crowdsec-firewall-bouncer 2>/dev/null || { apt-get update -qq && apt-get download crowdsec-firewall-bouncer; }; } && \
+	  dpkg-deb -x crowdsec-firewall-bouncer_*.deb . && rm -f crowdsec-firewall-bouncer_*.deb
+
+test-crowdsec: build deps-crowdsec bpffs $(FW_BOUNCER)
+	@command -v nft >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables; }
+	$(GO) vet -tags crowdsec ./test/crowdsec/
+	FIREWALL_BOUNCER=$$([ -x $(FW_BOUNCER) ] && echo $(abspath $(FW_BOUNCER))) XDPGUARD_BIN=$(abspath $(BIN)) \
+	  $(GO) test -tags crowdsec -count=1 -timeout 15m -v ./test/crowdsec/

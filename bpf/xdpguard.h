@@ -29,6 +29,7 @@ enum origin {
 	ORIGIN_KERNEL = 1,	// the SYN-rate limiter in this program
 	ORIGIN_LOG = 2,		// the daemon's log layer
 	ORIGIN_MANUAL = 3,	// an operator
+	ORIGIN_CROWDSEC = 4,	// a CrowdSec LAPI decision (the daemon's bouncer)
 };
 
 enum reason {

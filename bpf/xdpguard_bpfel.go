@@ -134,10 +134,11 @@ type XdpguardIn6Key struct {
 type XdpguardOrigin uint32
 
 const (
-	XdpguardOriginORIGIN_NONE   XdpguardOrigin = 0
-	XdpguardOriginORIGIN_KERNEL XdpguardOrigin = 1
-	XdpguardOriginORIGIN_LOG    XdpguardOrigin = 2
-	XdpguardOriginORIGIN_MANUAL XdpguardOrigin = 3
+	XdpguardOriginORIGIN_NONE     XdpguardOrigin = 0
+	XdpguardOriginORIGIN_KERNEL   XdpguardOrigin = 1
+	XdpguardOriginORIGIN_LOG      XdpguardOrigin = 2
+	XdpguardOriginORIGIN_MANUAL   XdpguardOrigin = 3
+	XdpguardOriginORIGIN_CROWDSEC XdpguardOrigin = 4
 )
 
 type XdpguardReason uint32

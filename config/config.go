@@ -70,6 +70,8 @@ type Config struct {
 
 	Log     Log     `yaml:"log"`
 	Metrics Metrics `yaml:"metrics"`
+
+	CrowdSec CrowdSec `yaml:"crowdsec"`
 }
 
 // SlotHolders is the third detector, beside the SYN rate and the logs:
@@ -226,6 +228,7 @@ func Default() Config {
 		PinRoot:        "/sys/fs/bpf/xdpguard",
 		StateDir:       "/var/lib/xdpguard",
 		Log:            Log{Format: "text", Level: "info"},
+		CrowdSec:       defaultCrowdSec(),
 	}
 }
 

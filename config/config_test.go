@@ -135,6 +135,15 @@ pin_root: /sys/fs/bpf/test
 state_dir: /tmp/state
 log: {format: json, level: debug}
 metrics: {listen: "[::1]:9931"}
+crowdsec:
+  lapi_url: http://127.0.0.1:8080/
+  api_key_file: /etc/xdpguard/crowdsec.key
+  update_frequency: 2s
+  scopes: [Ip]
+  origins: [cscli, CAPI]
+  scenarios_not_containing: [http]
+  machine_id: mail1
+  password: secret
 `)
 	want := Config{
 		Interfaces: []string{"eth1", "bond0.100"},
@@ -162,6 +171,10 @@ metrics: {listen: "[::1]:9931"}
 		StateDir:       "/tmp/state",
 		Log:            Log{Format: "json", Level: "debug"},
 		Metrics:        Metrics{Listen: "[::1]:9931"},
+		CrowdSec: CrowdSec{LAPIURL: "http://127.0.0.1:8080/", APIKeyFile: "/etc/xdpguard/crowdsec.key",
+			UpdateFrequency: 2 * time.Second, Scopes: []string{"Ip"}, Origins: []string{"cscli", "CAPI"},
+			ScenariosContaining: []string{}, ScenariosNotContaining: []string{"http"},
+			SupportedDecisionsTypes: []string{"ban"}, MachineID: "mail1", Password: "secret"},
 	}
 	got := *c
 	detect := got.Detect
@@ -208,7 +221,15 @@ func TestParseErrors(t *testing.T) {
 				`allow[4]: "10.0.0.1/8": host bits set (the network is 10.0.0.0/8) (line 6)`}},
 		{"unknown keys", "kernel:\n  prots: [1]\nmonitor: true\n",
 			[]string{"kernel.prots: unknown key (known here: admission, ban_duration, ban_scope, max_bans, max_cidr_rules, max_tracked, monitor, ports, prefix_v4, prefix_v6, syn_rate) (line 2)",
-				"monitor: unknown key (known here: allow, detect, guard_rails, interfaces, ipv6_escalation, kernel, kill_connections, known_good, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
+				"monitor: unknown key (known here: allow, crowdsec, detect, guard_rails, interfaces, ipv6_escalation, kernel, kill_connections, known_good, log, logs, metrics, pin_root, slot_holders, state_dir, xdp_mode) (line 3)"}},
+		{"crowdsec", "crowdsec:\n  lapi_url: ftp://x\n  update_frequency: 100ms\n  scopes: [ip, country]\n  supported_decisions_types: [captcha]\n  machine_id: m\n",
+			[]string{`crowdsec.lapi_url: "ftp://x": want http(s)://host:port/ (line 2)`,
+				`crowdsec.update_frequency: must be 1s-1h, got "100ms" (line 3)`,
+				`crowdsec.scopes: "country": xdpguard applies ip and range decisions only (line 4)`,
+				`crowdsec.supported_decisions_types: [captcha]: an XDP program can only drop, so [ban] (line 5)`,
+				`crowdsec.password: machine_id and password go together (line 2)`}},
+		{"crowdsec without a key", "crowdsec:\n  lapi_url: http://127.0.0.1:8080\n",
+			[]string{`crowdsec.api_key: lapi_url is set but neither api_key, api_key_file nor machine_id is: nothing to do (line 2)`}},
 		{"duplicate key", "xdp_mode: auto\nxdp_mode: native\n",
 			[]string{"xdp_mode: duplicate key (line 2)"}},
 		{"ports", "kernel:\n  ports: [110, 70000, 0, 110, x]\n",

@@ -178,6 +178,7 @@ func (c *Config) validate() []Problem {
 			ps.add("metrics.listen", "%q: %s", c.Metrics.Listen, msg)
 		}
 	}
+	c.CrowdSec.validate(&ps)
 	return ps
 }
 

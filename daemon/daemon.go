@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/xdpguard/xdpguard/config"
+	"github.com/xdpguard/xdpguard/crowdsec"
 	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/logwatch"
 	"github.com/xdpguard/xdpguard/sockdestroy"
@@ -79,10 +80,11 @@ type Daemon struct {
 	seen    map[string]*logSeen
 	started time.Time
 	status  statusWriter
-	kg      kgState    // known-good sources (knowngood.go)
-	evict   evictState // pre-auth evictions under pressure (evict.go)
-	esc     escState   // IPv6 escalation (escalate.go)
-	tr      trawlState // user-name trawlers (trawl.go)
+	kg      kgState       // known-good sources (knowngood.go)
+	evict   evictState    // pre-auth evictions under pressure (evict.go)
+	esc     escState      // IPv6 escalation (escalate.go)
+	tr      trawlState    // user-name trawlers (trawl.go)
+	cs      *crowdsecLink // nil without crowdsec.lapi_url
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -229,6 +231,11 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	}()
 	defer events.Close()
 
+	csDeltas, err := d.startCrowdsec(ctx)
+	if err != nil {
+		return err
+	}
+
 	fctx, stopFollow := context.WithCancel(ctx)
 	lines, err := d.follow(fctx)
 	if err != nil {
@@ -279,6 +286,8 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 				batch = append(batch, <-evc)
 			}
 			d.onKernelBans(batch)
+		case delta := <-csDeltas:
+			d.onCrowdsec(delta)
 		case <-tick.C:
 			d.housekeeping(time.Now())
 		case <-slotTick.C:
@@ -369,6 +378,7 @@ func (d *Daemon) flush() {
 		d.metrics.banned(loader.OriginLog, time.Since(p.arrival))
 		d.remember(loader.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: loader.OriginLog, Reason: dec.Reason,
 			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
+		d.signal(dec.Prefix, scenarioOf(dec.Reason), dec.Events, dec.Time, dec.Time, dec.Duration, "rule "+dec.Rule)
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
 			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed[dec.Prefix])
@@ -402,6 +412,8 @@ func (d *Daemon) onKernelBans(evs []loader.Event) {
 		d.remember(loader.Ban{Prefix: ev.Prefix, Expires: ev.At.Add(dur), Origin: loader.OriginKernel, Reason: loader.ReasonSynRate,
 			Detector: loader.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence})
 		durs[i], prefixes[i] = dur, ev.Prefix
+		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, int(ev.Threshold)+1, ev.At.Add(-d.cfg.Kernel.SYNRate.Window), ev.At, dur,
+			fmt.Sprintf("over %d SYNs per %s", ev.Threshold, d.cfg.Kernel.SYNRate.Window))
 	}
 	d.dirty = true
 	killed := d.kill(prefixes...)
@@ -461,6 +473,7 @@ func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
 // waits at least ten times as long as it last took.
 func (d *Daemon) housekeeping(now time.Time) {
 	d.metrics.update(d.engine.Counters())
+	d.reportCrowdsec(now)
 	d.engine.Expire(now)
 	d.expireKnownGood(now)
 	d.expireTrawl(now)
@@ -533,8 +546,8 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 	}
 	if next.PinRoot != d.cfg.PinRoot || next.StateDir != d.cfg.StateDir || next.Kernel.MaxBans != d.cfg.Kernel.MaxBans ||
 		next.Kernel.MaxTracked != d.cfg.Kernel.MaxTracked || next.Kernel.MaxCIDRRules != d.cfg.Kernel.MaxCIDRRules ||
-		next.Metrics.Listen != d.cfg.Metrics.Listen {
-		return nil, false, errors.New("pin_root, state_dir, map sizes and metrics.listen only change with a restart")
+		next.Metrics.Listen != d.cfg.Metrics.Listen || !reflect.DeepEqual(next.CrowdSec, d.cfg.CrowdSec) {
+		return nil, false, errors.New("pin_root, state_dir, map sizes, metrics.listen and crowdsec only change with a restart")
 	}
 	// Everything that can fail is checked before anything is applied.
 	if err := kernelSettings(next.Config).Validate(); err != nil {

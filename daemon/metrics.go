@@ -34,6 +34,7 @@ type metrics struct {
 	follower interface {
 		Stats() logwatch.FollowStats
 	}
+	cs crowdsecCollector
 }
 
 func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, error) {
@@ -61,7 +62,7 @@ func newMetrics(listen string, g *loader.Guard, log *slog.Logger) (*metrics, err
 		return m, nil
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, m.evictedC, m.escal, m.goodG, &collector{g: g, m: m, log: log})
+	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, m.evictedC, m.escal, m.goodG, &collector{g: g, m: m, log: log}, &m.cs)
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
@@ -165,7 +166,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		c.log.Warn("metrics: read kernel counters", "error", err)
 	}
 	if bans, err := c.g.Bans(); err == nil {
-		by := map[string]float64{"kernel": 0, "log": 0, "manual": 0}
+		by := map[string]float64{"kernel": 0, "log": 0, "manual": 0, "crowdsec": 0}
 		for _, b := range bans {
 			by[b.Origin.String()]++
 		}

@@ -3,11 +3,13 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"time"
 
 	"github.com/xdpguard/xdpguard/config"
+	"github.com/xdpguard/xdpguard/crowdsec"
 	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/sockdestroy"
 )
@@ -221,6 +223,8 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		// silent since at least now - silence.
 		d.remember(loader.Ban{Prefix: o.p, Expires: now.Add(dur), Origin: loader.OriginLog, Reason: loader.ReasonNoAuth,
 			Detector: loader.DetectorSlotHolders, Events: o.n, First: now.Add(-silence), Last: now, Offence: offence})
+		d.signal(o.p, crowdsec.ScenarioSlotHolder, o.n, now.Add(-silence), now, dur,
+			fmt.Sprintf("holding %d login slots silent for %s", o.n, silence))
 		d.dirty = true
 		banned = append(banned, o.p)
 		d.log.Info("banned", "prefix", o.p, "origin", "log", "reason", "no-auth", "detector", loader.DetectorSlotHolders,

@@ -16,9 +16,14 @@ const (
 	OriginKernel = Origin(bpf.XdpguardOriginORIGIN_KERNEL)
 	OriginLog    = Origin(bpf.XdpguardOriginORIGIN_LOG)
 	OriginManual = Origin(bpf.XdpguardOriginORIGIN_MANUAL)
+	// OriginCrowdsec bans come from a CrowdSec LAPI. They are the only ones
+	// the bouncer removes, and are never posted back to CrowdSec; their
+	// Detector is the decision's scenario.
+	OriginCrowdsec = Origin(bpf.XdpguardOriginORIGIN_CROWDSEC)
 )
 
-var originNames = map[Origin]string{0: "none", OriginKernel: "kernel", OriginLog: "log", OriginManual: "manual"}
+var originNames = map[Origin]string{0: "none", OriginKernel: "kernel", OriginLog: "log", OriginManual: "manual",
+	OriginCrowdsec: "crowdsec"}
 
 func (o Origin) String() string {
 	if s, ok := originNames[o]; ok {

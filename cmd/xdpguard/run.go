@@ -27,6 +27,8 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "journal", Usage: "follow the systemd journal too (logs.journal: units and identifiers from the file or the defaults)"},
 			&cli.StringSliceFlag{Name: "allow", Usage: "`CIDR` never to ban (repeatable; added to the file's list)"},
 			&cli.BoolFlag{Name: "monitor", Usage: "dry run: count and log what would be dropped, drop nothing"},
+			&cli.StringFlag{Name: "crowdsec-url", Usage: "CrowdSec LAPI `URL` to bounce from (crowdsec.lapi_url)"},
+			&cli.StringFlag{Name: "crowdsec-key", Usage: "CrowdSec bouncer API `KEY` (crowdsec.api_key)"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the program and its bans when the daemon stops"},
 		}, commonFlags()...),
 		Action: func(c *cli.Context) error {
@@ -92,6 +94,12 @@ func runConfig(c *cli.Context) (daemon.Config, error) {
 			return daemon.Config{}, fmt.Errorf("--allow %q: %v", s, err)
 		}
 		cfg.Allow = append(cfg.Allow, p)
+	}
+	if c.IsSet("crowdsec-url") {
+		cfg.CrowdSec.LAPIURL = c.String("crowdsec-url")
+	}
+	if c.IsSet("crowdsec-key") {
+		cfg.CrowdSec.APIKey, cfg.CrowdSec.APIKeyFile = c.String("crowdsec-key"), ""
 	}
 	if c.IsSet("monitor") {
 		cfg.Kernel.Monitor = c.Bool("monitor")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/xdpguard/xdpguard/crowdsec"
 	"github.com/xdpguard/xdpguard/loader"
 	"github.com/xdpguard/xdpguard/state"
 )
@@ -24,6 +25,9 @@ type statusReport struct {
 	Bans       []banJSON          `json:"bans"`
 	Allow      []loader.Rule      `json:"allow"`
 	Top        []loader.Source    `json:"top_sources"`
+	// CrowdSec is the daemon's last report on its LAPI link (state
+	// directory); absent when the daemon has none.
+	CrowdSec *crowdsec.Report `json:"crowdsec,omitempty"`
 }
 
 type settingsJSON struct {
@@ -90,6 +94,11 @@ func statusCommand() *cli.Command {
 			}
 			r.Daemon = dj
 			addEvidence(r.Bans, store)
+			if rep, ok, err := crowdsec.ReadReport(cfg.StateDir); err != nil {
+				return fail("crowdsec report: %v", err)
+			} else if ok {
+				r.CrowdSec = &rep
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -208,6 +217,9 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 			fmt.Fprintf(tw, "  %s\n", a.Prefix)
 		}
 	}
+	if cs := r.CrowdSec; cs != nil {
+		printCrowdsec(tw, cs)
+	}
 	fmt.Fprintf(tw, "\nTop SYN sources (SYNs held in the current %s window):\n", s.RateWindow)
 	if len(r.Top) == 0 {
 		fmt.Fprintln(tw, "  none")
@@ -216,5 +228,28 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 	}
 	for _, t := range r.Top {
 		fmt.Fprintf(tw, "  %s\t%d/%d\t%d\n", t.Prefix, t.InWindow, s.RateThreshold, t.SYNs)
+	}
+}
+
+func printCrowdsec(w io.Writer, cs *crowdsec.Report) {
+	age := time.Since(cs.Updated).Round(time.Second)
+	fmt.Fprintf(w, "\nCrowdSec LAPI %s (reported %s ago):\n", cs.LAPI, age)
+	link := func(name string, h crowdsec.Health) {
+		switch {
+		case h.Up:
+			fmt.Fprintf(w, "  %s\tup, last success %s ago\n", name, time.Since(h.LastSuccess).Round(time.Second))
+		case h.Failures > 0:
+			fmt.Fprintf(w, "  %s\tDOWN, %d failures: %s\n", name, h.Failures, h.LastError)
+		default:
+			fmt.Fprintf(w, "  %s\tnot tried yet\n", name)
+		}
+	}
+	if cs.Pull != nil {
+		link("decisions (pull)", *cs.Pull)
+		fmt.Fprintf(w, "  decisions applied\t%d\n", cs.Decisions)
+	}
+	if cs.Push != nil {
+		link("alerts (push)", cs.Push.Health)
+		fmt.Fprintf(w, "  alerts posted\t%d (%d dropped)\n", cs.Push.Posted, cs.Push.Dropped)
 	}
 }
