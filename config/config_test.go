@@ -193,8 +193,8 @@ crowdsec:
 	if err := detect.Decode(&d); err != nil || d.Threshold != 5 || len(d.Rules) != 1 || d.Rules[0].Name != "x" {
 		t.Errorf("detect: %+v, %v", d, err)
 	}
-	if detect.Line != 20 {
-		t.Errorf("detect node at line %d, want 20", detect.Line)
+	if detect.Line != 21 {
+		t.Errorf("detect node at line %d, want 21", detect.Line)
 	}
 }
 
