@@ -202,8 +202,7 @@ struct pkt {
 	__u8 syn;		// SYN without ACK, RST or FIN
 	__u8 malformed;
 	__u16 dport;		// host order
-	__u16 sport;		// host order
-	__u32 seq;		// host order
+	struct tcphdr *tcph;	// set when tcp is; only SYNs to protected ports read more of it
 };
 
 #define IP_OFFSET 0x1fff
@@ -345,8 +344,7 @@ static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
 	}
 	p->tcp = 1;
 	p->dport = bpf_ntohs(tcp->dest);
-	p->sport = bpf_ntohs(tcp->source);
-	p->seq = bpf_ntohl(tcp->seq);
+	p->tcph = tcp;
 	p->syn = tcp->syn && !(tcp->ack | tcp->rst | tcp->fin);
 }
 
@@ -413,7 +411,7 @@ static __always_inline int over_rate(struct syn_state *s, const struct config *c
 // port and sequence number, within retrans_ticks of it, and not yet resent
 // FP_MAX_RETRANS times. The cap bounds what a raw-socket client gains by
 // reusing a port and sequence number for new connections: a real stack
-// resends a SYN 3 times in the first 10 s, so more count again.
+// resends a SYN at most 5 times in the first 10 s, so more count again.
 static __always_inline int retransmitted(struct syn_state *s, const struct config *cfg,
 					 __u64 want, __u8 tick)
 {
@@ -655,7 +653,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 			goto pass;
 	}
 
-	__u64 fp = (__u64)p->sport << 32 | p->seq;
+	__u64 fp = (__u64)bpf_ntohs(p->tcph->source) << 32 | bpf_ntohl(p->tcph->seq);
 	__u8 tick = now >> FP_TICK_SHIFT;
 
 	if (retransmitted(s, cfg, fp, tick)) {

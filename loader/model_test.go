@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/bpf"
 	"github.com/xdpguard/xdpguard/internal/packet"
 )
 
@@ -215,12 +216,12 @@ func (m *model) verdict(b []byte) uint32 {
 			m.syns[key] = st
 		}
 		// A resend: the same port and sequence number as one of the last
-		// four counted SYNs, resent fewer than 3 times. Port 0 with
+		// four counted SYNs, resent fewer than FP_MAX_RETRANS times. Port 0 with
 		// sequence 0 is never one (the kernel's empty slot).
 		if m.s.RetransmitWindow > 0 && (p.sport != 0 || p.seq != 0) {
 			for i := range st.fps {
 				f := &st.fps[i]
-				if f.sport == p.sport && f.seq == p.seq && f.resent < 3 {
+				if f.sport == p.sport && f.seq == p.seq && f.resent < int(bpf.XdpguardSynFpFP_MAX_RETRANS) {
 					f.resent++
 					m.stats.SYNRetransmits++
 					m.stats.Passed++
