@@ -202,7 +202,8 @@ struct pkt {
 	__u8 syn;		// SYN without ACK, RST or FIN
 	__u8 malformed;
 	__u16 dport;		// host order
-	struct tcphdr *tcph;	// set when tcp is; only SYNs to protected ports read more of it
+	__u16 sport;		// host order; SYNs only
+	__u32 seq;		// host order; SYNs only
 };
 
 #define IP_OFFSET 0x1fff
@@ -344,8 +345,14 @@ static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
 	}
 	p->tcp = 1;
 	p->dport = bpf_ntohs(tcp->dest);
-	p->tcph = tcp;
 	p->syn = tcp->syn && !(tcp->ack | tcp->rst | tcp->fin);
+	// Only a SYN needs its fingerprint. Copied here as numbers: a packet
+	// pointer kept for later would carry each parse path's offsets into
+	// decide(), and the verifier could no longer merge its states there.
+	if (p->syn) {
+		p->sport = bpf_ntohs(tcp->source);
+		p->seq = bpf_ntohl(tcp->seq);
+	}
 }
 
 static __always_inline int port_protected(const struct config *cfg, __u16 port)
@@ -653,7 +660,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 			goto pass;
 	}
 
-	__u64 fp = (__u64)bpf_ntohs(p->tcph->source) << 32 | bpf_ntohl(p->tcph->seq);
+	__u64 fp = (__u64)p->sport << 32 | p->seq;
 	__u8 tick = now >> FP_TICK_SHIFT;
 
 	if (retransmitted(s, cfg, fp, tick)) {
@@ -661,28 +668,24 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 		goto pass;
 	}
 
-	// Known-good is looked up only when it changes the verdict: under
-	// admission, or over the rate. -1: not looked up yet.
-	int is_good = -1;
-
+	// Known-good is looked up only where it changes the verdict: under
+	// admission, or over the rate. A source both over the rate and under
+	// admission is looked up twice; one flag less to carry keeps the
+	// verifier's state count down.
+	//
 	// Under admission a source that is not known-good opens one connection
 	// per interval. Its first SYN passes (a never-seen user gets in at
 	// once, and its retransmissions with it), but a bot whose connection
 	// was just evicted cannot take the slot straight back. A dropped SYN
 	// is neither counted nor remembered: the client's retransmission of it
 	// is a new try, which passes once the interval is over.
-	if (cfg->flags & FLAG_ADMISSION) {
-		is_good = bpf_map_lookup_elem(good, key) != 0;
-		if (!is_good) {
-			if (s->admit_ns > now)
-				return drop_admission(cfg, c);
-			s->admit_ns = now + cfg->admit_interval_ns;
-		}
+	if ((cfg->flags & FLAG_ADMISSION) && !bpf_map_lookup_elem(good, key)) {
+		if (s->admit_ns > now)
+			return drop_admission(cfg, c);
+		s->admit_ns = now + cfg->admit_interval_ns;
 	}
 	if (cfg->rate_interval_ns && over_rate(s, cfg, now)) {
-		if (is_good < 0)
-			is_good = bpf_map_lookup_elem(good, key) != 0;
-		if (!is_good) {
+		if (!bpf_map_lookup_elem(good, key)) {
 			auto_ban(c, p, cfg, syns, key, keylen, now);
 			return drop(cfg, c, STAT_DROP_BAN);
 		}
