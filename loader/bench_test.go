@@ -59,7 +59,7 @@ func BenchmarkPerPacket(b *testing.B) {
 		{"unbanned-ack", ack, xdpPass, s, false},
 		{"banned", syn(banned, 143), xdpDrop, s, false},
 		{"syn-unbanned", syn(clean, 143), xdpPass, s, false},
-		// 3 of 4 repeats are resends; the 4th counts again.
+		// 5 of 6 repeats are resends; the 6th counts again.
 		{"syn-resent", syn(clean, 143), xdpPass, resent, false},
 		// Admission on: a known-good source's SYN pays one hash lookup;
 		// an unknown source over its admission limit is dropped.
