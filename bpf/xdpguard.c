@@ -678,7 +678,8 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	// once, and its retransmissions with it), but a bot whose connection
 	// was just evicted cannot take the slot straight back. A dropped SYN
 	// is neither counted nor remembered: the client's retransmission of it
-	// is a new try, which passes once the interval is over.
+	// is a new try, which passes once the interval is over. Plain stores,
+	// as in over_rate(): CPUs racing on one source may each admit one.
 	if ((cfg->flags & FLAG_ADMISSION) && !bpf_map_lookup_elem(good, key)) {
 		if (s->admit_ns > now)
 			return drop_admission(cfg, c);

@@ -158,15 +158,24 @@ func putGood[K comparable](m *ebpf.Map, keys []K) ([]K, error) {
 		return nil, nil
 	}
 	have := map[K]bool{}
-	if err := dump(m, func(k K, _ uint8) { have[k] = true }); err != nil {
-		return nil, err
+	exists := func(k K) bool {
+		var v uint8
+		return m.Lookup(&k, &v) == nil
+	}
+	if len(keys) > 1024 {
+		// One batch dump beats a lookup syscall per key; for a login or
+		// two, the other way round (the map may hold 100,000).
+		if err := dump(m, func(k K, _ uint8) { have[k] = true }); err != nil {
+			return nil, err
+		}
+		exists = func(K) bool { return false }
 	}
 	var fresh []K
 	for _, k := range keys {
-		if !have[k] {
-			have[k] = true // duplicates in keys
+		if !have[k] && !exists(k) {
 			fresh = append(fresh, k)
 		}
+		have[k] = true // duplicates in keys
 	}
 	if len(fresh) == 0 {
 		return nil, nil
