@@ -27,14 +27,11 @@
 // Malformed packets are never dropped for being malformed.
 
 #include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "parsing.h"
 #include "xdpguard.h"
 
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
@@ -206,70 +203,24 @@ struct pkt {
 	__u32 seq;		// host order; SYNs only
 };
 
-#define IP_OFFSET 0x1fff
-
-// Each parser returns the L4 protocol with *l4 at its header, or -1 when no
-// L4 header can be trusted (non-first fragment, too many extension headers,
-// truncation). The source is recorded first, so a ban applies regardless.
+// Each parser returns the L4 protocol with *l4 at its header, or an enum
+// l4_none (parsing.h). The source is recorded first, so a ban applies
+// regardless.
 static __always_inline int parse_ipv6(void *cur, void *data_end, struct pkt *p,
 				      void **l4)
 {
 	struct ipv6hdr *ip6 = cur;
 
 	if ((void *)(ip6 + 1) > data_end)
-		return -1;
+		return L4_UNTRUSTED;
 	__builtin_memcpy(&p->src, &ip6->saddr, sizeof(p->src));
 	p->family = 6;
 
-	__u8 nexthdr = ip6->nexthdr;
-
 	cur = ip6 + 1;
-	// Bounded so that the verifier sees a finite walk.
-#pragma unroll
-	for (int i = 0; i < MAX_EXT_HDRS; i++) {
-		__u8 *h = cur;
+	int l4proto = skip_ipv6_exts(&cur, data_end, ip6->nexthdr);
 
-		switch (nexthdr) {
-		case IPPROTO_HOPOPTS:
-		case IPPROTO_ROUTING:
-		case IPPROTO_DSTOPTS:
-		case IPPROTO_MH:
-			if ((void *)(h + 2) > data_end)
-				return -1;
-			nexthdr = h[0];
-			cur += ((__u32)h[1] + 1) * 8;
-			break;
-		case IPPROTO_AH:
-			if ((void *)(h + 2) > data_end)
-				return -1;
-			nexthdr = h[0];
-			cur += ((__u32)h[1] + 2) * 4;
-			break;
-		case IPPROTO_FRAGMENT:
-			if ((void *)(h + 8) > data_end)
-				return -1;
-			// Only the first fragment carries the TCP header.
-			if ((((__u16)h[2] << 8) | h[3]) & 0xfff8)
-				return -2;
-			nexthdr = h[0];
-			cur += 8;
-			break;
-		default:
-			*l4 = cur;
-			return nexthdr;
-		}
-	}
-	switch (nexthdr) {
-	case IPPROTO_HOPOPTS:
-	case IPPROTO_ROUTING:
-	case IPPROTO_DSTOPTS:
-	case IPPROTO_MH:
-	case IPPROTO_AH:
-	case IPPROTO_FRAGMENT:
-		return -1;	// a seventh extension header: give up on L4
-	}
 	*l4 = cur;
-	return nexthdr;
+	return l4proto;
 }
 
 static __always_inline int parse_ipv4(void *cur, void *data_end, struct pkt *p,
@@ -278,15 +229,15 @@ static __always_inline int parse_ipv4(void *cur, void *data_end, struct pkt *p,
 	struct iphdr *ip = cur;
 
 	if ((void *)(ip + 1) > data_end)
-		return -1;
+		return L4_UNTRUSTED;
 	// The source sits at a fixed offset, so a ban applies even when the
 	// rest of the header is nonsense; the stack drops such packets anyway.
 	p->src.hi = (__u64)ip->saddr;
 	p->family = 4;
 	if (ip->version != 4 || ip->ihl < 5)
-		return -1;
+		return L4_UNTRUSTED;
 	if (ip->frag_off & bpf_htons(IP_OFFSET))
-		return -2;	// non-first fragment: no TCP header, not malformed
+		return L4_FRAGMENT;
 	*l4 = cur + ip->ihl * 4;
 	return ip->protocol;
 }
@@ -297,26 +248,16 @@ static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	void *cur = eth + 1;
-	__u16 proto;
+	__be16 proto;
 
 	if (cur > data_end) {
 		p->malformed = 1;
 		return;
 	}
 	proto = eth->h_proto;
-
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		__u16 *vlan = cur;	// struct vlan_hdr: TCI, encapsulated proto
-
-		if ((void *)(vlan + 2) > data_end) {
-			p->malformed = 1;
-			return;
-		}
-		proto = vlan[1];
-		cur = vlan + 2;
+	if (skip_vlans(&cur, data_end, &proto) < 0) {
+		p->malformed = 1;
+		return;
 	}
 
 	void *l4 = 0;
@@ -328,11 +269,11 @@ static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
 		l4proto = parse_ipv6(cur, data_end, p, &l4);
 	} else {
 		// A third VLAN tag hides the network header: pass it, unparsed.
-		if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+		if (proto_is_vlan(proto))
 			p->malformed = 1;
 		return;
 	}
-	if (l4proto == -1)
+	if (l4proto == L4_UNTRUSTED)
 		p->malformed = 1;
 	if (l4proto != IPPROTO_TCP)
 		return;
@@ -581,27 +522,50 @@ static __always_inline void auto_ban(struct counters *c, const struct pkt *p, co
 	bpf_ringbuf_submit(e, 0);
 }
 
-// Admission drops are not bans and have their own counters, outside the
-// enum arithmetic of drop().
-static __always_inline int drop_admission(const struct config *cfg, struct counters *c)
-{
-	if (cfg->flags & FLAG_MONITOR) {
-		count(c, STAT_WOULD_DROP_ADMISSION);
-		count(c, STAT_PASS);
-		return XDP_PASS;
-	}
-	count(c, STAT_DROP_ADMISSION);
-	return XDP_DROP;
-}
+// What happens to a packet, decided before any counter records it.
+enum verdict {
+	VERDICT_PASS,
+	VERDICT_ALLOW,		// passed by an allow rule
+	VERDICT_DROP_BAN,
+	VERDICT_DROP_CIDR,
+	VERDICT_DROP_ADMISSION,	// not a ban: a new connection over the admission limit
+};
 
-static __always_inline int drop(const struct config *cfg, struct counters *c, __u32 stat)
+// The single exit. Every packet that gets here ends in exactly one of
+// STAT_PASS, STAT_DROP_BAN, STAT_DROP_CIDR and STAT_DROP_ADMISSION, the
+// invariant Stats.Seen() counts on; monitor mode turns a drop into a pass
+// and its "would drop" counter. Each drop names both its counters, so the
+// order of enum stat carries no meaning.
+static __always_inline int finish(const struct config *cfg, struct counters *c, int v)
 {
-	if (cfg->flags & FLAG_MONITOR) {
-		count(c, stat + (STAT_WOULD_DROP_BAN - STAT_DROP_BAN));
+	__u32 drop, would;
+
+	switch (v) {
+	case VERDICT_DROP_BAN:
+		drop = STAT_DROP_BAN;
+		would = STAT_WOULD_DROP_BAN;
+		break;
+	case VERDICT_DROP_CIDR:
+		drop = STAT_DROP_CIDR;
+		would = STAT_WOULD_DROP_CIDR;
+		break;
+	case VERDICT_DROP_ADMISSION:
+		drop = STAT_DROP_ADMISSION;
+		would = STAT_WOULD_DROP_ADMISSION;
+		break;
+	case VERDICT_ALLOW:
+		count(c, STAT_ALLOW);
+		/* fall through */
+	default:
 		count(c, STAT_PASS);
 		return XDP_PASS;
 	}
-	count(c, stat);
+	if (cfg->flags & FLAG_MONITOR) {
+		count(c, would);
+		count(c, STAT_PASS);
+		return XDP_PASS;
+	}
+	count(c, drop);
 	return XDP_DROP;
 }
 
@@ -628,9 +592,9 @@ static __always_inline int banned(const struct config *cfg, void *key, __u32 key
 	return !expired(b->expires_ns, *now);
 }
 
-// Everything after parsing, for one family. Inlined once per family with
-// constant maps: a lookup whose map differs by path cannot be inlined by the
-// verifier and costs an indirect call.
+// Everything after the CIDR rules, for one family. Inlined once per family
+// with constant maps: a lookup whose map differs by path cannot be inlined
+// by the verifier and costs an indirect call.
 static __always_inline int decide(const struct config *cfg, struct counters *c, const struct pkt *p,
 				  void *syns, void *good, void *key, __u32 keylen)
 {
@@ -639,7 +603,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 
 	if (banned(cfg, key, keylen, &now) &&
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
-		return drop(cfg, c, STAT_DROP_BAN);
+		return VERDICT_DROP_BAN;
 
 	if (!p->syn || !to_port)
 		goto pass;
@@ -682,21 +646,45 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	// as in over_rate(): CPUs racing on one source may each admit one.
 	if ((cfg->flags & FLAG_ADMISSION) && !bpf_map_lookup_elem(good, key)) {
 		if (s->admit_ns > now)
-			return drop_admission(cfg, c);
+			return VERDICT_DROP_ADMISSION;
 		s->admit_ns = now + cfg->admit_interval_ns;
 	}
 	if (cfg->rate_interval_ns && over_rate(s, cfg, now)) {
 		if (!bpf_map_lookup_elem(good, key)) {
 			auto_ban(c, p, cfg, syns, key, keylen, now);
-			return drop(cfg, c, STAT_DROP_BAN);
+			return VERDICT_DROP_BAN;
 		}
 		count(c, STAT_KNOWN_GOOD);
 	}
 	s->fp[s->syns & (SYN_FPS - 1)] = (__u64)tick << 48 | fp;
 	s->syns++;
 pass:
-	count(c, STAT_PASS);
-	return XDP_PASS;
+	return VERDICT_PASS;
+}
+
+static __always_inline int verdict(const struct config *cfg, struct counters *c, const struct pkt *p)
+{
+	if (!p->family)
+		return VERDICT_PASS;
+
+	int cidr = cidr_verdict(p);
+
+	if (cidr == CIDR_ALLOW)
+		return VERDICT_ALLOW;
+	if (cidr == CIDR_DENY)
+		return VERDICT_DROP_CIDR;
+
+	if (p->family == 4) {
+		__u32 key4 = (__u32)p->src.hi & cfg->mask_v4;
+
+		return decide(cfg, c, p, &syn_v4, &good_v4, &key4, sizeof(key4));
+	}
+	struct in6_key key6 = {
+		.hi = p->src.hi & cfg->mask_v6_hi,
+		.lo = p->src.lo & cfg->mask_v6_lo,
+	};
+
+	return decide(cfg, c, p, &syn_v6, &good_v6, &key6, sizeof(key6));
 }
 
 SEC("xdp")
@@ -707,35 +695,12 @@ int xdpguard(struct xdp_md *ctx)
 	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
 	struct pkt p = {};
 
+	// Never true (both are one-element arrays), but the verifier wants the
+	// check; with no counters there is nothing to record in.
 	if (!cfg || !c)
 		return XDP_PASS;
 	parse(ctx, &p);
 	if (p.malformed)
 		count(c, STAT_MALFORMED);
-	if (!p.family) {
-		count(c, STAT_PASS);
-		return XDP_PASS;
-	}
-
-	int cidr = cidr_verdict(&p);
-
-	if (cidr == CIDR_ALLOW) {
-		count(c, STAT_ALLOW);
-		count(c, STAT_PASS);
-		return XDP_PASS;
-	}
-	if (cidr == CIDR_DENY)
-		return drop(cfg, c, STAT_DROP_CIDR);
-
-	if (p.family == 4) {
-		__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
-
-		return decide(cfg, c, &p, &syn_v4, &good_v4, &key4, sizeof(key4));
-	}
-	struct in6_key key6 = {
-		.hi = p.src.hi & cfg->mask_v6_hi,
-		.lo = p.src.lo & cfg->mask_v6_lo,
-	};
-
-	return decide(cfg, c, &p, &syn_v6, &good_v6, &key6, sizeof(key6));
+	return finish(cfg, c, verdict(cfg, c, &p));
 }

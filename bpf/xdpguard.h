@@ -6,8 +6,6 @@
 #ifndef XDPGUARD_H
 #define XDPGUARD_H
 
-#define MAX_EXT_HDRS 6
-
 // 16-byte key of the IPv6 maps, read as two words so masking is two ANDs.
 struct in6_key {
 	__u64 hi;
