@@ -101,6 +101,7 @@ func TestRetransmittedSYNsOverVeth(t *testing.T) {
 		{"v4 without the resend check", kgCli4, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each in its own namespaces; most of it is waiting
 			s := DefaultSettings()
 			s.RateThreshold = 4
 			s.RateWindow = time.Hour
