@@ -522,50 +522,22 @@ static __always_inline void auto_ban(struct counters *c, const struct pkt *p, co
 	bpf_ringbuf_submit(e, 0);
 }
 
-// What happens to a packet, decided before any counter records it.
-enum verdict {
-	VERDICT_PASS,
-	VERDICT_ALLOW,		// passed by an allow rule
-	VERDICT_DROP_BAN,
-	VERDICT_DROP_CIDR,
-	VERDICT_DROP_ADMISSION,	// not a ban: a new connection over the admission limit
-};
-
-// The single exit. Every packet that gets here ends in exactly one of
-// STAT_PASS, STAT_DROP_BAN, STAT_DROP_CIDR and STAT_DROP_ADMISSION, the
-// invariant Stats.Seen() counts on; monitor mode turns a drop into a pass
-// and its "would drop" counter. Each drop names both its counters, so the
-// order of enum stat carries no meaning.
-static __always_inline int finish(const struct config *cfg, struct counters *c, int v)
+// Every drop goes through here, and every pass counts STAT_PASS where it
+// returns: each packet ends in exactly one of STAT_PASS, STAT_DROP_BAN,
+// STAT_DROP_CIDR and STAT_DROP_ADMISSION, which Stats.Seen() relies on.
+// Monitor mode turns the drop into a pass and counts `would` instead; each
+// caller names both counters, so the order of enum stat carries no meaning.
+// (One exit that records a verdict variable, as xdp-tools does, was tried:
+// the dispatch at the end cost 0.2-0.4 x the empty program per packet.)
+static __always_inline int drop(const struct config *cfg, struct counters *c, __u32 stat,
+				__u32 would)
 {
-	__u32 drop, would;
-
-	switch (v) {
-	case VERDICT_DROP_BAN:
-		drop = STAT_DROP_BAN;
-		would = STAT_WOULD_DROP_BAN;
-		break;
-	case VERDICT_DROP_CIDR:
-		drop = STAT_DROP_CIDR;
-		would = STAT_WOULD_DROP_CIDR;
-		break;
-	case VERDICT_DROP_ADMISSION:
-		drop = STAT_DROP_ADMISSION;
-		would = STAT_WOULD_DROP_ADMISSION;
-		break;
-	case VERDICT_ALLOW:
-		count(c, STAT_ALLOW);
-		/* fall through */
-	default:
-		count(c, STAT_PASS);
-		return XDP_PASS;
-	}
 	if (cfg->flags & FLAG_MONITOR) {
 		count(c, would);
 		count(c, STAT_PASS);
 		return XDP_PASS;
 	}
-	count(c, drop);
+	count(c, stat);
 	return XDP_DROP;
 }
 
@@ -592,9 +564,9 @@ static __always_inline int banned(const struct config *cfg, void *key, __u32 key
 	return !expired(b->expires_ns, *now);
 }
 
-// Everything after the CIDR rules, for one family. Inlined once per family
-// with constant maps: a lookup whose map differs by path cannot be inlined
-// by the verifier and costs an indirect call.
+// Everything after parsing, for one family. Inlined once per family with
+// constant maps: a lookup whose map differs by path cannot be inlined by the
+// verifier and costs an indirect call.
 static __always_inline int decide(const struct config *cfg, struct counters *c, const struct pkt *p,
 				  void *syns, void *good, void *key, __u32 keylen)
 {
@@ -603,7 +575,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 
 	if (banned(cfg, key, keylen, &now) &&
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
-		return VERDICT_DROP_BAN;
+		return drop(cfg, c, STAT_DROP_BAN, STAT_WOULD_DROP_BAN);
 
 	if (!p->syn || !to_port)
 		goto pass;
@@ -646,45 +618,21 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	// as in over_rate(): CPUs racing on one source may each admit one.
 	if ((cfg->flags & FLAG_ADMISSION) && !bpf_map_lookup_elem(good, key)) {
 		if (s->admit_ns > now)
-			return VERDICT_DROP_ADMISSION;
+			return drop(cfg, c, STAT_DROP_ADMISSION, STAT_WOULD_DROP_ADMISSION);
 		s->admit_ns = now + cfg->admit_interval_ns;
 	}
 	if (cfg->rate_interval_ns && over_rate(s, cfg, now)) {
 		if (!bpf_map_lookup_elem(good, key)) {
 			auto_ban(c, p, cfg, syns, key, keylen, now);
-			return VERDICT_DROP_BAN;
+			return drop(cfg, c, STAT_DROP_BAN, STAT_WOULD_DROP_BAN);
 		}
 		count(c, STAT_KNOWN_GOOD);
 	}
 	s->fp[s->syns & (SYN_FPS - 1)] = (__u64)tick << 48 | fp;
 	s->syns++;
 pass:
-	return VERDICT_PASS;
-}
-
-static __always_inline int verdict(const struct config *cfg, struct counters *c, const struct pkt *p)
-{
-	if (!p->family)
-		return VERDICT_PASS;
-
-	int cidr = cidr_verdict(p);
-
-	if (cidr == CIDR_ALLOW)
-		return VERDICT_ALLOW;
-	if (cidr == CIDR_DENY)
-		return VERDICT_DROP_CIDR;
-
-	if (p->family == 4) {
-		__u32 key4 = (__u32)p->src.hi & cfg->mask_v4;
-
-		return decide(cfg, c, p, &syn_v4, &good_v4, &key4, sizeof(key4));
-	}
-	struct in6_key key6 = {
-		.hi = p->src.hi & cfg->mask_v6_hi,
-		.lo = p->src.lo & cfg->mask_v6_lo,
-	};
-
-	return decide(cfg, c, p, &syn_v6, &good_v6, &key6, sizeof(key6));
+	count(c, STAT_PASS);
+	return XDP_PASS;
 }
 
 SEC("xdp")
@@ -695,12 +643,35 @@ int xdpguard(struct xdp_md *ctx)
 	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
 	struct pkt p = {};
 
-	// Never true (both are one-element arrays), but the verifier wants the
-	// check; with no counters there is nothing to record in.
 	if (!cfg || !c)
 		return XDP_PASS;
 	parse(ctx, &p);
 	if (p.malformed)
 		count(c, STAT_MALFORMED);
-	return finish(cfg, c, verdict(cfg, c, &p));
+	if (!p.family) {
+		count(c, STAT_PASS);
+		return XDP_PASS;
+	}
+
+	int cidr = cidr_verdict(&p);
+
+	if (cidr == CIDR_ALLOW) {
+		count(c, STAT_ALLOW);
+		count(c, STAT_PASS);
+		return XDP_PASS;
+	}
+	if (cidr == CIDR_DENY)
+		return drop(cfg, c, STAT_DROP_CIDR, STAT_WOULD_DROP_CIDR);
+
+	if (p.family == 4) {
+		__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
+
+		return decide(cfg, c, &p, &syn_v4, &good_v4, &key4, sizeof(key4));
+	}
+	struct in6_key key6 = {
+		.hi = p.src.hi & cfg->mask_v6_hi,
+		.lo = p.src.lo & cfg->mask_v6_lo,
+	};
+
+	return decide(cfg, c, &p, &syn_v6, &good_v6, &key6, sizeof(key6));
 }
