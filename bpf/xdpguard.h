@@ -6,8 +6,6 @@
 #ifndef XDPGUARD_H
 #define XDPGUARD_H
 
-#define MAX_EXT_HDRS 6
-
 // 16-byte key of the IPv6 maps, read as two words so masking is two ANDs.
 struct in6_key {
 	__u64 hi;
@@ -95,8 +93,10 @@ struct cidr_rule {
 
 // The last SYN_FPS SYNs a source had counted or admitted, so that their
 // retransmissions (same source port and sequence number) count once: an
-// overloaded server answers late, and its users' stacks resend their SYNs
-// after 1, 3 and 7 s. Each fingerprint is one word:
+// overloaded server answers late, and its users' stacks resend their SYNs,
+// Linux 6.5 and later 1, 2, 3, 4 and 6 s after the first
+// (tcp_syn_linear_timeouts), older kernels after 1, 3 and 7 s. Each
+// fingerprint is one word:
 //   bits  0-31  TCP sequence number
 //   bits 32-47  source port
 //   bits 48-55  time of the counted SYN, in FP_TICK_SHIFT ticks (wraps)
@@ -104,7 +104,7 @@ struct cidr_rule {
 enum syn_fp {
 	SYN_FPS = 4,
 	FP_TICK_SHIFT = 30,	// 1.07 s ticks; 8 bits wrap after 274 s
-	FP_MAX_RETRANS = 3,	// Linux sends 3 within 10 s; more count again
+	FP_MAX_RETRANS = 5,	// Linux resends at most 5 in 10 s; more count again
 };
 
 struct syn_state {

@@ -181,7 +181,7 @@ type XdpguardSynFp uint32
 const (
 	XdpguardSynFpSYN_FPS        XdpguardSynFp = 4
 	XdpguardSynFpFP_TICK_SHIFT  XdpguardSynFp = 30
-	XdpguardSynFpFP_MAX_RETRANS XdpguardSynFp = 3
+	XdpguardSynFpFP_MAX_RETRANS XdpguardSynFp = 5
 )
 
 type XdpguardSynState struct {

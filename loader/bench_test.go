@@ -19,6 +19,9 @@ func BenchmarkPerPacket(b *testing.B) {
 	s := DefaultSettings()
 	s.RateThreshold = 1 << 30 // the SYN case measures counting, not banning
 	s.RateWindow = 24 * time.Hour
+	// Every repeat of the one SYN is a new connection: the full cost of
+	// counting one, resend check included. syn-resent turns it back on.
+	s.RetransmitWindow = 0
 	g := newTestGuard(b, s)
 
 	// 10,000 banned sources, so lookups do not all hit one warm bucket.
@@ -37,18 +40,42 @@ func BenchmarkPerPacket(b *testing.B) {
 
 	clean := netip.MustParseAddr("198.18.50.1")
 	banned := netip.MustParseAddr("198.19.20.30")
+	good := netip.MustParseAddr("198.18.50.2")
+	if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(good, 32)}); err != nil {
+		b.Fatal(err)
+	}
 	ack := syn(clean, 143)
 	ack.Flags = packet.ACK
+	resent, admission := s, s
+	resent.RetransmitWindow = time.Minute
+	admission.AdmissionInterval = time.Hour
 	for _, tc := range []struct {
-		name string
-		spec packet.Spec
-		want uint32
+		name      string
+		spec      packet.Spec
+		want      uint32
+		s         Settings
+		admission bool
 	}{
-		{"unbanned-ack", ack, xdpPass},
-		{"banned", syn(banned, 143), xdpDrop},
-		{"syn-unbanned", syn(clean, 143), xdpPass},
+		{"unbanned-ack", ack, xdpPass, s, false},
+		{"banned", syn(banned, 143), xdpDrop, s, false},
+		{"syn-unbanned", syn(clean, 143), xdpPass, s, false},
+		// 5 of 6 repeats are resends; the 6th counts again.
+		{"syn-resent", syn(clean, 143), xdpPass, resent, false},
+		// Admission on: a known-good source's SYN pays one hash lookup;
+		// an unknown source over its admission limit is dropped.
+		{"syn-admission-known-good", syn(good, 143), xdpPass, admission, true},
+		{"syn-admission-limited", syn(clean, 143), xdpDrop, admission, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			if err := g.SetSettings(tc.s); err != nil {
+				b.Fatal(err)
+			}
+			if err := g.SetAdmission(tc.admission); err != nil {
+				b.Fatal(err)
+			}
+			if tc.admission && tc.want == xdpDrop {
+				run(b, g, packet.Build(tc.spec)) // its one admitted connection
+			}
 			pkt := packet.Build(tc.spec)
 			const batch = 100000
 			var floor, cost time.Duration

@@ -24,29 +24,36 @@ const MaxKnownGood = 1 << 17
 // limiter and pass the kernel's admission limit. Either every prefix is
 // stored when it returns nil, or none of those that were new.
 func (g *Guard) PutKnownGood(ps []netip.Prefix) error {
-	k4, k6, err := g.knownGoodKeys(ps)
-	if err != nil {
-		return err
-	}
-	unlock, err := g.lockWrites()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	fresh4, err := putGood(g.maps.GoodV4, k4)
-	if err != nil {
-		return fmt.Errorf("mark %d IPv4 sources known-good: %w", len(k4), privilegeHint(err))
-	}
-	if _, err := putGood(g.maps.GoodV6, k6); err != nil {
-		deleteGood(g.maps.GoodV4, fresh4)
-		return fmt.Errorf("mark %d IPv6 sources known-good: %w", len(k6), privilegeHint(err))
-	}
-	return nil
+	return g.writeKnownGood(ps, func(k4 [][4]byte, k6 [][16]byte) error {
+		fresh4, err := putGood(g.maps.GoodV4, k4)
+		if err != nil {
+			return fmt.Errorf("mark %d IPv4 sources known-good: %w", len(k4), privilegeHint(err))
+		}
+		if _, err := putGood(g.maps.GoodV6, k6); err != nil {
+			deleteGood(g.maps.GoodV4, fresh4)
+			return fmt.Errorf("mark %d IPv6 sources known-good: %w", len(k6), privilegeHint(err))
+		}
+		return nil
+	})
 }
 
 // DeleteKnownGood forgets sources, masked like PutKnownGood. Sources that
 // are not known-good are ignored.
 func (g *Guard) DeleteKnownGood(ps []netip.Prefix) error {
+	return g.writeKnownGood(ps, func(k4 [][4]byte, k6 [][16]byte) error {
+		if err := deleteGood(g.maps.GoodV4, k4); err != nil {
+			return fmt.Errorf("forget known-good IPv4 sources: %w", privilegeHint(err))
+		}
+		if err := deleteGood(g.maps.GoodV6, k6); err != nil {
+			return fmt.Errorf("forget known-good IPv6 sources: %w", privilegeHint(err))
+		}
+		return nil
+	})
+}
+
+// writeKnownGood masks ps to map keys and runs fn on them under the pin
+// directory's write lock, like every userspace writer.
+func (g *Guard) writeKnownGood(ps []netip.Prefix, fn func(k4 [][4]byte, k6 [][16]byte) error) error {
 	k4, k6, err := g.knownGoodKeys(ps)
 	if err != nil {
 		return err
@@ -56,13 +63,7 @@ func (g *Guard) DeleteKnownGood(ps []netip.Prefix) error {
 		return err
 	}
 	defer unlock()
-	if err := deleteGood(g.maps.GoodV4, k4); err != nil {
-		return fmt.Errorf("forget known-good IPv4 sources: %w", privilegeHint(err))
-	}
-	if err := deleteGood(g.maps.GoodV6, k6); err != nil {
-		return fmt.Errorf("forget known-good IPv6 sources: %w", privilegeHint(err))
-	}
-	return nil
+	return fn(k4, k6)
 }
 
 // KnownGood lists the known-good sources the kernel holds, at the ban
@@ -158,15 +159,24 @@ func putGood[K comparable](m *ebpf.Map, keys []K) ([]K, error) {
 		return nil, nil
 	}
 	have := map[K]bool{}
-	if err := dump(m, func(k K, _ uint8) { have[k] = true }); err != nil {
-		return nil, err
+	exists := func(k K) bool {
+		var v uint8
+		return m.Lookup(&k, &v) == nil
+	}
+	if len(keys) > 1024 {
+		// One batch dump beats a lookup syscall per key; for a login or
+		// two, the other way round (the map may hold 100,000).
+		if err := dump(m, func(k K, _ uint8) { have[k] = true }); err != nil {
+			return nil, err
+		}
+		exists = func(K) bool { return false }
 	}
 	var fresh []K
 	for _, k := range keys {
-		if !have[k] {
-			have[k] = true // duplicates in keys
+		if !have[k] && !exists(k) {
 			fresh = append(fresh, k)
 		}
+		have[k] = true // duplicates in keys
 	}
 	if len(fresh) == 0 {
 		return nil, nil

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/bpf"
 	"github.com/xdpguard/xdpguard/internal/packet"
 )
 
@@ -166,7 +167,7 @@ func TestRetransmittedSYNNotCounted(t *testing.T) {
 	}
 }
 
-// The fourth resend of one SYN counts again: a client reusing a port and
+// The sixth resend of one SYN counts again: a client reusing a port and
 // sequence number gains at most FP_MAX_RETRANS free connections per SYN.
 func TestRetransmitCap(t *testing.T) {
 	s := DefaultSettings()
@@ -175,13 +176,13 @@ func TestRetransmitCap(t *testing.T) {
 	g := newTestGuard(t, s)
 	src := netip.MustParseAddr("198.18.23.1")
 	pkt := packet.Build(syn(src, 110))
-	for i := range 4 {
+	for i := range 1 + bpf.XdpguardSynFpFP_MAX_RETRANS {
 		if got := run(t, g, pkt); got != xdpPass {
 			t.Fatalf("send %d: %s", i, verdictName(got))
 		}
 	}
 	if got := run(t, g, pkt); got != xdpDrop {
-		t.Fatalf("4th resend: %s, want DROP (counted, over a rate of 1)", verdictName(got))
+		t.Fatalf("resend %d: %s, want DROP (counted, over a rate of 1)", bpf.XdpguardSynFpFP_MAX_RETRANS+1, verdictName(got))
 	}
 }
 

@@ -4,23 +4,42 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/bpf"
 	"github.com/xdpguard/xdpguard/internal/packet"
 )
 
 // model is an independent Go statement of the program's verdict. It parses
 // raw bytes itself (not with internal/packet, which built them), so that a
 // shared misunderstanding cannot hide. Time is frozen: the tests use a rate
-// window so long that no SYN interval elapses during a run.
+// window, a retransmit window and an admission interval so long that none
+// of them elapses during a run.
 type model struct {
-	s       Settings
-	bans    map[netip.Addr]bool // masked source -> active (false: expired)
-	rules   map[netip.Prefix]Action
-	syns    map[netip.Addr]uint32
-	stats   Stats
-	autoBan []netip.Addr
+	s         Settings
+	admission bool
+	bans      map[netip.Addr]bool // masked source -> active (false: expired)
+	rules     map[netip.Prefix]Action
+	good      map[netip.Addr]bool
+	syns      map[netip.Addr]*tracked
+	stats     Stats
+	autoBan   []netip.Addr
+}
+
+// tracked is a source's SYN tracker entry.
+type tracked struct {
+	rate     uint32 // SYNs the rate limiter holds against it
+	counted  uint64 // SYNs counted: the next one's fingerprint goes to slot counted%4
+	fps      [4]fingerprint
+	admitted bool
+}
+
+type fingerprint struct {
+	sport  uint16
+	seq    uint32
+	resent int
 }
 
 type parsed struct {
@@ -28,6 +47,8 @@ type parsed struct {
 	tcp       bool
 	syn       bool
 	dport     uint16
+	sport     uint16
+	seq       uint32
 	malformed bool
 }
 
@@ -129,6 +150,8 @@ func modelParse(b []byte) (p parsed) {
 	flags := b[l4+13]
 	p.tcp = true
 	p.dport = be16(b, l4+2)
+	p.sport = be16(b, l4)
+	p.seq = binary.BigEndian.Uint32(b[l4+4:])
 	p.syn = flags&packet.SYN != 0 && flags&(packet.ACK|packet.RST|packet.FIN) == 0
 	return
 }
@@ -185,33 +208,84 @@ func (m *model) verdict(b []byte) uint32 {
 	if m.bans[key] && (m.s.Scope == ScopeAll || toPort) {
 		return m.drop(&m.stats.DroppedBan, &m.stats.WouldDropBan)
 	}
-	if p.syn && toPort && m.s.RateThreshold > 0 {
+	if p.syn && toPort && (m.s.RateThreshold > 0 || m.admission) {
 		m.stats.SYNs++
-		m.syns[key]++
-		if m.syns[key] > m.s.RateThreshold {
-			m.bans[key] = true
-			delete(m.syns, key)
-			m.stats.AutoBans++
-			m.autoBan = append(m.autoBan, key)
-			return m.drop(&m.stats.DroppedBan, &m.stats.WouldDropBan)
+		st := m.syns[key]
+		if st == nil {
+			st = &tracked{}
+			m.syns[key] = st
 		}
+		// A resend: the same port and sequence number as one of the last
+		// four counted SYNs, resent fewer than FP_MAX_RETRANS times. Port 0 with
+		// sequence 0 is never one (the kernel's empty slot).
+		if m.s.RetransmitWindow > 0 && (p.sport != 0 || p.seq != 0) {
+			for i := range st.fps {
+				f := &st.fps[i]
+				if f.sport == p.sport && f.seq == p.seq && f.resent < int(bpf.XdpguardSynFpFP_MAX_RETRANS) {
+					f.resent++
+					m.stats.SYNRetransmits++
+					m.stats.Passed++
+					return xdpPass
+				}
+			}
+		}
+		good := m.good[key]
+		if m.admission && !good {
+			if st.admitted && m.s.AdmissionInterval > 0 {
+				return m.drop(&m.stats.DroppedAdmission, &m.stats.WouldDropAdmission)
+			}
+			st.admitted = true
+		}
+		if m.s.RateThreshold > 0 {
+			if st.rate >= m.s.RateThreshold {
+				if !good {
+					m.bans[key] = true
+					delete(m.syns, key)
+					m.stats.AutoBans++
+					m.autoBan = append(m.autoBan, key)
+					return m.drop(&m.stats.DroppedBan, &m.stats.WouldDropBan)
+				}
+				m.stats.KnownGoodSpared++
+			} else {
+				st.rate++
+			}
+		}
+		st.fps[st.counted%4] = fingerprint{sport: p.sport, seq: p.seq}
+		st.counted++
 	}
 	m.stats.Passed++
 	return xdpPass
 }
 
 // corpus makes packets from a small set of sources, so that bans, rules and
-// the rate limiter all get hit, then mangles some of them.
+// the rate limiter all get hit, then mangles some of them. One in four is a
+// recent packet again, as a retransmission is.
 type corpus struct {
 	rng     *rand.Rand
 	sources []netip.Addr
+	recent  [][]byte
 }
 
 func (c *corpus) next() []byte {
 	r := c.rng
+	if len(c.recent) > 0 && r.IntN(4) == 0 {
+		return c.recent[r.IntN(len(c.recent))]
+	}
+	b := c.fresh()
+	if len(c.recent) < 1024 {
+		c.recent = append(c.recent, b)
+	} else {
+		c.recent[r.IntN(1024)] = b
+	}
+	return b
+}
+
+func (c *corpus) fresh() []byte {
+	r := c.rng
 	sp := packet.Spec{
 		Src:     c.sources[r.IntN(len(c.sources))],
 		SrcPort: uint16(r.IntN(65536)),
+		Seq:     r.Uint32(),
 		DstPort: []uint16{110, 143, 993, 995, 25, 80, 587}[r.IntN(7)],
 		Flags:   []uint8{packet.SYN, packet.SYN, packet.SYN, packet.ACK, packet.SYN | packet.ACK, packet.RST, packet.FIN | packet.ACK, packet.SYN | packet.FIN}[r.IntN(8)],
 	}
@@ -260,7 +334,8 @@ func (c *corpus) next() []byte {
 // setupBoth puts the same bans and rules into the kernel and the model.
 func setupBoth(t testing.TB, s Settings) (*Guard, *model, []netip.Addr) {
 	g := newTestGuard(t, s)
-	m := &model{s: s, bans: map[netip.Addr]bool{}, rules: map[netip.Prefix]Action{}, syns: map[netip.Addr]uint32{}}
+	m := &model{s: s, bans: map[netip.Addr]bool{}, rules: map[netip.Prefix]Action{}, good: map[netip.Addr]bool{},
+		syns: map[netip.Addr]*tracked{}}
 	var sources []netip.Addr
 	for i := range 24 {
 		sources = append(sources, netip.AddrFrom4([4]byte{198, 18, byte(i / 8), byte(1 + i)}))
@@ -278,6 +353,14 @@ func setupBoth(t testing.TB, s Settings) (*Guard, *model, []netip.Addr) {
 				setRawBan(t, g, m.mask(a), 1)
 				m.bans[m.mask(a)] = false
 			}
+		case 2, 3: // known-good; not in 198.18.2.0/24, so that a /24 stays unknown
+			if i >= 12 {
+				break
+			}
+			if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(a, a.BitLen())}); err != nil {
+				t.Fatal(err)
+			}
+			m.good[m.mask(a)] = true
 		}
 	}
 	for p, a := range map[string]Action{
@@ -327,13 +410,26 @@ func TestDifferential(t *testing.T) {
 		{"coarse granularity", func(s *Settings) { s.PrefixV4, s.PrefixV6 = 24, 48 }},
 		{"scope ports", func(s *Settings) { s.Scope = ScopePorts }},
 		{"monitor", func(s *Settings) { s.Monitor = true }},
+		{"admission", func(s *Settings) {}},
+		{"admission, monitor", func(s *Settings) { s.Monitor = true }},
+		{"admission, no limiter", func(s *Settings) { s.RateThreshold = 0 }},
+		{"admission interval 0", func(s *Settings) { s.AdmissionInterval = 0 }},
+		{"no retransmit window", func(s *Settings) { s.RetransmitWindow = 0 }},
 	} {
 		t.Run(variant.name, func(t *testing.T) {
 			s := DefaultSettings()
 			s.RateThreshold = 25
 			s.RateWindow = 24 * time.Hour
+			s.RetransmitWindow = 100 * time.Second
+			s.AdmissionInterval = time.Hour
 			variant.edit(&s)
 			g, m, sources := setupBoth(t, s)
+			if strings.HasPrefix(variant.name, "admission") {
+				if err := g.SetAdmission(true); err != nil {
+					t.Fatal(err)
+				}
+				m.admission = true
+			}
 			c := &corpus{rng: rand.New(rand.NewPCG(1, uint64(len(variant.name)))), sources: sources}
 			for i := range n {
 				b := c.next()
@@ -343,8 +439,19 @@ func TestDifferential(t *testing.T) {
 				}
 			}
 			compareStats(t, g, m)
-			if len(m.autoBan) == 0 {
+			// Each variant must exercise what it is about.
+			st := m.stats
+			if len(m.autoBan) == 0 && !m.admission {
 				t.Error("the corpus never tripped the rate limiter: the test is too weak")
+			}
+			if st.KnownGoodSpared == 0 && s.RateThreshold > 0 {
+				t.Error("no known-good source went over the rate")
+			}
+			if (st.SYNRetransmits == 0) == (s.RetransmitWindow > 0) {
+				t.Errorf("%d retransmissions with a window of %v", st.SYNRetransmits, s.RetransmitWindow)
+			}
+			if limited := st.DroppedAdmission + st.WouldDropAdmission; (limited > 0) != (m.admission && s.AdmissionInterval > 0) {
+				t.Errorf("%d SYNs over the admission limit", limited)
 			}
 		})
 	}
@@ -356,7 +463,14 @@ func FuzzDifferential(f *testing.F) {
 	s := DefaultSettings()
 	s.RateThreshold = 3
 	s.RateWindow = 24 * time.Hour
+	s.RetransmitWindow = 100 * time.Second
+	s.AdmissionInterval = time.Hour
 	g, m, sources := setupBoth(f, s)
+	// Admission on: the limit, known-good sources and resends all decide.
+	if err := g.SetAdmission(true); err != nil {
+		f.Fatal(err)
+	}
+	m.admission = true
 	c := &corpus{rng: rand.New(rand.NewPCG(7, 7)), sources: sources}
 	for range 64 {
 		f.Add(c.next())

@@ -64,7 +64,7 @@ type Settings struct {
 	PrefixV6 int
 	// RetransmitWindow: a SYN with the source port and sequence number of
 	// one of the source's last 4 counted SYNs, within this long of it, is a
-	// retransmission and not counted again (3 at most per SYN). Zero
+	// retransmission and not counted again (5 at most per SYN). Zero
 	// counts every SYN.
 	RetransmitWindow time.Duration
 	// AdmissionInterval: while admission is on (SetAdmission), a source
@@ -84,8 +84,8 @@ func DefaultSettings() Settings {
 		Scope:         ScopeAll,
 		PrefixV4:      32,
 		PrefixV6:      64,
-		// Linux resends an unanswered SYN 1, 3 and 7 s after it; Windows
-		// after 3 and 9 s.
+		// Linux resends an unanswered SYN 1, 2, 3, 4 and 6 s after it
+		// (6.5 and later; 1, 3 and 7 s before), Windows after 3 and 9 s.
 		RetransmitWindow: 10 * time.Second,
 		// See DefaultAdmissionInterval.
 		AdmissionInterval: DefaultAdmissionInterval,
