@@ -97,6 +97,12 @@ first_valid_gid = {{.UID}}
 mail_location = maildir:~/Maildir
 
 service imap-login {
+{{- if .TLSProxies}}
+  # Stock 100 login processes, plus one per TLS session the office keeps
+  # open: after login, a TLS session keeps its login process as a proxy
+  # and counts against process_limit, as Dovecot's documentation says.
+  process_limit = {{.IMAPLoginLimit}}
+{{- end}}
   inet_listener imap {
     port = 143
   }
@@ -143,7 +149,7 @@ func (w *World) startDovecot() error {
 	}
 	w.CAFile = filepath.Join(w.Dir, "cert.pem")
 	var pw bytes.Buffer
-	for _, u := range w.Users {
+	for _, u := range w.AllUsers() {
 		fmt.Fprintf(&pw, "%s:{PLAIN}%s::::::\n", u.Name, u.Pass)
 	}
 	if err := os.WriteFile(filepath.Join(w.Dir, "passwd"), pw.Bytes(), 0o644); err != nil {
@@ -151,10 +157,10 @@ func (w *World) startDovecot() error {
 	}
 	conf := filepath.Join(d, "dovecot.conf")
 	if err := writeTemplate(conf, dovecotConf, struct {
-		Dir string
-		Tag int
-		UID int
-	}{w.Dir, os.Getpid(), MailUID}); err != nil {
+		Dir                        string
+		Tag, UID                   int
+		TLSProxies, IMAPLoginLimit int
+	}{w.Dir, os.Getpid(), MailUID, w.opts.TLSProxies, stockLoginLimit + w.opts.TLSProxies}); err != nil {
 		return err
 	}
 	script := `set -e
@@ -172,6 +178,9 @@ ln -s /proc/self/fd/0 /dev/stdin
 ln -s /proc/self/fd/1 /dev/stdout
 ln -s /proc/self/fd/2 /dev/stderr
 ln -s "$SOCK" /dev/log
+# Issue 11's population (trawlers, an office holding IDLE connections, a
+# webmail front end) makes hundreds of processes and connections at once.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 exec dovecot -F -c "$CONF"
 `
 	cmd := exec.Command("nsenter", "--net="+w.Server.Path(), "--",
@@ -201,6 +210,10 @@ exec dovecot -F -c "$CONF"
 	w.opts.Logf("dovecot %s running in %s (pid %d), logging via rsyslogd to %s", dovecotVersion(), w.Server.Name, p.Cmd.Process.Pid, w.Maillog)
 	return nil
 }
+
+// stockLoginLimit is Dovecot's default_process_limit: the login processes
+// of each login service, and so its login slots.
+const stockLoginLimit = 100
 
 // ServerName is the name in the generated certificate.
 const ServerName = "mail.e2e.test"

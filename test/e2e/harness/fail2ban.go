@@ -2,6 +2,7 @@ package harness
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,4 +137,37 @@ func (f *Fail2ban) flush() {
 		run(f.w.Server, ipt, "-w", "-F")
 		run(f.w.Server, ipt, "-w", "-X")
 	}
+}
+
+// BanTimes reads when the dovecot jail banned each address it has banned,
+// from fail2ban's own log ("... NOTICE  [dovecot] Ban 198.18.1.1", in
+// local time). An address banned but not (yet) in the log maps to the
+// zero time.
+func (f *Fail2ban) BanTimes() (map[netip.Addr]time.Time, error) {
+	ips, err := f.Banned()
+	if err != nil {
+		return nil, err
+	}
+	out := map[netip.Addr]time.Time{}
+	for _, s := range ips {
+		if a, err := netip.ParseAddr(s); err == nil {
+			out[a] = time.Time{}
+		}
+	}
+	log, _ := os.ReadFile(filepath.Join(f.w.Dir, "fail2ban", "fail2ban.log"))
+	for _, line := range strings.Split(string(log), "\n") {
+		i := strings.Index(line, "[dovecot] Ban ")
+		if i < 0 || len(line) < 23 {
+			continue
+		}
+		a, err := netip.ParseAddr(strings.TrimSpace(line[i+len("[dovecot] Ban "):]))
+		if err != nil {
+			continue
+		}
+		at, err := time.ParseInLocation("2006-01-02 15:04:05,000", line[:23], time.Local)
+		if old, ok := out[a]; err == nil && ok && old.IsZero() {
+			out[a] = at
+		}
+	}
+	return out, nil
 }

@@ -37,7 +37,11 @@ type Attack struct {
 // StartAttack starts a slot-holding attack from sources; it ends on Stop
 // or after limit, whichever comes first.
 func (w *World) StartAttack(name string, cfg mailload.AttackConfig, limit time.Duration) (*Attack, error) {
-	cmd, err := w.child("attack", mailload.Job{Attack: &cfg, Duration: limit})
+	return w.startAttacker(name, "attack", mailload.Job{Attack: &cfg, Duration: limit})
+}
+
+func (w *World) startAttacker(name, role string, job mailload.Job) (*Attack, error) {
+	cmd, err := w.child(role, job)
 	if err != nil {
 		return nil, err
 	}
@@ -85,12 +89,33 @@ type Probe struct {
 // StartProbe starts the login probe over every user. Each attempt is
 // recorded, and passed to live (if not nil) as it arrives.
 func (w *World) StartProbe(interval, deadline, limit time.Duration, count int, live func(mailload.Attempt)) (*Probe, error) {
-	job := mailload.Job{Duration: limit, Probe: &mailload.ProbeJob{
-		ProbeConfig: mailload.ProbeConfig{Servers: w.Servers(), Users: w.Users, Interval: interval,
-			Deadline: deadline, ServerName: ServerName, Count: count},
-		CAFile: w.CAFile,
-	}}
-	cmd, err := w.child("probe", job)
+	return w.StartLogins("probe", mailload.ProbeConfig{Users: w.Users, Interval: interval, Deadline: deadline, Count: count}, limit, live)
+}
+
+// StartLogins starts a probe child logging cfg.Users in (the server, its
+// certificate's name and CA are filled in); name names its log.
+func (w *World) StartLogins(name string, cfg mailload.ProbeConfig, limit time.Duration, live func(mailload.Attempt)) (*Probe, error) {
+	cfg.Servers, cfg.ServerName = w.Servers(), ServerName
+	return w.startReporter(name, "probe", mailload.Job{Duration: limit, Probe: &mailload.ProbeJob{ProbeConfig: cfg, CAFile: w.CAFile}}, live)
+}
+
+// StartHold starts a child keeping authenticated IDLE connections open for
+// cfg.Users (the NAT office's clients); its logins and the connections it
+// loses are recorded like a probe's attempts.
+func (w *World) StartHold(name string, cfg mailload.HoldConfig, limit time.Duration) (*Probe, error) {
+	cfg.Servers, cfg.ServerName = w.Servers(), ServerName
+	return w.startReporter(name, "hold", mailload.Job{Duration: limit, Hold: &mailload.HoldJob{HoldConfig: cfg, CAFile: w.CAFile}}, nil)
+}
+
+// StartTrawl starts the distributed trawler from cfg.Sources; it ends on
+// Stop or after limit.
+func (w *World) StartTrawl(name string, cfg mailload.TrawlConfig, limit time.Duration) (*Attack, error) {
+	cfg.Servers = w.Servers()
+	return w.startAttacker(name, "trawl", mailload.Job{Trawl: &cfg, Duration: limit})
+}
+
+func (w *World) startReporter(name, role string, job mailload.Job, live func(mailload.Attempt)) (*Probe, error) {
+	cmd, err := w.child(role, job)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +127,7 @@ func (w *World) StartProbe(interval, deadline, limit time.Duration, count int, l
 	}
 	cmd.Stdout = pw
 	pr := &Probe{w: w, read: make(chan struct{})}
-	p, err := w.start("probe", cmd)
+	p, err := w.start(name, cmd)
 	pw.Close()
 	if err != nil {
 		stdout.Close()

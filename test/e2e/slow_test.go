@@ -1,0 +1,87 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/xdpguard/xdpguard/logwatch"
+	"github.com/xdpguard/xdpguard/test/e2e/harness"
+	"github.com/xdpguard/xdpguard/test/e2e/mailload"
+)
+
+// slowPhase: only the slow attacker, one address opening a connection
+// every slowHold+slowPause. The SYN rate never catches it; the log layer
+// must, no later than the connection that lifts its score to the
+// threshold (its POP3 `USER` is logged as a failed authentication).
+func (r *run) slowPhase(t *testing.T, watch *banWatch) {
+	lw := logwatch.DefaultConfig()
+	due := (lw.Threshold + lw.Weights["auth-failed"] - 1) / lw.Weights["auth-failed"]
+	limit := time.Duration(due+2) * (slowHold + slowPause)
+	cfg := mailload.AttackConfig{Servers: r.w.Servers(), Sources: []netip.Addr{harness.Slow}, Conns: 1, Hold: slowHold, Pause: slowPause}
+	a := attack{name: "slow", sources: cfg.Sources, start: func(d time.Duration) (*harness.Attack, error) {
+		return r.w.StartAttack("slow-attacker", cfg, d)
+	}}
+	res := r.phaseFor(t, a, "xdpguard", max(r.plen, limit), nil)
+	res.Fate = computeFate(res, a.sources, func(s netip.Addr) (time.Time, bool) {
+		if _, ok := watch.get(s); !ok {
+			return time.Time{}, false
+		}
+		return watch.firstBan(s), true
+	})
+	slowBan, slowBanned := watch.get(harness.Slow)
+	switch {
+	case !slowBanned:
+		t.Errorf("the slow attacker %s (%d connections) was not banned within %v", harness.Slow, res.AttackStats.Connected, limit)
+	case slowBan.Origin != "log":
+		t.Errorf("the slow attacker was banned by %q, want the log layer", slowBan.Origin)
+	case res.AttackStats.Connected > int64(due)+1:
+		t.Errorf("the slow attacker got %d connections through; the ban was due on connection %d (threshold %d)", res.AttackStats.Connected, due, lw.Threshold)
+	default:
+		res.Notes = append(res.Notes, fmt.Sprintf("slow attacker %s (one connection per %v) banned by the log layer (%s) after %d connections, %.0f s after its first; due after %d",
+			harness.Slow, slowHold+slowPause, slowBan.Reason, res.AttackStats.Connected, watch.firstBan(harness.Slow).Sub(res.Start).Seconds(), due))
+	}
+	if s := res.Classes[classReturning]; s.Rate < 0.99 {
+		t.Errorf("slow-attacker phase: %.2f%% of returning users' logins succeeded, want >= 99%%", 100*s.Rate)
+	}
+}
+
+// finalChecks: no legitimate source was ever banned, by what status showed
+// or by the daemon's own log, and the daemon is still running.
+func (r *run) finalChecks(t *testing.T, x *harness.Xdpguard, watch *banWatch) {
+	// Every ban status showed, by first sighting, goes with the last
+	// xdpguard phase into results.json.
+	if len(r.results) > 0 {
+		last := r.results[len(r.results)-1]
+		for _, b := range watch.all {
+			last.Bans = append(last.Bans, b)
+		}
+		slices.SortFunc(last.Bans, func(a, b seenBan) int { return a.First.Compare(b.First) })
+	}
+	if watch.errs > 0 {
+		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", watch.errs)
+	}
+	for a, b := range watch.falseBans() {
+		t.Errorf("legitimate source %s was banned: %+v", a, b)
+	}
+	bans, _ := daemonTimeline(x.Log())
+	for _, a := range r.w.Legitimate() {
+		for p, at := range bans {
+			if p.Contains(a) {
+				t.Errorf("xdpguard's log: legitimate source %s banned as %s at %s", a, p, at.Format(time.RFC3339Nano))
+			}
+		}
+	}
+	if !x.Running() {
+		t.Errorf("xdpguard run exited during the test:\n%s", x.Log())
+	}
+	for _, p := range []*harness.Probe{r.returning, r.officeLogins, r.officeHold, r.webmail} {
+		if _, err := p.Stop(); err != nil {
+			t.Log(err)
+		}
+	}
+}
