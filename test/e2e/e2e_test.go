@@ -44,8 +44,8 @@ const (
 	newUsers      = 480 // enough for seven 40 s phases, and a margin
 	probeLimit    = 5 * time.Second
 	officeUsers   = 50
-	officeHeld    = 2 // IDLE connections per office user (INBOX and one folder)
-	officeEvery   = time.Second
+	officeHeld    = 2               // IDLE connections per office user (INBOX and one folder)
+	officeEvery   = 5 * time.Second // one office user checks mail every 5 s: each every 4 min
 	webmailUsers  = 20
 	webmailEvery  = 50 * time.Millisecond // 20 logins a second
 	starvedWindow = 10 * time.Second

@@ -4,6 +4,8 @@ package e2e
 
 import (
 	"net/netip"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -74,11 +76,13 @@ func (r *run) startUsers(t *testing.T) {
 		return p
 	}
 	r.returning = start("probe", mailload.ProbeConfig{Class: classReturning, Users: w.Users, Interval: probeEvery})
-	r.webmail = start("webmail", mailload.ProbeConfig{Class: classWebmail, Users: w.Webmail, Interval: webmailEvery, Protos: []string{"imap"}})
+	r.webmail = start("webmail", mailload.ProbeConfig{Class: classWebmail, Users: w.Webmail, Interval: webmailInterval(t), Protos: []string{"imap"}})
 	r.officeLogins = start("office", mailload.ProbeConfig{Class: classOffice, Users: w.Office, Interval: officeEvery, Protos: []string{"imap"}})
 	r.officeHold, err = w.StartHold("office-idle", mailload.HoldConfig{
-		ProbeConfig: mailload.ProbeConfig{Class: classOffice, Users: w.Office, Deadline: probeLimit},
-		PerUser:     officeHeld, Stagger: 200 * time.Millisecond,
+		// A mail client that keeps a folder open waits longer for it
+		// than a user at a login prompt, and pauses before it retries.
+		ProbeConfig: mailload.ProbeConfig{Class: classOffice, Users: w.Office, Deadline: 30 * time.Second},
+		PerUser:     officeHeld, Stagger: 200 * time.Millisecond, Retry: 5 * time.Second,
 	}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -161,45 +165,42 @@ func (r *run) collect(res *phaseResult, news []mailload.Attempt) {
 	}
 }
 
-// settle waits until no attacker connection is left on the server, its
-// accept queues are (nearly) empty, and every returning user, the office
-// and the webmail have logged in again, so a phase does not inherit the
-// last one's attack.
+// settle waits until the server holds no attacker connection, not even a
+// closed one still waiting in an accept queue, and every returning user,
+// the office and the webmail have logged in again, so a phase does not
+// inherit the last one's attack.
 //
 // The queues matter: when an attack stops, the connections its bots had
 // queued (on the IPv6 sockets, which Dovecot serves last) stay queued,
-// closed, until Dovecot has accepted them, and IPv6 users wait behind
-// them. A few queued connections are the webmail's 20 a second waiting
-// for a login process to start.
+// closed (close-wait), until Dovecot has accepted them, and IPv6 users
+// wait behind them.
 func (r *run) settle(t *testing.T) {
 	t.Helper()
 	legit := map[netip.Addr]bool{}
 	for _, a := range r.w.Legitimate() {
 		legit[a] = true
 	}
-	end := time.Now().Add(90 * time.Second)
+	end := time.Now().Add(120 * time.Second)
 	for {
-		est, err := r.w.Established()
+		socks, err := r.w.Sockets("established", "close-wait")
 		if err != nil {
 			t.Fatal(err)
 		}
 		n := 0
-		for a, c := range est {
+		for a, c := range socks {
 			if !legit[a] {
 				n += c
 			}
 		}
-		queued, err := r.w.Waiting()
-		if err != nil {
-			t.Fatal(err)
-		}
-		from := time.Now().Add(-3 * time.Second)
-		ok, why := r.usersOK(from)
-		if n == 0 && queued < 10 && ok {
+		// Logins report when they end: on a busy machine the last
+		// seconds' are still in flight.
+		ok, why := r.usersOK(time.Now().Add(-8 * time.Second))
+		if n == 0 && ok {
 			return
 		}
 		if time.Now().After(end) {
-			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d queued; %s", n, queued, why)
+			queued, _ := r.w.Waiting()
+			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d queued in all; %s", n, queued, why)
 		}
 		time.Sleep(time.Second)
 	}
@@ -219,8 +220,10 @@ func (r *run) usersOK(from time.Time) (bool, string) {
 	if s.Attempts == 0 || s.OK != s.Attempts || len(users) != len(r.w.Users) {
 		return false, "returning users: " + summaryLine(s) + ", " + itoa(len(users)) + " of " + itoa(len(r.w.Users)) + " in"
 	}
+	// The office and the webmail are many logins a second: one slow
+	// login on a busy machine must not hold the test up.
 	for name, p := range map[string]*harness.Probe{"office": r.officeLogins, "webmail": r.webmail} {
-		if s := mailload.Summarize(p.Since(from)); s.Attempts == 0 || s.OK != s.Attempts {
+		if s := mailload.Summarize(p.Since(from)); s.OK == 0 || s.Rate < 0.95 {
 			return false, name + ": " + summaryLine(s)
 		}
 	}
@@ -246,4 +249,19 @@ func (r *run) warmUp(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second)
+}
+
+// webmailInterval is webmailEvery, or 1/$E2E_WEBMAIL_RATE: a machine that
+// cannot spawn Dovecot's processes 40 times a second (an imap-login and an
+// imap per login) besides the attack measures the attack no more.
+func webmailInterval(t *testing.T) time.Duration {
+	s := os.Getenv("E2E_WEBMAIL_RATE")
+	if s == "" {
+		return webmailEvery
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		t.Fatalf("E2E_WEBMAIL_RATE=%q: want logins per second, a positive integer", s)
+	}
+	return time.Second / time.Duration(n)
 }

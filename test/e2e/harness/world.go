@@ -337,8 +337,19 @@ func (w *World) sweep() {
 // Established counts the server's established connections to the mail
 // ports by peer address (what `ss` shows in the server namespace).
 func (w *World) Established() (map[netip.Addr]int, error) {
-	out, err := run(w.Server, "ss", "-Htn", "state", "established",
-		"( sport = :110 or sport = :143 or sport = :993 or sport = :995 )")
+	return w.Sockets("established")
+}
+
+// Sockets counts the server's connections to the mail ports in the given
+// TCP states (ss's names) by peer address. A connection that its client
+// closed while it waited in an accept queue is in close-wait there.
+func (w *World) Sockets(states ...string) (map[netip.Addr]int, error) {
+	args := []string{"-Htn"}
+	for _, st := range states {
+		args = append(args, "state", st)
+	}
+	args = append(args, "( sport = :110 or sport = :143 or sport = :993 or sport = :995 )")
+	out, err := run(w.Server, "ss", args...)
 	if err != nil {
 		return nil, err
 	}
