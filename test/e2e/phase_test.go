@@ -180,7 +180,9 @@ func (r *run) settle(t *testing.T) {
 	for _, a := range r.w.Legitimate() {
 		legit[a] = true
 	}
-	end := time.Now().Add(120 * time.Second)
+	// Generous: a busy machine drains a closed attack slowly (Dovecot
+	// starts its login processes one at a time); a quiet one in seconds.
+	end := time.Now().Add(180 * time.Second)
 	for {
 		socks, err := r.w.Sockets("established", "close-wait")
 		if err != nil {
@@ -192,14 +194,19 @@ func (r *run) settle(t *testing.T) {
 				n += c
 			}
 		}
+		// Below xdpguard's pressure mark (20 waiting): legitimate
+		// traffic alone must not look like an attack when one starts.
+		queued, err := r.w.Waiting()
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Logins report when they end: on a busy machine the last
 		// seconds' are still in flight.
 		ok, why := r.usersOK(time.Now().Add(-8 * time.Second))
-		if n == 0 && ok {
+		if n == 0 && queued < 10 && ok {
 			return
 		}
 		if time.Now().After(end) {
-			queued, _ := r.w.Waiting()
 			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d queued in all; %s", n, queued, why)
 		}
 		time.Sleep(time.Second)
