@@ -97,6 +97,10 @@ func idle(ctx context.Context, cfg ProbeConfig, u User) (*tls.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The reads below go by the connection's deadline; ending the run
+	// must not wait for it.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
 	tlsCfg := &tls.Config{ServerName: cfg.ServerName, RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	c, r, err := imapLogin(raw, tlsCfg, u)
 	if err == nil {
