@@ -26,6 +26,8 @@ type TrawlConfig struct {
 	// DialTimeout bounds a connect whose SYNs are dropped, after which the
 	// source tries again at once.
 	DialTimeout time.Duration
+	// ports replaces PortPOP3 and PortIMAP in unit tests.
+	ports [2]int
 }
 
 // Trawl runs one connection per source until ctx ends: sources alternate
@@ -42,8 +44,13 @@ func Trawl(ctx context.Context, cfg TrawlConfig) AttackStats {
 	var seen sync.Map
 	var names atomic.Int64
 	var wg sync.WaitGroup
+	ports := [2]int{PortPOP3, PortIMAP}
+	if cfg.ports[0] != 0 {
+		ports = cfg.ports
+	}
 	for i, src := range cfg.Sources {
-		port := [2]int{PortPOP3, PortIMAP}[(i/2)%2]
+		kind := [2]int{PortPOP3, PortIMAP}[(i/2)%2]
+		port := ports[(i/2)%2]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -51,7 +58,7 @@ func Trawl(ctx context.Context, cfg TrawlConfig) AttackStats {
 			// are not synchronised would.
 			sleep(ctx, time.Duration(i)*cfg.Every/time.Duration(len(cfg.Sources)))
 			bot{servers: cfg.Servers, src: src, port: port, dialTimeout: cfg.DialTimeout, st: &st, seen: &seen}.
-				run(ctx, func(c net.Conn) bool { return trawlConn(ctx, c, port, cfg.Every, &names, &st) })
+				run(ctx, func(c net.Conn) bool { return trawlConn(ctx, c, kind, cfg.Every, &names, &st) })
 		}()
 	}
 	wg.Wait()
