@@ -34,6 +34,7 @@ func main() {
 			allowCommand(),
 			logtestCommand(),
 			versionCommand(),
+			docsCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(os.Stderr, "xdpguard: no command %q (xdpguard help lists them)\n", name)
