@@ -162,3 +162,11 @@ deb:
 	rm -f build/xdpguard_*.deb
 	DEB_VERSION='$(DEB_VERSION)' build/nfpm package --config dist/nfpm.yaml --packager deb --target build/
 	@ls -l build/xdpguard_*.deb
+
+# A booted Debian 12 under QEMU (systemd as PID 1, Debian's 6.1 kernel)
+# with the package installed, started, reloaded, stopped, rebooted and
+# purged, and POP3 logins from a banned and an unbanned source
+# (test/vm/README.md). The root filesystem is cached in
+# /var/cache/xdpguard-vmtest (VMTEST_CACHE).
+test-vm: deb
+	test/vm/run.sh build/xdpguard_*.deb
