@@ -13,6 +13,9 @@
 #   apt-get purge; nothing is left: no pins, no state, no program on the
 #   NIC, and the once-banned source logs in. Power off.
 set -uo pipefail
+# After a pipe, `grep PATTERN >/dev/null`, never `grep -q`: with pipefail,
+# grep -q exits at the first match, the writer dies of SIGPIPE and a check
+# that held fails (make test-vm saw it on `xdpguard status | grep -q`).
 
 IFACE=eth0
 BANNED=198.18.77.2
@@ -49,12 +52,12 @@ case $boot in
 1)
 	"$LIB/provision.sh" /root/xdpguard.deb "$IFACE" || fail "provision.sh"
 	/usr/sbin/xdpguard ban "$BANNED" --for 2h || fail "xdpguard ban $BANNED"
-	/usr/sbin/xdpguard status | grep -q "^  $BANNED/32 " || fail "status does not list the ban"
+	/usr/sbin/xdpguard status | grep "^  $BANNED/32 " >/dev/null || fail "status does not list the ban"
 	ask_host banned
 
 	systemctl stop xdpguard.service || fail "systemctl stop"
-	ip link show dev "$IFACE" | grep -q xdp || fail "stop took the program off $IFACE"
-	/usr/sbin/xdpguard status | grep -q "^  $BANNED/32 " || fail "stop lost the ban"
+	ip link show dev "$IFACE" | grep xdp >/dev/null || fail "stop took the program off $IFACE"
+	/usr/sbin/xdpguard status | grep "^  $BANNED/32 " >/dev/null || fail "stop lost the ban"
 	say "ok: stopped; the program and the ban stay"
 	ask_host banned
 	# The daemon saved the ban when it stopped; the reboot clears bpffs.
@@ -64,7 +67,7 @@ case $boot in
 	;;
 2)
 	[ "$(systemctl is-active xdpguard.service)" = active ] || fail "not active after the reboot"
-	/usr/sbin/xdpguard status | grep -q "^  $BANNED/32 " || fail "the reboot lost the ban: $(/usr/sbin/xdpguard status 2>&1)"
+	/usr/sbin/xdpguard status | grep "^  $BANNED/32 " >/dev/null || fail "the reboot lost the ban: $(/usr/sbin/xdpguard status 2>&1)"
 	say "ok: after the reboot the daemon restored the ban from its state"
 	ask_host banned
 
@@ -72,7 +75,7 @@ case $boot in
 	left=$(ls -d /sys/fs/bpf/xdpguard /var/lib/xdpguard /etc/xdpguard /usr/sbin/xdpguard \
 		/lib/systemd/system/xdpguard.service 2>/dev/null)
 	[ -z "$left" ] || fail "purge left: $left"
-	! ip link show dev "$IFACE" | grep -q xdp || fail "purge left a program on $IFACE: $(ip link show dev $IFACE)"
+	! ip link show dev "$IFACE" | grep xdp >/dev/null || fail "purge left a program on $IFACE: $(ip link show dev $IFACE)"
 	! systemctl is-active --quiet xdpguard.service || fail "still running after purge"
 	say "ok: purge left no pins, no state, no program on $IFACE"
 	ask_host unbanned

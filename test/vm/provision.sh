@@ -9,6 +9,9 @@
 # drift apart. Each check prints "provision: ok: ..." or stops with
 # "provision: FAIL: ..." and status 1.
 set -euo pipefail
+# After a pipe, `grep PATTERN >/dev/null`, never `grep -q`: with pipefail,
+# grep -q exits at the first match, the writer dies of SIGPIPE and a check
+# that held fails (make test-vm saw it on `xdpguard status | grep -q`).
 
 deb=${1:?usage: provision.sh XDPGUARD.deb IFACE}
 iface=${2:?usage: provision.sh XDPGUARD.deb IFACE}
@@ -66,16 +69,16 @@ status=$(/usr/sbin/xdpguard status) || fail "xdpguard status: $status"
 mode=$(awk -v i="$iface" '$1 == i && $3 == "mode" {print $2}' <<<"$status")
 [ -n "$mode" ] || fail "xdpguard status shows no program on $iface: $status"
 ok "attached to $iface in $mode mode"
-ip link show dev "$iface" | grep -q 'xdp' || fail "ip link shows no XDP program on $iface"
+ip link show dev "$iface" | grep 'xdp' >/dev/null || fail "ip link shows no XDP program on $iface"
 
 pid=$(systemctl show -p MainPID --value xdpguard.service)
 since=$(date '+%Y-%m-%d %H:%M:%S')
 systemctl reload xdpguard.service || fail "systemctl reload"
 for _ in $(seq 60); do
-	journalctl -u xdpguard.service --since "$since" --no-pager | grep -q 'configuration reloaded' && break
+	journalctl -u xdpguard.service --since "$since" --no-pager | grep 'configuration reloaded' >/dev/null && break
 	sleep 1
 done
-journalctl -u xdpguard.service --since "$since" --no-pager | grep -q 'configuration reloaded' ||
+journalctl -u xdpguard.service --since "$since" --no-pager | grep 'configuration reloaded' >/dev/null ||
 	fail "no 'configuration reloaded' in the journal within 60 s of systemctl reload"
 [ "$(systemctl show -p MainPID --value xdpguard.service)" = "$pid" ] || fail "reload restarted the daemon"
 [ "$(systemctl is-active xdpguard.service)" = active ] || fail "not active after reload"
