@@ -250,11 +250,14 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	defer slotTick.Stop()
 	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files, "journal", d.cfg.Logs.Journal.Enabled,
 		"monitor", d.cfg.Kernel.Monitor, "pin_root", d.cfg.PinRoot, "state_dir", d.cfg.StateDir)
+	sd := newNotifier(d.log) // systemd: ready now, watchdog on the tick
+	sd.ready()
 
 	for {
 		select {
 		case <-ctx.Done():
 			stopFollow()
+			sd.stopping()
 			return d.shutdown()
 		case l, ok := <-lines:
 			if !ok {
@@ -290,6 +293,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 			d.onCrowdsec(delta)
 		case <-tick.C:
 			d.housekeeping(time.Now())
+			sd.alive(time.Now())
 		case <-slotTick.C:
 			d.watchSlots(time.Now())
 		case <-reload:

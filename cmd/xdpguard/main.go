@@ -72,6 +72,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, code *int) *cli.App {
 			allowCommand(),
 			logtestCommand(),
 			versionCommand(),
+			docsCommand(),
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(stderr, "xdpguard: no command %q (xdpguard help lists them)\n", name)
