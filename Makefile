@@ -12,7 +12,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short test-crowdsec deps-crowdsec deb test-vm \
         bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
-        deps-e2e deps-bench-e2e test-e2e bench-e2e demo
+        deps-e2e deps-bench-e2e test-e2e bench-e2e bench-e2e-slots demo
 
 all: build
 
@@ -111,11 +111,9 @@ clean:
 	rm -rf bin build
 
 # The end-to-end proof (test/e2e/README.md): the real Debian Dovecot in
-# network namespaces under the seed's slot-holding attack and issue 11's
-# distributed trawler, without protection and with `xdpguard run`, then a
-# slow attacker, while returning users, new users, a NAT office and a
-# webmail front end log in. Needs root. Figures go to build/e2e/
-# (table.txt, results.json with every login attempt).
+# network namespaces under the slot-holding attack, without protection and
+# with `xdpguard run`, then a slow attacker. Needs root. Figures go to
+# build/e2e/ (table.txt, results.json with every login attempt).
 E2E_APT       := dovecot-imapd dovecot-pop3d rsyslog openssl iproute2 util-linux
 E2E_BENCH_APT := fail2ban python3-pyinotify iptables
 
@@ -134,12 +132,21 @@ test-e2e: build deps-e2e bpffs
 	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 20m -v -run '^TestE2E$$' ./test/e2e/
 
 # The same, with fail2ban (dovecot[mode=aggressive], iptables inside the
-# server namespace) measured first against both attacks, for the
-# side-by-side table. E2E_PHASE=90s lengthens every phase.
+# server namespace) measured first, for the side-by-side table.
 bench-e2e: build deps-bench-e2e bpffs
 	@rm -f build/e2e/table.txt
-	-E2E_FAIL2BAN=1 XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 40m -v -run '^TestE2E$$' ./test/e2e/
+	-E2E_FAIL2BAN=1 XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 20m -v -run '^TestE2E$$' ./test/e2e/
 	@cat build/e2e/table.txt
+
+# Issue 11's acceptance run (test/e2e/issue11): the seed's attack and a
+# 600-source distributed trawler against no protection and xdpguard
+# (E2E_FAIL2BAN=1 adds fail2ban), while returning users, new users, a NAT
+# office and a webmail front end log in. Every target of issue 11 is an
+# assertion; they are not all met yet, so CI does not run it (issue 11 is
+# open). E2E_PHASE=90s lengthens every phase; E2E_WEBMAIL_RATE lowers the
+# webmail front end's 20 logins a second on a slow machine.
+bench-e2e-slots: build deps-bench-e2e bpffs
+	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 40m -v -run '^TestE2E$$' ./test/e2e/issue11/
 
 # One command for newcomers: Dovecot in namespaces, a short attack with and
 # without xdpguard, live status, before/after figures, everything removed.

@@ -1,54 +1,46 @@
 //go:build e2e
 
-// The end-to-end test: a real Dovecot under two attacks (the seed's slot
-// holders and issue 11's distributed trawler), without protection, with
-// xdpguard, and (make bench-e2e) with fail2ban, while four classes of
-// legitimate users log in. Run it with `make test-e2e`; it needs root and
-// the Debian dovecot packages.
+// The end-to-end test: a real Dovecot under the real attack, without
+// protection, with xdpguard, and (make bench-e2e) with fail2ban. Run it
+// with `make test-e2e`; it needs root and the Debian dovecot packages.
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/logwatch"
 	"github.com/xdpguard/xdpguard/test/e2e/harness"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
 func TestMain(m *testing.M) {
-	// The attacks and the users are this binary, re-executed in the
-	// client namespace.
+	// The attack and the probe are this binary, re-executed in the client
+	// namespace.
 	mailload.Main()
 	os.Exit(m.Run())
 }
 
-// Sizes of the attacks and of the population.
+// Sizes of the attack. 400 held connections against two login services of
+// 100 processes each is the seed's "hundreds"; 48+48 sources are the
+// "at least 64 attacker addresses, IPv4 and IPv6".
 const (
-	// The seed's attack: 400 held connections against two login services
-	// of 100 processes each, from 48+48 sources.
 	attackConns = 400
 	attackersV4 = 48
 	attackersV6 = 48
-	// Issue 11's trawler: 300+300 sources, one connection each, a new
-	// USER or CAPABILITY every 3 s.
-	trawlersV4 = 300
-	trawlersV6 = 300
-	trawlEvery = 3 * time.Second
-	// Returning users: a login every 0.5 s over five users who logged in
-	// before each attack. New users: one login a second, each a new
-	// account from an address never seen before.
-	probeEvery    = 500 * time.Millisecond
-	newUserEvery  = time.Second
-	newUsers      = 480 // enough for seven 40 s phases, and a margin
-	probeLimit    = 5 * time.Second
-	officeUsers   = 50
-	officeHeld    = 2               // IDLE connections per office user (INBOX and one folder)
-	officeEvery   = 5 * time.Second // one office user checks mail every 5 s: each every 4 min
-	webmailUsers  = 20
-	webmailEvery  = 50 * time.Millisecond // 20 logins a second
-	starvedWindow = 10 * time.Second
+	probeEvery  = 500 * time.Millisecond
+	probeLimit  = 5 * time.Second
+	settleAfter = 10 * time.Second
 	// inFlight is how long after a phase's end every login it started
 	// has been reported: the deadline, and a second for the report.
 	inFlight = probeLimit + time.Second
@@ -69,6 +61,21 @@ func phaseLen(t *testing.T) time.Duration {
 	return 40 * time.Second
 }
 
+// phaseResult is one row of the table, and of the raw results file.
+type phaseResult struct {
+	Name    string           `json:"name"`
+	Start   time.Time        `json:"start"`
+	End     time.Time        `json:"end"`
+	Summary mailload.Summary `json:"summary"`
+	// Settled leaves out the first settleAfter of the phase: the part of
+	// the attack that comes before a log-based defence could have learnt of it.
+	Settled  mailload.Summary     `json:"settled"`
+	Attack   mailload.AttackStats `json:"attack"`
+	Notes    []string             `json:"notes,omitempty"`
+	Bans     []seenBan            `json:"bans,omitempty"` // every ban status showed, by first sighting
+	Attempts []mailload.Attempt   `json:"attempts"`
+}
+
 func TestE2E(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
@@ -83,43 +90,7 @@ func TestE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := newRun(t, phaseLen(t))
-	defer func() { report(t, r.results) }()
-
-	attacks := []attack{r.seedAttack(t), r.trawlAttack()}
-	if withF2B {
-		// First, while the maillog holds no attack: fail2ban reads the
-		// file from the start and would otherwise open with a head start.
-		r.fail2banPhases(t, attacks)
-	}
-	for _, a := range attacks {
-		none := r.phase(t, a, "none", nil)
-		// The attack must hurt, or the other phases prove nothing.
-		if rate := none.Classes[classReturning].Rate; rate > 0.90 {
-			t.Errorf("%s without protection: %.1f%% of returning users' logins succeeded; the attack does not hurt", a.name, 100*rate)
-		}
-		r.settle(t)
-	}
-	x, err := r.w.StartXdpguard()
-	if err != nil {
-		t.Fatal(err)
-	}
-	watch := newBanWatch(t, x, r.w)
-	defer watch.stop()
-	r.warmUp(t)
-	for _, a := range attacks {
-		res := r.xdpguardPhase(t, a, x, watch)
-		checkXdpguard(t, res, a)
-		r.settle(t)
-	}
-	r.slowPhase(t, watch)
-	watch.stop()
-	r.finalChecks(t, x, watch)
-}
-
-// newRun builds the world and starts the legitimate users who log in all
-// along: the returning users, the NAT office and the webmail front end.
-func newRun(t *testing.T, plen time.Duration) *run {
+	plen := phaseLen(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -128,12 +99,10 @@ func newRun(t *testing.T, plen time.Duration) *run {
 		// E2E_DIR keeps the work directory (maillog, configs, daemon logs)
 		// for a post-mortem.
 		Dir: os.Getenv("E2E_DIR"),
-		// E2E_XDPGUARD_CONFIG runs xdpguard on a config file instead of
-		// the defaults, to try a tuning; the table says so.
+		// E2E_XDPGUARD_CONFIG runs phase 2 and 3 on a config file
+		// instead of the defaults, to try a tuning; the table says so.
 		XdpguardConfig: os.Getenv("E2E_XDPGUARD_CONFIG"),
 		AttackersV4:    attackersV4, AttackersV6: attackersV6,
-		TrawlersV4: trawlersV4, TrawlersV6: trawlersV6,
-		NewUsers: newUsers, OfficeUsers: officeUsers, WebmailUsers: webmailUsers, TLSProxies: officeUsers * officeHeld,
 		Xdpguard: buildXdpguard(t), Self: self, Logf: t.Logf,
 	})
 	if err != nil {
@@ -144,29 +113,567 @@ func newRun(t *testing.T, plen time.Duration) *run {
 	// Dovecot's and fail2ban's own logs, and the maillog, are kept beside
 	// the figures.
 	t.Cleanup(func() { keepLogs(t, w.Dir) })
-	r := &run{w: w, plen: plen}
-	r.startUsers(t)
-	r.settle(t)
-	return r
-}
 
-func (r *run) seedAttack(t *testing.T) attack {
+	probe, err := w.StartProbe(probeEvery, probeLimit, time.Hour, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, w, probe)
 	conns := attackConns
 	if s := os.Getenv("E2E_CONNS"); s != "" {
-		var err error
 		if conns, err = strconv.Atoi(s); err != nil {
 			t.Fatalf("E2E_CONNS=%q: %v", s, err)
 		}
 	}
-	cfg := mailload.AttackConfig{Servers: r.w.Servers(), Sources: r.w.Attackers, Conns: conns}
-	return attack{name: "seed", sources: r.w.Attackers, start: func(limit time.Duration) (*harness.Attack, error) {
-		return r.w.StartAttack("attack", cfg, limit)
-	}}
+	attack := mailload.AttackConfig{Servers: w.Servers(), Sources: w.Attackers, Conns: conns}
+	var results []*phaseResult
+	defer func() { report(t, results) }()
+
+	if withF2B {
+		// First, while the maillog holds no attack: fail2ban reads the
+		// file from the start and would otherwise open with a head start.
+		f2b, err := w.StartFail2ban()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Counted when the phase ends, like xdpguard's bans.
+		var banned []string
+		r := runPhase(t, w, probe, "fail2ban", attack, plen, func() {
+			var err error
+			if banned, err = f2b.Banned(); err != nil {
+				t.Error(err)
+			}
+		})
+		r.Notes = append(r.Notes, fmt.Sprintf("fail2ban banned %d of %d attacker addresses", len(banned), len(w.Attackers)))
+		results = append(results, r)
+		if err := f2b.Stop(); err != nil {
+			t.Logf("fail2ban-server stop: %v", err)
+		}
+		settle(t, w, probe)
+	}
+
+	// Phase 1: no protection. The attack must hurt, or it is not the
+	// seed's attack and the other phases prove nothing.
+	none := runPhase(t, w, probe, "no protection", attack, plen, nil)
+	results = append(results, none)
+	if none.Summary.Rate > 0.90 {
+		t.Errorf("without protection %.1f%% of logins succeeded: the attack does not hurt, so it is not the seed's attack", 100*none.Summary.Rate)
+	}
+	settle(t, w, probe)
+
+	// Phase 2: xdpguard run with default settings.
+	x, err := w.StartXdpguard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := newBanWatch(t, x, w)
+	defer watch.stop()
+	var held map[netip.Addr]int
+	var duringAttack map[netip.Addr]harness.StatusBan
+	xname := "xdpguard"
+	if os.Getenv("E2E_XDPGUARD_CONFIG") != "" {
+		xname = "xdpguard (cfg)"
+	}
+	xr := runPhase(t, w, probe, xname, attack, plen, func() {
+		// While the attack still runs: once it stops, every held
+		// connection closes and is logged, which bans the rest anyway.
+		duringAttack = watch.snapshot()
+		st, err := x.Status()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		est, err := w.Established()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		// Nothing of a banned source may still hold a slot.
+		held = map[netip.Addr]int{}
+		for a, n := range est {
+			if _, banned := st.Banned(a); banned {
+				held[a] = n
+			}
+		}
+	})
+	results = append(results, xr)
+	// The issue's acceptance targets. E2E_REPORT_ONLY=1 reports a miss
+	// without failing, for a CI that must stay green while the defaults
+	// are being tuned; every other assertion still holds.
+	target := t.Errorf
+	if os.Getenv("E2E_REPORT_ONLY") == "1" {
+		target = func(f string, a ...any) { t.Logf("TARGET NOT MET: "+f, a...) }
+	}
+	if xr.Summary.Rate < 0.99 {
+		target("xdpguard: %.2f%% of legitimate logins succeeded during the attack, want >= 99%%", 100*xr.Summary.Rate)
+	}
+	if len(held) > 0 {
+		t.Errorf("banned sources still hold established connections at the end of the attack: %v", held)
+	}
+	var kernel, logl, missing int
+	for _, a := range w.Attackers {
+		b, ok := duringAttack[a]
+		switch {
+		case !ok:
+			missing++
+		case b.Origin == "kernel":
+			kernel++
+		case b.Origin == "log":
+			logl++
+		}
+	}
+	if missing > 0 {
+		target("%d of %d attacker addresses were not banned while the attack ran", missing, len(w.Attackers))
+	}
+	after := 0
+	for _, a := range w.Attackers {
+		if _, ok := watch.get(a); ok {
+			after++
+		}
+	}
+	xr.Notes = append(xr.Notes,
+		fmt.Sprintf("attackers banned while the attack ran: %d/%d (kernel rate %d, log %d); %d/%d once it had stopped",
+			len(w.Attackers)-missing, len(w.Attackers), kernel, logl, after, len(w.Attackers)),
+		fmt.Sprintf("banned sources still holding slots at the end of the attack: %d", len(held)))
+	// When, by the daemon's own clock: the first and the last attacker
+	// banned, and the slot pressure it reported.
+	banAt, pressureAt := daemonTimeline(x.Log())
+	var first, last time.Time
+	byLog := 0
+	for _, a := range w.Attackers {
+		bits := 64
+		if a.Is4() {
+			bits = 32
+		}
+		p, _ := a.Prefix(bits)
+		at, ok := banAt[p]
+		if !ok || !at.Before(xr.End) {
+			continue
+		}
+		byLog++
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	if byLog > 0 {
+		xr.Notes = append(xr.Notes, fmt.Sprintf("xdpguard's log: first attacker banned %.1f s into the attack, %d/%d by %.1f s",
+			first.Sub(xr.Start).Seconds(), byLog, len(w.Attackers), last.Sub(xr.Start).Seconds()))
+	}
+	// The attack fills Dovecot's login slots at once: the slot-holder
+	// detector's pressure mode (slot_holders.pressure) must see it.
+	var during []string
+	for _, at := range pressureAt {
+		if at.Before(xr.End) {
+			during = append(during, fmt.Sprintf("%.1f s", at.Sub(xr.Start).Seconds()))
+		}
+	}
+	if len(during) == 0 {
+		t.Errorf("xdpguard reported no login slot pressure during the attack")
+	} else {
+		xr.Notes = append(xr.Notes, "xdpguard's log: login slots under pressure from "+strings.Join(during, ", ")+" into the attack")
+	}
+
+	// Phase 3: only the slow attacker, one address opening a connection
+	// every slowHold+slowPause: the SYN rate never catches it, the log
+	// layer must.
+	p3 := &phaseResult{Name: "slow attacker", Start: time.Now()}
+	slowAttack, err := w.StartAttack("slow-attacker", mailload.AttackConfig{
+		Servers: w.Servers(), Sources: []netip.Addr{harness.Slow}, Conns: 1, Hold: slowHold, Pause: slowPause,
+	}, 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its POP3 `USER` is logged as a failed authentication; the ban is due
+	// on the connection that lifts its score to the threshold.
+	lw := logwatch.DefaultConfig()
+	due := (lw.Threshold + lw.Weights["auth-failed"] - 1) / lw.Weights["auth-failed"]
+	limit := time.Duration(due+2) * (slowHold + slowPause)
+	var slowBan harness.StatusBan
+	var slowBanned bool
+	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		if slowBan, slowBanned = watch.get(harness.Slow); slowBanned {
+			break
+		}
+	}
+	// Keep the phase at least plen long, so its figures compare.
+	if rest := time.Until(p3.Start.Add(plen)); rest > 0 {
+		time.Sleep(rest)
+	}
+	p3.End = time.Now()
+	time.Sleep(inFlight)
+	slowStats, err := slowAttack.Stop()
+	if err != nil {
+		t.Error(err)
+	}
+	p3.Attack = slowStats
+	p3.Attempts = probe.Between(p3.Start, p3.End)
+	p3.Summary = mailload.Summarize(p3.Attempts)
+	p3.Settled = mailload.Summarize(probe.Between(p3.Start.Add(settleAfter), p3.End))
+	results = append(results, p3)
+	switch {
+	case !slowBanned:
+		t.Errorf("the slow attacker %s (%d connections) was not banned within %v", harness.Slow, slowStats.Connected, limit)
+	case slowBan.Origin != "log":
+		t.Errorf("the slow attacker was banned by %q, want the log layer", slowBan.Origin)
+	case slowStats.Connected > int64(due)+1:
+		t.Errorf("the slow attacker got %d connections through; the ban was due on connection %d (threshold %d)", slowStats.Connected, due, lw.Threshold)
+	default:
+		p3.Notes = append(p3.Notes, fmt.Sprintf("slow attacker %s (one connection per %v) banned by the log layer (%s) after %d connections, %.0f s after its first; due after %d",
+			harness.Slow, slowHold+slowPause, slowBan.Reason, slowStats.Connected, watch.firstBan(harness.Slow).Sub(p3.Start).Seconds(), due))
+	}
+	if p3.Summary.Rate < 0.99 {
+		t.Errorf("slow-attacker phase: %.2f%% of legitimate logins succeeded, want >= 99%%", 100*p3.Summary.Rate)
+	}
+
+	watch.stop()
+	for _, b := range watch.all {
+		xr.Bans = append(xr.Bans, b)
+	}
+	slices.SortFunc(xr.Bans, func(a, b seenBan) int { return a.First.Compare(b.First) })
+	if watch.errs > 0 {
+		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", watch.errs)
+	}
+	for a, b := range watch.falseBans() {
+		t.Errorf("legitimate user %s was banned: %+v", a, b)
+	}
+	if !x.Running() {
+		t.Errorf("xdpguard run exited during the test:\n%s", x.Log())
+	}
+	if _, err := probe.Stop(); err != nil {
+		t.Log(err)
+	}
 }
 
-func (r *run) trawlAttack() attack {
-	cfg := mailload.TrawlConfig{Sources: r.w.Trawlers, Every: trawlEvery}
-	return attack{name: "trawler", sources: r.w.Trawlers, start: func(limit time.Duration) (*harness.Attack, error) {
-		return r.w.StartTrawl("trawl", cfg, limit)
-	}}
+// runPhase runs the attack for d while the probe keeps logging in, and
+// collects the phase's figures. before, if set, runs just before the
+// attack stops.
+func runPhase(t *testing.T, w *harness.World, probe *harness.Probe, name string, cfg mailload.AttackConfig, d time.Duration, before func()) *phaseResult {
+	t.Helper()
+	r := &phaseResult{Name: name, Start: time.Now()}
+	a, err := w.StartAttack("attack", cfg, d+time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	if before != nil {
+		before()
+	}
+	r.End = time.Now()
+	// Logins still in flight are reported when they end, up to the
+	// deadline later; the attack goes on until then, so that they count,
+	// and count under the attack they started in.
+	time.Sleep(inFlight)
+	if r.Attack, err = a.Stop(); err != nil {
+		t.Error(err)
+	}
+	r.Attempts = probe.Between(r.Start, r.End)
+	r.Summary = mailload.Summarize(r.Attempts)
+	r.Settled = mailload.Summarize(probe.Between(r.Start.Add(settleAfter), r.End))
+	t.Logf("phase %q: %d/%d logins (%.1f%%), p50 %v, p99 %v; attack: %+v", name, r.Summary.OK, r.Summary.Attempts,
+		100*r.Summary.Rate, r.Summary.P50.Round(time.Millisecond), r.Summary.P99.Round(time.Millisecond), r.Attack)
+	return r
+}
+
+// settle waits until no attacker connection is left on the server, none
+// waits in its accept queues, and every user has logged in again, so a
+// phase does not inherit the last one's attack.
+//
+// The queues matter: when an attack stops, the connections its bots had
+// queued (on the IPv6 sockets, which Dovecot serves last) stay queued,
+// closed, until Dovecot has accepted them, and IPv6 users wait behind
+// them. Only logins that finished are reported, so a user stuck there
+// shows as missing, not as failed: each user must have succeeded.
+func settle(t *testing.T, w *harness.World, probe *harness.Probe) {
+	t.Helper()
+	legit := map[netip.Addr]bool{}
+	for _, u := range w.Users {
+		legit[u.Src] = true
+	}
+	end := time.Now().Add(60 * time.Second)
+	for {
+		est, err := w.Established()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for a, c := range est {
+			if !legit[a] {
+				n += c
+			}
+		}
+		queued, err := w.Waiting()
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := time.Now().Add(-3 * time.Second)
+		recent := probe.Since(from)
+		s := mailload.Summarize(recent)
+		users := map[netip.Addr]bool{}
+		for _, a := range recent {
+			if a.OK {
+				users[a.Src] = true
+			}
+		}
+		if n == 0 && queued == 0 && s.Attempts > 0 && s.OK == s.Attempts && len(users) == len(w.Users) {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the server did not recover between phases: %d attacker connections left, %d queued, %d/%d recent logins ok, %d of %d users logged in",
+				n, queued, s.OK, s.Attempts, len(users), len(w.Users))
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// banWatch polls `xdpguard status --json` every 500 ms and remembers every
+// ban it saw, so a ban that expired or was lifted still counts.
+type banWatch struct {
+	t     *testing.T
+	x     *harness.Xdpguard
+	legit map[netip.Addr]bool
+	mu    sync.Mutex
+	seen  map[netip.Addr]harness.StatusBan
+	first map[netip.Addr]time.Time
+	wrong map[netip.Addr]harness.StatusBan
+	all   map[netip.Prefix]seenBan // every ban status ever showed
+	errs  int                      // failed status calls
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+	addrs []netip.Addr
+}
+
+func newBanWatch(t *testing.T, x *harness.Xdpguard, w *harness.World) *banWatch {
+	bw := &banWatch{t: t, x: x, legit: map[netip.Addr]bool{}, seen: map[netip.Addr]harness.StatusBan{},
+		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]harness.StatusBan{}, done: make(chan struct{}),
+		all: map[netip.Prefix]seenBan{}}
+	for _, u := range w.Users {
+		bw.legit[u.Src] = true
+	}
+	bw.addrs = append(append(append(bw.addrs, w.Attackers...), harness.Slow), mapKeys(bw.legit)...)
+	bw.wg.Add(1)
+	go bw.loop()
+	return bw
+}
+
+func mapKeys(m map[netip.Addr]bool) []netip.Addr {
+	var out []netip.Addr
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func (bw *banWatch) loop() {
+	defer bw.wg.Done()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st, err := bw.x.Status()
+		if err != nil {
+			bw.mu.Lock()
+			bw.errs++
+			if bw.errs == 1 {
+				bw.t.Logf("xdpguard status failed (further failures are only counted): %v", err)
+			}
+			bw.mu.Unlock()
+		} else {
+			now := time.Now()
+			bw.mu.Lock()
+			for _, b := range st.Bans {
+				if _, ok := bw.all[b.Prefix]; !ok {
+					bw.all[b.Prefix] = seenBan{StatusBan: b, First: now}
+				}
+			}
+			for _, a := range bw.addrs {
+				b, ok := st.Banned(a)
+				if !ok {
+					continue
+				}
+				if _, had := bw.seen[a]; !had {
+					bw.first[a] = now
+				}
+				bw.seen[a] = b
+				if bw.legit[a] {
+					bw.wrong[a] = b
+				}
+			}
+			bw.mu.Unlock()
+		}
+		select {
+		case <-bw.done:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// seenBan is a ban as status first showed it.
+type seenBan struct {
+	harness.StatusBan
+	First time.Time `json:"first_seen"`
+}
+
+func (bw *banWatch) stop() {
+	bw.once.Do(func() { close(bw.done) })
+	bw.wg.Wait()
+}
+
+func (bw *banWatch) get(a netip.Addr) (harness.StatusBan, bool) {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	b, ok := bw.seen[a]
+	return b, ok
+}
+
+func (bw *banWatch) firstBan(a netip.Addr) time.Time {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	return bw.first[a]
+}
+
+func (bw *banWatch) snapshot() map[netip.Addr]harness.StatusBan {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	out := map[netip.Addr]harness.StatusBan{}
+	for k, v := range bw.seen {
+		out[k] = v
+	}
+	return out
+}
+
+func (bw *banWatch) falseBans() map[netip.Addr]harness.StatusBan {
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	return bw.wrong
+}
+
+// daemonTimeline reads `xdpguard run`'s log: when each prefix was first
+// banned, and when login slot pressure began, by the lines' own times.
+func daemonTimeline(log string) (bans map[netip.Prefix]time.Time, pressure []time.Time) {
+	bans = map[netip.Prefix]time.Time{}
+	for _, line := range strings.Split(log, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || !strings.HasPrefix(f[0], "time=") {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
+		if err != nil {
+			continue
+		}
+		switch {
+		case f[2] == "msg=banned":
+			for _, kv := range f[3:] {
+				if v, ok := strings.CutPrefix(kv, "prefix="); ok {
+					if p, err := netip.ParsePrefix(v); err == nil {
+						if _, seen := bans[p]; !seen {
+							bans[p] = at
+						}
+					}
+				}
+			}
+		case strings.Contains(line, `msg="login slots under pressure`):
+			pressure = append(pressure, at)
+		}
+	}
+	return bans, pressure
+}
+
+// buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds
+// the command into the test's temporary directory.
+func buildXdpguard(t *testing.T) string {
+	if bin := os.Getenv("XDPGUARD_BIN"); bin != "" {
+		return bin
+	}
+	bin := filepath.Join(t.TempDir(), "xdpguard")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/xdpguard/xdpguard/cmd/xdpguard")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build xdpguard: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// report prints the table and writes the raw figures, every attempt
+// included, under build/e2e (or $E2E_OUT) for CI to keep.
+func report(t *testing.T, results []*phaseResult) {
+	if len(results) == 0 {
+		return
+	}
+	var b strings.Builder
+	// Per family, because Dovecot serves its IPv4 listening socket first:
+	// under attack the IPv6 users wait behind every queued IPv4 attacker.
+	fmt.Fprintf(&b, "%-14s %8s %8s %8s %8s %10s %8s %8s  %s\n", "phase", "logins", "success", "p50", "p99",
+		"after "+settleAfter.String(), "v4 users", "v6 users", "attack dials/connected")
+	for _, r := range results {
+		v4, v6 := byFamily(r.Attempts)
+		fmt.Fprintf(&b, "%-14s %8s %7.1f%% %8s %8s %9.1f%% %7.1f%% %7.1f%%  %d/%d\n", r.Name,
+			strconv.Itoa(r.Summary.OK)+"/"+strconv.Itoa(r.Summary.Attempts), 100*r.Summary.Rate,
+			r.Summary.P50.Round(time.Millisecond), r.Summary.P99.Round(time.Millisecond), 100*r.Settled.Rate,
+			100*v4.Rate, 100*v6.Rate, r.Attack.Dials, r.Attack.Connected)
+	}
+	for _, r := range results {
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "%s: %s\n", r.Name, n)
+		}
+	}
+	t.Logf("legitimate logins (probe every %v, %v deadline; latency of successful logins):\n%s", probeEvery, probeLimit, b.String())
+	out := outDir()
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	raw, err := json.MarshalIndent(results, "", " ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "table.txt"), []byte(b.String()), 0o644)
+	}
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	abs, _ := filepath.Abs(out)
+	t.Logf("raw figures in %s/results.json", abs)
+}
+
+// keepLogs copies the work directory's logs to build/e2e/logs for CI.
+func keepLogs(t *testing.T, dir string) {
+	out := filepath.Join(outDir(), "logs")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, name := range []string{"maillog", "xdpguard.log", "dovecot.log", "rsyslogd.log", "fail2ban/fail2ban.log", "attack.log", "probe.log"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(out, strings.ReplaceAll(name, "/", "-")), b, 0o644); err != nil {
+			t.Log(err)
+		}
+	}
+}
+
+func outDir() string {
+	if out := os.Getenv("E2E_OUT"); out != "" {
+		return out
+	}
+	return filepath.Join("..", "..", "build", "e2e")
+}
+
+func byFamily(as []mailload.Attempt) (v4, v6 mailload.Summary) {
+	var a4, a6 []mailload.Attempt
+	for _, a := range as {
+		if a.Src.Is4() {
+			a4 = append(a4, a)
+		} else {
+			a6 = append(a6, a)
+		}
+	}
+	return mailload.Summarize(a4), mailload.Summarize(a6)
 }

@@ -1,0 +1,172 @@
+//go:build e2e
+
+// The end-to-end test: a real Dovecot under two attacks (the seed's slot
+// holders and issue 11's distributed trawler), without protection, with
+// xdpguard, and (make bench-e2e) with fail2ban, while four classes of
+// legitimate users log in. Run it with `make test-e2e`; it needs root and
+// the Debian dovecot packages.
+package issue11
+
+import (
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/xdpguard/xdpguard/test/e2e/harness"
+	"github.com/xdpguard/xdpguard/test/e2e/mailload"
+)
+
+func TestMain(m *testing.M) {
+	// The attacks and the users are this binary, re-executed in the
+	// client namespace.
+	mailload.Main()
+	os.Exit(m.Run())
+}
+
+// Sizes of the attacks and of the population.
+const (
+	// The seed's attack: 400 held connections against two login services
+	// of 100 processes each, from 48+48 sources.
+	attackConns = 400
+	attackersV4 = 48
+	attackersV6 = 48
+	// Issue 11's trawler: 300+300 sources, one connection each, a new
+	// USER or CAPABILITY every 3 s.
+	trawlersV4 = 300
+	trawlersV6 = 300
+	trawlEvery = 3 * time.Second
+	// Returning users: a login every 0.5 s over five users who logged in
+	// before each attack. New users: one login a second, each a new
+	// account from an address never seen before.
+	probeEvery    = 500 * time.Millisecond
+	newUserEvery  = time.Second
+	newUsers      = 480 // enough for seven 40 s phases, and a margin
+	probeLimit    = 5 * time.Second
+	officeUsers   = 50
+	officeHeld    = 2               // IDLE connections per office user (INBOX and one folder)
+	officeEvery   = 5 * time.Second // one office user checks mail every 5 s: each every 4 min
+	webmailUsers  = 20
+	webmailEvery  = 50 * time.Millisecond // 20 logins a second
+	starvedWindow = 10 * time.Second
+	// inFlight is how long after a phase's end every login it started
+	// has been reported: the deadline, and a second for the report.
+	inFlight = probeLimit + time.Second
+	// The slow attacker: one connection every 8 s (held 3 s, then a 5 s
+	// pause), one address, far below the kernel's 20 SYNs per 10 s.
+	slowHold  = 3 * time.Second
+	slowPause = 5 * time.Second
+)
+
+func phaseLen(t *testing.T) time.Duration {
+	if s := os.Getenv("E2E_PHASE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("E2E_PHASE=%q: %v", s, err)
+		}
+		return d
+	}
+	return 40 * time.Second
+}
+
+func TestE2E(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
+	}
+	if err := harness.CheckDovecot(); err != nil {
+		// CI installs Dovecot; its absence there is a failure, not a skip.
+		t.Fatal(err)
+	}
+	withF2B := os.Getenv("E2E_FAIL2BAN") == "1"
+	if withF2B {
+		if err := harness.CheckFail2ban(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRun(t, phaseLen(t))
+	defer func() { report(t, r.results) }()
+
+	attacks := []attack{r.seedAttack(t), r.trawlAttack()}
+	if withF2B {
+		// First, while the maillog holds no attack: fail2ban reads the
+		// file from the start and would otherwise open with a head start.
+		r.fail2banPhases(t, attacks)
+	}
+	for _, a := range attacks {
+		none := r.phase(t, a, "none", nil)
+		// The attack must hurt, or the other phases prove nothing.
+		if rate := none.Classes[classReturning].Rate; rate > 0.90 {
+			t.Errorf("%s without protection: %.1f%% of returning users' logins succeeded; the attack does not hurt", a.name, 100*rate)
+		}
+		r.settle(t)
+	}
+	x, err := r.w.StartXdpguard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := newBanWatch(t, x, r.w)
+	defer watch.stop()
+	r.warmUp(t)
+	for _, a := range attacks {
+		res := r.xdpguardPhase(t, a, x, watch)
+		checkXdpguard(t, res, a)
+		r.settle(t)
+	}
+	r.slowPhase(t, watch)
+	watch.stop()
+	r.finalChecks(t, x, watch)
+}
+
+// newRun builds the world and starts the legitimate users who log in all
+// along: the returning users, the NAT office and the webmail front end.
+func newRun(t *testing.T, plen time.Duration) *run {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := harness.New(harness.Options{
+		// E2E_DIR keeps the work directory (maillog, configs, daemon logs)
+		// for a post-mortem.
+		Dir: os.Getenv("E2E_DIR"),
+		// E2E_XDPGUARD_CONFIG runs xdpguard on a config file instead of
+		// the defaults, to try a tuning; the table says so.
+		XdpguardConfig: os.Getenv("E2E_XDPGUARD_CONFIG"),
+		AttackersV4:    attackersV4, AttackersV6: attackersV6,
+		TrawlersV4: trawlersV4, TrawlersV6: trawlersV6,
+		NewUsers: newUsers, OfficeUsers: officeUsers, WebmailUsers: webmailUsers, TLSProxies: officeUsers * officeHeld,
+		Xdpguard: buildXdpguard(t), Self: self, Logf: t.Logf,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	// Runs before w.Close (cleanups run last-in first-out): the daemon's,
+	// Dovecot's and fail2ban's own logs, and the maillog, are kept beside
+	// the figures.
+	t.Cleanup(func() { keepLogs(t, w.Dir) })
+	r := &run{w: w, plen: plen}
+	r.startUsers(t)
+	r.settle(t)
+	return r
+}
+
+func (r *run) seedAttack(t *testing.T) attack {
+	conns := attackConns
+	if s := os.Getenv("E2E_CONNS"); s != "" {
+		var err error
+		if conns, err = strconv.Atoi(s); err != nil {
+			t.Fatalf("E2E_CONNS=%q: %v", s, err)
+		}
+	}
+	cfg := mailload.AttackConfig{Servers: r.w.Servers(), Sources: r.w.Attackers, Conns: conns}
+	return attack{name: "seed", sources: r.w.Attackers, start: func(limit time.Duration) (*harness.Attack, error) {
+		return r.w.StartAttack("attack", cfg, limit)
+	}}
+}
+
+func (r *run) trawlAttack() attack {
+	cfg := mailload.TrawlConfig{Sources: r.w.Trawlers, Every: trawlEvery}
+	return attack{name: "trawler", sources: r.w.Trawlers, start: func(limit time.Duration) (*harness.Attack, error) {
+		return r.w.StartTrawl("trawl", cfg, limit)
+	}}
+}
