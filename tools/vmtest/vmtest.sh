@@ -23,12 +23,12 @@ GO=${GO:-go}
 # kernel, since everything runs 10-15x slower under TCG.
 VMTEST_PKGS=${VMTEST_PKGS:-./loader ./bpf}
 # Flags for every test binary. -test.short keeps the slow cases out.
-VMTEST_TESTFLAGS=${VMTEST_TESTFLAGS:--test.v -test.short -test.timeout=10m}
+VMTEST_TESTFLAGS=${VMTEST_TESTFLAGS:--test.v -test.short -test.timeout=20m}
 # Kernel modules (and their dependencies) loaded before the tests.
 VMTEST_MODULES=${VMTEST_MODULES:-veth}
 # Seconds before a VM counts as hung. Must exceed -test.timeout so a hung
 # test prints its goroutine dump before the VM is killed.
-VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-900}
+VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-1500}
 # Seconds until /init must have started; a VM stuck in early boot is
 # killed then (and retried once) rather than waiting for VMTEST_TIMEOUT.
 VMTEST_BOOT_TIMEOUT=${VMTEST_BOOT_TIMEOUT:-120}
