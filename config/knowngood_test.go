@@ -9,7 +9,7 @@ func TestLoginSlotSettingsValidation(t *testing.T) {
 	cases := []struct{ yaml, want string }{
 		{"known_good: {retention: 10m}", `known_good.retention: must be 1h0m0s-87600h, got "10m0s" (line 1)`},
 		{"known_good: {max_entries: -1}", "known_good.max_entries: must be 0-131072 (0 turns learning off), got -1 (line 1)"},
-		{"slot_holders: {pressure: {evict: {grace: 10ms}}}", `slot_holders.pressure.evict.grace: must be 200ms-1m, got "10ms" (line 1)`},
+		{"slot_holders: {pressure: {evict: {enabled: true, grace: 10ms}}}", `slot_holders.pressure.evict.grace: must be 200ms-1m, got "10ms" (line 1)`},
 		{"ipv6_escalation: {prefix: 16}", "ipv6_escalation.prefix: must be 32-127, got 16 (line 1)"},
 		{"ipv6_escalation: {offenders: 1}", "ipv6_escalation.offenders: must be >= 2, got 1 (line 1)"},
 		{"ipv6_escalation: {window: 0s}", `ipv6_escalation.window: must be > 0 and at most 24h, got "0s" (line 1)`},

@@ -209,6 +209,7 @@ func evictDaemon(t *testing.T) *Daemon {
 	t.Cleanup(func() { os.RemoveAll(pins) })
 	c := config.Default()
 	c.Kernel.Ports = []uint16{110}
+	c.SlotHolders.Pressure.Evict.Enabled = true // off by default
 	c.SlotHolders.Pressure.Evict.Grace = time.Second
 	g, err := loader.New(loader.Options{PinRoot: filepath.Join(pins, "pins"), MaxBans: 1024, MaxTracked: 1024, MaxCIDR: 64})
 	if err != nil {
