@@ -204,14 +204,15 @@ func TestE2E(t *testing.T) {
 	// code, every failure in the first 10 s, before the bans are in (the
 	// first comes 1.3 s into the attack) and while the IPv6 users wait
 	// behind Dovecot's IPv4 socket. Once the attack is 10 s old every login
-	// succeeded in those runs. So: >= 99% from then on, and >= 90% over
-	// the whole attack (no protection gets 60%). Winning the first seconds
-	// is issue 11's (make bench-e2e-slots).
+	// succeeded in those runs. So: >= 99% from then on, and >= 85% over
+	// the whole attack: the defaults gave 91.2% and 96.3% in two runs, and
+	// no protection gets 60%. Winning the first seconds is issue 11's
+	// (make bench-e2e-slots).
 	if xr.Settled.Rate < 0.99 {
 		t.Errorf("xdpguard: %.2f%% of legitimate logins succeeded once the attack was %v old, want >= 99%%", 100*xr.Settled.Rate, settleAfter)
 	}
-	if xr.Summary.Rate < 0.90 {
-		t.Errorf("xdpguard: %.2f%% of legitimate logins succeeded during the whole attack, want >= 90%%", 100*xr.Summary.Rate)
+	if xr.Summary.Rate < 0.85 {
+		t.Errorf("xdpguard: %.2f%% of legitimate logins succeeded during the whole attack, want >= 85%%", 100*xr.Summary.Rate)
 	}
 	if len(held) > 0 {
 		t.Errorf("banned sources still hold established connections at the end of the attack: %v", held)
