@@ -309,20 +309,12 @@ func (s Store) Save(st State) error {
 // these types. It is written by hand because reflection-based encoding
 // took 4 µs a record, and the daemon saves after every batch of bans.
 func encode(st State) ([]byte, error) {
-	b := make([]byte, 0, 64+len(st.Bans)*200+len(st.Allow)*80+len(st.Offenders)*120)
+	b := make([]byte, 0, 64+len(st.Bans)*200+len(st.Allow)*80+len(st.Offenders)*120+len(st.KnownGood)*80)
 	b = append(b, `{"version":`...)
 	b = strconv.AppendInt(b, int64(st.Version), 10)
-	b = append(b, ",\n\"bans\":["...)
-	for i, x := range st.Bans {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, "\n{\"prefix\":"...)
-		b = appendPrefix(b, x.Prefix)
-		if !x.Expires.IsZero() {
-			b = append(b, `,"expires":`...)
-			b = appendTime(b, x.Expires)
-		}
+	b = appendRecords(b, "bans", st.Bans, func(b []byte, x loader.Ban) []byte {
+		b = appendPrefixField(b, x.Prefix)
+		b = appendOptTime(b, "expires", x.Expires)
 		b = append(b, `,"origin":`...)
 		b = appendString(b, x.Origin.String())
 		b = append(b, `,"reason":`...)
@@ -330,48 +322,18 @@ func encode(st State) ([]byte, error) {
 		if x.CIDR {
 			b = append(b, `,"cidr":true`...)
 		}
-		if x.Detector != "" {
-			b = append(b, `,"detector":`...)
-			b = appendString(b, x.Detector)
-		}
-		if x.Events != 0 {
-			b = append(b, `,"events":`...)
-			b = strconv.AppendInt(b, int64(x.Events), 10)
-		}
-		if !x.First.IsZero() {
-			b = append(b, `,"first":`...)
-			b = appendTime(b, x.First)
-		}
-		if !x.Last.IsZero() {
-			b = append(b, `,"last":`...)
-			b = appendTime(b, x.Last)
-		}
-		if x.Offence != 0 {
-			b = append(b, `,"offence":`...)
-			b = strconv.AppendInt(b, int64(x.Offence), 10)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, "],\n\"allow\":["...)
-	for i, x := range st.Allow {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, "\n{\"prefix\":"...)
-		b = appendPrefix(b, x.Prefix)
-		if !x.Expires.IsZero() {
-			b = append(b, `,"expires":`...)
-			b = appendTime(b, x.Expires)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, "],\n\"offenders\":["...)
-	for i, x := range st.Offenders {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, "\n{\"prefix\":"...)
-		b = appendPrefix(b, x.Prefix)
+		b = appendOptString(b, "detector", x.Detector)
+		b = appendOptInt(b, "events", x.Events)
+		b = appendOptTime(b, "first", x.First)
+		b = appendOptTime(b, "last", x.Last)
+		return appendOptInt(b, "offence", x.Offence)
+	})
+	b = appendRecords(b, "allow", st.Allow, func(b []byte, x Allow) []byte {
+		b = appendPrefixField(b, x.Prefix)
+		return appendOptTime(b, "expires", x.Expires)
+	})
+	b = appendRecords(b, "offenders", st.Offenders, func(b []byte, x offence.Offender) []byte {
+		b = appendPrefixField(b, x.Prefix)
 		if len(x.Bans) > 0 {
 			b = append(b, `,"bans":[`...)
 			for j, t := range x.Bans {
@@ -382,41 +344,80 @@ func encode(st State) ([]byte, error) {
 			}
 			b = append(b, ']')
 		}
-		if !x.Until.IsZero() {
-			b = append(b, `,"until":`...)
-			b = appendTime(b, x.Until)
-		}
+		b = appendOptTime(b, "until", x.Until)
 		if x.Reason != 0 {
 			b = append(b, `,"reason":`...)
 			b = appendString(b, x.Reason.String())
 		}
-		if x.Detector != "" {
-			b = append(b, `,"detector":`...)
-			b = appendString(b, x.Detector)
-		}
-		b = append(b, '}')
-	}
-	b = append(b, ']')
+		return appendOptString(b, "detector", x.Detector)
+	})
 	if st.JournalCursor != "" {
 		b = append(b, ",\n\"journal_cursor\":"...)
 		b = appendString(b, st.JournalCursor)
 	}
+	// Left out when empty (omitempty): an older xdpguard ignores the key.
 	if len(st.KnownGood) > 0 {
-		b = append(b, ",\n\"known_good\":["...)
-		for i, x := range st.KnownGood {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, "\n{\"prefix\":"...)
-			b = appendPrefix(b, x.Prefix)
+		b = appendRecords(b, "known_good", st.KnownGood, func(b []byte, x KnownGood) []byte {
+			b = appendPrefixField(b, x.Prefix)
 			b = append(b, `,"last_seen":`...)
-			b = appendTime(b, x.LastSeen)
-			b = append(b, '}')
-		}
-		b = append(b, ']')
+			return appendTime(b, x.LastSeen)
+		})
 	}
 	b = append(b, "}\n"...)
 	return b, nil
+}
+
+// appendRecords writes `,"name":[`, then one object a line, whose fields
+// record writes (each record type here starts with "prefix"), then `]`.
+func appendRecords[T any](b []byte, name string, xs []T, record func([]byte, T) []byte) []byte {
+	b = append(b, ",\n\""...)
+	b = append(b, name...)
+	b = append(b, "\":["...)
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, "\n{"...)
+		b = record(b, x)
+		b = append(b, '}')
+	}
+	return append(b, ']')
+}
+
+func appendOptTime(b []byte, key string, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(b, `,"`...)
+	b = append(b, key...)
+	b = append(b, `":`...)
+	return appendTime(b, t)
+}
+
+func appendOptString(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, `,"`...)
+	b = append(b, key...)
+	b = append(b, `":`...)
+	return appendString(b, v)
+}
+
+func appendOptInt(b []byte, key string, v int) []byte {
+	if v == 0 {
+		return b
+	}
+	b = append(b, `,"`...)
+	b = append(b, key...)
+	b = append(b, `":`...)
+	return strconv.AppendInt(b, int64(v), 10)
+}
+
+// appendPrefixField starts a record: `"prefix":"…"`.
+func appendPrefixField(b []byte, p netip.Prefix) []byte {
+	b = append(b, `"prefix":`...)
+	return appendPrefix(b, p)
 }
 
 func appendPrefix(b []byte, p netip.Prefix) []byte {
