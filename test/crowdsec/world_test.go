@@ -205,18 +205,28 @@ func (h *host) waitLog(substr string, within time.Duration) string {
 
 func (h *host) waitLogAfter(offset int, substr string, within time.Duration) string {
 	h.t.Helper()
+	line, ok := h.nextLog(offset, substr, within)
+	if !ok {
+		h.t.Fatalf("host %s: no log line with %q within %s:\n%s", h.name, substr, within, h.out.String())
+	}
+	return line
+}
+
+// nextLog returns the first line after offset that contains substr, or
+// false once within has passed without one.
+func (h *host) nextLog(offset int, substr string, within time.Duration) (string, bool) {
 	deadline := time.Now().Add(within)
 	for {
 		s := h.out.String()
 		if offset < len(s) {
 			for _, line := range strings.Split(s[offset:], "\n") {
 				if strings.Contains(line, substr) {
-					return line
+					return line, true
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("host %s: no log line with %q within %s:\n%s", h.name, substr, within, s)
+			return "", false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
