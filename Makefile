@@ -27,12 +27,12 @@ deps-bpf:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS); }
 
 generate: deps-bpf
-	$(GO) generate ./bpf/... ./bench/drop/...
+	$(GO) generate ./internal/bpf/... ./bench/drop/...
 
 # Regenerates into the work tree and fails if the committed objects differ:
 # the committed .o must be what the committed .c compiles to.
 check-generated: generate
-	@git diff --exit-code --stat -- bpf/ bench/drop/ || { \
+	@git diff --exit-code --stat -- internal/bpf/ bench/drop/ || { \
 	  echo "committed generated BPF files do not match their C source; run 'make generate' and commit"; exit 1; }
 
 # Packages the kernel tests need on a fresh machine.
@@ -63,7 +63,7 @@ test-short: bpffs
 # Runs the kernel-facing test binaries in QEMU on Debian 12's kernels
 # (tools/vmtest/README.md). One kernel: make test-kernels KERNEL=6.1
 KERNEL      ?= 6.1 6.12
-VMTEST_PKGS ?= ./loader ./bpf
+VMTEST_PKGS ?= ./internal/datapath ./internal/bpf
 test-kernels:
 	GO='$(GO)' VMTEST_PKGS='$(VMTEST_PKGS)' tools/vmtest/vmtest.sh $(KERNEL)
 
@@ -72,22 +72,22 @@ test-kernels:
 bench: bench-bpf bench-daemon
 
 bench-bpf: bpffs
-	$(GO) test -run '^$$' -bench PerPacket -benchtime 20x -count 3 ./loader/
+	$(GO) test -run '^$$' -bench PerPacket -benchtime 20x -count 3 ./internal/datapath/
 
 bench-daemon: bpffs
-	$(GO) test -run '^$$' -bench 'Reaction|BanRate' -benchtime 1x -count 3 ./daemon/
+	$(GO) test -run '^$$' -bench 'Reaction|BanRate' -benchtime 1x -count 3 ./internal/daemon/
 
 # xdpguard logtest against fail2ban-regex (dovecot filter, aggressive mode) on
-# a generated 1,000,000-line mail log (logwatch/internal/maillog), then the
+# a generated 1,000,000-line mail log (internal/logwatch/internal/maillog), then the
 # ground-truth check of the bans on that same file. Installs fail2ban if needed.
 BENCH_LOG := build/maillog-1m.log
 bench-logs: build
 	@command -v fail2ban-regex >/dev/null || { echo ">> installing fail2ban"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fail2ban; }
 	@mkdir -p build
-	@test -s $(BENCH_LOG) || $(GO) run ./logwatch/internal/maillog/genmaillog -o $(BENCH_LOG)
-	@logwatch/internal/maillog/bench-logs.sh $(BIN) $(BENCH_LOG)
-	@$(GO) test -count=1 -run '^TestGeneratedLog$$' -v ./logwatch/ >build/bench-logs-truth.txt || { cat build/bench-logs-truth.txt; exit 1; }
+	@test -s $(BENCH_LOG) || $(GO) run ./internal/logwatch/internal/maillog/genmaillog -o $(BENCH_LOG)
+	@internal/logwatch/internal/maillog/bench-logs.sh $(BIN) $(BENCH_LOG)
+	@$(GO) test -count=1 -run '^TestGeneratedLog$$' -v ./internal/logwatch/ >build/bench-logs-truth.txt || { cat build/bench-logs-truth.txt; exit 1; }
 	@sed -nE 's/.*bench_test.go:[0-9]+: /ground truth: /p' build/bench-logs-truth.txt
 
 # Side-by-side drop benchmark (BENCHMARKS.md): xdpguard, nftables, ipset,
@@ -105,7 +105,7 @@ bench-drop: build bpffs
 
 # Parse + decide throughput in Go's benchmark harness (MB/s and lines/s).
 bench-logs-go:
-	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 ./logwatch/
+	$(GO) test -run '^$$' -bench . -benchtime 3x -count 3 ./internal/logwatch/
 
 clean:
 	rm -rf bin build

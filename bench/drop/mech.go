@@ -9,7 +9,7 @@ import (
 
 	"github.com/cilium/ebpf/link"
 
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // mech is one drop mechanism: set up with a set of banned sources, measured,
@@ -75,7 +75,7 @@ func xdpguardMech(mode string) mech {
 			if _, err := h.xg("attach", "--iface", dutIf, "--mode", mode, "--pin-root", root); err != nil {
 				return "", err
 			}
-			if err := h.xdpguardSettings(func(s *loader.Settings) {
+			if err := h.xdpguardSettings(func(s *datapath.Settings) {
 				// The limiter stays on, but the legitimate client's
 				// 50 connections a second must not trip it: this
 				// scenario measures bans. Banned sources are dropped
@@ -118,8 +118,8 @@ func (h *harness) xgRoot() string { return filepath.Join(h.env.pinRoot, "xdpguar
 
 // xdpguardSettings edits the pinned settings in place, through the loader,
 // since the CLI has no command for them.
-func (h *harness) xdpguardSettings(edit func(*loader.Settings)) error {
-	g, err := loader.Open(h.xgRoot())
+func (h *harness) xdpguardSettings(edit func(*datapath.Settings)) error {
+	g, err := datapath.Open(h.xgRoot())
 	if err != nil {
 		return fmt.Errorf("open xdpguard pins: %w", err)
 	}

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // The SYN-rate scenario: most frames come from synHot sources, each far
@@ -39,13 +39,13 @@ func synMechs() []synMech {
 				if _, err := h.xg("attach", "--iface", dutIf, "--mode", "native", "--pin-root", h.xgRoot()); err != nil {
 					return err
 				}
-				return h.xdpguardSettings(func(s *loader.Settings) {
+				return h.xdpguardSettings(func(s *datapath.Settings) {
 					s.RateThreshold, s.RateWindow, s.BanDuration = synRate, time.Second, time.Minute
 				})
 			},
 			teardown: func(h *harness) error { _, err := h.xg("detach", "--pin-root", h.xgRoot()); return err },
 			dropped: func(h *harness) (uint64, error) {
-				g, err := loader.Open(h.xgRoot())
+				g, err := datapath.Open(h.xgRoot())
 				if err != nil {
 					return 0, err
 				}

@@ -6,8 +6,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 func attachCommand() *cli.Command {
@@ -36,7 +36,7 @@ func attachCommand() *cli.Command {
 			if c.IsSet("mode") {
 				cfg.XDPMode = c.String("mode")
 			}
-			mode, err := loader.ParseMode(cfg.XDPMode)
+			mode, err := datapath.ParseMode(cfg.XDPMode)
 			if err != nil {
 				return fail("%v", err)
 			}
@@ -46,7 +46,7 @@ func attachCommand() *cli.Command {
 			// The file's map sizes, so that a later `run` adopts these maps
 			// instead of failing on other sizes.
 			k := cfg.Kernel
-			g, err := loader.New(loader.Options{PinRoot: cfg.PinRoot, MaxBans: uint32(k.MaxBans),
+			g, err := datapath.New(datapath.Options{PinRoot: cfg.PinRoot, MaxBans: uint32(k.MaxBans),
 				MaxTracked: uint32(k.MaxTracked), MaxCIDR: uint32(k.MaxCIDRRules)})
 			if err != nil {
 				return fail("%v", err)
@@ -92,9 +92,9 @@ func detachCommand() *cli.Command {
 			if err := checkPrivileges("detach"); err != nil {
 				return err
 			}
-			g, err := loader.Open(cfg.PinRoot)
+			g, err := datapath.Open(cfg.PinRoot)
 			switch {
-			case errors.Is(err, loader.ErrNotPinned):
+			case errors.Is(err, datapath.ErrNotPinned):
 				fmt.Fprintln(c.App.Writer, "xdpguard is not attached; nothing to detach")
 			case err != nil:
 				return fail("%v", err)
@@ -116,7 +116,7 @@ func detachCommand() *cli.Command {
 
 // openPinned reads the configuration and opens the pinned maps, for the
 // commands that change or read them.
-func openPinned(c *cli.Context, what string) (config.Config, *loader.Guard, error) {
+func openPinned(c *cli.Context, what string) (config.Config, *datapath.Guard, error) {
 	cfg, err := settings(c)
 	if err != nil {
 		return config.Config{}, nil, fail("%v", err)
@@ -124,7 +124,7 @@ func openPinned(c *cli.Context, what string) (config.Config, *loader.Guard, erro
 	if err := checkPrivileges(what); err != nil {
 		return config.Config{}, nil, err
 	}
-	g, err := loader.Open(cfg.PinRoot)
+	g, err := datapath.Open(cfg.PinRoot)
 	if err != nil {
 		return config.Config{}, nil, fail("%v", err)
 	}

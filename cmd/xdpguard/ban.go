@@ -7,10 +7,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/banlist"
-	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/state"
+	"github.com/xdpguard/xdpguard/internal/banlist"
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/state"
 )
 
 // defaultManualBan is what `ban` without --for means: long enough to outlast
@@ -27,7 +27,7 @@ func banCommand() *cli.Command {
 			"client of this session ($SSH_CONNECTION). With --from, one refused line refuses the whole file.",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "for", Value: defaultManualBan.String(), Usage: "ban `DURATION` (0 = until unbanned)"},
-			&cli.StringFlag{Name: "reason", Value: loader.ReasonManual.String(), Usage: "reason: " + loader.ReasonNames()},
+			&cli.StringFlag{Name: "reason", Value: datapath.ReasonManual.String(), Usage: "reason: " + datapath.ReasonNames()},
 			&cli.StringFlag{Name: "from", Usage: "read addresses and prefixes from `FILE` (- for stdin); the file is applied whole or not at all"},
 			&cli.BoolFlag{Name: "force", Usage: "ban even what the guard rails refuse"},
 		}, commonFlags()...),
@@ -36,7 +36,7 @@ func banCommand() *cli.Command {
 			if err != nil || ttl < 0 {
 				return fail("--for %q: not a duration like 1h or 30m", c.String("for"))
 			}
-			reason, err := loader.ParseReason(c.String("reason"))
+			reason, err := datapath.ParseReason(c.String("reason"))
 			if err != nil {
 				return fail("--reason: %v", err)
 			}
@@ -58,7 +58,7 @@ func banCommand() *cli.Command {
 				return fail("ban refused, nothing banned: %s (--force bans anyway)", summary(refused, 3))
 			}
 			start := time.Now()
-			if err := g.BanMany(ps, ttl, loader.OriginManual, reason); err != nil {
+			if err := g.BanMany(ps, ttl, datapath.OriginManual, reason); err != nil {
 				return fail("%v", err)
 			}
 			eff, err := g.Effective(ps)
@@ -66,10 +66,10 @@ func banCommand() *cli.Command {
 				return fail("%v", err)
 			}
 			now := time.Now()
-			records := make(map[netip.Prefix]loader.Ban, len(eff))
+			records := make(map[netip.Prefix]datapath.Ban, len(eff))
 			for _, p := range eff {
-				records[p] = loader.Ban{Prefix: p, Origin: loader.OriginManual, Reason: reason,
-					Detector: loader.DetectorManual, Events: 1, First: now, Last: now}
+				records[p] = datapath.Ban{Prefix: p, Origin: datapath.OriginManual, Reason: reason,
+					Detector: datapath.DetectorManual, Events: 1, First: now, Last: now}
 			}
 			if err := record(cfg, g, records); err != nil {
 				return err
@@ -170,7 +170,7 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 
 // record writes the kernel's bans into the state file, so that a manual ban
 // survives a reboot even when the daemon is not running.
-func record(cfg config.Config, g *loader.Guard, records map[netip.Prefix]loader.Ban) error {
+func record(cfg config.Config, g *datapath.Guard, records map[netip.Prefix]datapath.Ban) error {
 	if _, err := state.Mirror(g, store(cfg), records, nil); err != nil {
 		return fail("the kernel has the change, but the state file does not: %v", err)
 	}
@@ -179,7 +179,7 @@ func record(cfg config.Config, g *loader.Guard, records map[netip.Prefix]loader.
 
 // warnUnattached says when the maps are pinned but no interface runs the
 // program: the change is real and does nothing yet.
-func warnUnattached(c *cli.Context, g *loader.Guard) {
+func warnUnattached(c *cli.Context, g *datapath.Guard) {
 	ifs, err := g.Interfaces()
 	if err != nil {
 		return

@@ -13,8 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/state"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/state"
 )
 
 // daemonJSON is the daemon's status file, and whether it still runs.
@@ -47,7 +47,7 @@ func readDaemon(store state.Store, now time.Time) *daemonJSON {
 // openStatusMaps opens the pinned maps, or returns nil when status should
 // read the status file instead: --from-file, or maps this user may not
 // open while a status file exists.
-func openStatusMaps(c *cli.Context, dj *daemonJSON) (*loader.Guard, error) {
+func openStatusMaps(c *cli.Context, dj *daemonJSON) (*datapath.Guard, error) {
 	if c.Bool("from-file") {
 		if dj.Status == nil {
 			return nil, fail("--from-file: %s", dj.Why)
@@ -153,9 +153,9 @@ func addEvidence(bans []banJSON, store state.Store) {
 	}
 }
 
-func records(store state.Store) map[string]loader.Ban {
+func records(store state.Store) map[string]datapath.Ban {
 	st, err := readState(store)
-	out := map[string]loader.Ban{}
+	out := map[string]datapath.Ban{}
 	if err != nil {
 		return out
 	}

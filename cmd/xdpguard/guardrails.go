@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // rails are the checks a manual ban passes before anything reaches the
@@ -26,7 +26,7 @@ type rails struct {
 
 // newRails gathers what the checks need from the configuration, the host,
 // the environment and the kernel.
-func newRails(cfg config.Config, g *loader.Guard) (rails, error) {
+func newRails(cfg config.Config, g *datapath.Guard) (rails, error) {
 	r := rails{widest4: cfg.GuardRails.WidestBanV4, widest6: cfg.GuardRails.WidestBanV6, own: hostAddrs(),
 		ssh: sshClient(os.Getenv("SSH_CONNECTION"))}
 	s, err := g.Settings()
@@ -40,7 +40,7 @@ func newRails(cfg config.Config, g *loader.Guard) (rails, error) {
 	}
 	now := time.Now()
 	for _, rule := range rules {
-		if rule.Action == loader.ActionAllow && (rule.Expires.IsZero() || now.Before(rule.Expires)) {
+		if rule.Action == datapath.ActionAllow && (rule.Expires.IsZero() || now.Before(rule.Expires)) {
 			r.allow = append(r.allow, rule.Prefix)
 		}
 	}

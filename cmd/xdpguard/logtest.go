@@ -7,8 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/daemon"
-	"github.com/xdpguard/xdpguard/logwatch"
+	"github.com/xdpguard/xdpguard/internal/daemon"
+	"github.com/xdpguard/xdpguard/internal/logwatch"
 )
 
 // logtestCommand is `xdpguard logtest`, the fail2ban-regex of this project:

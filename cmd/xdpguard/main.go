@@ -13,7 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // version is set by the Makefile from git describe.
@@ -171,7 +171,7 @@ func versionCommand() *cli.Command {
 		Name:  "version",
 		Usage: "print the version",
 		Action: func(c *cli.Context) error {
-			fmt.Fprintf(c.App.Writer, "xdpguard %s (minimum kernel %d.%d)\n", version, loader.MinKernel[0], loader.MinKernel[1])
+			fmt.Fprintf(c.App.Writer, "xdpguard %s (minimum kernel %d.%d)\n", version, datapath.MinKernel[0], datapath.MinKernel[1])
 			return nil
 		},
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/xdpguard/xdpguard/internal/nstest"
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 func banPrefixes(r statusReport) []string {
@@ -97,7 +97,7 @@ func TestFailedRunLeavesNothing(t *testing.T) {
 // and the operator is told.
 func TestBanWarnsWhenNothingAttached(t *testing.T) {
 	root := pinRoot(t)
-	g, err := loader.New(loader.Options{PinRoot: root}) // maps only, attached nowhere
+	g, err := datapath.New(datapath.Options{PinRoot: root}) // maps only, attached nowhere
 	if err != nil {
 		t.Fatal(err)
 	}

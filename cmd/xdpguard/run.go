@@ -10,9 +10,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/banlist"
-	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/daemon"
+	"github.com/xdpguard/xdpguard/internal/banlist"
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/daemon"
 )
 
 func runCommand() *cli.Command {

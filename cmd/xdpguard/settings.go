@@ -6,9 +6,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/config"
-	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/state"
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/state"
 )
 
 // Environment variables every command reads; the flags of the same names
@@ -26,7 +26,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "config", Aliases: []string{"c"}, EnvVars: []string{envConfig},
 			Usage: "configuration `FILE` (YAML); without it " + config.DefaultPath + " is read when it exists"},
 		&cli.StringFlag{Name: "pin-root", EnvVars: []string{envPinRoot},
-			Usage: "bpffs `DIR` holding xdpguard's maps and links (default: the file's pin_root, else " + loader.DefaultPinRoot + ")"},
+			Usage: "bpffs `DIR` holding xdpguard's maps and links (default: the file's pin_root, else " + datapath.DefaultPinRoot + ")"},
 		&cli.StringFlag{Name: "state-dir", EnvVars: []string{envStateDir},
 			Usage: "`DIR` of the state file that carries bans and allow rules across reboots (default: the file's state_dir, else /var/lib/xdpguard)"},
 	}

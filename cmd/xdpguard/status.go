@@ -9,9 +9,9 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/crowdsec"
-	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/state"
+	"github.com/xdpguard/xdpguard/internal/crowdsec"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/state"
 )
 
 // statusReport is the stable JSON shape of `status --json`.
@@ -19,12 +19,12 @@ type statusReport struct {
 	// Daemon is what the daemon's status file says, if there is one.
 	Daemon     *daemonJSON        `json:"daemon"`
 	PinRoot    string             `json:"pin_root"`
-	Interfaces []loader.Interface `json:"interfaces"`
+	Interfaces []datapath.Interface `json:"interfaces"`
 	Settings   settingsJSON       `json:"settings"`
 	Counters   countersJSON       `json:"counters"`
 	Bans       []banJSON          `json:"bans"`
-	Allow      []loader.Rule      `json:"allow"`
-	Top        []loader.Source    `json:"top_sources"`
+	Allow      []datapath.Rule      `json:"allow"`
+	Top        []datapath.Source    `json:"top_sources"`
 	// CrowdSec is the daemon's last report on its LAPI link (state
 	// directory); absent when the daemon has none.
 	CrowdSec *crowdsec.Report `json:"crowdsec,omitempty"`
@@ -42,12 +42,12 @@ type settingsJSON struct {
 }
 
 type countersJSON struct {
-	loader.Stats
+	datapath.Stats
 	Seen uint64 `json:"seen"`
 }
 
 type banJSON struct {
-	loader.Ban
+	datapath.Ban
 	RemainingSeconds *float64 `json:"remaining_seconds"` // null: until unbanned
 }
 
@@ -110,7 +110,7 @@ func statusCommand() *cli.Command {
 	}
 }
 
-func collect(g *loader.Guard, root string, top int) (*statusReport, error) {
+func collect(g *datapath.Guard, root string, top int) (*statusReport, error) {
 	r := &statusReport{PinRoot: root}
 	var err error
 	if r.Interfaces, err = g.Interfaces(); err != nil {
@@ -144,9 +144,9 @@ func collect(g *loader.Guard, root string, top int) (*statusReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Allow = []loader.Rule{}
+	r.Allow = []datapath.Rule{}
 	for _, rule := range rules {
-		if rule.Action == loader.ActionAllow {
+		if rule.Action == datapath.ActionAllow {
 			r.Allow = append(r.Allow, rule)
 		}
 	}
@@ -154,7 +154,7 @@ func collect(g *loader.Guard, root string, top int) (*statusReport, error) {
 		return nil, err
 	}
 	if r.Top == nil {
-		r.Top = []loader.Source{}
+		r.Top = []datapath.Source{}
 	}
 	return r, nil
 }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/loader"
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 func (w *daemonWorld) stateDir() string { return filepath.Join(w.dir, "state") }
@@ -56,7 +56,7 @@ func (w *daemonWorld) checkStatusAnswers(t *testing.T) {
 		t.Fatalf("why %s: %+v", attacker, r)
 	}
 	b := r.Bans[0]
-	if b.Origin != loader.OriginLog || b.Reason != loader.ReasonNoAuth || b.Detector != "dovecot-login" || b.Events != 3 ||
+	if b.Origin != datapath.OriginLog || b.Reason != datapath.ReasonNoAuth || b.Detector != "dovecot-login" || b.Events != 3 ||
 		b.Offence != 1 || b.First.IsZero() || b.Last.Before(b.First) || b.RemainingSeconds == nil {
 		t.Errorf("why %s: ban %+v", attacker, b)
 	}

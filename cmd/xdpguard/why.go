@@ -9,10 +9,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/xdpguard/xdpguard/banlist"
-	"github.com/xdpguard/xdpguard/loader"
-	"github.com/xdpguard/xdpguard/offence"
-	"github.com/xdpguard/xdpguard/state"
+	"github.com/xdpguard/xdpguard/internal/banlist"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/offence"
+	"github.com/xdpguard/xdpguard/internal/state"
 )
 
 func whyCommand() *cli.Command {
@@ -43,7 +43,7 @@ type whyReport struct {
 	// with their evidence.
 	Bans []banJSON `json:"bans"`
 	// Allow are the allow rules that cover it: never counted, never banned.
-	Allow []loader.Rule `json:"allow"`
+	Allow []datapath.Rule `json:"allow"`
 	// Offender is its repeat-offence history, from the state file.
 	Offender *offence.Offender `json:"offender"`
 	// Score is its current log score, from the daemon's status file.
@@ -64,7 +64,7 @@ func why(c *cli.Context, arg string) error {
 	}
 	store := store(cfg)
 	dj := readDaemon(store, time.Now())
-	r := whyReport{Address: a, Source: "maps", Bans: []banJSON{}, Allow: []loader.Rule{}, Daemon: dj}
+	r := whyReport{Address: a, Source: "maps", Bans: []banJSON{}, Allow: []datapath.Rule{}, Daemon: dj}
 	g, err := openStatusMaps(c, dj)
 	if err != nil {
 		return err
@@ -110,7 +110,7 @@ func why(c *cli.Context, arg string) error {
 
 // kernelWhy fills in what the maps hold about a: one lookup for the exact
 // ban, and the rule table, which is small.
-func kernelWhy(g *loader.Guard, a netip.Addr, r *whyReport) error {
+func kernelWhy(g *datapath.Guard, a netip.Addr, r *whyReport) error {
 	b, ok, err := g.BanOf(a)
 	if err != nil {
 		return err
@@ -127,16 +127,16 @@ func kernelWhy(g *loader.Guard, a netip.Addr, r *whyReport) error {
 			continue
 		}
 		switch rule.Action {
-		case loader.ActionDeny:
-			r.Bans = append(r.Bans, withRemaining(loader.Ban{Prefix: rule.Prefix, Expires: rule.Expires, Origin: rule.Origin, Reason: rule.Reason, CIDR: true}))
-		case loader.ActionAllow:
+		case datapath.ActionDeny:
+			r.Bans = append(r.Bans, withRemaining(datapath.Ban{Prefix: rule.Prefix, Expires: rule.Expires, Origin: rule.Origin, Reason: rule.Reason, CIDR: true}))
+		case datapath.ActionAllow:
 			r.Allow = append(r.Allow, rule)
 		}
 	}
 	return nil
 }
 
-func withRemaining(b loader.Ban) banJSON {
+func withRemaining(b datapath.Ban) banJSON {
 	bj := banJSON{Ban: b}
 	if !b.Expires.IsZero() {
 		left := time.Until(b.Expires).Seconds()
@@ -195,12 +195,12 @@ func printWhy(c *cli.Context, r whyReport) {
 }
 
 // evidence says what led to a ban, as far as it was recorded.
-func evidence(b loader.Ban) string {
+func evidence(b datapath.Ban) string {
 	var parts []string
 	switch {
 	case b.Detector == "":
 		return ""
-	case b.Origin == loader.OriginLog && b.Detector != loader.DetectorSlotHolders:
+	case b.Origin == datapath.OriginLog && b.Detector != datapath.DetectorSlotHolders:
 		parts = append(parts, "by log rule "+b.Detector)
 	default:
 		parts = append(parts, "by "+b.Detector)

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/logwatch"
+	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/test/e2e/harness"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )

@@ -1,0 +1,74 @@
+package config
+
+import "time"
+
+// KnownGood is the memory of sources that logged in successfully
+// (Dovecot's Login / Logged in, Postfix SASL): they are never banned by
+// the slot-holder detector or by evidence of held slots, pass the kernel's
+// admission limit, and get a login slot first when the slots run out.
+// Entries last Retention after the source's last login; at most
+// MaxEntries are kept (the least recently seen go first). MaxEntries 0
+// turns learning off.
+type KnownGood struct {
+	Retention  time.Duration `yaml:"retention"`
+	MaxEntries int           `yaml:"max_entries"`
+}
+
+// SlotEvict makes room for users while the login slots are under pressure
+// (SlotPressure): when connections wait in the accept queues, the oldest
+// pre-authentication connections (still in a Dovecot login process) of
+// sources that are not known-good are destroyed, one per waiting
+// connection, once they are Grace old and their client has left the floor
+// unused for Grace (the server spoke last). (The kernel's admission limit,
+// kernel.admission, is on for as long as pressure lasts.)
+type SlotEvict struct {
+	Enabled bool          `yaml:"enabled"`
+	Grace   time.Duration `yaml:"grace"`
+}
+
+// IPv6Escalation bans the whole /Prefix (48 by default) when Offenders
+// distinct banned IPv6 sources (masked to kernel.prefix_v6) inside it were
+// banned within Window: an attacker with a /48 has 65,536 /64s to rotate
+// through. A prefix that holds a known-good source or an allowed one is
+// never banned this way. A Prefix not wider than kernel.prefix_v6 does
+// nothing.
+type IPv6Escalation struct {
+	Enabled   bool          `yaml:"enabled"`
+	Prefix    int           `yaml:"prefix"`
+	Offenders int           `yaml:"offenders"`
+	Window    time.Duration `yaml:"window"`
+}
+
+// Bounds of these settings.
+const (
+	minKnownGoodRetention = time.Hour
+	// The kernel's known-good maps hold 1<<17 sources per family
+	// (datapath.MaxKnownGood); the store's bound covers both families.
+	maxKnownGoodEntries = 1 << 17
+	minEvictGrace       = 200 * time.Millisecond
+)
+
+func (c *Config) validateLoginSlots(ps *problems) {
+	if k := c.KnownGood; k.Retention < minKnownGoodRetention || k.Retention > 10*365*24*time.Hour {
+		ps.add("known_good.retention", "must be %s-87600h, got %q", minKnownGoodRetention, k.Retention.String())
+	}
+	if n := c.KnownGood.MaxEntries; n < 0 || n > maxKnownGoodEntries {
+		ps.add("known_good.max_entries", "must be 0-%d (0 turns learning off), got %d", maxKnownGoodEntries, n)
+	}
+	if e := c.SlotHolders.Pressure.Evict; e.Enabled && (e.Grace < minEvictGrace || e.Grace > time.Minute) {
+		ps.add("slot_holders.pressure.evict.grace", "must be %s-1m, got %q", minEvictGrace, e.Grace.String())
+	}
+	if x := c.IPv6Escalation; x.Enabled {
+		// A prefix no wider than kernel.prefix_v6 escalates nothing; it is
+		// allowed, so that narrowing prefix_v6 alone stays a valid file.
+		if x.Prefix < minPrefixV6 || x.Prefix > 127 {
+			ps.add("ipv6_escalation.prefix", "must be %d-127, got %d", minPrefixV6, x.Prefix)
+		}
+		if x.Offenders < 2 {
+			ps.add("ipv6_escalation.offenders", "must be >= 2, got %d", x.Offenders)
+		}
+		if x.Window <= 0 || x.Window > 24*time.Hour {
+			ps.add("ipv6_escalation.window", "must be > 0 and at most 24h, got %q", x.Window.String())
+		}
+	}
+}

@@ -1,0 +1,649 @@
+// Package daemon is `xdpguard run`: it attaches (or adopts) the XDP program,
+// follows the mail logs, turns log decisions and kernel auto-bans into bans,
+// frees the login slots banned sources hold, persists bans and offender
+// history, and serves metrics.
+//
+// One goroutine owns the decision engine and the state: log lines, kernel
+// events, reloads and the housekeeping tick all arrive on channels to the
+// main loop, so nothing here needs a lock.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/crowdsec"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/logwatch"
+	"github.com/xdpguard/xdpguard/internal/sockets"
+	"github.com/xdpguard/xdpguard/internal/state"
+)
+
+// Config is everything the daemon runs on: the file (with flags applied) and
+// its decoded detection policy.
+type Config struct {
+	config.Config
+	Detect logwatch.Config
+}
+
+// Options are the daemon's run-time choices that are not configuration.
+type Options struct {
+	// Reload re-reads the configuration on SIGHUP. Nil: reloads keep the
+	// current configuration.
+	Reload func() (Config, error)
+	// DetachOnExit removes the program and its pins on shutdown. By
+	// default protection, and the bans, stay in force without the daemon.
+	DetachOnExit bool
+	Logger       *slog.Logger
+	// Tick is the housekeeping period: sweeping expired bans, saving state.
+	Tick time.Duration
+	// ConfigFile is the file the configuration came from, for status.
+	ConfigFile string
+}
+
+// Daemon is a running xdpguard.
+type Daemon struct {
+	cfg     Config
+	opts    Options
+	log     *slog.Logger
+	guard   *datapath.Guard
+	engine  *logwatch.Engine
+	store   state.Store
+	metrics *metrics
+
+	// records remembers the evidence behind the daemon's bans, for the
+	// state file: the kernel keeps only origin and reason codes.
+	records map[netip.Prefix]datapath.Ban
+	// configAllow is the allowlist the daemon put in the kernel, so that a
+	// reload can take back what the file no longer lists, and nothing else.
+	configAllow map[netip.Prefix]bool
+	dirty       bool
+	lastSave    time.Time
+	nextSave    time.Time
+	nextSweep   time.Time
+	pending     []pendingBan
+	own         map[netip.Addr]bool // the host's addresses
+	slots       slotWatch
+	// cursor is the journal cursor of the last line processed; seen
+	// counts lines per input, for status.
+	cursor  string
+	seen    map[string]*logSeen
+	started time.Time
+	status  statusWriter
+	kg      kgState       // known-good sources (knowngood.go)
+	evict   evictState    // pre-auth evictions under pressure (evict.go)
+	esc     escState      // IPv6 escalation (escalate.go)
+	tr      trawlState    // user-name trawlers (trawl.go)
+	cs      *crowdsecLink // nil without crowdsec.lapi_url
+}
+
+// maxBatch bounds how many queued log lines are scored before their bans
+// are written.
+const maxBatch = 4096
+
+// Run runs the daemon until ctx is done. reload receives a value per SIGHUP.
+func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) error {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = time.Second
+	}
+	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
+		records: map[netip.Prefix]datapath.Ban{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs(),
+		seen: map[string]*logSeen{}, started: time.Now()}
+	if err := d.start(); err != nil {
+		if d.guard != nil {
+			// A failed start leaves nothing behind that it created.
+			if derr := d.guard.Discard(); derr != nil {
+				d.log.Warn("cleaning up after the failed start", "error", derr)
+			}
+		}
+		return err
+	}
+	defer d.guard.Close()
+	return d.loop(ctx, reload)
+}
+
+func (d *Daemon) start() error {
+	st, err := d.store.Load()
+	switch {
+	case errors.Is(err, state.ErrFutureVersion):
+		return fmt.Errorf("state: %w", err)
+	case err != nil:
+		// Corrupt or unreadable: reported, set aside by Load, not fatal.
+		d.log.Error("state file unusable, starting without it", "error", err)
+	}
+	d.cursor = st.JournalCursor
+	_, err = os.Stat(journaldSocket)
+	checkLogSources(d.cfg.Logs, err == nil, d.log)
+
+	k := d.cfg.Kernel
+	d.guard, err = datapath.New(datapath.Options{PinRoot: d.cfg.PinRoot, MaxBans: uint32(k.MaxBans),
+		MaxTracked: uint32(k.MaxTracked), MaxCIDR: uint32(k.MaxCIDRRules)})
+	if err != nil {
+		return err
+	}
+	if err := d.guard.SetSettings(kernelSettings(d.cfg.Config)); err != nil {
+		return err
+	}
+	if err := d.syncAllow(); err != nil {
+		return err
+	}
+	if err := d.restoreAllow(st.Allow); err != nil {
+		return err
+	}
+	mode, _ := datapath.ParseMode(d.cfg.XDPMode)
+	for _, ifname := range d.cfg.Interfaces {
+		used, err := d.guard.Attach(ifname, mode)
+		if err != nil {
+			return err
+		}
+		d.log.Info("attached", "iface", ifname, "mode", used.String())
+	}
+
+	d.engine, err = logwatch.New(d.cfg.Detect)
+	if err != nil {
+		return fmt.Errorf("detect: %w", err)
+	}
+	for rule, why := range d.engine.DisabledRules() {
+		d.log.Warn("rule disabled", "rule", rule, "why", why)
+	}
+	if err := d.engine.History().Restore(st.Offenders, time.Now()); err != nil {
+		d.log.Error("offender history not restored", "error", err)
+	}
+	if err := d.restoreBans(st.Bans); err != nil {
+		return err
+	}
+	d.restoreKnownGood(st.KnownGood, time.Now())
+	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
+	return err
+}
+
+// restoreBans puts back bans the kernel no longer has: after a reboot, or
+// after the pins were removed. Bans the kernel still holds are left alone.
+func (d *Daemon) restoreBans(bans []datapath.Ban) error {
+	live, err := d.guard.Bans()
+	if err != nil {
+		return err
+	}
+	have := map[netip.Prefix]bool{}
+	for _, b := range live {
+		have[b.Prefix] = true
+	}
+	now := time.Now()
+	restored := 0
+	for _, b := range bans {
+		d.records[b.Prefix] = b
+		if have[b.Prefix] || b.Expired(now) {
+			continue
+		}
+		ttl := time.Duration(0)
+		if !b.Expires.IsZero() {
+			ttl = b.Expires.Sub(now)
+		}
+		if err := d.guard.Ban(b.Prefix, ttl, b.Origin, b.Reason); err != nil {
+			return fmt.Errorf("restore ban %s: %w", b.Prefix, err)
+		}
+		restored++
+	}
+	if restored > 0 {
+		d.log.Info("restored bans from the state file", "count", restored)
+		d.dirty = true
+	}
+	return nil
+}
+
+func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
+	events, err := d.guard.OpenEvents()
+	if err != nil {
+		return err
+	}
+	evc := make(chan datapath.Event, 1024)
+	go func() {
+		for {
+			ev, err := events.Read()
+			if errors.Is(err, datapath.ErrClosed) {
+				close(evc)
+				return
+			}
+			if err != nil {
+				d.log.Error("kernel event", "error", err)
+				time.Sleep(100 * time.Millisecond) // no hot loop on a broken reader
+				continue
+			}
+			select {
+			case evc <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	defer events.Close()
+
+	csDeltas, err := d.startCrowdsec(ctx)
+	if err != nil {
+		return err
+	}
+
+	fctx, stopFollow := context.WithCancel(ctx)
+	lines, err := d.follow(fctx)
+	if err != nil {
+		stopFollow()
+		return err
+	}
+	tick := time.NewTicker(d.opts.Tick)
+	defer tick.Stop()
+	// The slot-holder detector has a clock of its own: it looks several
+	// times a second while the login slots are under pressure.
+	slotTick := time.NewTicker(slotPeriod(d.cfg.SlotHolders))
+	defer slotTick.Stop()
+	d.log.Info("running", "interfaces", d.cfg.Interfaces, "logs", d.cfg.Logs.Files, "journal", d.cfg.Logs.Journal.Enabled,
+		"monitor", d.cfg.Kernel.Monitor, "pin_root", d.cfg.PinRoot, "state_dir", d.cfg.StateDir)
+	sd := newNotifier(d.log) // systemd: ready now, watchdog on the tick
+	sd.ready()
+
+	for {
+		select {
+		case <-ctx.Done():
+			stopFollow()
+			sd.stopping()
+			return d.shutdown()
+		case l, ok := <-lines:
+			if !ok {
+				lines = nil // follower stopped (reload restarts it)
+				continue
+			}
+			d.onLine(l)
+			// Whatever else is already queued joins the same batch; a
+			// lone line is flushed at once, so reaction time does not
+			// wait for company.
+			for len(lines) > 0 && len(d.pending) < maxBatch {
+				if l, ok = <-lines; ok {
+					d.onLine(l)
+				}
+			}
+			if len(d.pending) > 0 {
+				d.flush()
+			}
+			d.syncKnownGood()
+		case ev, ok := <-evc:
+			if !ok {
+				evc = nil
+				continue
+			}
+			// A SYN flood from many sources bans many at once: one
+			// socket scan for the whole batch.
+			batch := []datapath.Event{ev}
+			for len(evc) > 0 && len(batch) < maxBatch {
+				batch = append(batch, <-evc)
+			}
+			d.onKernelBans(batch)
+		case delta := <-csDeltas:
+			d.onCrowdsec(delta)
+		case <-tick.C:
+			d.housekeeping(time.Now())
+			sd.alive(time.Now())
+		case <-slotTick.C:
+			d.watchSlots(time.Now())
+		case <-reload:
+			next, restart, err := d.reload()
+			if err != nil {
+				d.log.Error("reload failed; keeping the running configuration", "error", err)
+				continue
+			}
+			slotTick.Reset(slotPeriod(d.cfg.SlotHolders))
+			if restart {
+				stopFollow()
+				fctx, stopFollow = context.WithCancel(ctx)
+				lines, err = next(fctx)
+				if err != nil {
+					stopFollow()
+					d.log.Error("follow logs after reload", "error", err)
+				}
+			}
+		}
+	}
+}
+
+// onLine scores a line and queues the ban it decides, if any.
+func (d *Daemon) onLine(l logwatch.Line) {
+	d.noteLine(l)
+	var r logwatch.Result
+	if l.Backlog {
+		r = d.engine.ProcessHistory(l.Data, l.File, l.Arrival)
+	} else {
+		r = d.engine.Process(l.Data, l.File, l.Arrival)
+	}
+	d.learn(r)
+	if r.Matched && !l.Backlog {
+		d.trawl(r, l.Data)
+	}
+	// Dovecot's own evictions: no-auth lines here, their own kind where
+	// the log rules tell them apart.
+	if r.Matched && r.Kind != logwatch.KindLogin && !l.Backlog && queueFull(l.Data) {
+		d.evidence([]netip.Addr{r.Addr}, r.Time)
+	}
+	if r.Decision != nil && !d.spare(r.Decision) {
+		d.pending = append(d.pending, pendingBan{dec: r.Decision, arrival: l.Arrival})
+	}
+}
+
+type pendingBan struct {
+	dec     *logwatch.Decision
+	arrival time.Time
+}
+
+// flush writes the queued decisions to the kernel, one batch update per
+// duration and reason: 10,000 sources arriving at once cost a few syscalls
+// instead of tens of thousands.
+func (d *Daemon) flush() {
+	type group struct {
+		dur    time.Duration
+		reason datapath.Reason
+	}
+	groups := map[group][]netip.Prefix{}
+	for _, p := range d.pending {
+		k := group{p.dec.Duration, p.dec.Reason}
+		groups[k] = append(groups[k], p.dec.Prefix)
+	}
+	failed := map[netip.Prefix]bool{}
+	for k, ps := range groups {
+		if err := d.guard.BanMany(ps, k.dur, datapath.OriginLog, k.reason); err != nil {
+			d.log.Error("ban failed", "prefixes", len(ps), "error", err)
+			for _, p := range ps {
+				failed[p] = true
+			}
+		}
+	}
+	var done []netip.Prefix
+	for _, p := range d.pending {
+		if !failed[p.dec.Prefix] {
+			done = append(done, p.dec.Prefix)
+		}
+	}
+	killed := d.kill(done...)
+	d.escalate(done, time.Now())
+	for _, p := range d.pending {
+		dec := p.dec
+		if failed[dec.Prefix] {
+			continue
+		}
+		d.metrics.banned(datapath.OriginLog, time.Since(p.arrival))
+		d.remember(datapath.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: datapath.OriginLog, Reason: dec.Reason,
+			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
+		d.signal(dec.Prefix, scenarioOf(dec.Reason), dec.Events, dec.Time, dec.Time, dec.Duration, "rule "+dec.Rule)
+		d.dirty = true
+		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
+			"events", dec.Events, "score", dec.Score, "offence", dec.Offence, "for", dec.Duration, "killed", killed[dec.Prefix])
+	}
+	d.pending = d.pending[:0]
+}
+
+// onKernelBan hears of a SYN-rate ban the program made by itself. It enters
+// the same offender history as log bans, so a repeat offender's next kernel
+// ban is lengthened here.
+func (d *Daemon) onKernelBans(evs []datapath.Event) {
+	durs := make([]time.Duration, len(evs))
+	prefixes := make([]netip.Prefix, len(evs))
+	for i, ev := range evs {
+		d.metrics.banned(datapath.OriginKernel, 0)
+		// The history escalates from the log layer's first ban; apply the
+		// same factor to the kernel's own ban duration.
+		logDur, offence := d.engine.History().Record(ev.Prefix, ev.At, datapath.ReasonSynRate, datapath.DetectorSYNRate)
+		base := d.cfg.Kernel.BanDuration
+		dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
+		dur = min(dur, d.cfg.Detect.MaxBanDuration)
+		if dur > base {
+			if err := d.guard.Ban(ev.Prefix, dur, datapath.OriginKernel, datapath.ReasonSynRate); err != nil {
+				d.log.Error("escalate kernel ban", "prefix", ev.Prefix, "error", err)
+			}
+		} else {
+			dur = base
+		}
+		// The kernel reports the ban, not the SYNs: the evidence is the one
+		// over the limit, at the ban's time.
+		d.remember(datapath.Ban{Prefix: ev.Prefix, Expires: ev.At.Add(dur), Origin: datapath.OriginKernel, Reason: datapath.ReasonSynRate,
+			Detector: datapath.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence})
+		durs[i], prefixes[i] = dur, ev.Prefix
+		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, int(ev.Threshold)+1, ev.At.Add(-d.cfg.Kernel.SYNRate.Window), ev.At, dur,
+			fmt.Sprintf("over %d SYNs per %s", ev.Threshold, d.cfg.Kernel.SYNRate.Window))
+	}
+	d.dirty = true
+	killed := d.kill(prefixes...)
+	d.escalate(prefixes, time.Now())
+	for i, p := range prefixes {
+		d.log.Info("banned", "prefix", p, "origin", "kernel", "reason", "syn-rate", "for", durs[i], "killed", killed[p])
+	}
+}
+
+// neverBan covers the allowlist, loopback and the host's own addresses,
+// as in the log layer.
+func (d *Daemon) neverBan(a netip.Addr) bool {
+	if a.IsLoopback() || d.own[a] {
+		return true
+	}
+	for _, p := range d.cfg.Allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// kill destroys the banned sources' established connections to the
+// protected ports, so Dovecot's login slots free now, not at its timeout.
+// It returns how many went per prefix.
+func (d *Daemon) kill(ps ...netip.Prefix) map[netip.Prefix]int {
+	if !d.cfg.KillConnections || d.cfg.Kernel.Monitor || len(ps) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	out := map[netip.Prefix]int{}
+	if len(ps) == 1 {
+		n, err := sockets.Destroy(ctx, ps[0], d.cfg.Kernel.Ports)
+		if err != nil {
+			d.log.Warn("could not destroy connections", "prefix", ps[0], "error", err)
+		}
+		d.metrics.killed(n)
+		out[ps[0]] = n
+		return out
+	}
+	// One scan for the batch; the count is not split by prefix.
+	n, err := sockets.DestroyAll(ctx, ps, d.cfg.Kernel.Ports)
+	if err != nil {
+		d.log.Warn("could not destroy connections", "prefixes", len(ps), "error", err)
+	}
+	d.metrics.killed(n)
+	if n > 0 {
+		d.log.Info("destroyed held connections", "prefixes", len(ps), "connections", n)
+	}
+	return out
+}
+
+// housekeeping runs every tick. Saving and sweeping walk every ban, which
+// is cheap for thousands and not for a million-entry blocklist, so each
+// waits at least ten times as long as it last took.
+func (d *Daemon) housekeeping(now time.Time) {
+	d.metrics.update(d.engine.Counters())
+	d.reportCrowdsec(now)
+	d.engine.Expire(now)
+	d.expireKnownGood(now)
+	d.expireTrawl(now)
+	if now.After(d.nextSweep) {
+		start := time.Now()
+		if n, err := d.guard.Sweep(); err != nil {
+			d.log.Error("sweep expired bans", "error", err)
+		} else if n > 0 {
+			d.dirty = true
+		}
+		d.nextSweep = now.Add(max(10*time.Second, 10*time.Since(start)))
+	}
+	// A manual ban or unban from the CLI changes the kernel behind our back
+	// (and records itself); the periodic save catches up with it too.
+	if (d.dirty || now.Sub(d.lastSave) > time.Minute) && now.After(d.nextSave) {
+		start := time.Now()
+		if err := d.save(); err != nil {
+			d.log.Error("save state", "error", err)
+		}
+		d.nextSave = now.Add(10 * time.Since(start))
+	}
+	if now.Sub(d.status.last) >= state.StatusInterval {
+		d.writeStatus(now, false)
+	}
+}
+
+// save mirrors the kernel's bans and the offender history into the state
+// file.
+func (d *Daemon) save() error {
+	live, err := state.Mirror(d.guard, d.store, d.records, func(st *state.State) {
+		st.Offenders = d.engine.History().Snapshot()
+		st.JournalCursor = d.cursor
+		st.KnownGood = d.knownGoodSnapshot()
+	})
+	if err != nil {
+		return err
+	}
+	maps.DeleteFunc(d.records, func(p netip.Prefix, _ datapath.Ban) bool { return !live[p] })
+	d.status.bans = len(live)
+	d.dirty = false
+	d.lastSave = time.Now()
+	return nil
+}
+
+func (d *Daemon) shutdown() error {
+	d.setAdmission(false) // pressure cannot end without the daemon
+	err := d.save()
+	d.writeStatus(time.Now(), true)
+	d.metrics.close()
+	if d.opts.DetachOnExit {
+		if derr := d.guard.DetachAll(); derr != nil {
+			return errors.Join(err, derr)
+		}
+		d.log.Info("detached: protection removed (--detach-on-exit)")
+	} else {
+		d.log.Info("stopped; the XDP program and its bans stay in force")
+	}
+	return err
+}
+
+// reload applies a new configuration without detaching. It returns a
+// function to start following logs again when the log files changed.
+func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), bool, error) {
+	if d.opts.Reload == nil {
+		return nil, false, errors.New("no configuration to reload")
+	}
+	next, err := d.opts.Reload()
+	if err != nil {
+		return nil, false, err
+	}
+	if next.PinRoot != d.cfg.PinRoot || next.StateDir != d.cfg.StateDir || next.Kernel.MaxBans != d.cfg.Kernel.MaxBans ||
+		next.Kernel.MaxTracked != d.cfg.Kernel.MaxTracked || next.Kernel.MaxCIDRRules != d.cfg.Kernel.MaxCIDRRules ||
+		next.Metrics.Listen != d.cfg.Metrics.Listen || !reflect.DeepEqual(next.CrowdSec, d.cfg.CrowdSec) {
+		return nil, false, errors.New("pin_root, state_dir, map sizes, metrics.listen and crowdsec only change with a restart")
+	}
+	// Everything that can fail is checked before anything is applied.
+	if err := kernelSettings(next.Config).Validate(); err != nil {
+		return nil, false, err
+	}
+	if err := next.Detect.Validate(); err != nil {
+		return nil, false, fmt.Errorf("detect: %w", err)
+	}
+	if err := d.guard.SetSettings(kernelSettings(next.Config)); err != nil {
+		return nil, false, err
+	}
+	if err := d.engine.Reload(next.Detect); err != nil {
+		return nil, false, err
+	}
+	mode, _ := datapath.ParseMode(next.XDPMode)
+	for _, ifname := range next.Interfaces {
+		if !slices.Contains(d.cfg.Interfaces, ifname) {
+			if _, err := d.guard.Attach(ifname, mode); err != nil {
+				d.log.Error("attach after reload", "iface", ifname, "error", err)
+			}
+		}
+	}
+	for _, ifname := range d.cfg.Interfaces {
+		if !slices.Contains(next.Interfaces, ifname) {
+			if err := d.guard.Detach(ifname); err != nil {
+				d.log.Error("detach after reload", "iface", ifname, "error", err)
+			}
+		}
+	}
+	restart := !slices.Equal(next.Logs.Files, d.cfg.Logs.Files) || !reflect.DeepEqual(next.Logs.Journal, d.cfg.Logs.Journal)
+	d.reloadKnownGood(next)
+	d.cfg = next
+	if err := d.syncAllow(); err != nil {
+		d.log.Error("allowlist after reload", "error", err)
+	}
+	d.log.Info("configuration reloaded", "syn_threshold", next.Kernel.SYNRate.Threshold,
+		"detect_threshold", next.Detect.Threshold, "monitor", next.Kernel.Monitor)
+	return d.follow, restart, nil
+}
+
+// syncAllow makes the kernel's allow rules from the configuration match the
+// file: rules an operator added with `xdpguard allow` are not touched.
+func (d *Daemon) syncAllow() error {
+	want := map[netip.Prefix]bool{}
+	for _, p := range d.cfg.Allow {
+		want[p.Masked()] = true
+	}
+	for p := range d.configAllow {
+		if !want[p] {
+			if err := d.guard.RemoveAllow(p); err != nil {
+				d.log.Warn("remove allow rule", "prefix", p, "error", err)
+			}
+			delete(d.configAllow, p)
+		}
+	}
+	for p := range want {
+		if err := d.guard.Allow(p, 0); err != nil {
+			return err
+		}
+		d.configAllow[p] = true
+	}
+	return nil
+}
+
+// kernelSettings maps the file's kernel section to the program's settings.
+func kernelSettings(c config.Config) datapath.Settings {
+	k := c.Kernel
+	scope, _ := datapath.ParseScope(k.BanScope)
+	return datapath.Settings{
+		Ports:         k.Ports,
+		RateThreshold: uint32(k.SYNRate.Threshold),
+		RateWindow:    k.SYNRate.Window,
+		BanDuration:   k.BanDuration,
+		Scope:         scope,
+		Monitor:       k.Monitor,
+		PrefixV4:      k.PrefixV4,
+		PrefixV6:      k.PrefixV6,
+
+		RetransmitWindow:  k.SYNRate.RetransmitWindow,
+		AdmissionInterval: k.Admission.Interval,
+	}
+}
+
+func ownAddrs() map[netip.Addr]bool {
+	own := map[netip.Addr]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				own[ip.Unmap()] = true
+			}
+		}
+	}
+	return own
+}

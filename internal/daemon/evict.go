@@ -1,0 +1,209 @@
+package daemon
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/sockets"
+)
+
+// evictState is the eviction side of slot pressure
+// (slot_holders.pressure.evict). Only the main loop touches it.
+type evictState struct {
+	// firstSeen is when each connection (by socket cookie) was first seen
+	// established: the kernel keeps no connection age, so the grace period
+	// is counted from the first scan that saw it.
+	firstSeen map[uint64]time.Time
+	// admission is what the daemon last asked of the kernel.
+	admission bool
+	// evicted counts, per source (masked like a ban), the connections
+	// destroyed within the log layer's window: a source evicted again and
+	// again is holding slots, and is banned (evidenceBan).
+	evicted map[netip.Prefix][]time.Time
+}
+
+// evictBan is how many evictions of one source within the log layer's
+// window ban it. A real user never reaches it: a source that logged in is
+// never evicted, and a new user's client authenticates within the grace.
+const evictBan = 3
+
+// seen updates first-seen times from a scan and forgets the connections
+// that are gone.
+func (w *evictState) seen(conns []sockets.Conn, now time.Time) {
+	if w.firstSeen == nil {
+		w.firstSeen = map[uint64]time.Time{}
+	}
+	live := make(map[uint64]bool, len(conns))
+	for _, c := range conns {
+		live[c.Cookie] = true
+		if _, ok := w.firstSeen[c.Cookie]; !ok {
+			w.firstSeen[c.Cookie] = now
+		}
+	}
+	for k := range w.firstSeen {
+		if !live[k] {
+			delete(w.firstSeen, k)
+		}
+	}
+}
+
+// victims picks the connections to destroy: n of the pre-auth ones whose
+// source may be evicted, first seen at least grace ago and leaving the
+// floor unused for at least grace (the server spoke last and the client
+// has acknowledged it: Holder.Quiet), oldest first. A client waiting for
+// the server's answer, a login in progress on a slow server, is never
+// picked: the client spoke last.
+func (w *evictState) victims(pre []sockets.Conn, n int, grace time.Duration, now time.Time, spared func(netip.Addr) bool) []sockets.Conn {
+	var out []sockets.Conn
+	for _, c := range pre {
+		if first, ok := w.firstSeen[c.Cookie]; ok && now.Sub(first) >= grace && c.Quiet() >= grace && !spared(c.Remote) {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b sockets.Conn) int {
+		if c := w.firstSeen[a.Cookie].Compare(w.firstSeen[b.Cookie]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Cookie, b.Cookie)
+	})
+	return out[:min(n, len(out))]
+}
+
+// setAdmission turns the kernel's admission limit (kernel.admission) on or
+// off, when it changes.
+func (d *Daemon) setAdmission(on bool) {
+	on = on && d.cfg.Kernel.Admission.Interval > 0 && !d.cfg.Kernel.Monitor
+	if on == d.evict.admission {
+		return
+	}
+	if err := d.kernelKG().SetAdmission(on); err != nil {
+		d.log.Error("kernel admission limit", "on", on, "error", err)
+		return
+	}
+	d.evict.admission = on
+	d.log.Info("kernel admission limit for sources that are not known-good", "on", on)
+}
+
+// evictPreAuth runs with every connection scan. It tracks when each
+// connection was first seen, and, under pressure with connections waiting
+// in the accept queues, destroys as many pre-auth connections as are
+// waiting: those of sources that are not known-good, past the grace
+// period, oldest first. Why not known-good: with TLS, Dovecot's login
+// process proxies a session after login, so a logged-in TLS session looks
+// pre-auth too; its source has logged in, so it is known-good and spared.
+func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool) {
+	e := d.cfg.SlotHolders.Pressure.Evict
+	if !e.Enabled || !d.cfg.KillConnections || d.cfg.Kernel.Monitor {
+		return
+	}
+	conns, err := sockets.Conns(ctx, d.cfg.Kernel.Ports)
+	if err != nil {
+		d.slotError("list the connections for eviction", err)
+		return
+	}
+	d.evict.seen(conns, now)
+	waiting := 0
+	for _, c := range conns {
+		if c.Waiting() {
+			waiting++
+		}
+	}
+	if !pressure || waiting == 0 {
+		return
+	}
+	inodes, err := sockets.LoginInodes("/proc", sockets.LoginProcesses)
+	if err != nil {
+		d.slotError("find the login processes' sockets", err)
+		return
+	}
+	spared := func(a netip.Addr) bool { return d.neverBan(a) || d.isKnownGood(a) }
+	victims := d.evict.victims(sockets.PreAuth(conns, inodes), waiting, e.Grace, now, spared)
+	if len(victims) == 0 {
+		return
+	}
+	n, err := sockets.DestroyConns(ctx, victims)
+	if err != nil {
+		d.slotError("evict pre-auth connections", err)
+	}
+	d.metrics.evicted(n)
+	d.log.Info("evicted pre-auth connections to make room", "waiting", waiting, "evicted", n)
+	from := make([]netip.Addr, len(victims))
+	for i, c := range victims {
+		from[i] = c.Remote
+	}
+	d.evidence(from, now)
+}
+
+// evidence counts evictions per source, xdpguard's own and Dovecot's
+// ("Connection queue full"), and bans the sources evicted evictBan times
+// within the log layer's window: they keep taking slots back without ever
+// logging in. Known-good and allowed sources are never counted.
+func (d *Daemon) evidence(from []netip.Addr, now time.Time) {
+	if d.evict.evicted == nil {
+		d.evict.evicted = map[netip.Prefix][]time.Time{}
+	}
+	cut := now.Add(-d.cfg.Detect.Window)
+	for p, ts := range d.evict.evicted {
+		if len(ts) > 0 && ts[len(ts)-1].Before(cut) {
+			delete(d.evict.evicted, p)
+		}
+	}
+	var banned []netip.Prefix
+	for _, a := range from {
+		p, ok := d.prefixOf(a)
+		if !ok {
+			continue
+		}
+		ts := append(d.evict.evicted[p], now)
+		for len(ts) > 0 && ts[0].Before(cut) {
+			ts = ts[1:]
+		}
+		d.evict.evicted[p] = ts
+		if len(ts) < evictBan || slices.Contains(banned, p) {
+			continue
+		}
+		if _, isBanned, _ := d.guard.BanOf(p.Addr()); isBanned {
+			continue
+		}
+		dur, offence := d.engine.History().Record(p, now, datapath.ReasonNoAuth, datapath.DetectorEvictions)
+		if err := d.guard.Ban(p, dur, datapath.OriginLog, datapath.ReasonNoAuth); err != nil {
+			d.log.Error("ban failed", "prefix", p, "error", err)
+			continue
+		}
+		d.metrics.banned(datapath.OriginLog, 0)
+		// The evidence: evicted len(ts) times before authenticating while
+		// the login slots ran out.
+		d.remember(datapath.Ban{Prefix: p, Expires: now.Add(dur), Origin: datapath.OriginLog, Reason: datapath.ReasonNoAuth,
+			Detector: datapath.DetectorEvictions, Events: len(ts), First: ts[0], Last: now, Offence: offence})
+		d.dirty = true
+		delete(d.evict.evicted, p)
+		banned = append(banned, p)
+		d.log.Info("banned", "prefix", p, "origin", "log", "reason", "no-auth", "rule", "evictions", "evicted", len(ts), "for", dur)
+	}
+	if len(banned) > 0 {
+		d.kill(banned...)
+		d.escalate(banned, now)
+	}
+}
+
+// queueFull reports whether a Dovecot no-auth line is one of Dovecot's own
+// evictions: 2.3's "Disconnected: Connection queue full (no auth
+// attempts ...)", 2.4's "Login aborted: Connection queue full ... " or
+// "(process_full)". Only the text before ": user=<" is looked at; the user
+// name after it is the client's.
+func queueFull(line []byte) bool {
+	i := bytes.Index(line, []byte(": user=<"))
+	if i < 0 {
+		i = bytes.Index(line, []byte(": rip="))
+	}
+	if i < 0 {
+		return false
+	}
+	head := line[:i]
+	return bytes.Contains(head, []byte("Connection queue full")) || bytes.Contains(head, []byte("(process_full)"))
+}

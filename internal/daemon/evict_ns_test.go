@@ -1,0 +1,236 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/knowngood"
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/logwatch"
+)
+
+// fakeLoginEnv makes the test binary a tiny POP3 login server with a fixed
+// number of slots: it greets the connections it accepts and accepts no
+// more until one closes, so the rest wait in the kernel's accept queue.
+// It runs under the name pop3-login, which is what eviction looks for.
+// Real Dovecot evicts its own oldest connection within a fraction of a
+// second of running out, which would race the daemon; this server does
+// not, so the test sees the daemon's choices alone.
+const fakeLoginEnv = "XDPGUARD_SLOTS_USER_FAKE_LOGIN"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(fakeLoginEnv); addr != "" {
+		fakeLogin(addr, 4)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func fakeLogin(addr string, slots int) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println("listening")
+	free := make(chan struct{}, slots)
+	for range slots {
+		free <- struct{}{}
+	}
+	for {
+		<-free
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		go func() {
+			c.Write([]byte("+OK fake\r\n"))
+			io.Copy(io.Discard, c)
+			c.Close()
+			free <- struct{}{}
+		}()
+	}
+}
+
+// TestEvictionRealSockets runs the eviction on real sockets: four slots
+// held by a client waiting for the server's answer to its login (the
+// oldest), two silent bots and a known-good user, with a known-good user
+// waiting. One connection is waiting, so exactly one is evicted: the
+// oldest bot's. The login in progress and the known-good connection stay,
+// and the waiting user gets the freed slot.
+func TestEvictionRealSockets(t *testing.T) {
+	srv := nstest.New(t, "su-evsrv")
+	cli := nstest.New(t, "su-evcli")
+	server := netip.MustParseAddr("198.18.80.1")
+	var clients []netip.Prefix
+	for i := 2; i <= 6; i++ {
+		clients = append(clients, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 80, byte(i)}), 24))
+	}
+	nstest.Veth(t, srv, "su0", []netip.Prefix{netip.PrefixFrom(server, 24)}, cli, "su1", clients)
+
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "pop3-login")
+	if err := os.Symlink(self, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net="+srv.Path(), "--", link)
+	cmd.Env = append(os.Environ(), fakeLoginEnv+"="+netip.AddrPortFrom(server, 110).String())
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(syscall.SIGKILL); cmd.Wait() })
+	if l, err := bufio.NewReader(out).ReadString('\n'); err != nil || l != "listening\n" {
+		t.Fatalf("fake login server: %q %v", l, err)
+	}
+
+	d := evictDaemon(t)
+	known := netip.MustParseAddr("198.18.80.5")
+	d.kg.store.Learn(known, time.Now())
+	ctx := context.Background()
+	t0 := time.Now()
+	scan := func(at time.Duration) {
+		t.Helper()
+		if err := srv.Do(func() error { d.evictPreAuth(ctx, t0.Add(at), true); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dial := func(src string, greeted bool) *testConn {
+		t.Helper()
+		var c net.Conn
+		err := cli.Do(func() (err error) {
+			dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
+			c, err = dl.Dial("tcp", netip.AddrPortFrom(server, 110).String())
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		tc := &testConn{c, bufio.NewReader(c)}
+		if greeted {
+			if l, err := tc.line(5 * time.Second); err != nil || l != "+OK fake\r\n" {
+				t.Fatalf("%s: greeting %q %v", src, l, err)
+			}
+		}
+		return tc
+	}
+	midLogin := dial("198.18.80.4", true)
+	// A few clock ticks after the greeting, as over any real link: within
+	// the same tick the kernel's times cannot say who spoke last
+	// (Holder.Quiet takes it to be the server).
+	time.Sleep(30 * time.Millisecond)
+	if _, err := midLogin.c.Write([]byte("USER alice\r\n")); err != nil { // never answered
+		t.Fatal(err)
+	}
+	scan(0)
+	oldBot := dial("198.18.80.2", true)
+	scan(0)
+	newBot := dial("198.18.80.3", true)
+	scan(500 * time.Millisecond)
+	goodOld := dial("198.18.80.5", true) // known-good, pre-auth
+	scan(time.Second)
+	waiting := dial("198.18.80.5", false) // no slot left: the accept queue
+	// Quiet time is the kernel's, in real time: let the bots sit silent
+	// past the grace.
+	time.Sleep(1200 * time.Millisecond)
+	scan(3 * time.Second)
+
+	for _, c := range []struct {
+		name string
+		c    *testConn
+		want bool
+	}{{"oldest bot", oldBot, true}, {"newer bot", newBot, false}, {"known-good user", goodOld, false}, {"login in progress", midLogin, false}} {
+		if got := c.c.closed(time.Second); got != c.want {
+			t.Errorf("%s: closed %v, want %v", c.name, got, c.want)
+		}
+	}
+	if l, err := waiting.line(5 * time.Second); err != nil || l != "+OK fake\r\n" {
+		t.Errorf("the waiting user got no slot: %q %v", l, err)
+	}
+
+	// Evicted twice more, the bot's source is banned; a known-good source
+	// never is, however often it is counted.
+	bot := netip.MustParseAddr("198.18.80.2")
+	for range 2 {
+		d.evidence([]netip.Addr{bot, known}, time.Now())
+	}
+	if _, ok, _ := d.guard.BanOf(bot); !ok {
+		t.Error("a source evicted 3 times is not banned")
+	}
+	if _, ok, _ := d.guard.BanOf(known); ok {
+		t.Error("a known-good source was banned for evictions")
+	}
+}
+
+type testConn struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (tc *testConn) line(wait time.Duration) (string, error) {
+	tc.c.SetReadDeadline(time.Now().Add(wait))
+	return tc.r.ReadString('\n')
+}
+
+// closed reports whether the connection was destroyed: a read returns a
+// reset or EOF within wait rather than timing out.
+func (tc *testConn) closed(wait time.Duration) bool {
+	tc.c.SetReadDeadline(time.Now().Add(wait))
+	_, err := tc.r.ReadByte()
+	return err != nil && !os.IsTimeout(err)
+}
+
+// evictDaemon is a Daemon with just what eviction needs: the kernel maps
+// (for evidence bans), the engine, metrics off, no interface.
+func evictDaemon(t *testing.T) *Daemon {
+	t.Helper()
+	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pins) })
+	c := config.Default()
+	c.Kernel.Ports = []uint16{110}
+	c.SlotHolders.Pressure.Evict.Enabled = true // off by default
+	c.SlotHolders.Pressure.Evict.Grace = time.Second
+	g, err := datapath.New(datapath.Options{PinRoot: filepath.Join(pins, "pins"), MaxBans: 1024, MaxTracked: 1024, MaxCIDR: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	if err := g.SetSettings(kernelSettings(c)); err != nil {
+		t.Fatal(err)
+	}
+	det := logwatch.DefaultConfig()
+	eng, err := logwatch.New(det)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m, err := newMetrics("", g, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{cfg: Config{Config: c, Detect: det}, log: log, guard: g, engine: eng, metrics: m,
+		records: map[netip.Prefix]datapath.Ban{}, own: map[netip.Addr]bool{}}
+	d.kg.store = knowngood.New(c.KnownGood.Retention, c.KnownGood.MaxEntries, 32, 64)
+	return d
+}

@@ -1,0 +1,610 @@
+package datapath
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpguard/xdpguard/internal/bpf"
+)
+
+// ErrNotBanned is returned by Unban for a prefix with no ban.
+var ErrNotBanned = errors.New("not banned")
+
+// Ban bans p for ttl (0: until unbanned). A prefix at least as long as the
+// ban granularity is masked to it and goes into the exact-match map; a wider
+// one becomes a deny rule in the CIDR trie. Banning again replaces the old
+// ban, so the last deadline wins.
+func (g *Guard) Ban(p netip.Prefix, ttl time.Duration, origin Origin, reason Reason) error {
+	return g.BanMany([]netip.Prefix{p}, ttl, origin, reason)
+}
+
+// BanMany bans every prefix, with batch map updates. Either all of them are
+// in the kernel when it returns nil, or none of the new ones are.
+func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, reason Reason) error {
+	if ttl < 0 {
+		return fmt.Errorf("ban duration %v is negative", ttl)
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return err
+	}
+	deadline := uint64(0)
+	if ttl > 0 {
+		deadline = monoNow() + uint64(ttl)
+	}
+	val := bpf.XdpguardBan{ExpiresNs: deadline, Origin: uint8(origin), Reason: uint8(reason)}
+
+	var keys4 [][4]byte
+	var keys6 [][16]byte
+	var cidrs []netip.Prefix
+	for _, p := range ps {
+		p, err := normalize(p)
+		if err != nil {
+			return err
+		}
+		switch gran := granularity(s, p.Addr()); {
+		case p.Bits() < gran:
+			cidrs = append(cidrs, p)
+		case p.Addr().Is4():
+			keys4 = append(keys4, netip.PrefixFrom(p.Addr(), gran).Masked().Addr().As4())
+		default:
+			keys6 = append(keys6, netip.PrefixFrom(p.Addr(), gran).Masked().Addr().As16())
+		}
+	}
+
+	var undo []func()
+	rollback := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return err
+	}
+	if err := g.put4(keys4, deadline, origin, reason, &undo); err != nil {
+		return rollback(err)
+	}
+	if err := batchPut(g.maps.BansV6, keys6, val, &undo); err != nil {
+		return rollback(fmt.Errorf("ban %d IPv6 sources: %w", len(keys6), privilegeHint(err)))
+	}
+	rule := bpf.XdpguardCidrRule{ExpiresNs: deadline, Action: uint8(bpf.XdpguardCidrActionCIDR_DENY), Origin: uint8(origin), Reason: uint8(reason)}
+	if len(cidrs) > 0 {
+		table, err := g.ruleTable()
+		if err != nil {
+			return rollback(err)
+		}
+		for _, p := range cidrs {
+			if err := g.putRule(p, rule, table, &undo); err != nil {
+				return rollback(err)
+			}
+		}
+	}
+	if len(cidrs) > 0 {
+		return g.recountRules()
+	}
+	return nil
+}
+
+// put4 bans keys in the IPv4 table, recording how to restore what was there.
+func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reason, undo *[]func()) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	tick := tickOf(monoNow())
+	type was struct {
+		prev entry
+		had  bool
+	}
+	done := make([]was, 0, len(keys))
+	*undo = append(*undo, func() {
+		g.writeTable(func(t *table4) error {
+			for i := len(done) - 1; i >= 0; i-- {
+				if done[i].had {
+					t.put(done[i].prev, tick)
+				} else {
+					t.remove(done[i].prev.key, tick)
+				}
+			}
+			return nil
+		})
+	})
+	return g.writeTable(func(t *table4) error {
+		// A table already at its side's size cannot grow: no need to count.
+		if len(t.slots) < t.side {
+			if n := t.count(tick) + len(keys); 2*n > len(t.slots) {
+				var err error
+				if t, err = g.grow(t, n, tick); err != nil {
+					return err
+				}
+			}
+		}
+		exp := expOf(deadline)
+		for _, k := range keys {
+			key := key4(k)
+			prev, had := t.get(key, tick)
+			prev.key = key
+			if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
+				return fmt.Errorf("ban %s: %w", netip.AddrFrom4(k), err)
+			}
+			done = append(done, was{prev, had})
+		}
+		return nil
+	})
+}
+
+// writeTable runs fn on the IPv4 table in use, under lockWrites.
+func (g *Guard) writeTable(fn func(*table4) error) error {
+	unlock, err := g.lockWrites()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	t, err := g.table()
+	if err != nil {
+		return err
+	}
+	return fn(t)
+}
+
+// key4 is an address as the program reads it from a packet.
+func key4(a [4]byte) uint32 { return binary.NativeEndian.Uint32(a[:]) }
+
+func addr4(key uint32) netip.Addr {
+	var a [4]byte
+	binary.NativeEndian.PutUint32(a[:], key)
+	return netip.AddrFrom4(a)
+}
+
+// batchPut writes vals under keys, recording how to restore what was there.
+func batchPut[K comparable](m *ebpf.Map, keys []K, val bpf.XdpguardBan, undo *[]func()) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var prev []K
+	var prevVals []bpf.XdpguardBan
+	var fresh []K
+	existing := func(k K) (bpf.XdpguardBan, bool) {
+		var v bpf.XdpguardBan
+		return v, m.Lookup(&k, &v) == nil
+	}
+	if len(keys) > 1024 {
+		// One batch dump beats a lookup syscall per key.
+		all := map[K]bpf.XdpguardBan{}
+		if err := dump(m, func(k K, v bpf.XdpguardBan) { all[k] = v }); err != nil {
+			return err
+		}
+		existing = func(k K) (bpf.XdpguardBan, bool) { v, ok := all[k]; return v, ok }
+	}
+	for _, k := range keys {
+		if old, ok := existing(k); ok {
+			prev = append(prev, k)
+			prevVals = append(prevVals, old)
+		} else {
+			fresh = append(fresh, k)
+		}
+	}
+	vals := make([]bpf.XdpguardBan, len(keys))
+	for i := range vals {
+		vals[i] = val
+	}
+	*undo = append(*undo, func() {
+		m.BatchDelete(fresh, nil)
+		if len(prev) > 0 {
+			m.BatchUpdate(prev, prevVals, nil)
+		}
+	})
+	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
+		if !errors.Is(err, ebpf.ErrNotSupported) {
+			return err
+		}
+		for i := range keys {
+			if err := m.Put(&keys[i], &vals[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dump calls fn for every entry of a hash map, in batches of a few thousand
+// entries per syscall where the kernel supports it.
+func dump[K comparable, V any](m *ebpf.Map, fn func(K, V)) error {
+	const chunk = 4096
+	keys := make([]K, chunk)
+	vals := make([]V, chunk)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			fn(keys[i], vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		fn(k, v)
+	}
+	return it.Err()
+}
+
+// Effective returns the prefixes the kernel holds bans on ps under: each
+// masked to the ban granularity, or itself when wider (a CIDR rule).
+func (g *Guard) Effective(ps []netip.Prefix) ([]netip.Prefix, error) {
+	s, err := g.Settings()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		p, err := normalize(p)
+		if err != nil {
+			return nil, err
+		}
+		if gran := granularity(s, p.Addr()); p.Bits() >= gran {
+			p = netip.PrefixFrom(p.Addr(), gran).Masked()
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Unban lifts the ban on p: the exact ban its masked address falls under, or
+// the prefix ban on exactly p.
+func (g *Guard) Unban(p netip.Prefix) error {
+	p, err := normalize(p)
+	if err != nil {
+		return err
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return err
+	}
+	gran := granularity(s, p.Addr())
+	if p.Bits() < gran {
+		if r, ok, err := g.lookupRule(p); err != nil || !ok || r.Action != uint8(bpf.XdpguardCidrActionCIDR_DENY) {
+			return fmt.Errorf("unban %s: %w", p, ErrNotBanned)
+		}
+		if err := g.deleteRule(p); err != nil {
+			return err
+		}
+		return g.recountRules()
+	}
+	key := netip.PrefixFrom(p.Addr(), gran).Masked()
+	if p.Addr().Is4() {
+		return g.writeTable(func(t *table4) error {
+			if !t.remove(key4(key.Addr().As4()), tickOf(monoNow())) {
+				return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
+			}
+			return nil
+		})
+	}
+	k := key.Addr().As16()
+	err = g.maps.BansV6.Delete(&k)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("unban %s: %w", key, ErrNotBanned)
+	}
+	if err != nil {
+		return fmt.Errorf("unban %s: %w", key, privilegeHint(err))
+	}
+	return nil
+}
+
+// BanOf returns the exact ban, if any, that covers address a. It is one map
+// lookup, for callers that must not walk a million bans.
+func (g *Guard) BanOf(a netip.Addr) (Ban, bool, error) {
+	s, err := g.Settings()
+	if err != nil {
+		return Ban{}, false, err
+	}
+	a = a.Unmap()
+	key := netip.PrefixFrom(a, granularity(s, a)).Masked()
+	clock := newClock()
+	if a.Is4() {
+		t, err := g.table()
+		if err != nil {
+			return Ban{}, false, err
+		}
+		e, ok := t.get(key4(key.Addr().As4()), tickOf(clock.mono))
+		if !ok {
+			return Ban{}, false, nil
+		}
+		return Ban{Prefix: key, Origin: Origin(e.origin), Reason: Reason(e.reason), Expires: clock.wall(deadlineOf(e.exp))}, true, nil
+	}
+	var v bpf.XdpguardBan
+	k := key.Addr().As16()
+	err = g.maps.BansV6.Lookup(&k, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Ban{}, false, nil
+	}
+	if err != nil {
+		return Ban{}, false, err
+	}
+	b := Ban{Prefix: key, Origin: Origin(v.Origin), Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs)}
+	return b, b.Expires.IsZero() || b.Expires.After(clock.wallNow), nil
+}
+
+// UnbanMany lifts the bans on ps with batch deletes and returns how many
+// existed. Prefixes with no ban are skipped.
+func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
+	eff, err := g.Effective(ps)
+	if err != nil {
+		return 0, err
+	}
+	s, err := g.Settings()
+	if err != nil {
+		return 0, err
+	}
+	var k4 [][4]byte
+	var k6 [][16]byte
+	var cidrs []netip.Prefix
+	n := 0
+	for _, p := range eff {
+		switch {
+		case p.Bits() < granularity(s, p.Addr()):
+			cidrs = append(cidrs, p)
+		case p.Addr().Is4():
+			k4 = append(k4, p.Addr().As4())
+		default:
+			k6 = append(k6, p.Addr().As16())
+		}
+	}
+	if len(cidrs) > 0 {
+		table, err := g.ruleTable()
+		if err != nil {
+			return 0, err
+		}
+		for _, p := range cidrs {
+			if r, ok := table[p]; ok && r.Action == uint8(ActionDeny) {
+				if err := g.deleteRule(p); err != nil {
+					return n, err
+				}
+				delete(table, p) // a list may name it twice
+				n++
+			}
+		}
+		if err := g.recountRules(); err != nil {
+			return n, err
+		}
+	}
+	if len(k4) > 0 {
+		err := g.writeTable(func(t *table4) error {
+			tick := tickOf(monoNow())
+			for _, k := range k4 {
+				if t.remove(key4(k), tick) {
+					n++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return n, err
+		}
+	}
+	d, err := deleteKeys(g.maps.BansV6, k6)
+	n += d
+	if err != nil {
+		return n, fmt.Errorf("unban: %w", privilegeHint(err))
+	}
+	return n, nil
+}
+
+// deleteKeys deletes the keys that exist; a batch delete stops at the first
+// missing key, so missing ones are filtered out first.
+func deleteKeys[K comparable](m *ebpf.Map, keys []K) (int, error) {
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	all := map[K]bool{}
+	if err := dump(m, func(k K, _ bpf.XdpguardBan) { all[k] = true }); err != nil {
+		return 0, err
+	}
+	var present []K
+	for _, k := range keys {
+		if all[k] {
+			present = append(present, k)
+			delete(all, k) // duplicates in keys
+		}
+	}
+	if len(present) == 0 {
+		return 0, nil
+	}
+	n, err := m.BatchDelete(present, nil)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		n = 0
+		for i := range present {
+			if err := m.Delete(&present[i]); err == nil {
+				n++
+			}
+		}
+		return n, nil
+	}
+	return n, err
+}
+
+// Bans lists the bans in force now, exact and prefix, sorted by address.
+func (g *Guard) Bans() ([]Ban, error) {
+	all, err := g.bans()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	return slices.DeleteFunc(all, func(b Ban) bool { return !b.Expires.IsZero() && !b.Expires.After(now) }), nil
+}
+
+func (g *Guard) bans() ([]Ban, error) {
+	s, err := g.Settings()
+	if err != nil {
+		return nil, err
+	}
+	clock := newClock()
+	var out []Ban
+	t, err := g.table()
+	if err != nil {
+		return nil, err
+	}
+	t.each(func(i int, e entry) {
+		if at, _, _ := t.find(e.key); at != i {
+			return // a duplicate left by a race: the first one decides
+		}
+		out = append(out, Ban{Prefix: netip.PrefixFrom(addr4(e.key), s.PrefixV4), Origin: Origin(e.origin),
+			Reason: Reason(e.reason), Expires: clock.wall(deadlineOf(e.exp))})
+	})
+	if err := dump(g.maps.BansV6, func(k [16]byte, v bpf.XdpguardBan) {
+		out = append(out, Ban{Prefix: netip.PrefixFrom(netip.AddrFrom16(k), s.PrefixV6), Origin: Origin(v.Origin),
+			Reason: Reason(v.Reason), Expires: clock.wall(v.ExpiresNs)})
+	}); err != nil {
+		return nil, fmt.Errorf("list IPv6 bans: %w", err)
+	}
+	rules, err := g.rules(clock)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rules {
+		if r.Action == ActionDeny {
+			out = append(out, Ban{Prefix: r.Prefix, Origin: r.Origin, Reason: r.Reason, Expires: r.Expires, CIDR: true})
+		}
+	}
+	slices.SortFunc(out, func(a, b Ban) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return out, nil
+}
+
+func (g *Guard) banCount() (int, error) {
+	t, err := g.table()
+	if err != nil {
+		return 0, err
+	}
+	n := t.count(tickOf(monoNow()))
+	var k []byte
+	var v bpf.XdpguardBan
+	it := g.maps.BansV6.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("count bans: %w", err)
+	}
+	return n, nil
+}
+
+// UnbanAll lifts every ban, exact and prefix, and returns how many.
+func (g *Guard) UnbanAll() (int, error) {
+	return g.unbanWhere(func(Ban) bool { return true })
+}
+
+// unbanWhere lifts, in batches, the bans (expired ones included) that pick
+// selects.
+func (g *Guard) unbanWhere(pick func(Ban) bool) (int, error) {
+	all, err := g.bans()
+	if err != nil {
+		return 0, err
+	}
+	var ps []netip.Prefix
+	for _, b := range all {
+		if pick(b) {
+			ps = append(ps, b.Prefix)
+		}
+	}
+	if len(ps) == 0 {
+		return 0, nil
+	}
+	return g.UnbanMany(ps)
+}
+
+// Sweep deletes expired bans and rules. The kernel already ignores them;
+// sweeping returns their memory, and keeps the IPv4 table's lookups short.
+// An IPv6 source the kernel re-bans between the read and the delete loses
+// that ban, and is banned again at its next burst.
+func (g *Guard) Sweep() (int, error) {
+	n := 0
+	if err := g.writeTable(func(t *table4) error {
+		n = t.sweep(tickOf(monoNow()))
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	d, err := g.unbanWhere(func(b Ban) bool {
+		v4table := b.Prefix.Addr().Is4() && !b.CIDR
+		return !v4table && !b.Expires.IsZero() && !b.Expires.After(now)
+	})
+	n += d
+	if err != nil {
+		return n, err
+	}
+	rules, err := g.Rules()
+	if err != nil {
+		return n, err
+	}
+	for _, r := range rules {
+		if r.Action == ActionAllow && !r.Expires.IsZero() && !r.Expires.After(now) {
+			if g.deleteRule(r.Prefix) == nil {
+				n++
+			}
+		}
+	}
+	return n, g.recountRules()
+}
+
+func normalize(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, errors.New("invalid prefix")
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	if p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses cannot be banned", p)
+	}
+	return p.Masked(), nil
+}
+
+func granularity(s Settings, a netip.Addr) int {
+	if a.Is4() {
+		return s.PrefixV4
+	}
+	return s.PrefixV6
+}
+
+// clock converts the kernel's CLOCK_MONOTONIC deadlines to wall-clock time.
+type clock struct {
+	mono    uint64
+	wallNow time.Time
+}
+
+func newClock() clock { return clock{mono: monoNow(), wallNow: time.Now()} }
+
+func (c clock) wall(deadline uint64) time.Time {
+	if deadline == 0 {
+		return time.Time{}
+	}
+	return c.wallNow.Add(time.Duration(int64(deadline - c.mono))).Round(time.Millisecond)
+}
+
+// monoNow reads the clock bpf_ktime_get_ns reads.
+func monoNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		panic(fmt.Sprintf("clock_gettime(CLOCK_MONOTONIC): %v", err))
+	}
+	return uint64(ts.Nano())
+}

@@ -1,0 +1,354 @@
+package datapath
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdpguard/xdpguard/internal/packet"
+)
+
+// newDenseGuard loads a 64-bucket IPv4 table (512 slots), so that a few
+// hundred keys share buckets and probe sequences overlap.
+func newDenseGuard(t testing.TB, s Settings) *Guard {
+	t.Helper()
+	return newSizedGuard(t, s, 64)
+}
+
+// tableOps drives the table through the public API (plus raw expired bans)
+// from ops, and checks after every step that userspace's view and the XDP
+// program's verdict both agree with a plain map of live bans.
+func tableOps(t *testing.T, ops []byte) {
+	g := newDenseGuard(t, DefaultSettings())
+	var keys []netip.Addr
+	for i := range 300 {
+		keys = append(keys, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+	}
+	live := map[netip.Addr]bool{}
+	check := func(step int) {
+		t.Helper()
+		for _, a := range keys {
+			_, ok, err := g.BanOf(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := uint32(xdpPass)
+			if live[a] {
+				want = xdpDrop
+			}
+			if ok != live[a] {
+				t.Fatalf("step %d: BanOf(%s) = %v, model says %v", step, a, ok, live[a])
+			}
+			// An ACK, so the rate limiter stays out of it.
+			spec := syn(a, 143)
+			spec.Flags = packet.ACK
+			if got := run(t, g, packet.Build(spec)); got != want {
+				t.Fatalf("step %d: program says %s for %s, model says %s", step, verdictName(got), a, verdictName(want))
+			}
+		}
+		bans, err := g.Bans()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, ok := range live {
+			if ok {
+				n++
+			}
+		}
+		if len(bans) != n {
+			t.Fatalf("step %d: Bans lists %d, model has %d", step, len(bans), n)
+		}
+	}
+	for step := 0; step+1 < len(ops); step += 2 {
+		a := keys[int(ops[step+1])*len(keys)/256]
+		p := netip.PrefixFrom(a, 32)
+		switch ops[step] % 4 {
+		case 0:
+			err := g.Ban(p, time.Hour, OriginLog, ReasonNoAuth)
+			if errors.Is(err, ErrTableFull) {
+				break // rolled back: the model stays as it was
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			live[a] = true
+		case 1:
+			err := g.Unban(p)
+			if live[a] != (err == nil) {
+				t.Fatalf("step %d: Unban(%s) = %v with the model saying banned=%v", step, a, err, live[a])
+			}
+			live[a] = false
+		case 2:
+			// An expired ban: a used slot that any writer may reclaim.
+			// (Deadline 1, not now minus a minute: a test VM may have
+			// booted seconds ago.)
+			if !live[a] {
+				setRawBan(t, g, a, 1)
+			}
+		case 3:
+			if _, err := g.Sweep(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(step)
+	}
+}
+
+func TestTableAgainstModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	ops := make([]byte, 1200)
+	for i := range ops {
+		ops[i] = byte(r.Uint32())
+	}
+	// Mostly bans first, so the table fills past half, then a mix.
+	for i := 0; i < 600; i += 2 {
+		ops[i] = 0
+	}
+	tableOps(t, ops)
+}
+
+func FuzzTable(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 2, 1, 1, 2, 3, 3, 0, 0, 3})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 400 {
+			ops = ops[:400]
+		}
+		tableOps(t, ops)
+	})
+}
+
+// The program's auto-bans and userspace's bans land in the same buckets at
+// the same time on two CPUs; none may be lost.
+func TestTableKernelAndUserspaceRace(t *testing.T) {
+	s := DefaultSettings()
+	s.RateThreshold = 1
+	s.RateWindow = time.Hour
+	g := newDenseGuard(t, s)
+	for round := range 5 {
+		var kern, user []netip.Addr
+		for i := range 120 {
+			kern = append(kern, netip.AddrFrom4([4]byte{198, 18, byte(round), byte(i)}))
+			user = append(user, netip.AddrFrom4([4]byte{198, 19, byte(round), byte(i)}))
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 2)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for _, a := range kern {
+				// Two SYNs against a threshold of one: the second bans.
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: packet.Build(syn(a, 143)), Repeat: 1}); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: packet.Build(syn(a, 143)), Repeat: 1}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for _, a := range user {
+				if err := g.Ban(netip.PrefixFrom(a, 32), time.Hour, OriginManual, ReasonManual); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for _, set := range []struct {
+			addrs  []netip.Addr
+			origin Origin
+		}{{kern, OriginKernel}, {user, OriginManual}} {
+			for _, a := range set.addrs {
+				b, ok, err := g.BanOf(a)
+				if err != nil || !ok || b.Origin != set.origin {
+					t.Fatalf("round %d: %s: ban %+v, %v, %v; want a %s ban", round, a, b, ok, err, set.origin)
+				}
+			}
+		}
+		if _, err := g.UnbanAll(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Sweep(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Everything unbanned and swept: lookups of absent keys stop at the
+	// first slot again.
+	tb, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range tb.slots {
+		if w := tb.load(i); w != 0 {
+			t.Fatalf("slot %d still %#x after unbanning and sweeping everything", i, w)
+		}
+	}
+}
+
+func TestTableFullNamesTheAddress(t *testing.T) {
+	g := newDenseGuard(t, DefaultSettings())
+	var err error
+	for i := 0; i < 600 && err == nil; i++ {
+		err = g.Ban(netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32), time.Hour, OriginManual, ReasonManual)
+	}
+	if !errors.Is(err, ErrTableFull) {
+		t.Fatalf("600 bans in 512 slots: %v, want ErrTableFull", err)
+	}
+	if want := "ban 198.18."; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
+		t.Fatalf("error %q should name the address", err)
+	}
+}
+
+func TestExpiryEncoding(t *testing.T) {
+	if expOf(0) != expForever || deadlineOf(expForever) != 0 {
+		t.Fatal("0 must mean forever both ways")
+	}
+	for _, d := range []uint64{3 << banTickShift, 3<<banTickShift + 1, 4<<banTickShift - 1, uint64(time.Hour) * 1000} {
+		if got := deadlineOf(expOf(d)); got < d || got-d >= 1<<banTickShift {
+			t.Errorf("deadline %d round-trips to %d: must round up by less than a tick", d, got)
+		}
+	}
+	if e := expOf(1); e <= expRemoved {
+		t.Errorf("a deadline right after boot encodes as %d, which means unbanned", e)
+	}
+}
+
+// The default table takes its advertised million bans: 1,048,576 random
+// addresses, at the half load the table is sized for, all fit within
+// BAN_PROBES buckets of their own.
+func TestTableHoldsMaxBans(t *testing.T) {
+	requireRoot(t)
+	g, err := New(Options{MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	seen := map[netip.Addr]bool{}
+	ps := make([]netip.Prefix, 0, DefaultMaxBans)
+	for len(ps) < DefaultMaxBans {
+		a := netip.AddrFrom4([4]byte{byte(1 + r.IntN(223)), byte(r.Uint32()), byte(r.Uint32()), byte(r.Uint32())})
+		if !seen[a] {
+			seen[a] = true
+			ps = append(ps, netip.PrefixFrom(a, 32))
+		}
+	}
+	if err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist); err != nil {
+		t.Fatalf("%d bans in the default table: %v", len(ps), err)
+	}
+	tb, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := tb.count(tickOf(monoNow())); n != len(ps) {
+		t.Fatalf("table holds %d live bans, want %d", n, len(ps))
+	}
+	// Displacement: how many buckets past its own each key had to go.
+	most := 0
+	for i := range tb.slots {
+		w := tb.load(i)
+		if w == 0 {
+			continue
+		}
+		home := tb.hash(uint32(w)) & tb.mask
+		d := int((uint32(i/banWays) - home) & tb.mask)
+		most = max(most, d)
+	}
+	t.Logf("a million bans: the farthest key sits %d bucket(s) past its own (limit %d)", most, banProbes-1)
+}
+
+// The table starts small and grows by moving to its other side while the
+// program keeps banning on its own: every ban, the kernel's included, is in
+// force afterwards, and the program reads the larger side.
+func TestTableGrowsUnderKernelBans(t *testing.T) {
+	requireRoot(t)
+	g, err := New(Options{MaxBans: 1 << 16, MaxTracked: 1 << 14, MaxCIDR: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	s := DefaultSettings()
+	s.RateThreshold = 1
+	s.RateWindow = time.Hour
+	if err := g.SetSettings(s); err != nil {
+		t.Fatal(err)
+	}
+	before, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(before.slots) / banWays; got != initialBuckets {
+		t.Fatalf("a new table uses %d buckets, want %d", got, initialBuckets)
+	}
+
+	var kern []netip.Addr
+	for i := range 3000 {
+		kern = append(kern, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
+	}
+	var user []netip.Prefix
+	for i := range 40000 {
+		user = append(user, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i >> 8), byte(i)}), 32))
+	}
+	done := make(chan error, 1)
+	go func() {
+		for _, a := range kern {
+			for range 2 { // the second SYN is over a rate of one
+				if _, err := g.prog.Run(&ebpf.RunOptions{Data: packet.Build(syn(a, 143)), Repeat: 1}); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	// Several batches, so that growth happens while the kernel bans.
+	for i := 0; i < len(user); i += 5000 {
+		if err := g.BanMany(user[i:i+5000], time.Hour, OriginManual, ReasonBlocklist); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	after, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(after.slots) / banWays; got <= initialBuckets {
+		t.Fatalf("after 43,000 bans the table still uses %d buckets", got)
+	}
+	for _, a := range kern {
+		if b, ok, err := g.BanOf(a); err != nil || !ok || b.Origin != OriginKernel {
+			t.Fatalf("kernel ban on %s lost across growth: %+v %v %v", a, b, ok, err)
+		}
+	}
+	for _, p := range user {
+		if _, ok, err := g.BanOf(p.Addr()); err != nil || !ok {
+			t.Fatalf("ban on %s lost: %v %v", p, ok, err)
+		}
+	}
+	for _, a := range []netip.Addr{kern[0], kern[len(kern)-1], user[0].Addr(), user[len(user)-1].Addr()} {
+		spec := syn(a, 25)
+		spec.Flags = packet.ACK
+		if got := run(t, g, packet.Build(spec)); got != xdpDrop {
+			t.Fatalf("program passes banned %s after growth", a)
+		}
+	}
+	if st, err := g.Stats(); err != nil || st.BanTableFull != 0 {
+		t.Fatalf("stats %+v, %v: no kernel ban may have found the table full", st, err)
+	}
+}

@@ -1,0 +1,384 @@
+// Package sockets closes the established TCP connections that a banned
+// source already holds, so that the mail server's login slots are freed at
+// once rather than after its login timeout; and finds the connections that
+// hold a slot without a word (Holders), which no log line reports until
+// the server times them out.
+//
+// It uses the kernel's SOCK_DESTROY request over inet_diag (what `ss -K`
+// does): the socket is aborted, the local process sees ECONNABORTED, and the
+// peer gets a RST. This needs CONFIG_INET_DIAG_DESTROY and CAP_NET_ADMIN.
+//
+// Sockets are found by dumping established TCP sockets (IPv4 and IPv6) and
+// filtering in Go, then destroyed by their exact identity, cookie included,
+// so a connection that closed and whose 4-tuple was reused in between is
+// never hit. IPv4 peers of a dual-stack listener appear as ::ffff:a.b.c.d
+// in AF_INET6 sockets; they match IPv4 prefixes.
+//
+// The netlink socket is opened in the network namespace of the calling OS
+// thread, which for ordinary callers is the process's namespace.
+package sockets
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrUnsupported is returned when the kernel was built without
+// CONFIG_INET_DIAG_DESTROY.
+var ErrUnsupported = errors.New("kernel does not support destroying sockets (CONFIG_INET_DIAG_DESTROY)")
+
+// Destroy aborts every established TCP socket whose remote address is in
+// remote and whose local port is one of localPorts. It returns the number
+// of sockets destroyed; sockets that closed on their own in the meantime
+// are not counted and are not errors.
+func Destroy(ctx context.Context, remote netip.Prefix, localPorts []uint16) (int, error) {
+	return DestroyAll(ctx, []netip.Prefix{remote}, localPorts)
+}
+
+// DestroyAll is Destroy for many prefixes at once, with one socket dump
+// whatever their number: use it when a batch of bans lands together.
+func DestroyAll(ctx context.Context, remotes []netip.Prefix, localPorts []uint16) (int, error) {
+	m, err := newMatcher(remotes, localPorts)
+	if err != nil {
+		return 0, err
+	}
+	if len(remotes) == 0 {
+		return 0, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("sockets: %w", err)
+	}
+	c, err := dial()
+	if err != nil {
+		return 0, err
+	}
+	defer c.close()
+	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var targets [][]byte // raw inet_diag_msg heads: family + sockid
+	families := []uint8{unix.AF_INET6}
+	if m.any4 {
+		families = append(families, unix.AF_INET)
+	}
+	for _, fam := range families {
+		if err := c.dump(fam, func(msg []byte) {
+			if m.match(msg) {
+				targets = append(targets, append([]byte(nil), msg[:diagMsgIDEnd]...))
+			}
+		}); err != nil {
+			return 0, ctxErr(ctx, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("sockets: %w", err)
+	}
+	n, err := c.destroy(targets)
+	return n, ctxErr(ctx, err)
+}
+
+// Probe reports whether Destroy can work here: nil when the kernel
+// supports SOCK_DESTROY and the process has CAP_NET_ADMIN, ErrUnsupported,
+// or an error naming the missing capability. The daemon calls it at
+// start-up so that it can warn then rather than at the first ban.
+//
+// Support is probed by asking to destroy a socket that cannot exist (port
+// 0 to port 0): a kernel with support answers ENOENT, one without answers
+// EOPNOTSUPP. The kernel checks the capability only after finding the
+// socket, so that is read from the process's capability set instead.
+func Probe() error {
+	c, err := dial()
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	c.f.SetDeadline(time.Now().Add(5 * time.Second))
+	id := make([]byte, diagMsgIDEnd)
+	id[diagFamily] = unix.AF_INET
+	binary.NativeEndian.PutUint32(id[44:], ^uint32(0)) // no cookie
+	binary.NativeEndian.PutUint32(id[48:], ^uint32(0))
+	if _, err := c.destroy([][]byte{id}); err != nil {
+		return err
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("sockets: capget: %w", err)
+	}
+	if data[0].Effective&(1<<unix.CAP_NET_ADMIN) == 0 {
+		return errors.New("sockets: destroying sockets needs CAP_NET_ADMIN, which this process lacks")
+	}
+	return nil
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("sockets: %w", ctx.Err())
+	}
+	return err
+}
+
+// matcher decides whether a dumped socket is a target.
+type matcher struct {
+	ports        [65536 / 64]uint64
+	bits4, bits6 []int                     // distinct prefix lengths per family
+	set          map[netip.Prefix]struct{} // masked prefixes, IPv4 ones unmapped
+	any4         bool                      // some prefix is IPv4: AF_INET needs a dump too
+}
+
+func newMatcher(remotes []netip.Prefix, localPorts []uint16) (*matcher, error) {
+	if len(localPorts) == 0 {
+		return nil, errors.New("sockets: no local ports given")
+	}
+	m := &matcher{set: make(map[netip.Prefix]struct{}, len(remotes))}
+	for _, p := range localPorts {
+		if p == 0 {
+			return nil, errors.New("sockets: local port 0")
+		}
+		m.ports[p/64] |= 1 << (p % 64)
+	}
+	for _, p := range remotes {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("sockets: invalid prefix %v", p)
+		}
+		a, bits := p.Addr().WithZone(""), p.Bits()
+		if a.Is4In6() {
+			if bits < 96 {
+				// Such a prefix would also cover non-mapped IPv6.
+				return nil, fmt.Errorf("sockets: IPv4-mapped prefix %v shorter than /96", p)
+			}
+			a, bits = a.Unmap(), bits-96
+		}
+		m.set[netip.PrefixFrom(a, bits).Masked()] = struct{}{}
+		if a.Is4() {
+			m.any4 = true
+			m.bits4 = addBits(m.bits4, bits)
+		} else {
+			m.bits6 = addBits(m.bits6, bits)
+		}
+	}
+	return m, nil
+}
+
+func addBits(list []int, bits int) []int {
+	if slices.Contains(list, bits) {
+		return list
+	}
+	return append(list, bits)
+}
+
+// Offsets in struct inet_diag_msg.
+const (
+	diagFamily   = 0
+	diagSport    = 4 // big endian
+	diagDst      = 24
+	diagMsgIDEnd = 52 // family, state, timer, retrans, inet_diag_sockid
+	diagMsgLen   = 72
+)
+
+func (m *matcher) match(msg []byte) bool {
+	sport := binary.BigEndian.Uint16(msg[diagSport:])
+	if m.ports[sport/64]&(1<<(sport%64)) == 0 {
+		return false
+	}
+	var a netip.Addr
+	if msg[diagFamily] == unix.AF_INET {
+		a = netip.AddrFrom4([4]byte(msg[diagDst : diagDst+4]))
+	} else {
+		a = netip.AddrFrom16([16]byte(msg[diagDst : diagDst+16])).Unmap()
+	}
+	bitsList := m.bits6
+	if a.Is4() {
+		bitsList = m.bits4
+	}
+	for _, bits := range bitsList {
+		p, _ := a.Prefix(bits)
+		if _, ok := m.set[p]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// conn is a NETLINK_SOCK_DIAG socket in non-blocking mode, so that reads
+// go through Go's poller and honour deadlines (and so ctx).
+type conn struct {
+	f   *os.File
+	seq uint32
+	buf []byte
+	ext uint8 // idiag_ext of dump requests
+}
+
+func dial() (*conn, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sockets: netlink socket: %w", err)
+	}
+	// Acks without the echoed request keep a batch of acks small.
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sockets: netlink bind: %w", err)
+	}
+	return &conn{f: os.NewFile(uintptr(fd), "netlink-sock-diag"), buf: make([]byte, 64*1024)}, nil
+}
+
+func (c *conn) close() { c.f.Close() }
+
+const (
+	nlmsgHdrLen = 16
+	diagReqLen  = 56 // struct inet_diag_req_v2
+	tcpEstab    = 1  // TCP_ESTABLISHED
+	tcpListen   = 10 // TCP_LISTEN
+)
+
+// appendReq appends an inet_diag_req_v2 request. id is family..sockid as
+// read from a dump (nil for a dump request).
+func (c *conn) appendReq(b []byte, typ, flags uint16, family uint8, states uint32, id []byte) []byte {
+	c.seq++
+	off := len(b)
+	b = append(b, make([]byte, nlmsgHdrLen+diagReqLen)...)
+	h := b[off:]
+	binary.NativeEndian.PutUint32(h[0:], nlmsgHdrLen+diagReqLen)
+	binary.NativeEndian.PutUint16(h[4:], typ)
+	binary.NativeEndian.PutUint16(h[6:], flags)
+	binary.NativeEndian.PutUint32(h[8:], c.seq)
+	r := h[nlmsgHdrLen:]
+	r[0] = family
+	r[1] = unix.IPPROTO_TCP
+	if id == nil {
+		r[2] = c.ext
+	}
+	binary.NativeEndian.PutUint32(r[4:], states)
+	if id != nil {
+		copy(r[8:56], id[4:diagMsgIDEnd]) // inet_diag_sockid, cookie included
+	} else {
+		// No cookie: INET_DIAG_NOCOOKIE.
+		binary.NativeEndian.PutUint32(r[48:], ^uint32(0))
+		binary.NativeEndian.PutUint32(r[52:], ^uint32(0))
+	}
+	return b
+}
+
+// dump calls fn with every established TCP socket of family.
+func (c *conn) dump(family uint8, fn func(msg []byte)) error {
+	return c.dumpStates(family, 1<<tcpEstab, fn)
+}
+
+// dumpStates calls fn with every TCP socket of family in one of states (a
+// mask of 1<<TCP_* bits).
+func (c *conn) dumpStates(family uint8, states uint32, fn func(msg []byte)) error {
+	req := c.appendReq(nil, unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, family, states, nil)
+	seq := c.seq
+	if _, err := c.f.Write(req); err != nil {
+		return fmt.Errorf("sockets: send dump request: %w", err)
+	}
+	for {
+		n, err := c.f.Read(c.buf)
+		if err != nil {
+			return fmt.Errorf("sockets: read dump: %w", err)
+		}
+		for b := c.buf[:n]; len(b) >= nlmsgHdrLen; {
+			l := int(binary.NativeEndian.Uint32(b[0:]))
+			if l < nlmsgHdrLen || l > len(b) {
+				return fmt.Errorf("sockets: malformed netlink message (length %d of %d)", l, len(b))
+			}
+			typ := binary.NativeEndian.Uint16(b[4:])
+			msgSeq := binary.NativeEndian.Uint32(b[8:])
+			body := b[nlmsgHdrLen:l]
+			b = next(b, l)
+			if msgSeq != seq {
+				continue
+			}
+			switch typ {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if errno := nlErrno(body); errno != 0 {
+					return fmt.Errorf("sockets: dump: %w", errno)
+				}
+			case unix.SOCK_DIAG_BY_FAMILY:
+				if len(body) >= diagMsgLen {
+					fn(body)
+				}
+			}
+		}
+	}
+}
+
+// destroyBatch bounds how many requests share one write: the kernel queues
+// all their acks before we read any, and they must fit the receive buffer.
+const destroyBatch = 64
+
+// destroy sends SOCK_DESTROY for every target and counts the successes.
+func (c *conn) destroy(targets [][]byte) (int, error) {
+	destroyed := 0
+	var firstErr error
+	req := make([]byte, 0, destroyBatch*(nlmsgHdrLen+diagReqLen))
+	for len(targets) > 0 {
+		batch := targets[:min(destroyBatch, len(targets))]
+		targets = targets[len(batch):]
+		req = req[:0]
+		first := c.seq + 1
+		for _, id := range batch {
+			req = c.appendReq(req, unix.SOCK_DESTROY, unix.NLM_F_REQUEST|unix.NLM_F_ACK, id[diagFamily], 0, id)
+		}
+		if _, err := c.f.Write(req); err != nil {
+			return destroyed, fmt.Errorf("sockets: send destroy request: %w", err)
+		}
+		for pending := len(batch); pending > 0; {
+			n, err := c.f.Read(c.buf)
+			if err != nil {
+				return destroyed, fmt.Errorf("sockets: read acks: %w", err)
+			}
+			for b := c.buf[:n]; len(b) >= nlmsgHdrLen; {
+				l := int(binary.NativeEndian.Uint32(b[0:]))
+				if l < nlmsgHdrLen || l > len(b) {
+					return destroyed, fmt.Errorf("sockets: malformed netlink message (length %d of %d)", l, len(b))
+				}
+				typ := binary.NativeEndian.Uint16(b[4:])
+				seq := binary.NativeEndian.Uint32(b[8:])
+				body := b[nlmsgHdrLen:l]
+				b = next(b, l)
+				if typ != unix.NLMSG_ERROR || seq < first || seq > c.seq {
+					continue
+				}
+				pending--
+				switch errno := nlErrno(body); errno {
+				case 0:
+					destroyed++
+				case unix.ENOENT:
+					// Closed on its own since the dump: nothing to free.
+				case unix.EOPNOTSUPP:
+					return destroyed, ErrUnsupported
+				case unix.EPERM, unix.EACCES:
+					return destroyed, fmt.Errorf("sockets: destroy: %w (needs CAP_NET_ADMIN)", errno)
+				default:
+					if firstErr == nil {
+						firstErr = fmt.Errorf("sockets: destroy: %w", errno)
+					}
+				}
+			}
+		}
+	}
+	return destroyed, firstErr
+}
+
+// next returns what follows a message of length l in b.
+func next(b []byte, l int) []byte { return b[min((l+3)&^3, len(b)):] }
+
+func nlErrno(body []byte) syscall.Errno {
+	if len(body) < 4 {
+		return unix.EBADMSG
+	}
+	return syscall.Errno(-int32(binary.NativeEndian.Uint32(body)))
+}
