@@ -10,8 +10,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/nstest"
 )
 
 func banPrefixes(r statusReport) []string {

@@ -17,12 +17,12 @@ import (
 // statusReport is the stable JSON shape of `status --json`.
 type statusReport struct {
 	// Daemon is what the daemon's status file says, if there is one.
-	Daemon     *daemonJSON        `json:"daemon"`
-	PinRoot    string             `json:"pin_root"`
+	Daemon     *daemonJSON          `json:"daemon"`
+	PinRoot    string               `json:"pin_root"`
 	Interfaces []datapath.Interface `json:"interfaces"`
-	Settings   settingsJSON       `json:"settings"`
-	Counters   countersJSON       `json:"counters"`
-	Bans       []banJSON          `json:"bans"`
+	Settings   settingsJSON         `json:"settings"`
+	Counters   countersJSON         `json:"counters"`
+	Bans       []banJSON            `json:"bans"`
 	Allow      []datapath.Rule      `json:"allow"`
 	Top        []datapath.Source    `json:"top_sources"`
 	// CrowdSec is the daemon's last report on its LAPI link (state

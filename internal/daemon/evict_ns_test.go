@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/config"
-	"github.com/xdpguard/xdpguard/internal/nstest"
-	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
+	"github.com/xdpguard/xdpguard/internal/nstest"
 )
 
 // fakeLoginEnv makes the test binary a tiny POP3 login server with a fixed

@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/state"
 )

@@ -11,10 +11,10 @@ import (
 
 // statusWriter is what the status file needs beyond the daemon's state.
 type statusWriter struct {
-	last   time.Time    // last written
+	last   time.Time      // last written
 	recent []datapath.Ban // ring of the latest bans, oldest first
-	bans   int          // bans in force at the last save
-	failed bool         // the last write failed (logged once)
+	bans   int            // bans in force at the last save
+	failed bool           // the last write failed (logged once)
 }
 
 // remember records the evidence of a ban the daemon made, for the state

@@ -43,8 +43,8 @@ type Decision struct {
 	Duration time.Duration `json:"duration"`
 	// Reason is the reason of the kind that contributed most (reasonOf).
 	Reason datapath.Reason `json:"reason"`
-	Rule   string        `json:"rule"` // the rule of the line that crossed the threshold
-	Events int           `json:"events"`
+	Rule   string          `json:"rule"` // the rule of the line that crossed the threshold
+	Events int             `json:"events"`
 	// First is the time of the oldest event in the window; Time the newest.
 	First time.Time `json:"first"`
 	Score int       `json:"score"`

@@ -49,14 +49,14 @@ type ReplayOptions struct {
 
 // WouldBan is one ban decision of a replay.
 type WouldBan struct {
-	IP       string        `json:"ip"` // the masked prefix, e.g. "198.18.0.7/32"
-	Events   int           `json:"events"`
-	Score    int           `json:"score"`
+	IP       string          `json:"ip"` // the masked prefix, e.g. "198.18.0.7/32"
+	Events   int             `json:"events"`
+	Score    int             `json:"score"`
 	Reason   datapath.Reason `json:"reason"`
-	Rule     string        `json:"rule"`
-	Duration string        `json:"duration"`
-	Offence  int           `json:"offence"`
-	Time     time.Time     `json:"time"`
+	Rule     string          `json:"rule"`
+	Duration string          `json:"duration"`
+	Offence  int             `json:"offence"`
+	Time     time.Time       `json:"time"`
 }
 
 // ReplaySummary is the result of a replay. Its JSON field names are stable.

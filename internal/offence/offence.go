@@ -61,11 +61,11 @@ func (p Policy) Validate() error {
 
 // Offender is one source's history, as persisted.
 type Offender struct {
-	Prefix   netip.Prefix  `json:"prefix"`
-	Bans     []time.Time   `json:"bans,omitempty"` // when each ban within the retention began
-	Until    time.Time     `json:"until,omitzero"` // end of the latest ban
+	Prefix   netip.Prefix    `json:"prefix"`
+	Bans     []time.Time     `json:"bans,omitempty"` // when each ban within the retention began
+	Until    time.Time       `json:"until,omitzero"` // end of the latest ban
 	Reason   datapath.Reason `json:"reason,omitempty"`
-	Detector string        `json:"detector,omitempty"` // of the latest ban
+	Detector string          `json:"detector,omitempty"` // of the latest ban
 }
 
 type entry struct {

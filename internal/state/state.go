@@ -69,7 +69,7 @@ type KnownGood struct {
 // State is the whole persisted state.
 type State struct {
 	Version   int                `json:"version"`
-	Bans      []datapath.Ban       `json:"bans"`
+	Bans      []datapath.Ban     `json:"bans"`
 	Allow     []Allow            `json:"allow"`
 	Offenders []offence.Offender `json:"offenders"`
 	// JournalCursor is the journal entry the daemon read last; it reads on
@@ -151,7 +151,7 @@ func (s Store) setAside(now time.Time, cause error) error {
 func Decode(data []byte) (State, error) {
 	var f struct {
 		Version   *int               `json:"version"`
-		Bans      []datapath.Ban       `json:"bans"`
+		Bans      []datapath.Ban     `json:"bans"`
 		Allow     []Allow            `json:"allow"`
 		Offenders []offence.Offender `json:"offenders"`
 		Cursor    string             `json:"journal_cursor"`
