@@ -33,12 +33,11 @@ func attachCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
+			mode := cfg.XDPMode
 			if c.IsSet("mode") {
-				cfg.XDPMode = c.String("mode")
-			}
-			mode, err := datapath.ParseMode(cfg.XDPMode)
-			if err != nil {
-				return fail("%v", err)
+				if mode, err = datapath.ParseMode(c.String("mode")); err != nil {
+					return fail("--mode: %v", err)
+				}
 			}
 			if err := checkPrivileges("attach"); err != nil {
 				return err

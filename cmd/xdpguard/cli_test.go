@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 var binary string
@@ -34,13 +34,13 @@ func TestMain(m *testing.M) {
 }
 
 // xdpguard runs the binary, inside ns when it is not nil.
-func xdpguard(t *testing.T, ns *nstest.NS, args ...string) (string, string, int) {
+func xdpguard(t *testing.T, ns *testutil.NS, args ...string) (string, string, int) {
 	t.Helper()
 	return xdpguardEnv(t, ns, nil, args...)
 }
 
 // xdpguardEnv is xdpguard with extra environment variables.
-func xdpguardEnv(t *testing.T, ns *nstest.NS, env []string, args ...string) (string, string, int) {
+func xdpguardEnv(t *testing.T, ns *testutil.NS, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	var cmd *exec.Cmd
 	if ns != nil {
@@ -63,13 +63,7 @@ func xdpguardEnv(t *testing.T, ns *nstest.NS, env []string, args ...string) (str
 
 func pinRoot(t *testing.T) string {
 	t.Helper()
-	nstest.RequireRoot(t)
-	dir, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-cli-")
-	if err != nil {
-		t.Skipf("no bpffs: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return filepath.Join(dir, "pins")
+	return filepath.Join(testutil.PinRoot(t, "cli"), "pins")
 }
 
 func TestErrorsAreOneLineAndStatus2(t *testing.T) {
@@ -88,7 +82,7 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 		{[]string{"unban", "--all", "198.18.0.1"}, "takes no addresses"},
 		{[]string{"ban", "--from", "/nonexistent/list"}, "/nonexistent/list"},
 		{[]string{"attach", "--iface", "xg-nosuch0", "--pin-root", root}, "xg-nosuch0: no such interface"},
-		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `XDP mode "turbo"`},
+		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `--mode: must be one of auto, native, generic, got "turbo"`},
 		{[]string{"status", "--top", "-1"}, "--top"},
 		{[]string{"frobnicate"}, `no command "frobnicate"`},
 		// The rows of issue 12, through the binary for the real status.
@@ -117,7 +111,7 @@ func TestErrorsAreOneLineAndStatus2(t *testing.T) {
 }
 
 func TestNonRootIsToldWhatIsMissing(t *testing.T) {
-	nstest.RequireRoot(t)
+	testutil.RequireRoot(t)
 	os.Chmod(filepath.Dir(binary), 0o755) // let nobody run the binary
 	for _, args := range [][]string{{"status"}, {"ban", "198.18.0.1"}, {"attach", "--iface", "lo"}, {"run", "--iface", "lo"}} {
 		cmd := exec.Command(binary, args...)
@@ -136,8 +130,8 @@ func TestNonRootIsToldWhatIsMissing(t *testing.T) {
 
 func TestBanFromFileIsAllOrNothing(t *testing.T) {
 	root := pinRoot(t)
-	ns := nstest.New(t, "cli")
-	nstest.Veth(t, ns, "xg-a", nil, ns, "xg-b", nil)
+	ns := testutil.New(t, "cli")
+	testutil.Veth(t, ns, "xg-a", nil, ns, "xg-b", nil)
 	if _, stderr, code := xdpguard(t, ns, "attach", "--iface", "xg-a", "--pin-root", root); code != 0 {
 		t.Fatalf("attach: %s", stderr)
 	}
@@ -180,7 +174,7 @@ func TestBanFromFileIsAllOrNothing(t *testing.T) {
 	}
 }
 
-func status(t *testing.T, ns *nstest.NS, root string) statusReport {
+func status(t *testing.T, ns *testutil.NS, root string) statusReport {
 	t.Helper()
 	stdout, stderr, code := xdpguard(t, ns, "status", "--json", "--pin-root", root)
 	if code != 0 {

@@ -54,7 +54,7 @@ func TestUsageErrorsInProcess(t *testing.T) {
 		{[]string{"ban", "198.18.0.1", "--config", badCfg}, `pin_root: "relative": must be an absolute path (line 1)`},
 		{[]string{"logtest", "--config", badCfg, "/dev/null"}, `pin_root: "relative"`},
 		{[]string{"detach", "--pin-root", "relative"}, `pin_root: "relative": must be an absolute path`},
-		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `XDP mode "turbo"`},
+		{[]string{"attach", "--iface", "lo", "--mode", "turbo"}, `--mode: must be one of auto, native, generic, got "turbo"`},
 	} {
 		stdout, stderr, code := runIn(t, "", tc.args...)
 		if code != 2 {

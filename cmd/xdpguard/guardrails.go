@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"net"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -11,23 +11,24 @@ import (
 
 	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/hostaddr"
 )
 
 // rails are the checks a manual ban passes before anything reaches the
 // kernel: one typo in `xdpguard ban` can drop every packet, the operator's
 // SSH session included, and nothing on the host would then let them undo it.
 type rails struct {
-	widest4, widest6 int            // guard_rails.widest_ban_v4/v6
-	gran4, gran6     int            // the kernel's ban granularity
-	own              []netip.Addr   // this host's addresses
-	ssh              netip.Addr     // the SSH client of this session, if any
-	allow            []netip.Prefix // kernel allow rules and the file's
+	widest4, widest6 int                 // guard_rails.widest_ban_v4/v6
+	gran4, gran6     int                 // the kernel's ban granularity
+	own              map[netip.Addr]bool // this host's addresses
+	ssh              netip.Addr          // the SSH client of this session, if any
+	allow            []netip.Prefix      // kernel allow rules and the file's
 }
 
 // newRails gathers what the checks need from the configuration, the host,
 // the environment and the kernel.
 func newRails(cfg config.Config, g *datapath.Guard) (rails, error) {
-	r := rails{widest4: cfg.GuardRails.WidestBanV4, widest6: cfg.GuardRails.WidestBanV6, own: hostAddrs(),
+	r := rails{widest4: cfg.GuardRails.WidestBanV4, widest6: cfg.GuardRails.WidestBanV6, own: hostaddr.Set(),
 		ssh: sshClient(os.Getenv("SSH_CONNECTION"))}
 	s, err := g.Settings()
 	if err != nil {
@@ -115,7 +116,7 @@ func (r rails) check(ps []netip.Prefix) (refused, shadowed []string) {
 		what string
 	}
 	var points []guarded
-	for _, a := range r.own {
+	for _, a := range slices.SortedFunc(maps.Keys(r.own), netip.Addr.Compare) {
 		points = append(points, guarded{netip.PrefixFrom(a, a.BitLen()), "this host's address " + a.String()})
 	}
 	if r.ssh.IsValid() {
@@ -172,21 +173,6 @@ func (r rails) effective(p netip.Prefix) netip.Prefix {
 		return netip.PrefixFrom(p.Addr(), gran).Masked()
 	}
 	return p
-}
-
-// hostAddrs lists the addresses of every interface this command sees: the
-// host's when it runs in the host's network namespace.
-func hostAddrs() []netip.Addr {
-	var out []netip.Addr
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				out = append(out, ip.Unmap())
-			}
-		}
-	}
-	return out
 }
 
 // sshClient is the client address of SSH_CONNECTION ("client port server

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/xdpguard/xdpguard/internal/hostaddr"
 )
 
 func prefixes(ss ...string) []netip.Prefix {
@@ -16,7 +18,7 @@ func prefixes(ss ...string) []netip.Prefix {
 
 func TestRails(t *testing.T) {
 	r := rails{widest4: 8, widest6: 32, gran4: 32, gran6: 64,
-		own:   []netip.Addr{netip.MustParseAddr("198.18.70.1"), netip.MustParseAddr("2001:db8:70::1"), netip.MustParseAddr("127.0.0.1")},
+		own:   map[netip.Addr]bool{netip.MustParseAddr("198.18.70.1"): true, netip.MustParseAddr("2001:db8:70::1"): true, netip.MustParseAddr("127.0.0.1"): true},
 		ssh:   sshClient("198.18.99.9 52044 198.18.70.1 22"),
 		allow: prefixes("198.18.50.0/24", "2001:db8:50::/48")}
 	for _, tc := range []struct {
@@ -85,7 +87,7 @@ func TestSSHClient(t *testing.T) {
 // A million-entry blocklist is checked against many allow rules without
 // a product of the two.
 func BenchmarkRails(b *testing.B) {
-	r := rails{widest4: 8, widest6: 32, gran4: 32, gran6: 64, own: hostAddrs()}
+	r := rails{widest4: 8, widest6: 32, gran4: 32, gran6: 64, own: hostaddr.Set()}
 	for i := range 10000 {
 		r.allow = append(r.allow, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24))
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/journaltest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // run --journal bans from journal entries, and after a restart reads on
@@ -14,7 +14,7 @@ import (
 // the ones it had read are not read again.
 func TestDaemonJournal(t *testing.T) {
 	w := newDaemonWorld(t)
-	j := journaltest.Start(t)
+	j := testutil.StartJournald(t)
 	w.logs = fmt.Sprintf("{files: [], journal: {enabled: true, identifiers: [dovecot], directory: %s}}", j.Dir())
 	w.writeConfig(3)
 	w.start()

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/xdpguard/xdpguard/internal/datapath"
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 func banPrefixes(r statusReport) []string {
@@ -25,8 +25,8 @@ func banPrefixes(r statusReport) []string {
 
 func TestGuardRails(t *testing.T) {
 	root := pinRoot(t)
-	ns, peer := nstest.New(t, "oprails"), nstest.New(t, "oprailp")
-	nstest.Veth(t, ns, "xg-opa", []netip.Prefix{netip.MustParsePrefix("198.18.70.1/24")}, peer, "xg-opb", nil)
+	ns, peer := testutil.New(t, "oprails"), testutil.New(t, "oprailp")
+	testutil.Veth(t, ns, "xg-opa", []netip.Prefix{netip.MustParsePrefix("198.18.70.1/24")}, peer, "xg-opb", nil)
 	if _, stderr, code := xdpguard(t, ns, "attach", "--iface", "xg-opa", "--pin-root", root); code != 0 {
 		t.Fatalf("attach: %s", stderr)
 	}
@@ -78,7 +78,7 @@ func TestGuardRails(t *testing.T) {
 // ban table) stayed pinned and a later `ban` said "banned" into them.
 func TestFailedRunLeavesNothing(t *testing.T) {
 	root := pinRoot(t)
-	ns := nstest.New(t, "opfail")
+	ns := testutil.New(t, "opfail")
 	dir := t.TempDir()
 	_, stderr, code := xdpguard(t, ns, "run", "--iface", "xg-missing0", "--pin-root", root, "--state-dir", dir, "--log", filepath.Join(dir, "maillog"))
 	if code != 2 || !strings.Contains(stderr, "xg-missing0") {

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // daemonWorld is a mail server namespace running `xdpguard run` on its veth
@@ -25,7 +25,7 @@ import (
 // file the daemon follows.
 type daemonWorld struct {
 	t        *testing.T
-	srv, cli *nstest.NS
+	srv, cli *testutil.NS
 	dir      string
 	root     string
 	logFile  string
@@ -53,13 +53,13 @@ const (
 )
 
 func newDaemonWorld(t *testing.T) *daemonWorld {
-	w := &daemonWorld{t: t, srv: nstest.New(t, "dsrv"), cli: nstest.New(t, "dcli"), dir: t.TempDir()}
+	w := &daemonWorld{t: t, srv: testutil.New(t, "dsrv"), cli: testutil.New(t, "dcli"), dir: t.TempDir()}
 	w.root = pinRoot(t)
 	var cliAddrs []netip.Prefix
 	for _, a := range []string{"198.18.60.2", attacker, allowed, attacker2, shortBan, holder, holder2, phone, tbird} {
 		cliAddrs = append(cliAddrs, netip.MustParsePrefix(a+"/24"))
 	}
-	nstest.Veth(t, w.srv, "xg-dsrv", []netip.Prefix{netip.MustParsePrefix(server + "/24")}, w.cli, "xg-dcli", cliAddrs)
+	testutil.Veth(t, w.srv, "xg-dsrv", []netip.Prefix{netip.MustParsePrefix(server + "/24")}, w.cli, "xg-dcli", cliAddrs)
 
 	var ln net.Listener
 	if err := w.srv.Do(func() (err error) { ln, err = net.Listen("tcp4", server+":110"); return err }); err != nil {

@@ -19,14 +19,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xdpguard/xdpguard/internal/datapath"
 	"go.yaml.in/yaml/v3"
 )
 
 // DefaultPath is where the daemon looks without --config.
 const DefaultPath = "/etc/xdpguard/xdpguard.yaml"
 
-// MaxPorts bounds kernel.ports; the XDP program holds at most this many.
-const MaxPorts = 64
+// DefaultStateDir holds the bans, allow rules and histories that outlive a
+// restart.
+const DefaultStateDir = "/var/lib/xdpguard"
 
 // Config is the whole file. The daemon applies its command-line flags on
 // top and calls Validate again.
@@ -34,8 +36,8 @@ type Config struct {
 	// Interfaces to attach the XDP program to. The file may leave this
 	// empty when --iface is given; the daemon checks that it ends up
 	// non-empty.
-	Interfaces []string `yaml:"interfaces"`
-	XDPMode    string   `yaml:"xdp_mode"` // auto, native or generic
+	Interfaces []string      `yaml:"interfaces"`
+	XDPMode    datapath.Mode `yaml:"xdp_mode"` // auto, native or generic
 
 	Kernel Kernel `yaml:"kernel"`
 	Logs   Logs   `yaml:"logs"`
@@ -127,8 +129,8 @@ type Kernel struct {
 	// Admission limits new connections while the login slots run out.
 	Admission Admission `yaml:"admission"`
 	// BanDuration is how long a kernel auto-ban lasts.
-	BanDuration time.Duration `yaml:"ban_duration"`
-	BanScope    string        `yaml:"ban_scope"` // all or ports
+	BanDuration time.Duration  `yaml:"ban_duration"`
+	BanScope    datapath.Scope `yaml:"ban_scope"` // all or ports
 	// Monitor is a dry run: count what would be dropped, drop nothing.
 	Monitor bool `yaml:"monitor"`
 	// Ban granularity: sources are masked to these lengths.
@@ -193,20 +195,23 @@ type Metrics struct {
 	Listen string `yaml:"listen"` // host:port; empty is off
 }
 
-// Default returns the configuration of an absent file. Kernel values
-// match datapath.DefaultSettings: 20 SYNs in 10 s bans for 10 minutes.
+// Default returns the configuration of an absent file. The kernel's
+// values are datapath.DefaultSettings, so the file and a bare Load agree.
 func Default() Config {
+	k := datapath.DefaultSettings()
 	return Config{
 		Interfaces: []string{},
-		XDPMode:    "auto",
+		XDPMode:    datapath.ModeAuto,
 		Kernel: Kernel{
-			Ports:        []uint16{110, 143, 993, 995},
-			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second, RetransmitWindow: 10 * time.Second},
-			Admission:    Admission{Interval: 0}, // off: datapath.DefaultAdmissionInterval says why
-			BanDuration:  10 * time.Minute,
-			BanScope:     "all",
-			PrefixV4:     32,
-			PrefixV6:     64,
+			Ports: k.Ports,
+			SYNRate: SYNRate{Threshold: int(k.RateThreshold), Window: k.RateWindow,
+				RetransmitWindow: k.RetransmitWindow},
+			Admission:    Admission{Interval: k.AdmissionInterval},
+			BanDuration:  k.BanDuration,
+			BanScope:     k.Scope,
+			Monitor:      k.Monitor,
+			PrefixV4:     k.PrefixV4,
+			PrefixV6:     k.PrefixV6,
 			MaxBans:      1 << 20,
 			MaxTracked:   1 << 16,
 			MaxCIDRRules: 1 << 16,
@@ -226,8 +231,8 @@ func Default() Config {
 		GuardRails:     GuardRails{WidestBanV4: 8, WidestBanV6: 32},
 		KnownGood:      KnownGood{Retention: 30 * 24 * time.Hour, MaxEntries: 65536},
 		IPv6Escalation: IPv6Escalation{Enabled: true, Prefix: 48, Offenders: 3, Window: 10 * time.Minute},
-		PinRoot:        "/sys/fs/bpf/xdpguard",
-		StateDir:       "/var/lib/xdpguard",
+		PinRoot:        datapath.DefaultPinRoot,
+		StateDir:       DefaultStateDir,
 		Log:            Log{Format: "text", Level: "info"},
 		CrowdSec:       defaultCrowdSec(),
 	}
@@ -332,4 +337,21 @@ func (c *Config) Validate() error {
 		return &Error{Problems: ps}
 	}
 	return nil
+}
+
+// Settings maps the kernel section to the program's settings. Validate has
+// checked them, so SetSettings takes them as they are.
+func (k Kernel) Settings() datapath.Settings {
+	return datapath.Settings{
+		Ports:             k.Ports,
+		RateThreshold:     uint32(k.SYNRate.Threshold),
+		RateWindow:        k.SYNRate.Window,
+		BanDuration:       k.BanDuration,
+		Scope:             k.BanScope,
+		Monitor:           k.Monitor,
+		PrefixV4:          k.PrefixV4,
+		PrefixV6:          k.PrefixV6,
+		RetransmitWindow:  k.SYNRate.RetransmitWindow,
+		AdmissionInterval: k.Admission.Interval,
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,10 +146,10 @@ crowdsec:
 `)
 	want := Config{
 		Interfaces: []string{"eth1", "bond0.100"},
-		XDPMode:    "native",
+		XDPMode:    datapath.ModeNative,
 		Kernel: Kernel{
 			Ports: []uint16{110, 995}, SYNRate: SYNRate{Threshold: 0, Window: 0, RetransmitWindow: 3 * time.Second},
-			BanDuration: 90 * time.Minute, BanScope: "ports", Monitor: true,
+			BanDuration: 90 * time.Minute, BanScope: datapath.ScopePorts, Monitor: true,
 			PrefixV4: 24, PrefixV6: 56, MaxBans: 4096, MaxTracked: 1024, MaxCIDRRules: 16,
 		},
 		Logs: Logs{Files: []string{"/var/log/dovecot.log"}, ReadBack: 15 * time.Minute,
@@ -260,8 +259,8 @@ func TestParseErrors(t *testing.T) {
 				`slot_holders.pressure.hold: must be 0-24h, got "-1s" (line 5)`}},
 		{"yes is not a bool", "kill_connections: yes\n",
 			[]string{`kill_connections: must be true or false, got "yes" (line 1)`}},
-		{"enums", "xdp_mode: driver\nkernel: {ban_scope: some}\nlog: {format: xml, level: verbose}\n",
-			[]string{`xdp_mode: must be one of auto, native, generic, got "driver" (line 1)`,
+		{"enums", "xdp_mode: xdp\nkernel: {ban_scope: some}\nlog: {format: xml, level: verbose}\n",
+			[]string{`xdp_mode: must be one of auto, native, generic, got "xdp" (line 1)`,
 				`kernel.ban_scope: must be one of all, ports, got "some" (line 2)`,
 				`log.format: must be one of text, json, got "xml" (line 3)`,
 				`log.level: must be one of debug, info, warn, error, got "verbose" (line 3)`}},
@@ -392,17 +391,10 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// The file's kernel defaults are the loader's: an absent key and an absent
-// file mean the same program settings.
-func TestKernelDefaultsAreTheLoaders(t *testing.T) {
-	k, l := Default().Kernel, datapath.DefaultSettings()
-	if !slices.Equal(k.Ports, l.Ports) || uint32(k.SYNRate.Threshold) != l.RateThreshold ||
-		k.SYNRate.Window != l.RateWindow || k.BanDuration != l.BanDuration ||
-		k.PrefixV4 != l.PrefixV4 || k.PrefixV6 != l.PrefixV6 ||
-		k.SYNRate.RetransmitWindow != l.RetransmitWindow || k.Admission.Interval != l.AdmissionInterval {
-		t.Errorf("config defaults %+v differ from loader defaults %+v", k, l)
-	}
-	if maxRetransmitWindow != datapath.MaxRetransmitWindow {
-		t.Errorf("retransmit window bound %v, the loader's %v", maxRetransmitWindow, datapath.MaxRetransmitWindow)
+// The file's kernel defaults are the datapath's, and Settings maps every
+// field back: an absent key and an absent file mean the same program.
+func TestKernelDefaultsAreTheDatapaths(t *testing.T) {
+	if got, want := Default().Kernel.Settings(), datapath.DefaultSettings(); !reflect.DeepEqual(got, want) {
+		t.Errorf("defaults through the file: %+v\ndatapath's: %+v", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -177,6 +178,16 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, key string) {
 			return
 		}
 		d.fail(n, key, "missing value")
+		return
+	}
+	if u, ok := v.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		// The typed enums (xdp_mode, ban_scope): their own parser is the
+		// one name table, and its error names what is allowed.
+		if n.Tag != "!!str" {
+			d.fail(n, key, "must be a name, got %s %q", strings.TrimPrefix(n.Tag, "!!"), n.Value)
+		} else if err := u.UnmarshalText([]byte(n.Value)); err != nil {
+			d.fail(n, key, "%v", err)
+		}
 		return
 	}
 	switch {

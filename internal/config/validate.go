@@ -8,16 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // Bounds that are policy rather than kernel limits.
 const (
-	// Wider ban granularity than this would ban a whole provider for one
-	// attacker (and match datapath.Settings.Validate).
-	minPrefixV4, minPrefixV6 = 8, 32
-	// The kernel's SYN fingerprints keep 8-bit times of 1.07 s: a longer
-	// window would wrap (datapath.MaxRetransmitWindow).
-	maxRetransmitWindow = 2 * time.Minute
+	minPrefixV4, minPrefixV6 = datapath.MinPrefixV4, datapath.MinPrefixV6
+	maxRetransmitWindow      = datapath.MaxRetransmitWindow
 	// A ban map sized beyond this is a typo: 64 Mi entries is several GiB
 	// of kernel memory.
 	maxMapEntries = 1 << 26
@@ -80,14 +78,14 @@ func (c *Config) validate() []Problem {
 		}
 	}
 	c.validateLoginSlots(&ps)
-	oneOf(&ps, "xdp_mode", c.XDPMode, "auto", "native", "generic")
 
 	k := &c.Kernel
+	before := len(ps)
 	switch {
 	case len(k.Ports) == 0:
 		ps.add("kernel.ports", "at least one protected port is needed")
-	case len(k.Ports) > MaxPorts:
-		ps.add("kernel.ports", "%d ports given, at most %d", len(k.Ports), MaxPorts)
+	case len(k.Ports) > datapath.MaxPorts:
+		ps.add("kernel.ports", "%d ports given, at most %d", len(k.Ports), datapath.MaxPorts)
 	}
 	seenPort := map[uint16]bool{}
 	for i, p := range k.Ports {
@@ -121,12 +119,18 @@ func (c *Config) validate() []Problem {
 	if k.BanDuration <= 0 {
 		ps.add("kernel.ban_duration", "must be > 0, got %q", k.BanDuration.String())
 	}
-	oneOf(&ps, "kernel.ban_scope", k.BanScope, "all", "ports")
 	if k.PrefixV4 < minPrefixV4 || k.PrefixV4 > 32 {
 		ps.add("kernel.prefix_v4", "must be %d-32, got %d", minPrefixV4, k.PrefixV4)
 	}
 	if k.PrefixV6 < minPrefixV6 || k.PrefixV6 > 128 {
 		ps.add("kernel.prefix_v6", "must be %d-128, got %d", minPrefixV6, k.PrefixV6)
+	}
+	if len(ps) == before {
+		// What the keys above cannot see (a rate finer than the kernel's
+		// clock): a file that validates can always be applied.
+		if err := k.Settings().Validate(); err != nil {
+			ps.add("kernel", "%v", err)
+		}
 	}
 	mapSize(&ps, "kernel.max_bans", k.MaxBans)
 	mapSize(&ps, "kernel.max_tracked", k.MaxTracked)

@@ -15,19 +15,14 @@ import (
 	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/datapath"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // benchDaemon runs the daemon in this process with no interface attached:
 // what is measured is log line -> decision -> kernel map.
 func benchDaemon(b *testing.B, threshold int) (*datapath.Guard, *os.File, func()) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root for BPF")
-	}
 	dir := b.TempDir()
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-bench-")
-	if err != nil {
-		b.Skip(err)
-	}
+	pins := testutil.PinRoot(b, "bench")
 	logPath := filepath.Join(dir, "maillog")
 	os.WriteFile(logPath, nil, 0o644)
 	c := config.Default()

@@ -35,9 +35,6 @@ func Resolve(c config.Config) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	if err := kernelSettings(c).Validate(); err != nil {
-		return Config{}, fmt.Errorf("kernel: %w", err)
-	}
 	return Config{Config: c, Detect: det}, nil
 }
 

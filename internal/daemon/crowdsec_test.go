@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -13,19 +12,13 @@ import (
 	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/crowdsec"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // csDaemon is a daemon with a real guard (no interface attached) and a
 // crowdsec link, for driving onCrowdsec directly.
 func csDaemon(tb testing.TB, maxBans int) *Daemon {
-	if os.Geteuid() != 0 {
-		tb.Skip("needs root for BPF")
-	}
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-crowdsec-")
-	if err != nil {
-		tb.Skip(err)
-	}
-	tb.Cleanup(func() { os.RemoveAll(pins) })
+	pins := testutil.PinRoot(tb, "crowdsec")
 	c := config.Default()
 	c.Allow = []netip.Prefix{netip.MustParsePrefix("198.18.9.9/32"), netip.MustParsePrefix("198.18.200.0/22")}
 	g, err := datapath.New(datapath.Options{PinRoot: filepath.Join(pins, "pins"), MaxBans: uint32(maxBans), MaxCIDR: 1024})
@@ -33,7 +26,7 @@ func csDaemon(tb testing.TB, maxBans int) *Daemon {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { g.Close() })
-	if err := g.SetSettings(kernelSettings(c)); err != nil {
+	if err := g.SetSettings(c.Kernel.Settings()); err != nil {
 		tb.Fatal(err)
 	}
 	return &Daemon{cfg: Config{Config: c}, log: slog.New(slog.NewTextHandler(io.Discard, nil)), guard: g,

@@ -20,6 +20,7 @@ import (
 
 	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/hostaddr"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/state"
 )
@@ -95,7 +96,7 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		opts.Tick = time.Second
 	}
 	d := &Daemon{cfg: cfg, opts: opts, log: opts.Logger, store: state.Store{Dir: cfg.StateDir},
-		records: map[netip.Prefix]datapath.Ban{}, configAllow: map[netip.Prefix]bool{}, own: ownAddrs(),
+		records: map[netip.Prefix]datapath.Ban{}, configAllow: map[netip.Prefix]bool{}, own: hostaddr.Set(),
 		seen: map[string]*logSeen{}, started: time.Now()}
 	if err := d.start(); err != nil {
 		if d.guard != nil {
@@ -129,7 +130,7 @@ func (d *Daemon) start() error {
 	if err != nil {
 		return err
 	}
-	if err := d.guard.SetSettings(kernelSettings(d.cfg.Config)); err != nil {
+	if err := d.guard.SetSettings(d.cfg.Kernel.Settings()); err != nil {
 		return err
 	}
 	if err := d.syncAllow(); err != nil {
@@ -138,7 +139,7 @@ func (d *Daemon) start() error {
 	if err := d.restoreAllow(st.Allow); err != nil {
 		return err
 	}
-	mode, _ := datapath.ParseMode(d.cfg.XDPMode)
+	mode := d.cfg.XDPMode
 	for _, ifname := range d.cfg.Interfaces {
 		used, err := d.guard.Attach(ifname, mode)
 		if err != nil {

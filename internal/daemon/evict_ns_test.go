@@ -19,7 +19,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/datapath"
 	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // fakeLoginEnv makes the test binary a tiny POP3 login server with a fixed
@@ -72,14 +72,14 @@ func fakeLogin(addr string, slots int) {
 // oldest bot's. The login in progress and the known-good connection stay,
 // and the waiting user gets the freed slot.
 func TestEvictionRealSockets(t *testing.T) {
-	srv := nstest.New(t, "su-evsrv")
-	cli := nstest.New(t, "su-evcli")
+	srv := testutil.New(t, "su-evsrv")
+	cli := testutil.New(t, "su-evcli")
 	server := netip.MustParseAddr("198.18.80.1")
 	var clients []netip.Prefix
 	for i := 2; i <= 6; i++ {
 		clients = append(clients, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 80, byte(i)}), 24))
 	}
-	nstest.Veth(t, srv, "su0", []netip.Prefix{netip.PrefixFrom(server, 24)}, cli, "su1", clients)
+	testutil.Veth(t, srv, "su0", []netip.Prefix{netip.PrefixFrom(server, 24)}, cli, "su1", clients)
 
 	self, err := os.Executable()
 	if err != nil {
@@ -216,7 +216,7 @@ func evictDaemon(t *testing.T) *Daemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	if err := g.SetSettings(kernelSettings(c)); err != nil {
+	if err := g.SetSettings(c.Kernel.Settings()); err != nil {
 		t.Fatal(err)
 	}
 	det := logwatch.DefaultConfig()

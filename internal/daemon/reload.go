@@ -7,13 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"reflect"
 	"slices"
 
-	"github.com/xdpguard/xdpguard/internal/config"
-	"github.com/xdpguard/xdpguard/internal/datapath"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
 )
 
@@ -33,19 +30,19 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 		return nil, false, errors.New("pin_root, state_dir, map sizes, metrics.listen and crowdsec only change with a restart")
 	}
 	// Everything that can fail is checked before anything is applied.
-	if err := kernelSettings(next.Config).Validate(); err != nil {
+	if err := next.Kernel.Settings().Validate(); err != nil {
 		return nil, false, err
 	}
 	if err := next.Detect.Validate(); err != nil {
 		return nil, false, fmt.Errorf("detect: %w", err)
 	}
-	if err := d.guard.SetSettings(kernelSettings(next.Config)); err != nil {
+	if err := d.guard.SetSettings(next.Kernel.Settings()); err != nil {
 		return nil, false, err
 	}
 	if err := d.engine.Reload(next.Detect); err != nil {
 		return nil, false, err
 	}
-	mode, _ := datapath.ParseMode(next.XDPMode)
+	mode := next.XDPMode
 	for _, ifname := range next.Interfaces {
 		if !slices.Contains(d.cfg.Interfaces, ifname) {
 			if _, err := d.guard.Attach(ifname, mode); err != nil {
@@ -93,36 +90,4 @@ func (d *Daemon) syncAllow() error {
 		d.configAllow[p] = true
 	}
 	return nil
-}
-
-// kernelSettings maps the file's kernel section to the program's settings.
-func kernelSettings(c config.Config) datapath.Settings {
-	k := c.Kernel
-	scope, _ := datapath.ParseScope(k.BanScope)
-	return datapath.Settings{
-		Ports:         k.Ports,
-		RateThreshold: uint32(k.SYNRate.Threshold),
-		RateWindow:    k.SYNRate.Window,
-		BanDuration:   k.BanDuration,
-		Scope:         scope,
-		Monitor:       k.Monitor,
-		PrefixV4:      k.PrefixV4,
-		PrefixV6:      k.PrefixV6,
-
-		RetransmitWindow:  k.SYNRate.RetransmitWindow,
-		AdmissionInterval: k.Admission.Interval,
-	}
-}
-
-func ownAddrs() map[netip.Addr]bool {
-	own := map[netip.Addr]bool{}
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				own[ip.Unmap()] = true
-			}
-		}
-	}
-	return own
 }

@@ -28,27 +28,37 @@ const (
 	ModeGeneric
 )
 
+var modeNames = [...]string{ModeAuto: "auto", ModeNative: "native", ModeGeneric: "generic"}
+
 func (m Mode) String() string {
-	switch m {
-	case ModeNative:
-		return "native"
-	case ModeGeneric:
-		return "generic"
+	if int(m) < len(modeNames) {
+		return modeNames[m]
 	}
-	return "auto"
+	return fmt.Sprintf("mode(%d)", uint8(m))
 }
 
 // ParseMode parses "auto", "native" (or "driver") and "generic" (or "skb").
 func ParseMode(s string) (Mode, error) {
 	switch s {
-	case "auto", "":
-		return ModeAuto, nil
-	case "native", "driver", "drv":
+	case "driver", "drv":
 		return ModeNative, nil
-	case "generic", "skb":
+	case "skb":
 		return ModeGeneric, nil
 	}
-	return 0, fmt.Errorf("XDP mode %q: want auto, native or generic", s)
+	for m, name := range modeNames {
+		if s == name {
+			return Mode(m), nil
+		}
+	}
+	return 0, fmt.Errorf("must be one of %s, got %q", strings.Join(modeNames[:], ", "), s)
+}
+
+// MarshalText and UnmarshalText let the configuration hold a Mode.
+func (m Mode) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+func (m *Mode) UnmarshalText(b []byte) (err error) {
+	*m, err = ParseMode(string(b))
+	return err
 }
 
 const linkPrefix = "link_"

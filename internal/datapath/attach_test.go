@@ -14,12 +14,12 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // world is a server namespace and a client namespace on a veth pair.
 type world struct {
-	srv, cli *nstest.NS
+	srv, cli *testutil.NS
 	srvAddr4 netip.Addr
 	srvAddr6 netip.Addr
 	ln4, ln6 net.Listener
@@ -36,12 +36,12 @@ var (
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{
-		srv:      nstest.New(t, "srv"),
-		cli:      nstest.New(t, "cli"),
+		srv:      testutil.New(t, "srv"),
+		cli:      testutil.New(t, "cli"),
 		srvAddr4: netip.MustParseAddr("198.18.100.1"),
 		srvAddr6: netip.MustParseAddr("2001:db8:100::1"),
 	}
-	nstest.Veth(t, w.srv, "xg-srv", []netip.Prefix{mustPrefix("198.18.100.1/24"), mustPrefix("2001:db8:100::1/48")},
+	testutil.Veth(t, w.srv, "xg-srv", []netip.Prefix{mustPrefix("198.18.100.1/24"), mustPrefix("2001:db8:100::1/48")},
 		w.cli, "xg-cli", []netip.Prefix{mustPrefix("198.18.100.2/24"), mustPrefix("198.18.100.3/24"), mustPrefix("198.18.100.4/24"),
 			mustPrefix("2001:db8:100:1::2/48"), mustPrefix("2001:db8:100:2::3/48")})
 	err := w.srv.Do(func() (err error) {
@@ -89,19 +89,6 @@ func (w *world) dial(src netip.Addr, timeout time.Duration) error {
 		_, err = c.Read(buf)
 		return err
 	})
-}
-
-func bpffsTempDir(t *testing.T) string {
-	t.Helper()
-	if err := ensureBPFFS("/sys/fs/bpf"); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 func TestAttachNativeOverVeth(t *testing.T) {
@@ -222,7 +209,7 @@ func attachHelper(spec string) error {
 
 func TestPinnedProgramOutlivesItsProcess(t *testing.T) {
 	w := newWorld(t)
-	root := filepath.Join(bpffsTempDir(t), "xdpguard")
+	root := filepath.Join(testutil.PinRoot(t, "attach"), "xdpguard")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+strings.Join([]string{w.srv.Name, root, "xg-srv", cliBanned4.String() + "/32"}, " "))
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 func TestBanManyAndUnbanMany(t *testing.T) {
@@ -55,7 +57,7 @@ func TestBanManyAndUnbanMany(t *testing.T) {
 
 // A failed batch leaves the maps as they were.
 func TestBanManyRollsBack(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	g, err := New(Options{MaxBans: 64})
 	if err != nil {
 		t.Fatal(err)

@@ -9,13 +9,14 @@ import (
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
 	"github.com/xdpguard/xdpguard/internal/packet"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // BenchmarkPerPacket measures the program with BPF_PROG_TEST_RUN against an
 // empty XDP program in the same run, and reports the ratio to that floor:
 // absolute numbers move with the machine, the ratio much less.
 func BenchmarkPerPacket(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	s := DefaultSettings()
 	s.RateThreshold = 1 << 30 // the SYN case measures counting, not banning
 	s.RateWindow = 24 * time.Hour

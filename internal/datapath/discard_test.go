@@ -6,18 +6,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // Discard removes pins only when this Guard created them: adopted pins hold
 // an earlier run's bans.
 func TestDiscard(t *testing.T) {
-	requireRoot(t)
-	dir, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-operator-discard-")
-	if err != nil {
-		t.Skipf("no bpffs: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	root := filepath.Join(dir, "pins")
+	root := filepath.Join(testutil.PinRoot(t, "discard"), "pins")
 	opts := Options{PinRoot: root, MaxBans: 1 << 12, MaxTracked: 1 << 10, MaxCIDR: 1 << 8}
 
 	g, err := New(opts)

@@ -2,13 +2,13 @@ package datapath
 
 import (
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/xdpguard/xdpguard/internal/bpf"
 	"github.com/xdpguard/xdpguard/internal/packet"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // Verdicts as BPF_PROG_TEST_RUN returns them.
@@ -16,13 +16,6 @@ const (
 	xdpDrop = 1
 	xdpPass = 2
 )
-
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for BPF")
-	}
-}
 
 // newTestGuard loads the program unpinned, with small maps so that each
 // test starts from empty state quickly.
@@ -34,7 +27,7 @@ func newTestGuard(t testing.TB, s Settings) *Guard {
 // newSizedGuard is newTestGuard with room for maxBans bans per family.
 func newSizedGuard(t testing.TB, s Settings, maxBans uint32) *Guard {
 	t.Helper()
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	g, err := New(Options{MaxBans: maxBans, MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 func TestCheckRelease(t *testing.T) {
@@ -27,7 +28,7 @@ func TestCheckRelease(t *testing.T) {
 // A program the verifier rejects is reported with the log's tail, not a
 // page of dump.
 func TestVerifierRejectionIsReadable(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	_, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:    ebpf.XDP,
 		License: "GPL",

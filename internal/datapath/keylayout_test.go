@@ -6,6 +6,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/xdpguard/xdpguard/internal/packet"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // BenchmarkKeyLayout is the measurement behind the per-family ban maps: one
@@ -14,7 +15,7 @@ import (
 // 100,000 entries, hit and miss, each against an empty program in the same
 // run.
 func BenchmarkKeyLayout(b *testing.B) {
-	requireRoot(b)
+	testutil.RequireRoot(b)
 	pkt := packet.Build(syn(dst4, 110))
 	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}})

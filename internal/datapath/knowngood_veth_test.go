@@ -9,13 +9,13 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // kgWorld is a server and a client namespace on a veth pair, the program
 // attached natively to the server's end.
 type kgWorld struct {
-	srv, cli *nstest.NS
+	srv, cli *testutil.NS
 	g        *Guard
 }
 
@@ -29,8 +29,8 @@ var (
 
 func newKGWorld(t *testing.T, s Settings) *kgWorld {
 	t.Helper()
-	w := &kgWorld{srv: nstest.New(t, "kgood-srv"), cli: nstest.New(t, "kgood-cli")}
-	nstest.Veth(t, w.srv, "kg-srv", []netip.Prefix{mustPrefix("198.18.101.1/24"), mustPrefix("2001:db8:101::1/48")},
+	w := &kgWorld{srv: testutil.New(t, "kgood-srv"), cli: testutil.New(t, "kgood-cli")}
+	testutil.Veth(t, w.srv, "kg-srv", []netip.Prefix{mustPrefix("198.18.101.1/24"), mustPrefix("2001:db8:101::1/48")},
 		w.cli, "kg-cli", []netip.Prefix{mustPrefix("198.18.101.2/24"), mustPrefix("198.18.101.3/24"), mustPrefix("2001:db8:101:1::2/48")})
 	w.g = newTestGuard(t, s)
 	if err := w.srv.Do(func() error { _, err := w.g.Attach("kg-srv", ModeNative); return err }); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
 	"github.com/xdpguard/xdpguard/internal/packet"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // model is an independent Go statement of the program's verdict. It parses
@@ -459,7 +460,7 @@ func TestDifferential(t *testing.T) {
 
 // FuzzDifferential feeds arbitrary frames to the program and the model.
 func FuzzDifferential(f *testing.F) {
-	requireRoot(f)
+	testutil.RequireRoot(f)
 	s := DefaultSettings()
 	s.RateThreshold = 3
 	s.RateWindow = 24 * time.Hour

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
@@ -22,22 +23,31 @@ const (
 	ScopePorts
 )
 
+var scopeNames = [...]string{ScopeAll: "all", ScopePorts: "ports"}
+
 func (s Scope) String() string {
-	if s == ScopePorts {
-		return "ports"
+	if int(s) < len(scopeNames) {
+		return scopeNames[s]
 	}
-	return "all"
+	return fmt.Sprintf("scope(%d)", uint8(s))
 }
 
 // ParseScope parses "all" or "ports".
 func ParseScope(s string) (Scope, error) {
-	switch s {
-	case "all":
-		return ScopeAll, nil
-	case "ports":
-		return ScopePorts, nil
+	for sc, name := range scopeNames {
+		if s == name {
+			return Scope(sc), nil
+		}
 	}
-	return 0, fmt.Errorf("ban scope %q: want \"all\" or \"ports\"", s)
+	return 0, fmt.Errorf("must be one of %s, got %q", strings.Join(scopeNames[:], ", "), s)
+}
+
+// MarshalText and UnmarshalText let the configuration hold a Scope.
+func (s Scope) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+func (s *Scope) UnmarshalText(b []byte) (err error) {
+	*s, err = ParseScope(string(b))
+	return err
 }
 
 // MaxPorts bounds the protected port set; the bitmap could hold all 65536,
@@ -100,6 +110,10 @@ func DefaultSettings() Settings {
 // off), and helped no one. See issue 11 and kernel.admission.
 const DefaultAdmissionInterval = 0
 
+// A ban granularity wider than these would ban a whole provider for one
+// attacker.
+const MinPrefixV4, MinPrefixV6 = 8, 32
+
 // MaxRetransmitWindow keeps the window within the kernel's 8-bit ticks of
 // 1.07 s, half their wrap.
 const MaxRetransmitWindow = 2 * time.Minute
@@ -134,10 +148,10 @@ func (s Settings) Validate() error {
 	if s.Scope != ScopeAll && s.Scope != ScopePorts {
 		return fmt.Errorf("scope: unknown value %d", s.Scope)
 	}
-	if s.PrefixV4 < 8 || s.PrefixV4 > 32 {
+	if s.PrefixV4 < MinPrefixV4 || s.PrefixV4 > 32 {
 		return fmt.Errorf("IPv4 ban prefix: /%d is outside /8../32", s.PrefixV4)
 	}
-	if s.PrefixV6 < 32 || s.PrefixV6 > 128 {
+	if s.PrefixV6 < MinPrefixV6 || s.PrefixV6 > 128 {
 		return fmt.Errorf("IPv6 ban prefix: /%d is outside /32../128", s.PrefixV6)
 	}
 	if s.RetransmitWindow < 0 || s.RetransmitWindow > MaxRetransmitWindow {

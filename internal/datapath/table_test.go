@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdpguard/xdpguard/internal/packet"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // newDenseGuard loads a 64-bucket IPv4 table (512 slots), so that a few
@@ -230,7 +231,7 @@ func TestExpiryEncoding(t *testing.T) {
 // addresses, at the half load the table is sized for, all fit within
 // BAN_PROBES buckets of their own.
 func TestTableHoldsMaxBans(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	g, err := New(Options{MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +275,7 @@ func TestTableHoldsMaxBans(t *testing.T) {
 // program keeps banning on its own: every ban, the kernel's included, is in
 // force afterwards, and the program reads the larger side.
 func TestTableGrowsUnderKernelBans(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	g, err := New(Options{MaxBans: 1 << 16, MaxTracked: 1 << 14, MaxCIDR: 1 << 10})
 	if err != nil {
 		t.Fatal(err)

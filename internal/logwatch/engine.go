@@ -2,12 +2,12 @@ package logwatch
 
 import (
 	"bytes"
-	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/hostaddr"
 	"github.com/xdpguard/xdpguard/internal/offence"
 )
 
@@ -173,7 +173,7 @@ func (e *Engine) apply(c *compiled) {
 		}
 	}
 	e.c = c
-	e.own = ownAddrs()
+	e.own = hostaddr.Set()
 	e.cnt.Store(cs)
 	e.trimSources()
 	e.countSizes()
@@ -186,23 +186,6 @@ func (e *Engine) DisabledRules() map[string]string {
 	for _, r := range e.c.custom {
 		if r.disabled != "" {
 			out[r.name] = r.disabled
-		}
-	}
-	return out
-}
-
-// ownAddrs collects the host's addresses; they are never banned.
-func ownAddrs() map[netip.Addr]bool {
-	out := map[netip.Addr]bool{}
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return out
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok {
-				out[ip.Unmap()] = true
-			}
 		}
 	}
 	return out

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/journaltest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // The journal follower against the file follower on the same lines: both
@@ -23,7 +23,7 @@ func benchLine(i int) string {
 }
 
 func BenchmarkFollowJournal(b *testing.B) {
-	j := journaltest.Start(b)
+	j := testutil.StartJournald(b)
 	ident := fmt.Sprintf("xdpguard-statusjournal-bench-%d", os.Getpid())
 	start := time.Now().Add(-time.Second)
 	for i := 0; i < benchFollowLines; i++ {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/journaltest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // collect reads lines until want arrive or 60 s pass.
@@ -55,7 +55,7 @@ func expectSeq(t *testing.T, got []Line, from int) {
 // The follower reads a real journald across a restart of journald, and
 // resumes from a cursor after its own restart: no line lost, none twice.
 func TestJournalFollowAcrossRestarts(t *testing.T) {
-	j := journaltest.Start(t)
+	j := testutil.StartJournald(t)
 	ident := fmt.Sprintf("xdpguard-statusjournal-%d", os.Getpid())
 	other := ident + "-other"
 	opt := JournalOptions{Identifiers: []string{ident}, Directory: j.Dir()}
@@ -142,7 +142,7 @@ func TestJournalFollowAcrossRestarts(t *testing.T) {
 
 // lastCursor logs one more line (seq) and returns its cursor, as the
 // daemon would hold it after processing it.
-func lastCursor(t *testing.T, f *JournalFollower, j *journaltest.Journald, ident string, seq int) string {
+func lastCursor(t *testing.T, f *JournalFollower, j *testutil.Journald, ident string, seq int) string {
 	t.Helper()
 	j.Send(ident, fmt.Sprintf("imap-login: Disconnected: test seq=%d", seq))
 	l := collect(t, f.Lines(), 1)[0]
@@ -153,7 +153,7 @@ func lastCursor(t *testing.T, f *JournalFollower, j *journaltest.Journald, ident
 }
 
 // waitFollowing logs markers until the follower delivers one.
-func waitFollowing(t *testing.T, j *journaltest.Journald, ident string, lines <-chan Line) {
+func waitFollowing(t *testing.T, j *testutil.Journald, ident string, lines <-chan Line) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // Dovecot's two login modes (doc.dovecot.org, "Login processes"):
@@ -67,7 +67,7 @@ service pop3-login {
 
 // startDovecot runs a private Dovecot in ns (listening on 127.0.0.1 there)
 // and stops it when the test ends.
-func startDovecot(t *testing.T, ns *nstest.NS, mode string) {
+func startDovecot(t *testing.T, ns *testutil.NS, mode string) {
 	t.Helper()
 	if _, err := exec.LookPath("dovecot"); err != nil {
 		t.Skip("dovecot is not installed (make test installs it)")
@@ -132,7 +132,7 @@ type client struct {
 	r *bufio.Reader
 }
 
-func dialIn(ns *nstest.NS, addr string) (*client, error) {
+func dialIn(ns *testutil.NS, addr string) (*client, error) {
 	var c net.Conn
 	err := ns.Do(func() (err error) {
 		c, err = net.DialTimeout("tcp", addr, 5*time.Second)
@@ -174,7 +174,7 @@ func localPort(c net.Conn) uint16 {
 func TestPreAuthRealDovecot(t *testing.T) {
 	for _, mode := range []string{"high-security", "high-performance"} {
 		t.Run(mode, func(t *testing.T) {
-			ns := nstest.New(t, "slotsuser-pa")
+			ns := testutil.New(t, "slotsuser-pa")
 			startDovecot(t, ns, mode)
 			var pre, authed []*client
 			for i := range 6 {

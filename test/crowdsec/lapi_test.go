@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // lapi is a private CrowdSec Local API: its own config directory, data
@@ -24,7 +24,7 @@ import (
 // port never collides with anyone's.
 type lapi struct {
 	t    *testing.T
-	ns   *nstest.NS
+	ns   *testutil.NS
 	dir  string
 	cfg  string
 	port int
@@ -32,7 +32,7 @@ type lapi struct {
 	out  *syncBuffer
 }
 
-func startLAPI(t *testing.T, ns *nstest.NS, port int) *lapi {
+func startLAPI(t *testing.T, ns *testutil.NS, port int) *lapi {
 	t.Helper()
 	if _, err := exec.LookPath("crowdsec"); err != nil {
 		t.Fatal("crowdsec is not installed (make test-crowdsec installs it)")

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 var binary string
@@ -65,7 +65,7 @@ const (
 
 type world struct {
 	t      *testing.T
-	cs     *nstest.NS
+	cs     *testutil.NS
 	a, b   *host
 	lapi   *lapi
 	held   []net.Conn
@@ -75,7 +75,7 @@ type world struct {
 type host struct {
 	t    *testing.T
 	name string
-	ns   *nstest.NS
+	ns   *testutil.NS
 	dir  string
 	root string
 	cfg  string
@@ -84,7 +84,7 @@ type host struct {
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, cs: nstest.New(t, "cs")}
+	w := &world{t: t, cs: testutil.New(t, "cs")}
 	attackers4 := []netip.Prefix{}
 	for _, a := range []string{badIP, inRange, holderIP, lateIP, allowedIP} {
 		attackers4 = append(attackers4, netip.MustParsePrefix(a+"/32"))
@@ -93,12 +93,12 @@ func newWorld(t *testing.T) *world {
 	w.b = w.newHost("b", lapiB+"/24", hostB+"/24")
 	// cs's ends: the link address, then the attackers (IPv6 on A's link
 	// only; neighbour discovery answers per interface).
-	must(t, nstest.Configure(w.cs, "xg-csa", append([]netip.Prefix{netip.MustParsePrefix(lapiA + "/24"),
+	must(t, testutil.Configure(w.cs, "xg-csa", append([]netip.Prefix{netip.MustParsePrefix(lapiA + "/24"),
 		netip.MustParsePrefix("2001:db8:61::2/64"), netip.MustParsePrefix(bad6 + "/128")}, attackers4...), nil))
-	must(t, nstest.Configure(w.cs, "xg-csb", append([]netip.Prefix{netip.MustParsePrefix(lapiB + "/24")}, attackers4...), nil))
-	must(t, nstest.Configure(w.a.ns, "xg-ha", []netip.Prefix{netip.MustParsePrefix(hostA + "/24"), netip.MustParsePrefix(hostA6 + "/64")},
+	must(t, testutil.Configure(w.cs, "xg-csb", append([]netip.Prefix{netip.MustParsePrefix(lapiB + "/24")}, attackers4...), nil))
+	must(t, testutil.Configure(w.a.ns, "xg-ha", []netip.Prefix{netip.MustParsePrefix(hostA + "/24"), netip.MustParsePrefix(hostA6 + "/64")},
 		[]netip.Prefix{netip.MustParsePrefix("198.18.70.0/24"), netip.MustParsePrefix("2001:db8:70::/64")}))
-	must(t, nstest.Configure(w.b.ns, "xg-hb", []netip.Prefix{netip.MustParsePrefix(hostB + "/24")},
+	must(t, testutil.Configure(w.b.ns, "xg-hb", []netip.Prefix{netip.MustParsePrefix(hostB + "/24")},
 		[]netip.Prefix{netip.MustParsePrefix("198.18.70.0/24")}))
 	w.lapi = startLAPI(t, w.cs, lapiPort)
 	t.Cleanup(func() {
@@ -122,8 +122,8 @@ func must(t *testing.T, err error) {
 // and then holds every connection, like a login process waiting for USER.
 func (w *world) newHost(name, csAddr, addr string) *host {
 	t := w.t
-	h := &host{t: t, name: name, ns: nstest.New(t, "cs"+name), dir: t.TempDir()}
-	must(t, nstest.VethPair(w.cs, "xg-cs"+name, h.ns, "xg-h"+name))
+	h := &host{t: t, name: name, ns: testutil.New(t, "cs"+name), dir: t.TempDir()}
+	must(t, testutil.VethPair(w.cs, "xg-cs"+name, h.ns, "xg-h"+name))
 	parent, err := os.MkdirTemp("/sys/fs/bpf", "xg-crowdsec-"+name+"-")
 	must(t, err)
 	h.root = filepath.Join(parent, "pins") // the daemon creates it

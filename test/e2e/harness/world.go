@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
@@ -78,7 +78,7 @@ type Options struct {
 // World is a running end-to-end setup.
 type World struct {
 	Dir            string
-	Server, Client *nstest.NS
+	Server, Client *testutil.NS
 	Users          []mailload.User // the returning users
 	Attackers      []netip.Addr    // the seed's slot holders
 	Trawlers       []netip.Addr
@@ -143,20 +143,20 @@ func New(o Options) (w *World, err error) {
 func (w *World) buildNet() error {
 	tag := strconv.Itoa(os.Getpid())
 	var err error
-	if w.Server, err = nstest.Create("xge2e-" + tag + "-srv"); err != nil {
+	if w.Server, err = testutil.Create("xge2e-" + tag + "-srv"); err != nil {
 		return err
 	}
 	w.addCleanup(func() { w.Server.Close() })
-	if w.Client, err = nstest.Create("xge2e-" + tag + "-cli"); err != nil {
+	if w.Client, err = testutil.Create("xge2e-" + tag + "-cli"); err != nil {
 		return err
 	}
 	w.addCleanup(func() { w.Client.Close() })
 	w.addCleanup(w.sweep)
-	if err := nstest.VethPair(w.Server, ServerIf, w.Client, ClientIf); err != nil {
+	if err := testutil.VethPair(w.Server, ServerIf, w.Client, ClientIf); err != nil {
 		return err
 	}
 	srv := []netip.Prefix{netip.PrefixFrom(ServerV4, 15), netip.PrefixFrom(ServerV6, 64)}
-	if err := nstest.Configure(w.Server, ServerIf, srv, []netip.Prefix{v6Net}); err != nil {
+	if err := testutil.Configure(w.Server, ServerIf, srv, []netip.Prefix{v6Net}); err != nil {
 		return err
 	}
 	legit := []string{"198.18.2.1", "198.18.2.2", "198.18.2.3", "2001:db8:1:1::10", "2001:db8:1:2::10"}
@@ -183,7 +183,7 @@ func (w *World) buildNet() error {
 	for _, a := range w.buildPopulation(tag) {
 		cli = append(cli, host(a))
 	}
-	if err := nstest.Configure(w.Client, ClientIf, cli, []netip.Prefix{v6Net}); err != nil {
+	if err := testutil.Configure(w.Client, ClientIf, cli, []netip.Prefix{v6Net}); err != nil {
 		return err
 	}
 	w.opts.Logf("namespaces %s and %s: %d users, %d attackers (%d IPv4, %d IPv6), %d trawlers, %d new users, %d office and %d webmail users",
@@ -283,12 +283,12 @@ func (w *World) Stop(p *Proc, grace time.Duration) error {
 }
 
 // inNS is a command entered into ns's network namespace.
-func inNS(ns *nstest.NS, name string, args ...string) *exec.Cmd {
+func inNS(ns *testutil.NS, name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", append([]string{"--net=" + ns.Path(), "--", name}, args...)...)
 }
 
 // run runs a short command in ns and returns its output.
-func run(ns *nstest.NS, name string, args ...string) ([]byte, error) {
+func run(ns *testutil.NS, name string, args ...string) ([]byte, error) {
 	var cmd *exec.Cmd
 	if ns == nil {
 		cmd = exec.Command(name, args...)
@@ -318,7 +318,7 @@ func waitFor(timeout time.Duration, what string, cond func() bool) error {
 // stops: only descendants of processes the harness started can be there
 // (a Dovecot child that outlived its master, say).
 func (w *World) sweep() {
-	for _, ns := range []*nstest.NS{w.Server, w.Client} {
+	for _, ns := range []*testutil.NS{w.Server, w.Client} {
 		out, err := exec.Command("ip", "netns", "pids", ns.Name).Output()
 		if err != nil {
 			continue

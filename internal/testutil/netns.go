@@ -1,12 +1,13 @@
-// Package nstest builds throwaway network worlds for kernel tests, the
-// end-to-end test and the demo: named network namespaces joined by veth
-// pairs. Names are registered under /var/run/netns so that
+// Package testutil gives kernel tests, the end-to-end test and the demo
+// what they share: root checks (root.go), bpffs pin roots (pins.go), a
+// private journald (journald.go), and throwaway network worlds (this
+// file): named network namespaces joined by veth pairs. Names are registered under /var/run/netns so that
 // `nsenter --net=/var/run/netns/NAME` and `ip -n NAME` see them too.
 //
 // Create, VethPair and Configure return errors, for callers that are not
 // tests; New and Veth are their testing forms, which also remove what they
 // made when the test ends, even when it fails.
-package nstest
+package testutil
 
 import (
 	"fmt"
@@ -142,14 +143,6 @@ func ipnet(p netip.Prefix) *net.IPNet {
 }
 
 var seq atomic.Uint32
-
-// RequireRoot skips the test unless it runs as root.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and BPF")
-	}
-}
 
 // New creates a namespace for the test and registers its removal.
 func New(t testing.TB, label string) *NS {

@@ -1,7 +1,8 @@
-// Package journaltest runs a real systemd-journald for tests, privately:
-// in a mount namespace of its own, so that it touches nothing of the
-// host's. No systemd as PID 1 is needed.
-package journaltest
+// A real systemd-journald for tests, run privately: in a mount namespace
+// of its own, so that it touches nothing of the host's. No systemd as PID 1
+// is needed.
+
+package testutil
 
 import (
 	"fmt"
@@ -27,13 +28,11 @@ type Journald struct {
 	sock *net.UnixConn
 }
 
-// Start runs journald until the test ends; it skips the test unless it
-// runs as root.
-func Start(t testing.TB) *Journald {
+// StartJournald runs journald until the test ends; it skips the test
+// unless it runs as root.
+func StartJournald(t testing.TB) *Journald {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run a private journald")
-	}
+	RequireRoot(t)
 	if _, err := os.Stat(journaldBin); err != nil {
 		t.Fatalf("%s: %v (make deps-test installs systemd)", journaldBin, err)
 	}
