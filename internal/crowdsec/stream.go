@@ -36,8 +36,9 @@ type decision struct {
 	Duration string `json:"duration"`
 }
 
-// Ban is one decision, ready for the kernel.
-type Ban struct {
+// Remediation is one ban decision, ready for the kernel (CrowdSec calls
+// what a bouncer applies a remediation; xdpguard's own ban is datapath.Ban).
+type Remediation struct {
 	ID     int64
 	Prefix netip.Prefix // an Ip decision is a full-length prefix
 	// TTL is what is left of the decision. Zero in Delta.Deleted.
@@ -51,8 +52,8 @@ type Delta struct {
 	// Startup is the LAPI's whole current set: a ban of ours that is not
 	// in New is gone.
 	Startup bool
-	Deleted []Ban
-	New     []Ban
+	Deleted []Remediation
+	New     []Remediation
 	// Skipped counts decisions this bouncer does not act on (other
 	// scopes, types, origins or scenarios), Bad the ones it could not
 	// read; BadExample is the first of those, for the log.
@@ -117,19 +118,19 @@ func DecodeStream(r io.Reader, f Filter, startup bool) (Delta, error) {
 	if err := json.NewDecoder(r).Decode(&body); err != nil {
 		return Delta{}, fmt.Errorf("decode decisions: %w", err)
 	}
-	out := Delta{Startup: startup, New: make([]Ban, 0, len(body.New))}
-	take := func(d *decision, deleted bool) (Ban, bool) {
+	out := Delta{Startup: startup, New: make([]Remediation, 0, len(body.New))}
+	take := func(d *decision, deleted bool) (Remediation, bool) {
 		if !f.wants(d) {
 			out.Skipped++
-			return Ban{}, false
+			return Remediation{}, false
 		}
-		b, err := toBan(d, deleted)
+		b, err := toRemediation(d, deleted)
 		if err != nil {
 			if out.Bad == 0 {
 				out.BadExample = err.Error()
 			}
 			out.Bad++
-			return Ban{}, false
+			return Remediation{}, false
 		}
 		return b, true
 	}
@@ -146,22 +147,22 @@ func DecodeStream(r io.Reader, f Filter, startup bool) (Delta, error) {
 	return out, nil
 }
 
-func toBan(d *decision, deleted bool) (Ban, error) {
+func toRemediation(d *decision, deleted bool) (Remediation, error) {
 	p, err := parseValue(d.Scope, d.Value)
 	if err != nil {
-		return Ban{}, fmt.Errorf("decision %d: %w", d.ID, err)
+		return Remediation{}, fmt.Errorf("decision %d: %w", d.ID, err)
 	}
-	b := Ban{ID: d.ID, Prefix: p, Scenario: d.Scenario, Origin: d.Origin}
+	b := Remediation{ID: d.ID, Prefix: p, Scenario: d.Scenario, Origin: d.Origin}
 	if deleted {
 		// A deleted decision's duration is negative or stale: unused.
 		return b, nil
 	}
 	ttl, err := time.ParseDuration(d.Duration)
 	if err != nil {
-		return Ban{}, fmt.Errorf("decision %d: duration %q: %w", d.ID, d.Duration, err)
+		return Remediation{}, fmt.Errorf("decision %d: duration %q: %w", d.ID, d.Duration, err)
 	}
 	if ttl <= 0 {
-		return Ban{}, fmt.Errorf("decision %d: duration %q: already expired", d.ID, d.Duration)
+		return Remediation{}, fmt.Errorf("decision %d: duration %q: already expired", d.ID, d.Duration)
 	}
 	b.TTL = ttl
 	return b, nil

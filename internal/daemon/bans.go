@@ -92,31 +92,30 @@ func (d *Daemon) flush() {
 // onKernelBan hears of a SYN-rate ban the program made by itself. It enters
 // the same offender history as log bans, so a repeat offender's next kernel
 // ban is lengthened here.
-func (d *Daemon) onKernelBans(evs []datapath.Event) {
+func (d *Daemon) onKernelBans(evs []datapath.Ban) {
 	durs := make([]time.Duration, len(evs))
 	prefixes := make([]netip.Prefix, len(evs))
 	for i, ev := range evs {
 		d.metrics.banned(datapath.OriginKernel, 0)
 		// The history escalates from the log layer's first ban; apply the
 		// same factor to the kernel's own ban duration.
-		logDur, offence := d.engine.History().Record(ev.Prefix, ev.At, datapath.ReasonSynRate, datapath.DetectorSYNRate)
+		logDur, offence := d.engine.History().Record(ev.Prefix, ev.Last, ev.Reason, ev.Detector)
 		base := d.cfg.Kernel.BanDuration
 		dur := time.Duration(float64(base) * float64(logDur) / float64(d.cfg.Detect.BanDuration))
 		dur = min(dur, d.cfg.Detect.MaxBanDuration)
 		if dur > base {
-			if err := d.guard.Ban(ev.Prefix, dur, datapath.OriginKernel, datapath.ReasonSynRate); err != nil {
+			if err := d.guard.Ban(ev.Prefix, dur, ev.Origin, ev.Reason); err != nil {
 				d.log.Error("escalate kernel ban", "prefix", ev.Prefix, "error", err)
 			}
 		} else {
 			dur = base
 		}
-		// The kernel reports the ban, not the SYNs: the evidence is the one
-		// over the limit, at the ban's time.
-		d.remember(datapath.Ban{Prefix: ev.Prefix, Expires: ev.At.Add(dur), Origin: datapath.OriginKernel, Reason: datapath.ReasonSynRate,
-			Detector: datapath.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence})
+		rec := ev
+		rec.Expires, rec.Offence = ev.Last.Add(dur), offence
+		d.remember(rec)
 		durs[i], prefixes[i] = dur, ev.Prefix
-		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, int(ev.Threshold)+1, ev.At.Add(-d.cfg.Kernel.SYNRate.Window), ev.At, dur,
-			fmt.Sprintf("over %d SYNs per %s", ev.Threshold, d.cfg.Kernel.SYNRate.Window))
+		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, ev.Events, ev.Last.Add(-d.cfg.Kernel.SYNRate.Window), ev.Last, dur,
+			fmt.Sprintf("over %d SYNs per %s", ev.Events-1, d.cfg.Kernel.SYNRate.Window))
 	}
 	d.dirty = true
 	killed := d.kill(prefixes...)

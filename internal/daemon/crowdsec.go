@@ -109,7 +109,7 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 	// New decisions, grouped by remaining time so that 100,000 decisions
 	// are a few batch writes, not 100,000 (see kernelTTL).
 	groups := map[time.Duration][]netip.Prefix{}
-	var kept []crowdsec.Ban
+	var kept []crowdsec.Remediation
 	skipped := 0
 	for _, b := range delta.New {
 		if d.neverBanPrefix(b.Prefix) {
@@ -226,7 +226,7 @@ func kernelTTL(ttl time.Duration) time.Duration {
 
 // heldByOther says whether another origin already bans b's address for at
 // least as long.
-func (d *Daemon) heldByOther(b crowdsec.Ban) bool {
+func (d *Daemon) heldByOther(b crowdsec.Remediation) bool {
 	if b.Prefix.Bits() != b.Prefix.Addr().BitLen() || !d.otherReason(b.Prefix) {
 		return false
 	}

@@ -34,8 +34,8 @@ func csDaemon(tb testing.TB, maxBans int) *Daemon {
 		cs: &crowdsecLink{ids: map[int64]netip.Prefix{}, refs: map[netip.Prefix]int{}}}
 }
 
-func ban(id int64, p string, ttl time.Duration) crowdsec.Ban {
-	return crowdsec.Ban{ID: id, Prefix: netip.MustParsePrefix(p), TTL: ttl, Scenario: "crowdsecurity/test", Origin: "cscli"}
+func ban(id int64, p string, ttl time.Duration) crowdsec.Remediation {
+	return crowdsec.Remediation{ID: id, Prefix: netip.MustParsePrefix(p), TTL: ttl, Scenario: "crowdsecurity/test", Origin: "cscli"}
 }
 
 func banned(t *testing.T, d *Daemon, a string) (datapath.Ban, bool) {
@@ -50,7 +50,7 @@ func banned(t *testing.T, d *Daemon, a string) (datapath.Ban, bool) {
 func TestCrowdsecApply(t *testing.T) {
 	d := csDaemon(t, 4096)
 	h := time.Hour
-	d.onCrowdsec(crowdsec.Delta{Startup: true, New: []crowdsec.Ban{
+	d.onCrowdsec(crowdsec.Delta{Startup: true, New: []crowdsec.Remediation{
 		ban(1, "198.18.5.1/32", h), ban(2, "198.18.5.1/32", 2*h), // two decisions, one address
 		ban(3, "2001:db8:5::1/128", h), ban(4, "2001:db8:5::2/128", h), // one /64
 		ban(5, "198.18.6.0/24", h),
@@ -80,15 +80,15 @@ func TestCrowdsecApply(t *testing.T) {
 
 	// Deleting one of two decisions keeps the ban; deleting both lifts it.
 	// Deleted is applied before new: a decision replaced in one pull stays.
-	d.onCrowdsec(crowdsec.Delta{Deleted: []crowdsec.Ban{ban(1, "198.18.5.1/32", 0), ban(3, "2001:db8:5::1/128", 0), ban(5, "198.18.6.0/24", 0)},
-		New: []crowdsec.Ban{ban(11, "198.18.6.0/24", h)}})
+	d.onCrowdsec(crowdsec.Delta{Deleted: []crowdsec.Remediation{ban(1, "198.18.5.1/32", 0), ban(3, "2001:db8:5::1/128", 0), ban(5, "198.18.6.0/24", 0)},
+		New: []crowdsec.Remediation{ban(11, "198.18.6.0/24", h)}})
 	if _, ok := banned(t, d, "198.18.5.1"); !ok {
 		t.Error("198.18.5.1 unbanned while a decision remains")
 	}
 	if _, ok := banned(t, d, "2001:db8:5::2"); !ok {
 		t.Error("the /64 unbanned while a decision remains")
 	}
-	d.onCrowdsec(crowdsec.Delta{Deleted: []crowdsec.Ban{ban(2, "198.18.5.1/32", 0), ban(4, "2001:db8:5::2/128", 0)}})
+	d.onCrowdsec(crowdsec.Delta{Deleted: []crowdsec.Remediation{ban(2, "198.18.5.1/32", 0), ban(4, "2001:db8:5::2/128", 0)}})
 	if _, ok := banned(t, d, "198.18.5.1"); ok {
 		t.Error("198.18.5.1 still banned with no decision")
 	}
@@ -106,11 +106,11 @@ func TestCrowdsecApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.records[netip.MustParsePrefix("198.18.8.8/32")] = datapath.Ban{Origin: datapath.OriginLog, Reason: datapath.ReasonNoAuth, Detector: "x"}
-	d.onCrowdsec(crowdsec.Delta{Deleted: []crowdsec.Ban{ban(12, "198.18.8.8/32", 0)}})
+	d.onCrowdsec(crowdsec.Delta{Deleted: []crowdsec.Remediation{ban(12, "198.18.8.8/32", 0)}})
 	if _, ok := banned(t, d, "198.18.8.8"); !ok {
 		t.Error("a log ban lifted by a CrowdSec deletion")
 	}
-	d.onCrowdsec(crowdsec.Delta{New: []crowdsec.Ban{ban(12, "198.18.8.8/32", h)}})
+	d.onCrowdsec(crowdsec.Delta{New: []crowdsec.Remediation{ban(12, "198.18.8.8/32", h)}})
 	if b, _ := banned(t, d, "198.18.8.8"); b.Origin != datapath.OriginLog {
 		t.Errorf("own ban replaced: %+v", b)
 	}
@@ -118,7 +118,7 @@ func TestCrowdsecApply(t *testing.T) {
 	// A startup pull is the whole set: what it lacks goes, even bans the
 	// kernel kept from before this daemon started.
 	d.cs = &crowdsecLink{ids: map[int64]netip.Prefix{}, refs: map[netip.Prefix]int{}}
-	d.onCrowdsec(crowdsec.Delta{Startup: true, New: []crowdsec.Ban{ban(11, "198.18.6.0/24", h)}})
+	d.onCrowdsec(crowdsec.Delta{Startup: true, New: []crowdsec.Remediation{ban(11, "198.18.6.0/24", h)}})
 	if _, ok := banned(t, d, "198.18.7.7"); ok {
 		t.Error("a stale crowdsec ban survived a startup pull")
 	}
@@ -163,12 +163,12 @@ func TestKernelTTL(t *testing.T) {
 // a minute, as an import of that size spreads them.
 func BenchmarkCrowdsecApply(b *testing.B) {
 	const n, delta = 100000, 1000
-	mk := func(from, count int) []crowdsec.Ban {
-		out := make([]crowdsec.Ban, count)
+	mk := func(from, count int) []crowdsec.Remediation {
+		out := make([]crowdsec.Remediation, count)
 		for i := range out {
 			j := from + i
 			a := netip.AddrFrom4([4]byte{10, byte(j >> 16), byte(j >> 8), byte(j)})
-			out[i] = crowdsec.Ban{ID: int64(j + 1), Prefix: netip.PrefixFrom(a, 32),
+			out[i] = crowdsec.Remediation{ID: int64(j + 1), Prefix: netip.PrefixFrom(a, 32),
 				TTL: 4*time.Hour - time.Duration(j%60000)*time.Millisecond, Scenario: "bulk", Origin: "cscli"}
 		}
 		return out

@@ -205,7 +205,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	evc := make(chan datapath.Event, 1024)
+	evc := make(chan datapath.Ban, 1024)
 	go func() {
 		for {
 			ev, err := events.Read()
@@ -280,7 +280,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
 			}
 			// A SYN flood from many sources bans many at once: one
 			// socket scan for the whole batch.
-			batch := []datapath.Event{ev}
+			batch := []datapath.Ban{ev}
 			for len(evc) > 0 && len(batch) < maxBatch {
 				batch = append(batch, <-evc)
 			}

@@ -13,15 +13,6 @@ import (
 	"github.com/xdpguard/xdpguard/internal/bpf"
 )
 
-// Event reports a ban the kernel issued by itself.
-type Event struct {
-	Prefix    netip.Prefix
-	Reason    Reason
-	At        time.Time
-	Expires   time.Time
-	Threshold uint32 // the SYN threshold in force when it fired
-}
-
 // Events reads kernel auto-ban events. A ring buffer has one consumer: run a
 // single reader, in the daemon.
 type Events struct {
@@ -40,17 +31,20 @@ func (g *Guard) OpenEvents() (*Events, error) {
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("event reader closed")
 
-// Read blocks until the next event, the deadline, or Close.
-func (e *Events) Read() (Event, error) {
+// Read blocks until the next ban the kernel issued by itself, the deadline,
+// or Close. The kernel reports the ban, not the SYNs: its evidence is the
+// one SYN over the threshold then in force (Events = threshold + 1), at the
+// ban's time (Last).
+func (e *Events) Read() (Ban, error) {
 	rec, err := e.rd.Read()
 	if errors.Is(err, ringbuf.ErrClosed) {
-		return Event{}, ErrClosed
+		return Ban{}, ErrClosed
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return Event{}, err
+		return Ban{}, err
 	}
 	if err != nil {
-		return Event{}, fmt.Errorf("read event: %w", err)
+		return Ban{}, fmt.Errorf("read event: %w", err)
 	}
 	return decodeEvent(rec.RawSample, newClock())
 }
@@ -61,13 +55,13 @@ func (e *Events) SetDeadline(t time.Time) { e.rd.SetDeadline(t) }
 // Close stops the reader and unblocks Read.
 func (e *Events) Close() error { return e.rd.Close() }
 
-func decodeEvent(raw []byte, c clock) (Event, error) {
+func decodeEvent(raw []byte, c clock) (Ban, error) {
 	var ev bpf.XdpguardEvent
 	if len(raw) < sizeofEvent {
-		return Event{}, fmt.Errorf("short event: %d bytes, want %d", len(raw), sizeofEvent)
+		return Ban{}, fmt.Errorf("short event: %d bytes, want %d", len(raw), sizeofEvent)
 	}
 	if err := unmarshalEvent(raw, &ev); err != nil {
-		return Event{}, err
+		return Ban{}, err
 	}
 	var p netip.Prefix
 	switch ev.Family {
@@ -76,9 +70,10 @@ func decodeEvent(raw []byte, c clock) (Event, error) {
 	case 6:
 		p = netip.PrefixFrom(netip.AddrFrom16(ev.Addr), int(ev.Prefixlen))
 	default:
-		return Event{}, fmt.Errorf("event with unknown address family %d", ev.Family)
+		return Ban{}, fmt.Errorf("event with unknown address family %d", ev.Family)
 	}
-	return Event{Prefix: p, Reason: Reason(ev.Reason), At: c.wall(ev.TsNs), Expires: c.wall(ev.ExpiresNs), Threshold: ev.Threshold}, nil
+	return Ban{Prefix: p, Expires: c.wall(ev.ExpiresNs), Origin: OriginKernel, Reason: Reason(ev.Reason),
+		Detector: DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: c.wall(ev.TsNs)}, nil
 }
 
 var sizeofEvent = binary.Size(bpf.XdpguardEvent{})

@@ -157,7 +157,7 @@ func TestRateThresholdExact(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no auto-ban event: %v", err)
 			}
-			if e.Prefix != want || e.Reason != ReasonSynRate || e.Threshold != n {
+			if e.Prefix != want || e.Origin != OriginKernel || e.Reason != ReasonSynRate || e.Events != int(n)+1 {
 				t.Fatalf("event = %+v", e)
 			}
 			st, _ := g.Stats()
