@@ -231,6 +231,6 @@ func evictDaemon(t *testing.T) *Daemon {
 	}
 	d := &Daemon{cfg: Config{Config: c, Detect: det}, log: log, guard: g, engine: eng, metrics: m,
 		records: map[netip.Prefix]datapath.Ban{}, own: map[netip.Addr]bool{}}
-	d.kg.store = knowngood.New(c.KnownGood.Retention, c.KnownGood.MaxEntries, 32, 64)
+	d.kg.store = knowngood.New(c.KnownGood.Retention, c.KnownGood.MaxEntries, datapath.Granularity{V4: 32, V6: 64})
 	return d
 }

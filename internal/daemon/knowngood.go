@@ -35,7 +35,7 @@ type kgState struct {
 }
 
 func newKnownGood(c Config) *knowngood.Store {
-	return knowngood.New(c.KnownGood.Retention, c.KnownGood.MaxEntries, c.Kernel.PrefixV4, c.Kernel.PrefixV6)
+	return knowngood.New(c.KnownGood.Retention, c.KnownGood.MaxEntries, c.Kernel.Settings().Granularity())
 }
 
 // restoreKnownGood loads the saved known-good sources and puts them all in

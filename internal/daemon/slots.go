@@ -249,10 +249,5 @@ func (d *Daemon) prefixOf(a netip.Addr) (netip.Prefix, bool) {
 	if d.neverBan(a) || d.isKnownGood(a) {
 		return netip.Prefix{}, false
 	}
-	bits := d.cfg.Kernel.PrefixV6
-	if a.Is4() {
-		bits = d.cfg.Kernel.PrefixV4
-	}
-	p, _ := a.Prefix(bits)
-	return p, true
+	return d.cfg.Kernel.Settings().Granularity().Mask(a), true
 }

@@ -20,6 +20,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // Entry is one known-good source and when it last logged in.
@@ -30,29 +32,23 @@ type Entry struct {
 
 // Store is the set of known-good sources.
 type Store struct {
-	retention      time.Duration
-	max            int
-	bitsV4, bitsV6 int
-	m              map[netip.Prefix]*list.Element // of Entry
-	lru            *list.List                     // front: most recently seen
+	retention time.Duration
+	max       int
+	gran      datapath.Granularity
+	m         map[netip.Prefix]*list.Element // of Entry
+	lru       *list.List                     // front: most recently seen
 }
 
 // New returns an empty store keeping entries for retention after their
-// last login, at most max of them, masking sources to bitsV4 and bitsV6.
-func New(retention time.Duration, max, bitsV4, bitsV6 int) *Store {
-	return &Store{retention: retention, max: max, bitsV4: bitsV4, bitsV6: bitsV6,
+// last login, at most max of them, masking sources to the ban granularity.
+func New(retention time.Duration, max int, gran datapath.Granularity) *Store {
+	return &Store{retention: retention, max: max, gran: gran,
 		m: map[netip.Prefix]*list.Element{}, lru: list.New()}
 }
 
 // Mask returns the prefix a source is known by.
 func (s *Store) Mask(a netip.Addr) netip.Prefix {
-	a = a.Unmap()
-	bits := s.bitsV6
-	if a.Is4() {
-		bits = s.bitsV4
-	}
-	p, _ := a.Prefix(bits)
-	return p
+	return s.gran.Mask(a)
 }
 
 // Learn records a successful login from a at t. It returns the source's
@@ -119,12 +115,7 @@ func (s *Store) Overlaps(p netip.Prefix) bool {
 	return s.Contains(p.Addr())
 }
 
-func (s *Store) bits(a netip.Addr) int {
-	if a.Is4() {
-		return s.bitsV4
-	}
-	return s.bitsV6
-}
+func (s *Store) bits(a netip.Addr) int { return s.gran.Bits(a) }
 
 // Expire removes the entries whose last login is Retention or more before
 // now, and returns their prefixes (the kernel must forget them).

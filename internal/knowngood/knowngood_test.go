@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -15,7 +17,7 @@ const day = 24 * time.Hour
 func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
 func TestLearnMasksLikeABan(t *testing.T) {
-	s := New(30*day, 100, 32, 64)
+	s := New(30*day, 100, datapath.Granularity{V4: 32, V6: 64})
 	p, isNew, ev := s.Learn(addr("2001:db8:1:2::7"), t0)
 	if !isNew || len(ev) != 0 || p != netip.MustParsePrefix("2001:db8:1:2::/64") {
 		t.Fatalf("Learn: %v %v %v", p, isNew, ev)
@@ -32,7 +34,7 @@ func TestLearnMasksLikeABan(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	s := New(30*day, 100, 32, 64)
+	s := New(30*day, 100, datapath.Granularity{V4: 32, V6: 64})
 	s.Learn(addr("198.18.1.1"), t0)
 	s.Learn(addr("198.18.1.2"), t0.Add(10*day))
 	// A login refreshes: .1 logs in again on day 20.
@@ -53,7 +55,7 @@ func TestExpiry(t *testing.T) {
 }
 
 func TestBoundEvictsLeastRecentlySeen(t *testing.T) {
-	s := New(30*day, 3, 32, 64)
+	s := New(30*day, 3, datapath.Granularity{V4: 32, V6: 64})
 	for i := range 3 {
 		s.Learn(addr(fmt.Sprintf("198.18.1.%d", i+1)), t0.Add(time.Duration(i)*time.Minute))
 	}
@@ -78,7 +80,7 @@ func TestBoundEvictsLeastRecentlySeen(t *testing.T) {
 }
 
 func TestSnapshotRestore(t *testing.T) {
-	s := New(30*day, 100, 32, 64)
+	s := New(30*day, 100, datapath.Granularity{V4: 32, V6: 64})
 	s.Learn(addr("198.18.1.1"), t0)
 	s.Learn(addr("2001:db8:5:6::1"), t0.Add(time.Hour))
 	s.Learn(addr("198.18.1.3"), t0.Add(-29*day))
@@ -88,13 +90,13 @@ func TestSnapshotRestore(t *testing.T) {
 	}
 
 	// Restored two days later: .3 has expired meanwhile.
-	r := New(30*day, 100, 32, 64)
+	r := New(30*day, 100, datapath.Granularity{V4: 32, V6: 64})
 	r.Restore(snap, t0.Add(2*day))
 	if r.Len() != 2 || !r.Contains(addr("198.18.1.1")) || !r.Contains(addr("2001:db8:5:6::9")) || r.Contains(addr("198.18.1.3")) {
 		t.Fatalf("restored %v", r.Prefixes())
 	}
 	// The restored order is the recency order: the bound evicts .1 first.
-	if _, _, ev := New(0, 0, 32, 64).Learn(addr("198.18.9.9"), t0); ev != nil {
+	if _, _, ev := New(0, 0, datapath.Granularity{V4: 32, V6: 64}).Learn(addr("198.18.9.9"), t0); ev != nil {
 		t.Fatal("a store of size 0 evicts nothing")
 	}
 	r.SetLimits(30*day, 2)
@@ -105,7 +107,7 @@ func TestSnapshotRestore(t *testing.T) {
 
 	// A smaller bound on restore keeps the most recent; a coarser IPv6
 	// granularity re-masks and merges.
-	b := New(30*day, 1, 32, 48)
+	b := New(30*day, 1, datapath.Granularity{V4: 32, V6: 48})
 	b.Restore(append(snap, Entry{Prefix: netip.MustParsePrefix("2001:db8:5:7::/64"), LastSeen: t0}), t0)
 	if got := b.Prefixes(); !slices.Equal(got, []netip.Prefix{netip.MustParsePrefix("2001:db8:5::/48")}) {
 		t.Errorf("restored with max 1 and /48: %v", got)
@@ -113,7 +115,7 @@ func TestSnapshotRestore(t *testing.T) {
 }
 
 func TestOverlaps(t *testing.T) {
-	s := New(30*day, 100, 32, 64)
+	s := New(30*day, 100, datapath.Granularity{V4: 32, V6: 64})
 	s.Learn(addr("2001:db8:a:b::1"), t0)
 	if !s.Overlaps(netip.MustParsePrefix("2001:db8:a::/48")) {
 		t.Error("the /48 holding a known /64 overlaps it")

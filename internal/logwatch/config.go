@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sort"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // Config is the logwatch part of the daemon's configuration. The zero value
@@ -264,4 +266,10 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// granularity is what sources are scored and banned by: the kernel's,
+// which the daemon copies into IPv4Mask and IPv6Mask.
+func (c Config) granularity() datapath.Granularity {
+	return datapath.Granularity{V4: c.IPv4Mask, V6: c.IPv6Mask}
 }

@@ -24,6 +24,11 @@ func collect(t *testing.T, lines <-chan Line, want int) []Line {
 			if !ok {
 				t.Fatalf("lines closed after %d of %d", len(got), want)
 			}
+			if strings.HasSuffix(string(l.Data), ": marker") {
+				// A straggler of waitFollowing's: on a busy machine
+				// one may come after its drain gave up waiting.
+				continue
+			}
 			got = append(got, l)
 		case <-deadline:
 			t.Fatalf("got %d of %d lines in 60s", len(got), want)

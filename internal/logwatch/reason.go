@@ -27,5 +27,5 @@ var reasonOf = [numKinds]datapath.Reason{
 // history.
 func (c Config) Policy() offence.Policy {
 	return offence.Policy{BanDuration: c.BanDuration, Factor: c.EscalationFactor, MaxBanDuration: c.MaxBanDuration,
-		Retention: c.HistoryRetention, MaxOffenders: c.MaxOffenders, IPv4Mask: c.IPv4Mask, IPv6Mask: c.IPv6Mask}
+		Retention: c.HistoryRetention, MaxOffenders: c.MaxOffenders, Granularity: c.granularity()}
 }

@@ -35,9 +35,8 @@ type Policy struct {
 	Retention      time.Duration
 	// MaxOffenders caps the history; the least recently banned go first.
 	MaxOffenders int
-	// IPv4Mask and IPv6Mask are the granularity a source is known by; they
-	// match the kernel's.
-	IPv4Mask, IPv6Mask int
+	// Granularity is what a source is known by: the kernel's.
+	Granularity datapath.Granularity
 }
 
 // Validate names the first bad field.
@@ -53,8 +52,8 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("retention %v is negative", p.Retention)
 	case p.MaxOffenders < 1:
 		return fmt.Errorf("max offenders %d must be at least 1", p.MaxOffenders)
-	case p.IPv4Mask < 1 || p.IPv4Mask > 32 || p.IPv6Mask < 1 || p.IPv6Mask > 128:
-		return fmt.Errorf("masks /%d, /%d out of range", p.IPv4Mask, p.IPv6Mask)
+	case p.Granularity.V4 < 1 || p.Granularity.V4 > 32 || p.Granularity.V6 < 1 || p.Granularity.V6 > 128:
+		return fmt.Errorf("masks /%d, /%d out of range", p.Granularity.V4, p.Granularity.V6)
 	}
 	return nil
 }
@@ -108,12 +107,7 @@ func (h *History) SetPolicy(pol Policy) error {
 // Key is the prefix a source is known by: p's first address masked to the
 // policy's granularity.
 func (h *History) Key(p netip.Prefix) netip.Prefix {
-	a := p.Masked().Addr().Unmap()
-	bits := h.pol.IPv6Mask
-	if a.Is4() {
-		bits = h.pol.IPv4Mask
-	}
-	return netip.PrefixFrom(a, bits).Masked()
+	return h.pol.Granularity.Mask(p.Masked().Addr())
 }
 
 // Record enters a ban of p beginning at at, and returns how long it should

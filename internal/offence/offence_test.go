@@ -12,7 +12,7 @@ var t0 = time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 
 func policy() Policy {
 	return Policy{BanDuration: time.Hour, Factor: 2, MaxBanDuration: 7 * 24 * time.Hour, Retention: 30 * 24 * time.Hour,
-		MaxOffenders: 100, IPv4Mask: 32, IPv6Mask: 64}
+		MaxOffenders: 100, Granularity: datapath.Granularity{V4: 32, V6: 64}}
 }
 
 func newHistory(t *testing.T, pol Policy) *History {
@@ -103,7 +103,7 @@ func TestSnapshotRestoreAndBound(t *testing.T) {
 	}
 	// A /24 history restores one source from the two /32s.
 	pol24 := policy()
-	pol24.IPv4Mask = 24
+	pol24.Granularity.V4 = 24
 	h2 := newHistory(t, pol24)
 	if err := h2.Restore(snap, now); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestPolicyValidate(t *testing.T) {
 		func(p *Policy) { p.MaxBanDuration = time.Minute },
 		func(p *Policy) { p.Retention = -1 },
 		func(p *Policy) { p.MaxOffenders = 0 },
-		func(p *Policy) { p.IPv6Mask = 129 },
+		func(p *Policy) { p.Granularity.V6 = 129 },
 	} {
 		p := policy()
 		f(&p)
