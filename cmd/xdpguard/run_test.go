@@ -32,7 +32,7 @@ type daemonWorld struct {
 	cfgFile  string
 	metrics  string
 	cmd      *exec.Cmd
-	out      *syncBuffer
+	out      *testutil.Buffer
 	held     sync.Map // server side of accepted connections, kept open
 
 	kernel, kernelBan string // kernel.syn_rate and kernel.ban_duration
@@ -115,7 +115,7 @@ detect:
 
 func (w *daemonWorld) start() {
 	w.t.Helper()
-	w.out = &syncBuffer{}
+	w.out = &testutil.Buffer{}
 	w.cmd = exec.Command("nsenter", "--net="+w.srv.Path(), binary, "run", "--config", w.cfgFile)
 	w.cmd.Env = append(os.Environ(), w.env()...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
@@ -407,23 +407,6 @@ func TestDaemon(t *testing.T) {
 			t.Fatal("protection gone after SIGTERM")
 		}
 	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A source the kernel bans twice gets a longer second ban: kernel bans feed

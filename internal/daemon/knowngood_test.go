@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/datapath"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/state"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 var probeSeq int
@@ -46,7 +45,7 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 	det.Files = c.Logs.Files
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	logs := &lockedBuffer{}
+	logs := &testutil.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			out := logs.String()
@@ -371,22 +370,4 @@ func TestKnownGoodFromHistory(t *testing.T) {
 	if _, ok := d.bannedNow(netip.MustParseAddr("198.18.95.3")); ok {
 		t.Error("an old attack line banned someone at start-up")
 	}
-}
-
-// lockedBuffer collects the daemon's log for a failing test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // measureFirewallBouncer runs CrowdSec's own firewall bouncer, in nftables
@@ -45,7 +47,7 @@ nftables:
   ipv6: {enabled: true, set-only: false, table: crowdsec6, chain: crowdsec6-chain}
 prometheus: {enabled: false}
 `, dir, lapiPort, key)), 0o644))
-	out := &syncBuffer{}
+	out := &testutil.Buffer{}
 	cmd := exec.Command("nsenter", "--net="+l.ns.Path(), bin, "-c", cfg)
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()

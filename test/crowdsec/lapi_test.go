@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +28,7 @@ type lapi struct {
 	cfg  string
 	port int
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.Buffer
 }
 
 func startLAPI(t *testing.T, ns *testutil.NS, port int) *lapi {
@@ -94,7 +93,7 @@ prometheus:
 func (l *lapi) start() {
 	l.t.Helper()
 	if l.out == nil {
-		l.out = &syncBuffer{}
+		l.out = &testutil.Buffer{}
 	}
 	l.cmd = exec.Command("nsenter", "--net="+l.ns.Path(), "crowdsec", "-c", l.cfg, "-no-cs")
 	l.cmd.Stdout, l.cmd.Stderr = l.out, l.out
@@ -168,21 +167,4 @@ func (l *lapi) bouncerKey(name string) string {
 func (l *lapi) machine(name, password string) {
 	l.t.Helper()
 	l.cscli("machines", "add", name, "-p", password, "-f", filepath.Join(l.dir, name+".yaml"), "--force")
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -80,7 +80,7 @@ type host struct {
 	root string
 	cfg  string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testutil.Buffer
 }
 
 func newWorld(t *testing.T) *world {
@@ -174,7 +174,7 @@ slot_holders: {idle: 2s, min_connections: 2}
 crowdsec:
 %s`, h.name, logFile, allowedIP, h.root, filepath.Join(h.dir, "state"), crowdsec)
 	must(h.t, os.WriteFile(h.cfg, []byte(cfg), 0o644))
-	h.out = &syncBuffer{}
+	h.out = &testutil.Buffer{}
 	h.cmd = exec.Command("nsenter", "--net="+h.ns.Path(), binary, "run", "--config", h.cfg)
 	h.cmd.Stdout, h.cmd.Stderr = h.out, h.out
 	must(h.t, h.cmd.Start())
