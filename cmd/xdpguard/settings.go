@@ -28,7 +28,7 @@ func commonFlags() []cli.Flag {
 		&cli.StringFlag{Name: "pin-root", EnvVars: []string{envPinRoot},
 			Usage: "bpffs `DIR` holding xdpguard's maps and links (default: the file's pin_root, else " + datapath.DefaultPinRoot + ")"},
 		&cli.StringFlag{Name: "state-dir", EnvVars: []string{envStateDir},
-			Usage: "`DIR` of the state file that carries bans and allow rules across reboots (default: the file's state_dir, else /var/lib/xdpguard)"},
+			Usage: "`DIR` of the state file that carries bans and allow rules across reboots (default: the file's state_dir, else " + config.DefaultStateDir + ")"},
 	}
 }
 
