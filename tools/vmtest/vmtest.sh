@@ -21,7 +21,7 @@ GO=${GO:-go}
 
 # Go packages whose test binaries run in the VM: only those that touch the
 # kernel, since everything runs 10-15x slower under TCG.
-VMTEST_PKGS=${VMTEST_PKGS:-./loader ./bpf}
+VMTEST_PKGS=${VMTEST_PKGS:-./internal/datapath ./internal/bpf}
 # Flags for every test binary. -test.short keeps the slow cases out.
 VMTEST_TESTFLAGS=${VMTEST_TESTFLAGS:--test.v -test.short -test.timeout=20m}
 # Kernel modules (and their dependencies) loaded before the tests.
