@@ -3,6 +3,7 @@ package datapath
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -38,6 +39,10 @@ type Stats struct {
 	// known-good, dropped by the admission limit (not a ban).
 	DroppedAdmission   uint64 `json:"dropped_admission"`
 	WouldDropAdmission uint64 `json:"would_drop_admission"` // monitor mode, counted in Passed too
+	// SYNUntracked counts SYNs (within SYNs) whose source found both its
+	// slots in the SYN tracker held by sources with more SYNs: they pass
+	// uncounted. Growing means kernel.max_tracked is too small.
+	SYNUntracked uint64 `json:"syn_untracked"`
 }
 
 // Seen is the number of packets the program looked at.
@@ -72,6 +77,7 @@ func (g *Guard) Stats() (Stats, error) {
 		KnownGoodSpared:    sum[bpf.XdpguardStatSTAT_KNOWN_GOOD],
 		DroppedAdmission:   sum[bpf.XdpguardStatSTAT_DROP_ADMISSION],
 		WouldDropAdmission: sum[bpf.XdpguardStatSTAT_WOULD_DROP_ADMISSION],
+		SYNUntracked:       sum[bpf.XdpguardStatSTAT_SYN_UNTRACKED],
 	}, nil
 }
 
@@ -103,22 +109,23 @@ func (g *Guard) TopSources(n int) ([]Source, error) {
 		return (st.Tat - now + interval - 1) / interval
 	}
 	var out []Source
-	collect := func(m *ebpf.Map, toPrefix func([]byte) netip.Prefix) error {
-		var k []byte
-		var v bpf.XdpguardSynState
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			out = append(out, Source{Prefix: toPrefix(k), InWindow: inWindow(v), SYNs: v.Syns})
+	add := func(p netip.Prefix, st bpf.XdpguardSynState) {
+		// A slot never taken, or given up by a source that was banned.
+		if st.Syns == 0 && st.Tat == 0 && st.AdmitNs == 0 {
+			return
 		}
-		return it.Err()
+		out = append(out, Source{Prefix: p, InWindow: inWindow(st), SYNs: uint64(st.Syns)})
 	}
-	if err := collect(g.maps.SynV4, func(k []byte) netip.Prefix {
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k)), s.PrefixV4)
+	if err := eachSlot(g.maps.SynV4, func(v *bpf.XdpguardSynSlotV4) {
+		add(netip.PrefixFrom(addr4(uint32(v.Key)), s.PrefixV4), v.S)
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv4 SYN tracker: %w", err)
 	}
-	if err := collect(g.maps.SynV6, func(k []byte) netip.Prefix {
-		return netip.PrefixFrom(netip.AddrFrom16([16]byte(k)), s.PrefixV6)
+	if err := eachSlot(g.maps.SynV6, func(v *bpf.XdpguardSynSlotV6) {
+		var a [16]byte
+		binary.NativeEndian.PutUint64(a[:8], v.Key.Hi)
+		binary.NativeEndian.PutUint64(a[8:], v.Key.Lo)
+		add(netip.PrefixFrom(netip.AddrFrom16(a), s.PrefixV6), v.S)
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv6 SYN tracker: %w", err)
 	}
@@ -135,6 +142,27 @@ func (g *Guard) TopSources(n int) ([]Source, error) {
 		out = out[:n]
 	}
 	return out, nil
+}
+
+// eachSlot reads an array map in batches: a SYN tracker has tens of
+// thousands of slots, most of them never used.
+func eachSlot[V any](m *ebpf.Map, fn func(*V)) error {
+	const batch = 4096
+	keys := make([]uint32, batch)
+	vals := make([]V, batch)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.BatchLookup(&cursor, keys, vals, nil)
+		for i := range vals[:n] {
+			fn(&vals[i])
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func native32(b []byte) uint32       { return binary.NativeEndian.Uint32(b) }
