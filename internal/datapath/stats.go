@@ -3,12 +3,9 @@ package datapath
 import (
 	"cmp"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
-
-	"github.com/cilium/ebpf"
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
 )
@@ -116,12 +113,12 @@ func (g *Guard) TopSources(n int) ([]Source, error) {
 		}
 		out = append(out, Source{Prefix: p, InWindow: inWindow(st), SYNs: uint64(st.Syns)})
 	}
-	if err := eachSlot(g.maps.SynV4, func(v *bpf.XdpguardSynSlotV4) {
+	if err := dump(g.maps.SynV4, func(_ uint32, v bpf.XdpguardSynSlotV4) {
 		add(netip.PrefixFrom(addr4(uint32(v.Key)), s.PrefixV4), v.S)
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv4 SYN tracker: %w", err)
 	}
-	if err := eachSlot(g.maps.SynV6, func(v *bpf.XdpguardSynSlotV6) {
+	if err := dump(g.maps.SynV6, func(_ uint32, v bpf.XdpguardSynSlotV6) {
 		var a [16]byte
 		binary.NativeEndian.PutUint64(a[:8], v.Key.Hi)
 		binary.NativeEndian.PutUint64(a[8:], v.Key.Lo)
@@ -142,27 +139,6 @@ func (g *Guard) TopSources(n int) ([]Source, error) {
 		out = out[:n]
 	}
 	return out, nil
-}
-
-// eachSlot reads an array map in batches: a SYN tracker has tens of
-// thousands of slots, most of them never used.
-func eachSlot[V any](m *ebpf.Map, fn func(*V)) error {
-	const batch = 4096
-	keys := make([]uint32, batch)
-	vals := make([]V, batch)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range vals[:n] {
-			fn(&vals[i])
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-	}
 }
 
 func native32(b []byte) uint32       { return binary.NativeEndian.Uint32(b) }
