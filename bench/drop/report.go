@@ -425,5 +425,8 @@ func (rp *report) markdown(svgPath string) string {
 	if n := rp.notes(); len(n) > 0 {
 		b.WriteString("\n### Loading the bans\n\n" + strings.Join(n, "\n") + "\n")
 	}
+	if mdOutro != "" {
+		b.WriteString("\n" + mdOutro)
+	}
 	return b.String()
 }
