@@ -1,5 +1,14 @@
 package main
 
+import _ "embed"
+
+// mdOutro ends BENCHMARKS.md: measurements that are not this harness's
+// (make bench-bpf, and before/after runs of it), kept by hand in
+// measurements.md so that a new run does not erase them.
+//
+//go:embed measurements.md
+var mdOutro string
+
 // mdIntro is the fixed part of BENCHMARKS.md; the results follow it.
 const mdIntro = `# Drop benchmark: xdpguard, nftables, ipset and xdp-filter
 

@@ -101,7 +101,7 @@ func oaMech(mode string) mech {
 		return err
 	}
 	return mech{
-		Name: "bucket-array lookup + XDP_DROP", Mode: mode,
+		Name: bucketName, Mode: mode,
 		setup: func(h *harness, srcs []uint32) (string, error) {
 			table, over := oaBuild(srcs)
 			if over > 0 {

@@ -395,87 +395,6 @@ func parseSNMP(out, proto, name string) (uint64, error) {
 	return 0, fmt.Errorf("/proc/net/snmp: no %s %s", proto, name)
 }
 
-// targets checks issue 7's targets for xdpguard in native mode, each as a
-// ratio within this one run.
-func (rp *report) targets() []string {
-	var out []string
-	check := func(ok bool, format string, a ...any) {
-		mark := "MISSED"
-		if ok {
-			mark = "met"
-		}
-		out = append(out, fmt.Sprintf("- %s: %s", mark, fmt.Sprintf(format, a...)))
-	}
-	limits := map[int]float64{10000: 1.3, 100000: 2.2}
-	for _, n := range rp.Sizes {
-		xg, ok1 := rp.find("xdpguard", "native", n)
-		x, _, _, ok2 := xg.spread()
-		if !ok1 || !ok2 {
-			continue
-		}
-		if lim, ok := limits[n]; ok {
-			if f, ok := rp.find(floorName, "native", n); ok {
-				if fm, _, _, ok := f.spread(); ok {
-					check(x/fm <= lim, "%s banned: xdpguard costs %.2f× the XDP_DROP floor (target ≤ %.1f×)", count(n), x/fm, lim)
-				}
-			}
-		}
-		if r, ok := rp.find(nftName, "", n); ok {
-			if nm, _, _, ok := r.spread(); ok {
-				check(nm/x >= 4, "%s banned: xdpguard is %.2f× cheaper than the nftables ingress set (target ≥ 4×)", count(n), nm/x)
-			}
-		}
-		if r, ok := rp.find("xdp-filter", "native", n); ok {
-			if fm, _, _, ok := r.spread(); ok {
-				want := 1.0
-				if n == 100000 {
-					want = 1.5
-				}
-				check(fm/x > want || (want == 1 && fm/x > 1), "%s banned: xdpguard is %.2f× cheaper than xdp-filter (target > %.1f×)", count(n), fm/x, want)
-			}
-		}
-	}
-	worst, where := 101.0, ""
-	for _, r := range rp.Rows {
-		// XDP filters only: the floor drops the client by design, and the
-		// reference lookups are not products.
-		if r.Mode == "" || !r.Filter {
-			continue
-		}
-		if pct, _, _, ok := r.client(); ok && pct < worst {
-			worst, where = pct, fmt.Sprintf("%s, %s banned", r.label(), count(r.Size))
-		}
-	}
-	if where != "" {
-		check(worst >= 99, "the legitimate client's worst success rate during an XDP flood is %.1f%% (%s; target ≥ 99%%)", worst, where)
-	}
-	return out
-}
-
-// references states the reference lookups' cost relative to the floor.
-func (rp *report) references() []string {
-	var out []string
-	for _, n := range rp.Sizes {
-		f, ok := rp.find(floorName, "native", n)
-		fm, _, _, ok2 := f.spread()
-		if !ok || !ok2 {
-			continue
-		}
-		var parts []string
-		for _, name := range []string{"bare hash lookup + XDP_DROP", "bucket-array lookup + XDP_DROP", "xdpguard"} {
-			if r, ok := rp.find(name, "native", n); ok {
-				if m, _, _, ok := r.spread(); ok {
-					parts = append(parts, fmt.Sprintf("%s %.2f×", strings.TrimSuffix(name, " + XDP_DROP"), m/fm))
-				}
-			}
-		}
-		if len(parts) > 0 {
-			out = append(out, fmt.Sprintf("- %s banned, × the native floor: %s", count(n), strings.Join(parts, ", ")))
-		}
-	}
-	return out
-}
-
 // markdown is BENCHMARKS.md: the method, then this run's results.
 func (rp *report) markdown(svgPath string) string {
 	var b strings.Builder
@@ -492,7 +411,7 @@ func (rp *report) markdown(svgPath string) string {
 		b.WriteString(l + "\n")
 	}
 	if t := rp.targets(); len(t) > 0 {
-		b.WriteString("\n### Targets (issue 7), xdpguard in native mode\n\n" + strings.Join(t, "\n") + "\n")
+		b.WriteString("\n### Targets (issue 17), xdpguard in native mode\n\n" + strings.Join(t, "\n") + "\n")
 	}
 	if r := rp.references(); len(r) > 0 {
 		b.WriteString("\nFor comparison, the references in the same run:\n\n" + strings.Join(r, "\n") + "\n")
@@ -505,6 +424,9 @@ func (rp *report) markdown(svgPath string) string {
 	}
 	if n := rp.notes(); len(n) > 0 {
 		b.WriteString("\n### Loading the bans\n\n" + strings.Join(n, "\n") + "\n")
+	}
+	if mdOutro != "" {
+		b.WriteString("\n" + mdOutro)
 	}
 	return b.String()
 }

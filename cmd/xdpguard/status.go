@@ -194,6 +194,7 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 		{"malformed", c.Malformed}, {"events lost", c.EventsLost}, {"kernel bans with no free slot", c.BanTableFull},
 		{"SYN resends (not counted)", c.SYNRetransmits}, {"known-good over the rate (spared)", c.KnownGoodSpared},
 		{"dropped (admission)", c.DroppedAdmission}, {"would drop (admission, monitor)", c.WouldDropAdmission},
+		{"SYNs untracked (SYN tracker full)", c.SYNUntracked},
 	} {
 		fmt.Fprintf(tw, "  %s\t%d\n", row.name, row.v)
 	}

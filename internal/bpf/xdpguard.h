@@ -109,11 +109,27 @@ enum syn_fp {
 
 struct syn_state {
 	__u64 tat;		// theoretical arrival time of the next SYN, CLOCK_MONOTONIC
-	__u64 syns;		// SYNs counted since the entry was created
 	__u64 admit_ns;		// under admission: the earliest next new connection
 	__u64 fp[SYN_FPS];	// enum syn_fp; slot syns % SYN_FPS is the next written
+	__u32 syns;		// SYNs counted since the source took the slot
+	__u32 pad;
 };
 
+// The SYN tracker is a table of slots, not a hash map: each source has two
+// candidate slots (an even one from its seeded hash and its odd neighbour,
+// the same 128 bytes), and a new source may take one only from a source that
+// holds at most one SYN in its rate window (see syntrack.h). An IPv4 slot is
+// one cache line, an IPv6 one two.
+struct syn_slot_v4 {
+	__u64 key;		// masked source, network order, in the low 32 bits
+	struct syn_state s;
+};
+
+struct syn_slot_v6 {
+	struct in6_key key;
+	struct syn_state s;
+	__u8 pad[56];		// a power-of-two size: a slot never straddles lines
+};
 
 enum config_flags {
 	FLAG_MONITOR = 1 << 0,		// count what would drop, drop nothing
@@ -145,6 +161,8 @@ struct config {
 	__u32 retrans_ticks;	// a SYN's retransmissions within this many FP ticks are not new
 	__u64 admit_interval_ns;	// under admission: one new connection per source per interval
 	__u64 retrans_window_ns;	// read back by userspace only
+	__u32 syn_mask;		// SYN tracker slots - 1 (a power of two)
+	__u32 syn_seed;		// the SYN tracker's hash seed, random per set of maps
 	__u64 ports[1024];	// bitmap of protected destination ports
 };
 
@@ -176,7 +194,8 @@ enum stat {
 	STAT_KNOWN_GOOD = 12,		// SYNs of known-good sources over the rate: not banned
 	STAT_DROP_ADMISSION = 13,	// new connections over the admission limit
 	STAT_WOULD_DROP_ADMISSION = 14,	// monitor mode; also counted as PASS
-	STAT_MAX = 15,
+	STAT_SYN_UNTRACKED = 15,	// SYNs whose source found no slot in the SYN tracker
+	STAT_MAX = 16,
 };
 
 // Per-CPU counters, indexed by enum stat.

@@ -97,6 +97,8 @@ type XdpguardConfig struct {
 	RetransTicks    uint32
 	AdmitIntervalNs uint64
 	RetransWindowNs uint64
+	SynMask         uint32
+	SynSeed         uint32
 	Ports           [1024]uint64
 }
 
@@ -110,7 +112,7 @@ const (
 
 type XdpguardCounters struct {
 	_ structs.HostLayout
-	N [15]uint64
+	N [16]uint64
 }
 
 type XdpguardEvent struct {
@@ -173,7 +175,8 @@ const (
 	XdpguardStatSTAT_KNOWN_GOOD           XdpguardStat = 12
 	XdpguardStatSTAT_DROP_ADMISSION       XdpguardStat = 13
 	XdpguardStatSTAT_WOULD_DROP_ADMISSION XdpguardStat = 14
-	XdpguardStatSTAT_MAX                  XdpguardStat = 15
+	XdpguardStatSTAT_SYN_UNTRACKED        XdpguardStat = 15
+	XdpguardStatSTAT_MAX                  XdpguardStat = 16
 )
 
 type XdpguardSynFp uint32
@@ -184,12 +187,26 @@ const (
 	XdpguardSynFpFP_MAX_RETRANS XdpguardSynFp = 5
 )
 
+type XdpguardSynSlotV4 struct {
+	_   structs.HostLayout
+	Key uint64
+	S   XdpguardSynState
+}
+
+type XdpguardSynSlotV6 struct {
+	_   structs.HostLayout
+	Key XdpguardIn6Key
+	S   XdpguardSynState
+	Pad [56]uint8
+}
+
 type XdpguardSynState struct {
 	_       structs.HostLayout
 	Tat     uint64
-	Syns    uint64
 	AdmitNs uint64
 	Fp      [4]uint64
+	Syns    uint32
+	Pad     uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -138,7 +138,7 @@ type Kernel struct {
 	PrefixV6 int `yaml:"prefix_v6"`
 	// Map sizes, per address family.
 	MaxBans      int `yaml:"max_bans"`
-	MaxTracked   int `yaml:"max_tracked"` // SYN-rate tracker entries (LRU)
+	MaxTracked   int `yaml:"max_tracked"` // SYN tracker slots, rounded up to a power of two
 	MaxCIDRRules int `yaml:"max_cidr_rules"`
 }
 

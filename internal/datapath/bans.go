@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -9,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
 )
@@ -149,97 +147,6 @@ func (g *Guard) writeTable(fn func(*table4) error) error {
 		return err
 	}
 	return fn(t)
-}
-
-// key4 is an address as the program reads it from a packet.
-func key4(a [4]byte) uint32 { return binary.NativeEndian.Uint32(a[:]) }
-
-func addr4(key uint32) netip.Addr {
-	var a [4]byte
-	binary.NativeEndian.PutUint32(a[:], key)
-	return netip.AddrFrom4(a)
-}
-
-// batchPut writes vals under keys, recording how to restore what was there.
-func batchPut[K comparable](m *ebpf.Map, keys []K, val bpf.XdpguardBan, undo *[]func()) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	var prev []K
-	var prevVals []bpf.XdpguardBan
-	var fresh []K
-	existing := func(k K) (bpf.XdpguardBan, bool) {
-		var v bpf.XdpguardBan
-		return v, m.Lookup(&k, &v) == nil
-	}
-	if len(keys) > 1024 {
-		// One batch dump beats a lookup syscall per key.
-		all := map[K]bpf.XdpguardBan{}
-		if err := dump(m, func(k K, v bpf.XdpguardBan) { all[k] = v }); err != nil {
-			return err
-		}
-		existing = func(k K) (bpf.XdpguardBan, bool) { v, ok := all[k]; return v, ok }
-	}
-	for _, k := range keys {
-		if old, ok := existing(k); ok {
-			prev = append(prev, k)
-			prevVals = append(prevVals, old)
-		} else {
-			fresh = append(fresh, k)
-		}
-	}
-	vals := make([]bpf.XdpguardBan, len(keys))
-	for i := range vals {
-		vals[i] = val
-	}
-	*undo = append(*undo, func() {
-		m.BatchDelete(fresh, nil)
-		if len(prev) > 0 {
-			m.BatchUpdate(prev, prevVals, nil)
-		}
-	})
-	if _, err := m.BatchUpdate(keys, vals, nil); err != nil {
-		if !errors.Is(err, ebpf.ErrNotSupported) {
-			return err
-		}
-		for i := range keys {
-			if err := m.Put(&keys[i], &vals[i]); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// dump calls fn for every entry of a hash map, in batches of a few thousand
-// entries per syscall where the kernel supports it.
-func dump[K comparable, V any](m *ebpf.Map, fn func(K, V)) error {
-	const chunk = 4096
-	keys := make([]K, chunk)
-	vals := make([]V, chunk)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := m.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			fn(keys[i], vals[i])
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-	}
-	var k K
-	var v V
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		fn(k, v)
-	}
-	return it.Err()
 }
 
 // Effective returns the prefixes the kernel holds bans on ps under: each
@@ -403,39 +310,6 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 	return n, nil
 }
 
-// deleteKeys deletes the keys that exist; a batch delete stops at the first
-// missing key, so missing ones are filtered out first.
-func deleteKeys[K comparable](m *ebpf.Map, keys []K) (int, error) {
-	if len(keys) == 0 {
-		return 0, nil
-	}
-	all := map[K]bool{}
-	if err := dump(m, func(k K, _ bpf.XdpguardBan) { all[k] = true }); err != nil {
-		return 0, err
-	}
-	var present []K
-	for _, k := range keys {
-		if all[k] {
-			present = append(present, k)
-			delete(all, k) // duplicates in keys
-		}
-	}
-	if len(present) == 0 {
-		return 0, nil
-	}
-	n, err := m.BatchDelete(present, nil)
-	if errors.Is(err, ebpf.ErrNotSupported) {
-		n = 0
-		for i := range present {
-			if err := m.Delete(&present[i]); err == nil {
-				n++
-			}
-		}
-		return n, nil
-	}
-	return n, err
-}
-
 // Bans lists the bans in force now, exact and prefix, sorted by address.
 func (g *Guard) Bans() ([]Ban, error) {
 	all, err := g.bans()
@@ -530,41 +404,6 @@ func (g *Guard) unbanWhere(pick func(Ban) bool) (int, error) {
 	return g.UnbanMany(ps)
 }
 
-// Sweep deletes expired bans and rules. The kernel already ignores them;
-// sweeping returns their memory, and keeps the IPv4 table's lookups short.
-// An IPv6 source the kernel re-bans between the read and the delete loses
-// that ban, and is banned again at its next burst.
-func (g *Guard) Sweep() (int, error) {
-	n := 0
-	if err := g.writeTable(func(t *table4) error {
-		n = t.sweep(tickOf(monoNow()))
-		return nil
-	}); err != nil {
-		return 0, err
-	}
-	now := time.Now()
-	d, err := g.unbanWhere(func(b Ban) bool {
-		v4table := b.Prefix.Addr().Is4() && !b.CIDR
-		return !v4table && !b.Expires.IsZero() && !b.Expires.After(now)
-	})
-	n += d
-	if err != nil {
-		return n, err
-	}
-	rules, err := g.Rules()
-	if err != nil {
-		return n, err
-	}
-	for _, r := range rules {
-		if r.Action == ActionAllow && !r.Expires.IsZero() && !r.Expires.After(now) {
-			if g.deleteRule(r.Prefix) == nil {
-				n++
-			}
-		}
-	}
-	return n, g.recountRules()
-}
-
 func normalize(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
 		return netip.Prefix{}, errors.New("invalid prefix")
@@ -583,28 +422,4 @@ func granularity(s Settings, a netip.Addr) int {
 		return s.PrefixV4
 	}
 	return s.PrefixV6
-}
-
-// clock converts the kernel's CLOCK_MONOTONIC deadlines to wall-clock time.
-type clock struct {
-	mono    uint64
-	wallNow time.Time
-}
-
-func newClock() clock { return clock{mono: monoNow(), wallNow: time.Now()} }
-
-func (c clock) wall(deadline uint64) time.Time {
-	if deadline == 0 {
-		return time.Time{}
-	}
-	return c.wallNow.Add(time.Duration(int64(deadline - c.mono))).Round(time.Millisecond)
-}
-
-// monoNow reads the clock bpf_ktime_get_ns reads.
-func monoNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic(fmt.Sprintf("clock_gettime(CLOCK_MONOTONIC): %v", err))
-	}
-	return uint64(ts.Nano())
 }

@@ -27,8 +27,14 @@ func newTestGuard(t testing.TB, s Settings) *Guard {
 // newSizedGuard is newTestGuard with room for maxBans bans per family.
 func newSizedGuard(t testing.TB, s Settings, maxBans uint32) *Guard {
 	t.Helper()
+	return newGuardWith(t, s, Options{MaxBans: maxBans, MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
+}
+
+// newGuardWith is newTestGuard with the map sizes of opts.
+func newGuardWith(t testing.TB, s Settings, opts Options) *Guard {
+	t.Helper()
 	testutil.RequireRoot(t)
-	g, err := New(Options{MaxBans: maxBans, MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
+	g, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

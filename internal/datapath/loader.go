@@ -8,6 +8,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,9 @@ const DefaultPinRoot = "/sys/fs/bpf/xdpguard"
 // so an empty one costs only its bucket array. The IPv4 ban table has two
 // sides, each preallocated at twice MaxBans slots (8 bytes each): 16 MiB
 // apiece for the default million. Only the part that fits the bans held is
-// in use, so few bans stay in few cache lines.
+// in use, so few bans stay in few cache lines. The SYN trackers are tables
+// of MaxTracked slots (rounded up to a power of two), 64 bytes each for
+// IPv4 and 128 for IPv6: 12 MiB for the default 65,536.
 const (
 	DefaultMaxBans    = 1 << 20
 	DefaultMaxTracked = 1 << 16
@@ -70,6 +73,12 @@ func bucketsFor(bans uint32) uint32 {
 		n <<= 1
 	}
 	return n
+}
+
+// trackerSlots sizes a SYN tracker: a power of two of slots, at least the
+// two candidates one source has, because the program masks its hash.
+func trackerSlots(n uint32) uint32 {
+	return max(2, uint32(1)<<bits.Len32(n-1))
 }
 
 // mapNames lists the maps that are pinned, in a stable order.
@@ -162,8 +171,8 @@ func New(opts Options) (*Guard, error) {
 		bpf.XdpguardMapBansV4:     2 * bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
 		bpf.XdpguardMapBansV4Meta: 2 * bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
 		bpf.XdpguardMapBansV6:     orDefault(opts.MaxBans, DefaultMaxBans),
-		bpf.XdpguardMapSynV4:      orDefault(opts.MaxTracked, DefaultMaxTracked),
-		bpf.XdpguardMapSynV6:      orDefault(opts.MaxTracked, DefaultMaxTracked),
+		bpf.XdpguardMapSynV4:      trackerSlots(orDefault(opts.MaxTracked, DefaultMaxTracked)),
+		bpf.XdpguardMapSynV6:      trackerSlots(orDefault(opts.MaxTracked, DefaultMaxTracked)),
 		bpf.XdpguardMapCidrV4:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 		bpf.XdpguardMapCidrV6:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 		bpf.XdpguardMapGoodV4:     MaxKnownGood,

@@ -24,9 +24,66 @@ type model struct {
 	bans      map[netip.Addr]bool // masked source -> active (false: expired)
 	rules     map[netip.Prefix]Action
 	good      map[netip.Addr]bool
-	syns      map[netip.Addr]*tracked
+	syns      [2]synTable // IPv4, IPv6: one table each, as in the kernel
 	stats     Stats
 	autoBan   []netip.Addr
+}
+
+// synTable is the SYN tracker: slots in pairs, a source in either slot of
+// the pair its seeded hash picks, taken from an idle source first, else
+// from one with at most one SYN in its window. Time is frozen, so a
+// source's rate count says how many SYNs its window holds.
+type synTable struct {
+	seed  uint32
+	slots []synSlot
+}
+
+type synSlot struct {
+	key netip.Addr // invalid: never taken
+	st  tracked
+}
+
+// murmur3's finalizer over the seeded word.
+func fmix(k, seed uint32) uint32 {
+	h := k ^ seed
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
+}
+
+// track returns a's entry, taking a slot for it if it has none; nil when
+// both of its slots hold sources with more SYNs in their window than one.
+func (t *synTable) track(a netip.Addr) *tracked {
+	var h uint32
+	if a.Is4() {
+		b := a.As4()
+		h = fmix(binary.NativeEndian.Uint32(b[:]), t.seed)
+	} else {
+		b := a.As16()
+		h = t.seed
+		for i := 0; i < 16; i += 4 {
+			h = fmix(binary.NativeEndian.Uint32(b[i:]), h)
+		}
+	}
+	i := int(h) & (len(t.slots) - 1) &^ 1
+	pair := t.slots[i : i+2]
+	for j := range pair {
+		if pair[j].key == a {
+			return &pair[j].st
+		}
+	}
+	for _, light := range []uint32{0, 1} {
+		for j := range pair {
+			if pair[j].st.rate <= light {
+				pair[j] = synSlot{key: a}
+				return &pair[j].st
+			}
+		}
+	}
+	return nil
 }
 
 // tracked is a source's SYN tracker entry.
@@ -211,10 +268,15 @@ func (m *model) verdict(b []byte) uint32 {
 	}
 	if p.syn && toPort && (m.s.RateThreshold > 0 || m.admission) {
 		m.stats.SYNs++
-		st := m.syns[key]
+		table := &m.syns[0]
+		if key.Is6() {
+			table = &m.syns[1]
+		}
+		st := table.track(key)
 		if st == nil {
-			st = &tracked{}
-			m.syns[key] = st
+			m.stats.SYNUntracked++
+			m.stats.Passed++
+			return xdpPass
 		}
 		// A resend: the same port and sequence number as one of the last
 		// four counted SYNs, resent fewer than FP_MAX_RETRANS times. Port 0 with
@@ -241,7 +303,7 @@ func (m *model) verdict(b []byte) uint32 {
 			if st.rate >= m.s.RateThreshold {
 				if !good {
 					m.bans[key] = true
-					delete(m.syns, key)
+					*st = tracked{} // the slot stays its, idle
 					m.stats.AutoBans++
 					m.autoBan = append(m.autoBan, key)
 					return m.drop(&m.stats.DroppedBan, &m.stats.WouldDropBan)
@@ -333,10 +395,15 @@ func (c *corpus) fresh() []byte {
 }
 
 // setupBoth puts the same bans and rules into the kernel and the model.
-func setupBoth(t testing.TB, s Settings) (*Guard, *model, []netip.Addr) {
-	g := newTestGuard(t, s)
+// tracked is the SYN tracker's size in slots.
+func setupBoth(t testing.TB, s Settings, tracked uint32) (*Guard, *model, []netip.Addr) {
+	g := newGuardWith(t, s, Options{MaxBans: 1 << 14, MaxTracked: tracked, MaxCIDR: 1 << 10})
+	var c bpf.XdpguardConfig
+	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
+		t.Fatal(err)
+	}
 	m := &model{s: s, bans: map[netip.Addr]bool{}, rules: map[netip.Prefix]Action{}, good: map[netip.Addr]bool{},
-		syns: map[netip.Addr]*tracked{}}
+		syns: [2]synTable{{seed: c.SynSeed, slots: make([]synSlot, tracked)}, {seed: c.SynSeed, slots: make([]synSlot, tracked)}}}
 	var sources []netip.Addr
 	for i := range 24 {
 		sources = append(sources, netip.AddrFrom4([4]byte{198, 18, byte(i / 8), byte(1 + i)}))
@@ -404,18 +471,23 @@ func TestDifferential(t *testing.T) {
 		n = 6000
 	}
 	for _, variant := range []struct {
-		name string
-		edit func(*Settings)
+		name    string
+		edit    func(*Settings)
+		tracked uint32 // SYN tracker slots; 0: 4,096
 	}{
-		{"default", func(*Settings) {}},
-		{"coarse granularity", func(s *Settings) { s.PrefixV4, s.PrefixV6 = 24, 48 }},
-		{"scope ports", func(s *Settings) { s.Scope = ScopePorts }},
-		{"monitor", func(s *Settings) { s.Monitor = true }},
-		{"admission", func(s *Settings) {}},
-		{"admission, monitor", func(s *Settings) { s.Monitor = true }},
-		{"admission, no limiter", func(s *Settings) { s.RateThreshold = 0 }},
-		{"admission interval 0", func(s *Settings) { s.AdmissionInterval = 0 }},
-		{"no retransmit window", func(s *Settings) { s.RetransmitWindow = 0 }},
+		{"default", func(*Settings) {}, 0},
+		// 48 sources in 4 pairs of slots, or in 1: sources take each
+		// other's slots and find none.
+		{"small tracker", func(*Settings) {}, 8},
+		{"small tracker, admission", func(*Settings) {}, 2},
+		{"coarse granularity", func(s *Settings) { s.PrefixV4, s.PrefixV6 = 24, 48 }, 0},
+		{"scope ports", func(s *Settings) { s.Scope = ScopePorts }, 0},
+		{"monitor", func(s *Settings) { s.Monitor = true }, 0},
+		{"admission", func(s *Settings) {}, 0},
+		{"admission, monitor", func(s *Settings) { s.Monitor = true }, 0},
+		{"admission, no limiter", func(s *Settings) { s.RateThreshold = 0 }, 0},
+		{"admission interval 0", func(s *Settings) { s.AdmissionInterval = 0 }, 0},
+		{"no retransmit window", func(s *Settings) { s.RetransmitWindow = 0 }, 0},
 	} {
 		t.Run(variant.name, func(t *testing.T) {
 			s := DefaultSettings()
@@ -424,8 +496,12 @@ func TestDifferential(t *testing.T) {
 			s.RetransmitWindow = 100 * time.Second
 			s.AdmissionInterval = time.Hour
 			variant.edit(&s)
-			g, m, sources := setupBoth(t, s)
-			if strings.HasPrefix(variant.name, "admission") {
+			tracked := variant.tracked
+			if tracked == 0 {
+				tracked = 1 << 12
+			}
+			g, m, sources := setupBoth(t, s, tracked)
+			if strings.Contains(variant.name, "admission") {
 				if err := g.SetAdmission(true); err != nil {
 					t.Fatal(err)
 				}
@@ -451,6 +527,9 @@ func TestDifferential(t *testing.T) {
 			if (st.SYNRetransmits == 0) == (s.RetransmitWindow > 0) {
 				t.Errorf("%d retransmissions with a window of %v", st.SYNRetransmits, s.RetransmitWindow)
 			}
+			if variant.tracked != 0 && st.SYNUntracked == 0 {
+				t.Error("no SYN found its tracker slots taken: the small tracker is not small")
+			}
 			if limited := st.DroppedAdmission + st.WouldDropAdmission; (limited > 0) != (m.admission && s.AdmissionInterval > 0) {
 				t.Errorf("%d SYNs over the admission limit", limited)
 			}
@@ -466,7 +545,7 @@ func FuzzDifferential(f *testing.F) {
 	s.RateWindow = 24 * time.Hour
 	s.RetransmitWindow = 100 * time.Second
 	s.AdmissionInterval = time.Hour
-	g, m, sources := setupBoth(f, s)
+	g, m, sources := setupBoth(f, s, 1<<12)
 	// Admission on: the limit, known-good sources and resends all decide.
 	if err := g.SetAdmission(true); err != nil {
 		f.Fatal(err)

@@ -193,19 +193,23 @@ func (g *Guard) SetSettings(s Settings) error {
 	}
 	c := encodeSettings(s)
 	c.V4Mask, c.V4Seed, c.V4Active, c.V4Side = cur.V4Mask, cur.V4Seed, cur.V4Active, cur.V4Side
+	c.SynSeed = cur.SynSeed
+	// Both trackers have the same power-of-two size (trackerSlots).
+	c.SynMask = g.maps.SynV4.MaxEntries() - 1
 	// Admission is the daemon's run-time state (SetAdmission), not a setting.
 	c.Flags |= cur.Flags & uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
 	if cur.PrefixV4 == 0 {
-		// The first write, on a table nobody has used: start it small
-		// and draw its seed.
+		// The first write, on a table nobody has used: start it small,
+		// and draw its hash seed and the SYN tracker's.
 		c.V4Side = g.maps.BansV4.MaxEntries() / 2
 		n := min(uint32(initialBuckets), c.V4Side)
 		c.V4Mask = [2]uint32{n - 1, n - 1}
-		var seed [4]byte
+		var seed [8]byte
 		if _, err := rand.Read(seed[:]); err != nil {
-			return fmt.Errorf("draw the ban table's hash seed: %w", err)
+			return fmt.Errorf("draw the hash seeds: %w", err)
 		}
-		c.V4Seed = binary.NativeEndian.Uint32(seed[:])
+		c.V4Seed = binary.NativeEndian.Uint32(seed[:4])
+		c.SynSeed = binary.NativeEndian.Uint32(seed[4:])
 	}
 	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
 		return fmt.Errorf("write settings: %w", privilegeHint(err))

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"slices"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/xdpguard/xdpguard/internal/bpf"
 )
 
@@ -38,6 +36,10 @@ type Stats struct {
 	// known-good, dropped by the admission limit (not a ban).
 	DroppedAdmission   uint64 `json:"dropped_admission"`
 	WouldDropAdmission uint64 `json:"would_drop_admission"` // monitor mode, counted in Passed too
+	// SYNUntracked counts SYNs (within SYNs) whose source found both its
+	// slots in the SYN tracker held by sources with more SYNs: they pass
+	// uncounted. Growing means kernel.max_tracked is too small.
+	SYNUntracked uint64 `json:"syn_untracked"`
 }
 
 // Seen is the number of packets the program looked at.
@@ -72,6 +74,7 @@ func (g *Guard) Stats() (Stats, error) {
 		KnownGoodSpared:    sum[bpf.XdpguardStatSTAT_KNOWN_GOOD],
 		DroppedAdmission:   sum[bpf.XdpguardStatSTAT_DROP_ADMISSION],
 		WouldDropAdmission: sum[bpf.XdpguardStatSTAT_WOULD_DROP_ADMISSION],
+		SYNUntracked:       sum[bpf.XdpguardStatSTAT_SYN_UNTRACKED],
 	}, nil
 }
 
@@ -103,22 +106,23 @@ func (g *Guard) TopSources(n int) ([]Source, error) {
 		return (st.Tat - now + interval - 1) / interval
 	}
 	var out []Source
-	collect := func(m *ebpf.Map, toPrefix func([]byte) netip.Prefix) error {
-		var k []byte
-		var v bpf.XdpguardSynState
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			out = append(out, Source{Prefix: toPrefix(k), InWindow: inWindow(v), SYNs: v.Syns})
+	add := func(p netip.Prefix, st bpf.XdpguardSynState) {
+		// A slot never taken, or given up by a source that was banned.
+		if st.Syns == 0 && st.Tat == 0 && st.AdmitNs == 0 {
+			return
 		}
-		return it.Err()
+		out = append(out, Source{Prefix: p, InWindow: inWindow(st), SYNs: uint64(st.Syns)})
 	}
-	if err := collect(g.maps.SynV4, func(k []byte) netip.Prefix {
-		return netip.PrefixFrom(netip.AddrFrom4([4]byte(k)), s.PrefixV4)
+	if err := dump(g.maps.SynV4, func(_ uint32, v bpf.XdpguardSynSlotV4) {
+		add(netip.PrefixFrom(addr4(uint32(v.Key)), s.PrefixV4), v.S)
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv4 SYN tracker: %w", err)
 	}
-	if err := collect(g.maps.SynV6, func(k []byte) netip.Prefix {
-		return netip.PrefixFrom(netip.AddrFrom16([16]byte(k)), s.PrefixV6)
+	if err := dump(g.maps.SynV6, func(_ uint32, v bpf.XdpguardSynSlotV6) {
+		var a [16]byte
+		binary.NativeEndian.PutUint64(a[:8], v.Key.Hi)
+		binary.NativeEndian.PutUint64(a[8:], v.Key.Lo)
+		add(netip.PrefixFrom(netip.AddrFrom16(a), s.PrefixV6), v.S)
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv6 SYN tracker: %w", err)
 	}
