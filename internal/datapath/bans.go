@@ -47,7 +47,7 @@ func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, rea
 		if err != nil {
 			return err
 		}
-		switch gran := granularity(s, p.Addr()); {
+		switch gran := s.Granularity().Bits(p.Addr()); {
 		case p.Bits() < gran:
 			cidrs = append(cidrs, p)
 		case p.Addr().Is4():
@@ -162,7 +162,7 @@ func (g *Guard) Effective(ps []netip.Prefix) ([]netip.Prefix, error) {
 		if err != nil {
 			return nil, err
 		}
-		if gran := granularity(s, p.Addr()); p.Bits() >= gran {
+		if gran := s.Granularity().Bits(p.Addr()); p.Bits() >= gran {
 			p = netip.PrefixFrom(p.Addr(), gran).Masked()
 		}
 		out = append(out, p)
@@ -181,7 +181,7 @@ func (g *Guard) Unban(p netip.Prefix) error {
 	if err != nil {
 		return err
 	}
-	gran := granularity(s, p.Addr())
+	gran := s.Granularity().Bits(p.Addr())
 	if p.Bits() < gran {
 		if r, ok, err := g.lookupRule(p); err != nil || !ok || r.Action != uint8(bpf.XdpguardCidrActionCIDR_DENY) {
 			return fmt.Errorf("unban %s: %w", p, ErrNotBanned)
@@ -219,7 +219,7 @@ func (g *Guard) BanOf(a netip.Addr) (Ban, bool, error) {
 		return Ban{}, false, err
 	}
 	a = a.Unmap()
-	key := netip.PrefixFrom(a, granularity(s, a)).Masked()
+	key := s.Granularity().Mask(a)
 	clock := newClock()
 	if a.Is4() {
 		t, err := g.table()
@@ -262,7 +262,7 @@ func (g *Guard) UnbanMany(ps []netip.Prefix) (int, error) {
 	n := 0
 	for _, p := range eff {
 		switch {
-		case p.Bits() < granularity(s, p.Addr()):
+		case p.Bits() < s.Granularity().Bits(p.Addr()):
 			cidrs = append(cidrs, p)
 		case p.Addr().Is4():
 			k4 = append(k4, p.Addr().As4())
@@ -415,11 +415,4 @@ func normalize(p netip.Prefix) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses cannot be banned", p)
 	}
 	return p.Masked(), nil
-}
-
-func granularity(s Settings, a netip.Addr) int {
-	if a.Is4() {
-		return s.PrefixV4
-	}
-	return s.PrefixV6
 }

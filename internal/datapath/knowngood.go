@@ -138,7 +138,7 @@ func (g *Guard) knownGoodKeys(ps []netip.Prefix) (k4 [][4]byte, k6 [][16]byte, e
 		if err != nil {
 			return nil, nil, fmt.Errorf("known-good source %v: %w", p, err)
 		}
-		gran := granularity(s, p.Addr())
+		gran := s.Granularity().Bits(p.Addr())
 		if p.Bits() < gran {
 			return nil, nil, fmt.Errorf("known-good source %s: wider than the ban granularity /%d", p, gran)
 		}

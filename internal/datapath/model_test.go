@@ -445,7 +445,7 @@ func setupBoth(t testing.TB, s Settings, tracked uint32) (*Guard, *model, []neti
 		if err != nil {
 			t.Fatal(err)
 		}
-		if a == ActionDeny && pfx.Bits() >= granularity(s, pfx.Addr()) {
+		if a == ActionDeny && pfx.Bits() >= s.Granularity().Bits(pfx.Addr()) {
 			m.bans[m.mask(pfx.Addr())] = true // as narrow as a ban: an exact ban
 		} else {
 			m.rules[pfx] = a
