@@ -61,34 +61,44 @@ func DestroyAll(ctx context.Context, remotes []netip.Prefix, localPorts []uint16
 	}
 	defer done()
 
-	// The kernel sends only the protected ports' established sockets, and
-	// for a small batch only the banned sources' ones; m decides.
-	q := query{states: 1 << tcpEstab}
-	if rt := m.remoteTerms(); rt != nil {
-		q.bc = bytecode(portTerms(localPorts), rt)
-	} else {
-		q.bc = bytecode(portTerms(localPorts))
-	}
-	var targets [][]byte // raw inet_diag_msg heads: family + sockid
-	families := []uint8{unix.AF_INET6}
-	if m.any4 {
-		families = append(families, unix.AF_INET)
-	}
-	for _, fam := range families {
-		q.family = fam
-		if err := c.dump(q, func(msg []byte) {
-			if m.match(msg) {
-				targets = append(targets, append([]byte(nil), msg[:diagMsgIDEnd]...))
-			}
-		}); err != nil {
-			return 0, ctxErr(ctx, err)
-		}
+	targets, err := c.targets(m, localPorts, true)
+	if err != nil {
+		return 0, ctxErr(ctx, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("sockets: %w", err)
 	}
 	n, err := c.destroy(targets)
 	return n, ctxErr(ctx, err)
+}
+
+// targets lists the established sockets that m matches, as raw
+// inet_diag_msg heads (family + sockid). With filter, the kernel sends
+// only the protected ports' sockets, and for a small batch only the
+// banned sources' ones; m decides in any case.
+func (c *conn) targets(m *matcher, localPorts []uint16, filter bool) ([][]byte, error) {
+	q := query{states: 1 << tcpEstab}
+	if rt := m.remoteTerms(); filter && rt != nil {
+		q.bc = bytecode(portTerms(localPorts), rt)
+	} else if filter {
+		q.bc = bytecode(portTerms(localPorts))
+	}
+	var out [][]byte
+	fams := families(filter)
+	if !m.any4 {
+		fams = []uint8{unix.AF_INET6} // no IPv4 prefix: no AF_INET socket matches
+	}
+	for _, fam := range fams {
+		q.family = fam
+		if err := c.dump(q, func(msg []byte) {
+			if m.match(msg) {
+				out = append(out, append([]byte(nil), msg[:diagMsgIDEnd]...))
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Probe reports whether Destroy can work here: nil when the kernel

@@ -39,7 +39,7 @@ func conns(ctx context.Context, localPorts []uint16, filter bool) ([]Conn, error
 		q.bc = bytecode(portTerms(localPorts))
 	}
 	var out []Conn
-	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
+	for _, fam := range families(filter) {
 		q.family = fam
 		err := c.dump(q, func(msg []byte) {
 			if !m.port(msg) {
@@ -52,6 +52,15 @@ func conns(ctx context.Context, localPorts []uint16, filter bool) ([]Conn, error
 		}
 	}
 	return out, nil
+}
+
+// families are the dumps that cover both families: one (query), or, for
+// the baseline, one per family as before.
+func families(one bool) []uint8 {
+	if one {
+		return []uint8{unix.AF_UNSPEC}
+	}
+	return []uint8{unix.AF_INET6, unix.AF_INET}
 }
 
 // connOf reads one inet_diag_msg (with INET_DIAG_INFO when the kernel sent
@@ -120,19 +129,17 @@ func Waiting(ctx context.Context, localPorts []uint16) (int, error) {
 		return 0, err
 	}
 	defer done()
-	q := query{states: 1 << tcpListen, bc: bytecode(portTerms(localPorts))}
+	// Listening sockets only: the kernel skips the established hash.
+	q := query{family: unix.AF_UNSPEC, states: 1 << tcpListen, bc: bytecode(portTerms(localPorts))}
 	n := 0
-	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
-		q.family = fam
-		err := c.dump(q, func(msg []byte) {
-			if m.port(msg) {
-				// For a listener, idiag_rqueue is the accept queue's length.
-				n += int(binary.NativeEndian.Uint32(msg[diagRqueue:]))
-			}
-		})
-		if err != nil {
-			return 0, ctxErr(ctx, err)
+	err = c.dump(q, func(msg []byte) {
+		if m.port(msg) {
+			// For a listener, idiag_rqueue is the accept queue's length.
+			n += int(binary.NativeEndian.Uint32(msg[diagRqueue:]))
 		}
+	})
+	if err != nil {
+		return 0, ctxErr(ctx, err)
 	}
 	return n, nil
 }
