@@ -51,8 +51,8 @@ const (
 	diagReqLen     = 56 // struct inet_diag_req_v2
 	diagReqV1Len   = 60 // struct inet_diag_req
 	tcpdiagGetsock = 18 // TCPDIAG_GETSOCK
-	tcpEstab    = 1  // TCP_ESTABLISHED
-	tcpListen   = 10 // TCP_LISTEN
+	tcpEstab       = 1  // TCP_ESTABLISHED
+	tcpListen      = 10 // TCP_LISTEN
 )
 
 // query is a dump request: the TCP sockets of family in one of states (a
