@@ -20,6 +20,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/nstest"
+	"github.com/xdpguard/xdpguard/internal/sockets"
 )
 
 // fakeLoginEnv makes the test binary a tiny POP3 login server with a fixed
@@ -108,7 +109,14 @@ func TestEvictionRealSockets(t *testing.T) {
 	t0 := time.Now()
 	scan := func(at time.Duration) {
 		t.Helper()
-		if err := srv.Do(func() error { d.evictPreAuth(ctx, t0.Add(at), true); return nil }); err != nil {
+		err := srv.Do(func() error {
+			conns, err := sockets.Conns(ctx, d.cfg.Kernel.Ports)
+			if err == nil {
+				d.evictPreAuth(ctx, t0.Add(at), true, conns, nil)
+			}
+			return err
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
