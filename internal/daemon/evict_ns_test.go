@@ -208,7 +208,7 @@ func (tc *testConn) closed(wait time.Duration) bool {
 
 // evictDaemon is a Daemon with just what eviction needs: the kernel maps
 // (for evidence bans), the engine, metrics off, no interface.
-func evictDaemon(t *testing.T) *Daemon {
+func evictDaemon(t testing.TB) *Daemon {
 	t.Helper()
 	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
 	if err != nil {

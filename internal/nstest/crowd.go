@@ -29,6 +29,22 @@ type CrowdSpec struct {
 	Silent   func(i int) bool
 }
 
+// MailHost is a large IMAP host's crowd for the scan benchmarks: n
+// connections, half to IMAP and IMAPS (143, 993), where the server greets
+// and every client but one in a hundred logs in and idles (IDLE), the
+// rest silent slot holders; the other half to SMTP and submission (25,
+// 587), which the daemon does not protect.
+func MailHost(label string, n int) CrowdSpec {
+	ports := []uint16{143, 993, 25, 587}
+	return CrowdSpec{
+		Label: label, Ports: ports, N: n,
+		Greet:    map[uint16]bool{143: true, 993: true},
+		Greeting: []byte("* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+		Reply:    []byte("a1 LOGIN user@example.org secret\r\na2 SELECT INBOX\r\na3 IDLE\r\n"),
+		Silent:   func(i int) bool { return i%100 < len(ports) },
+	}
+}
+
 // Crowd is a CrowdSpec built, with every connection open.
 type Crowd struct {
 	Server, Client   *NS
@@ -140,7 +156,7 @@ func (c *Crowd) listen(tb testing.TB, s CrowdSpec) *atomic.Int64 {
 				addrs = []netip.Addr{c.Server4, c.Server6}
 			}
 			for _, a := range addrs {
-				fd, err := listenOn(netip.AddrPortFrom(a, port))
+				fd, err := ListenOn(netip.AddrPortFrom(a, port))
 				if err != nil {
 					return err
 				}
@@ -175,7 +191,9 @@ func (c *Crowd) listen(tb testing.TB, s CrowdSpec) *atomic.Int64 {
 	return &accepted
 }
 
-func listenOn(ap netip.AddrPort) (int, error) {
+// ListenOn opens a listening TCP socket on ap (backlog 4096) in the
+// calling thread's namespace: call it within NS.Do.
+func ListenOn(ap netip.AddrPort) (int, error) {
 	fam := unix.AF_INET6
 	if ap.Addr().Is4() {
 		fam = unix.AF_INET
@@ -251,6 +269,18 @@ func (c *Crowd) connect(s CrowdSpec, accepted *atomic.Int64) error {
 			}
 		}
 		return nil
+	})
+}
+
+// Dial opens one more connection, from src in the client namespace to
+// dst, which the crowd keeps open until it is removed.
+func (c *Crowd) Dial(src netip.Addr, dst netip.AddrPort) error {
+	return c.Client.Do(func() error {
+		fd, err := dialFrom(src, dst, time.Now().Add(10*time.Second))
+		if err != nil {
+			return err
+		}
+		return c.keep(fd)
 	})
 }
 

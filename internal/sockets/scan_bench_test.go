@@ -12,34 +12,14 @@ import (
 	"github.com/xdpguard/xdpguard/internal/nstest"
 )
 
-// benchPorts are the crowd's ports: IMAP and IMAPS protected, SMTP and
-// submission not.
-var (
-	// scanConns is the crowd's size; smaller only to try the benchmark out.
-	scanConns = flag.Int("scan.conns", 100_000, "established connections for BenchmarkScan")
-
-	benchPorts     = []uint16{143, 993, 25, 587}
-	benchProtected = []uint16{143, 993}
-)
-
-// scanCrowd is 100,000 established connections, half of them to the
-// protected ports, where the server greets and every client but one in a
-// hundred answers with a login's worth of bytes (an IDLE session); the
-// rest are silent slot holders.
-func scanCrowd(b *testing.B) *nstest.Crowd {
-	return nstest.NewCrowd(b, nstest.CrowdSpec{
-		Label: "scanb", Ports: benchPorts, N: *scanConns,
-		Greet:    map[uint16]bool{143: true, 993: true},
-		Greeting: []byte("* OK [CAPABILITY IMAP4rev1] ready\r\n"),
-		Reply:    []byte("a1 LOGIN user@example.org secret\r\na2 SELECT INBOX\r\na3 IDLE\r\n"),
-		Silent:   func(i int) bool { return i%100 < len(benchPorts) },
-	})
-}
+// scanConns is the crowd's size; smaller only to try the benchmark out.
+var scanConns = flag.Int("scan.conns", 100_000, "established connections for BenchmarkScan")
 
 // BenchmarkScan measures one slot check's dump with 100,000 established
 // connections on the host (make bench-scan; BENCHMARKS.md).
 func BenchmarkScan(b *testing.B) {
-	crowd := scanCrowd(b)
+	crowd := nstest.NewCrowd(b, nstest.MailHost("scanb", *scanConns))
+	benchProtected := []uint16{143, 993}
 	ctx := context.Background()
 	want := *scanConns / 2
 	run := func(name string, fn func() (int, error)) {
