@@ -48,8 +48,15 @@ func TestKernelFilterMatchesGo(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
+	// A long program: 300 lone ports around the listeners.
+	var spread []uint16
+	for p := uint16(19000); len(spread) < 300; p += 7 {
+		spread = append(spread, p)
+	}
+	spread = append(spread, dualB, only6)
 
 	for _, ports := range [][]uint16{
+		spread,
 		{dualA, dualB, only4, only6},
 		{dualA},
 		{dualB, only4},
