@@ -2,6 +2,7 @@ package nstest
 
 import (
 	"fmt"
+	"os"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -76,9 +77,10 @@ const crowdSources = 32
 func NewCrowd(tb testing.TB, s CrowdSpec) *Crowd {
 	tb.Helper()
 	RequireRoot(tb)
+	server := New(tb, s.Label+"s")
 	c := &Crowd{
-		Server:  New(tb, s.Label+"s"),
-		Client:  New(tb, s.Label+"c"),
+		Server:  server,
+		Client:  ownEhash(tb, func() *NS { return New(tb, s.Label+"c") }),
 		Server4: netip.MustParseAddr("198.18.200.1"),
 		Server6: netip.MustParseAddr("2001:db8:200::1"),
 	}
@@ -108,6 +110,31 @@ func NewCrowd(tb testing.TB, s CrowdSpec) *Crowd {
 // parkBatch is how many descriptors one message carries (SCM_MAX_FD is
 // 253).
 const parkBatch = 250
+
+// childEhash is the sysctl that gives namespaces created afterwards their
+// own TCP established hash (Linux 6.1).
+const childEhash = "/proc/sys/net/ipv4/tcp_child_ehash_entries"
+
+// ownEhash runs mk with childEhash set, so that the namespace it creates
+// keeps its sockets out of the host's established hash. The client ends
+// of a crowd are the Internet, not the host: without this every dump on
+// the server walks them too, twice the sockets a real host holds. The
+// setting is put back at once; on an older kernel the client shares the
+// host's hash (and scans cost more than on a real host).
+func ownEhash(tb testing.TB, mk func() *NS) *NS {
+	tb.Helper()
+	old, err := os.ReadFile(childEhash)
+	if err != nil {
+		tb.Logf("crowd: %v: the client's sockets share the host's hash", err)
+		return mk()
+	}
+	if err := os.WriteFile(childEhash, []byte("131072"), 0); err != nil {
+		tb.Logf("crowd: %v: the client's sockets share the host's hash", err)
+		return mk()
+	}
+	defer os.WriteFile(childEhash, old, 0)
+	return mk()
+}
 
 // keep holds fd until the crowd is closed.
 func (c *Crowd) keep(fd int) error {
