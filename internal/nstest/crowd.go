@@ -2,8 +2,8 @@ package nstest
 
 import (
 	"fmt"
-	"os"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
