@@ -25,6 +25,9 @@ type slotWatch struct {
 	silent  int             // accepted connections quiet for pressure.idle, last scan
 	next    time.Time       // next full scan when not under pressure
 	failing map[string]bool // what failed last time (logged once)
+	// conns is the last scan's result, whose slice the next scan reuses:
+	// nothing keeps an element past the check that made it.
+	conns []sockets.Conn
 }
 
 const (
@@ -155,11 +158,12 @@ func (d *Daemon) watchSlots(now time.Time) {
 	w.next = now.Add(h.ScanInterval - slotPeriod(h)/2)
 	// One dump serves the slot holders and the eviction.
 	start := time.Now()
-	conns, err := sockets.Conns(ctx, d.cfg.Kernel.Ports)
+	conns, err := sockets.AppendConns(ctx, w.conns[:0], d.cfg.Kernel.Ports)
 	if err != nil {
 		d.slotError(connScan, err)
 		return
 	}
+	w.conns = conns
 	delete(w.failing, connScan)
 	banned := d.banHolders(now, conns, time.Since(start))
 	on, _ = w.under(now)

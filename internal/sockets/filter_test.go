@@ -69,11 +69,11 @@ func TestKernelFilterMatchesGo(t *testing.T) {
 		for _, p := range slices.Compact(slices.Sorted(slices.Values(ports))) {
 			want += perPort[p]
 		}
-		kernel, err := conns(ctx, ports, true)
+		kernel, err := conns(ctx, nil, ports, true)
 		if err != nil {
 			t.Fatalf("ports %v: %v", ports, err)
 		}
-		golang, err := conns(ctx, ports, false)
+		golang, err := conns(ctx, nil, ports, false)
 		if err != nil {
 			t.Fatal(err)
 		}

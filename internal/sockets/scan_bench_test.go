@@ -43,7 +43,7 @@ func BenchmarkScan(b *testing.B) {
 	}
 	count := func(f bool) func() (int, error) {
 		return func() (int, error) {
-			cs, err := conns(ctx, benchProtected, f)
+			cs, err := conns(ctx, nil, benchProtected, f)
 			return len(cs), err
 		}
 	}
