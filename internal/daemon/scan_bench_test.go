@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"flag"
 	"net/netip"
 	"testing"
 	"time"
@@ -10,9 +9,6 @@ import (
 
 	"github.com/xdpguard/xdpguard/internal/nstest"
 )
-
-// slotConns is the crowd's size; smaller only to try the benchmark out.
-var slotConns = flag.Int("scan.conns", 100_000, "established connections for BenchmarkSlotCheck")
 
 // BenchmarkSlotCheck is the daemon's slot check under pressure on a large
 // IMAP host (make bench-scan; BENCHMARKS.md): 100,000 established
@@ -26,7 +22,7 @@ var slotConns = flag.Int("scan.conns", 100_000, "established connections for Ben
 // the whole run (getrusage: user and system, the kernel's dump included)
 // is reported as a share of one core.
 func BenchmarkSlotCheck(b *testing.B) {
-	crowd := nstest.NewCrowd(b, nstest.MailHost("slotb", *slotConns))
+	crowd := nstest.NewCrowd(b, nstest.MailHost("slotb", nstest.CrowdConns()))
 	full := netip.AddrPortFrom(crowd.Server4, 110)
 	var ln int
 	if err := crowd.Server.Do(func() (err error) { ln, err = nstest.ListenOn(full); return err }); err != nil {
@@ -78,8 +74,8 @@ func slotChecks(b *testing.B, crowd *nstest.Crowd, d *Daemon, queued int) {
 	if !d.slots.on || d.slots.waiting < queued {
 		b.Fatalf("no pressure: on %v, %d waiting", d.slots.on, d.slots.waiting)
 	}
-	if n := len(d.evict.firstSeen); n < *slotConns/2 {
-		b.Fatalf("the scans saw %d connections, want over %d", n, *slotConns/2)
+	if n := len(d.evict.firstSeen); n < nstest.CrowdConns()/2 {
+		b.Fatalf("the scans saw %d connections, want over %d", n, nstest.CrowdConns()/2)
 	}
 	cpu := time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()) + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
 	b.ReportMetric(float64(busy.Microseconds())/1000/float64(b.N), "ms/check")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -28,6 +29,15 @@ type CrowdSpec struct {
 	Greeting []byte
 	Reply    []byte
 	Silent   func(i int) bool
+}
+
+// CrowdConns is the scan benchmarks' crowd size: 100,000 connections, or
+// XDPGUARD_SCAN_CONNS to try them out smaller.
+func CrowdConns() int {
+	if n, err := strconv.Atoi(os.Getenv("XDPGUARD_SCAN_CONNS")); err == nil && n > 0 {
+		return n
+	}
+	return 100_000
 }
 
 // MailHost is a large IMAP host's crowd for the scan benchmarks: n

@@ -2,7 +2,6 @@ package sockets
 
 import (
 	"context"
-	"flag"
 	"net/netip"
 	"testing"
 
@@ -12,16 +11,14 @@ import (
 	"github.com/xdpguard/xdpguard/internal/nstest"
 )
 
-// scanConns is the crowd's size; smaller only to try the benchmark out.
-var scanConns = flag.Int("scan.conns", 100_000, "established connections for BenchmarkScan")
-
 // BenchmarkScan measures one slot check's dump with 100,000 established
 // connections on the host (make bench-scan; BENCHMARKS.md).
 func BenchmarkScan(b *testing.B) {
-	crowd := nstest.NewCrowd(b, nstest.MailHost("scanb", *scanConns))
+	n := nstest.CrowdConns()
+	crowd := nstest.NewCrowd(b, nstest.MailHost("scanb", n))
 	benchProtected := []uint16{143, 993}
 	ctx := context.Background()
-	want := *scanConns / 2
+	want := n / 2
 	run := func(name string, fn func() (int, error)) {
 		b.Run(name, func(b *testing.B) {
 			err := crowd.Server.Do(func() error {
