@@ -19,8 +19,9 @@ import (
 // family at a time, with no bytecode filter, and build a Go object with
 // every attribute parsed for each socket; its SocketDestroy takes IPv4
 // only and no cookie, so a socket whose 4-tuple was reused since the dump
-// could be hit. With 100,000 connections on the host its dump took 2.3x
-// as long as this package's filtered one (BenchmarkScan, BENCHMARKS.md).
+// could be hit. With 100,000 connections on the host its dump took 2.3 to
+// 2.8 times as long as this package's filtered one (BenchmarkScan,
+// BENCHMARKS.md).
 type conn struct {
 	f   *os.File
 	seq uint32
