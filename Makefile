@@ -11,7 +11,7 @@ VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short test-crowdsec deps-crowdsec deb test-vm \
-        bench bench-bpf bench-daemon bench-drop bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
+        bench bench-bpf bench-daemon bench-drop bench-scan bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
         deps-e2e deps-bench-e2e test-e2e bench-e2e bench-e2e-slots demo
 
 all: build
@@ -102,6 +102,18 @@ bench-drop: build bpffs
 	@mkdir -p build
 	$(GO) build -o build/bench-drop ./bench/drop
 	build/bench-drop -xdpguard $(BIN) $(if $(QUICK),-quick,-md BENCHMARKS.md -svg bench/drop/drop-cost.svg -json bench/drop/results.json)
+
+# Issue 17: the slot check's socket scan on a large IMAP host, 100,000
+# established connections in network namespaces (BENCHMARKS.md). First
+# the dump variants (BenchmarkScan), then the daemon's check under
+# pressure, its time and CPU share, on this tree and on SCAN_BEFORE (the
+# commit before the kernel filter) in the same run. Run it under
+# `flock /work/coord/bench.lock` on a shared machine.
+SCAN_BEFORE ?= 624e892
+bench-scan: bpffs
+	$(GO) test -run '^$$' -bench '^BenchmarkScan$$' -benchtime 50x -count 1 -timeout 10m ./internal/sockets/
+	$(GO) test -run '^$$' -bench '^BenchmarkSlotCheck$$' -benchtime 40x -count 1 -timeout 10m ./internal/daemon/
+	bench/scan/before.sh $(SCAN_BEFORE) $(GO) test -run '^$$' -bench '^BenchmarkSlotCheck$$' -benchtime 40x -count 1 -timeout 10m ./internal/daemon/
 
 # Parse + decide throughput in Go's benchmark harness (MB/s and lines/s).
 bench-logs-go:

@@ -89,21 +89,17 @@ func (d *Daemon) setAdmission(on bool) {
 	d.log.Info("kernel admission limit for sources that are not known-good", "on", on)
 }
 
-// evictPreAuth runs with every connection scan. It tracks when each
+// evictPreAuth runs with every connection scan, on its result (conns;
+// banned: the prefixes the scan's slot holders were banned as). It tracks when each
 // connection was first seen, and, under pressure with connections waiting
 // in the accept queues, destroys as many pre-auth connections as are
 // waiting: those of sources that are not known-good, past the grace
 // period, oldest first. Why not known-good: with TLS, Dovecot's login
 // process proxies a session after login, so a logged-in TLS session looks
 // pre-auth too; its source has logged in, so it is known-good and spared.
-func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool) {
+func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool, conns []sockets.Conn, banned []netip.Prefix) {
 	e := d.cfg.SlotHolders.Pressure.Evict
 	if !e.Enabled || !d.cfg.KillConnections || d.cfg.Kernel.Monitor {
-		return
-	}
-	conns, err := sockets.Conns(ctx, d.cfg.Kernel.Ports)
-	if err != nil {
-		d.slotError("list the connections for eviction", err)
 		return
 	}
 	d.evict.seen(conns, now)
@@ -121,7 +117,10 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool)
 		d.slotError("find the login processes' sockets", err)
 		return
 	}
-	spared := func(a netip.Addr) bool { return d.neverBan(a) || d.isKnownGood(a) }
+	// Sources banned since the scan have lost their connections already.
+	spared := func(a netip.Addr) bool {
+		return d.neverBan(a) || d.isKnownGood(a) || slices.ContainsFunc(banned, func(p netip.Prefix) bool { return p.Contains(a) })
+	}
 	victims := d.evict.victims(sockets.PreAuth(conns, inodes), waiting, e.Grace, now, spared)
 	if len(victims) == 0 {
 		return

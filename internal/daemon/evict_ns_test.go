@@ -19,6 +19,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/datapath"
 	"github.com/xdpguard/xdpguard/internal/knowngood"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
+	"github.com/xdpguard/xdpguard/internal/sockets"
 	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
@@ -108,7 +109,14 @@ func TestEvictionRealSockets(t *testing.T) {
 	t0 := time.Now()
 	scan := func(at time.Duration) {
 		t.Helper()
-		if err := srv.Do(func() error { d.evictPreAuth(ctx, t0.Add(at), true); return nil }); err != nil {
+		err := srv.Do(func() error {
+			conns, err := sockets.Conns(ctx, d.cfg.Kernel.Ports)
+			if err == nil {
+				d.evictPreAuth(ctx, t0.Add(at), true, conns, nil)
+			}
+			return err
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,7 +208,7 @@ func (tc *testConn) closed(wait time.Duration) bool {
 
 // evictDaemon is a Daemon with just what eviction needs: the kernel maps
 // (for evidence bans), the engine, metrics off, no interface.
-func evictDaemon(t *testing.T) *Daemon {
+func evictDaemon(t testing.TB) *Daemon {
 	t.Helper()
 	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
 	if err != nil {

@@ -25,6 +25,9 @@ type slotWatch struct {
 	silent  int             // accepted connections quiet for pressure.idle, last scan
 	next    time.Time       // next full scan when not under pressure
 	failing map[string]bool // what failed last time (logged once)
+	// conns is the last scan's result, whose slice the next scan reuses:
+	// nothing keeps an element past the check that made it.
+	conns []sockets.Conn
 }
 
 const (
@@ -153,10 +156,19 @@ func (d *Daemon) watchSlots(now time.Time) {
 	// Half a period of slack: a tick that comes a little early must not
 	// put the scan off by a whole period.
 	w.next = now.Add(h.ScanInterval - slotPeriod(h)/2)
-	d.banHolders(ctx, now)
+	// One dump serves the slot holders and the eviction.
+	start := time.Now()
+	conns, err := sockets.AppendConns(ctx, w.conns[:0], d.cfg.Kernel.Ports)
+	if err != nil {
+		d.slotError(connScan, err)
+		return
+	}
+	w.conns = conns
+	delete(w.failing, connScan)
+	banned := d.banHolders(now, conns, time.Since(start))
 	on, _ = w.under(now)
 	d.setAdmission(on)
-	d.evictPreAuth(ctx, now, on)
+	d.evictPreAuth(ctx, now, on, conns, banned)
 }
 
 func (d *Daemon) notePressure(now time.Time) {
@@ -178,12 +190,13 @@ func (d *Daemon) slotError(what string, err error) {
 	d.slots.failing[what] = true
 }
 
-// banHolders scans the accepted connections and bans the sources that hold
-// several login slots without a word: the bots this project exists for,
-// caught before the server's login timeout makes them visible in the log.
-// Every ban of a scan is written first, then their connections are all
-// destroyed in one pass.
-func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
+// banHolders bans, from a scan of the accepted connections, the sources
+// that hold several login slots without a word: the bots this project
+// exists for, caught before the server's login timeout makes them visible
+// in the log. Every ban of a scan is written first, then their
+// connections are all destroyed in one pass. It returns the prefixes it
+// banned.
+func (d *Daemon) banHolders(now time.Time, conns []sockets.Conn, scanned time.Duration) []netip.Prefix {
 	h := d.cfg.SlotHolders
 	w := &d.slots
 	idle := h.Idle
@@ -191,13 +204,7 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		idle = pressureIdle(h)
 	}
 	start := time.Now()
-	holders, err := sockets.Holders(ctx, d.cfg.Kernel.Ports, idle, uint64(h.MaxBytes))
-	if err != nil {
-		d.slotError(connScan, err)
-		return
-	}
-	delete(w.failing, connScan)
-	scanned := time.Since(start)
+	holders := sockets.HoldersOf(conns, idle, uint64(h.MaxBytes))
 	if h.Pressure.Connections > 0 {
 		w.silent = quietCount(holders, h)
 		d.notePressure(now)
@@ -231,7 +238,7 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 			"held", o.n, "pressure", on, "for", dur)
 	}
 	if len(banned) == 0 {
-		return
+		return nil
 	}
 	killed := d.kill(banned...)
 	d.escalate(banned, now)
@@ -239,7 +246,8 @@ func (d *Daemon) banHolders(ctx context.Context, now time.Time) {
 		d.log.Info("destroyed held connections", "prefixes", 1, "connections", killed[banned[0]])
 	}
 	d.log.Info("slot holders banned", "sources", len(banned), "pressure", on, "scan", scanned.Round(time.Microsecond),
-		"ban_and_destroy", (time.Since(start) - scanned).Round(time.Microsecond))
+		"ban_and_destroy", time.Since(start).Round(time.Microsecond))
+	return banned
 }
 
 // prefixOf masks a source like a ban, or says it is never banned. A

@@ -8,8 +8,8 @@
 // does): the socket is aborted, the local process sees ECONNABORTED, and the
 // peer gets a RST. This needs CONFIG_INET_DIAG_DESTROY and CAP_NET_ADMIN.
 //
-// Sockets are found by dumping established TCP sockets (IPv4 and IPv6) and
-// filtering in Go, then destroyed by their exact identity, cookie included,
+// Sockets are found by dumping established TCP sockets (IPv4 and IPv6),
+// filtered in the kernel (bytecode.go) and then in Go, then destroyed by their exact identity, cookie included,
 // so a connection that closed and whose 4-tuple was reused in between is
 // never hit. IPv4 peers of a dual-stack listener appear as ::ffff:a.b.c.d
 // in AF_INET6 sockets; they match IPv4 prefixes.
@@ -24,9 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -57,33 +55,50 @@ func DestroyAll(ctx context.Context, remotes []netip.Prefix, localPorts []uint16
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("sockets: %w", err)
 	}
-	c, err := dial()
+	c, done, err := dialCtx(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer c.close()
-	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 
-	var targets [][]byte // raw inet_diag_msg heads: family + sockid
-	families := []uint8{unix.AF_INET6}
-	if m.any4 {
-		families = append(families, unix.AF_INET)
-	}
-	for _, fam := range families {
-		if err := c.dump(fam, func(msg []byte) {
-			if m.match(msg) {
-				targets = append(targets, append([]byte(nil), msg[:diagMsgIDEnd]...))
-			}
-		}); err != nil {
-			return 0, ctxErr(ctx, err)
-		}
+	targets, err := c.targets(m, localPorts, true)
+	if err != nil {
+		return 0, ctxErr(ctx, err)
 	}
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("sockets: %w", err)
 	}
 	n, err := c.destroy(targets)
 	return n, ctxErr(ctx, err)
+}
+
+// targets lists the established sockets that m matches, as raw
+// inet_diag_msg heads (family + sockid). With filter, the kernel sends
+// only the protected ports' sockets, and for a small batch only the
+// banned sources' ones; m decides in any case.
+func (c *conn) targets(m *matcher, localPorts []uint16, filter bool) ([][]byte, error) {
+	q := query{states: 1 << tcpEstab}
+	if rt := m.remoteTerms(); filter && rt != nil {
+		q.bc = bytecode(portTerms(localPorts), rt)
+	} else if filter {
+		q.bc = bytecode(portTerms(localPorts))
+	}
+	var out [][]byte
+	fams := families(filter)
+	if !m.any4 {
+		fams = []uint8{unix.AF_INET6} // no IPv4 prefix: no AF_INET socket matches
+	}
+	for _, fam := range fams {
+		q.family = fam
+		if err := c.dump(q, func(msg []byte) {
+			if m.match(msg) {
+				out = append(out, append([]byte(nil), msg[:diagMsgIDEnd]...))
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // Probe reports whether Destroy can work here: nil when the kernel
@@ -185,9 +200,14 @@ const (
 	diagMsgLen   = 72
 )
 
-func (m *matcher) match(msg []byte) bool {
+// port reports whether the socket's local port is one of m's.
+func (m *matcher) port(msg []byte) bool {
 	sport := binary.BigEndian.Uint16(msg[diagSport:])
-	if m.ports[sport/64]&(1<<(sport%64)) == 0 {
+	return m.ports[sport/64]&(1<<(sport%64)) != 0
+}
+
+func (m *matcher) match(msg []byte) bool {
+	if !m.port(msg) {
 		return false
 	}
 	var a netip.Addr
@@ -207,178 +227,4 @@ func (m *matcher) match(msg []byte) bool {
 		}
 	}
 	return false
-}
-
-// conn is a NETLINK_SOCK_DIAG socket in non-blocking mode, so that reads
-// go through Go's poller and honour deadlines (and so ctx).
-type conn struct {
-	f   *os.File
-	seq uint32
-	buf []byte
-	ext uint8 // idiag_ext of dump requests
-}
-
-func dial() (*conn, error) {
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("sockets: netlink socket: %w", err)
-	}
-	// Acks without the echoed request keep a batch of acks small.
-	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("sockets: netlink bind: %w", err)
-	}
-	return &conn{f: os.NewFile(uintptr(fd), "netlink-sock-diag"), buf: make([]byte, 64*1024)}, nil
-}
-
-func (c *conn) close() { c.f.Close() }
-
-const (
-	nlmsgHdrLen = 16
-	diagReqLen  = 56 // struct inet_diag_req_v2
-	tcpEstab    = 1  // TCP_ESTABLISHED
-	tcpListen   = 10 // TCP_LISTEN
-)
-
-// appendReq appends an inet_diag_req_v2 request. id is family..sockid as
-// read from a dump (nil for a dump request).
-func (c *conn) appendReq(b []byte, typ, flags uint16, family uint8, states uint32, id []byte) []byte {
-	c.seq++
-	off := len(b)
-	b = append(b, make([]byte, nlmsgHdrLen+diagReqLen)...)
-	h := b[off:]
-	binary.NativeEndian.PutUint32(h[0:], nlmsgHdrLen+diagReqLen)
-	binary.NativeEndian.PutUint16(h[4:], typ)
-	binary.NativeEndian.PutUint16(h[6:], flags)
-	binary.NativeEndian.PutUint32(h[8:], c.seq)
-	r := h[nlmsgHdrLen:]
-	r[0] = family
-	r[1] = unix.IPPROTO_TCP
-	if id == nil {
-		r[2] = c.ext
-	}
-	binary.NativeEndian.PutUint32(r[4:], states)
-	if id != nil {
-		copy(r[8:56], id[4:diagMsgIDEnd]) // inet_diag_sockid, cookie included
-	} else {
-		// No cookie: INET_DIAG_NOCOOKIE.
-		binary.NativeEndian.PutUint32(r[48:], ^uint32(0))
-		binary.NativeEndian.PutUint32(r[52:], ^uint32(0))
-	}
-	return b
-}
-
-// dump calls fn with every established TCP socket of family.
-func (c *conn) dump(family uint8, fn func(msg []byte)) error {
-	return c.dumpStates(family, 1<<tcpEstab, fn)
-}
-
-// dumpStates calls fn with every TCP socket of family in one of states (a
-// mask of 1<<TCP_* bits).
-func (c *conn) dumpStates(family uint8, states uint32, fn func(msg []byte)) error {
-	req := c.appendReq(nil, unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, family, states, nil)
-	seq := c.seq
-	if _, err := c.f.Write(req); err != nil {
-		return fmt.Errorf("sockets: send dump request: %w", err)
-	}
-	for {
-		n, err := c.f.Read(c.buf)
-		if err != nil {
-			return fmt.Errorf("sockets: read dump: %w", err)
-		}
-		for b := c.buf[:n]; len(b) >= nlmsgHdrLen; {
-			l := int(binary.NativeEndian.Uint32(b[0:]))
-			if l < nlmsgHdrLen || l > len(b) {
-				return fmt.Errorf("sockets: malformed netlink message (length %d of %d)", l, len(b))
-			}
-			typ := binary.NativeEndian.Uint16(b[4:])
-			msgSeq := binary.NativeEndian.Uint32(b[8:])
-			body := b[nlmsgHdrLen:l]
-			b = next(b, l)
-			if msgSeq != seq {
-				continue
-			}
-			switch typ {
-			case unix.NLMSG_DONE:
-				return nil
-			case unix.NLMSG_ERROR:
-				if errno := nlErrno(body); errno != 0 {
-					return fmt.Errorf("sockets: dump: %w", errno)
-				}
-			case unix.SOCK_DIAG_BY_FAMILY:
-				if len(body) >= diagMsgLen {
-					fn(body)
-				}
-			}
-		}
-	}
-}
-
-// destroyBatch bounds how many requests share one write: the kernel queues
-// all their acks before we read any, and they must fit the receive buffer.
-const destroyBatch = 64
-
-// destroy sends SOCK_DESTROY for every target and counts the successes.
-func (c *conn) destroy(targets [][]byte) (int, error) {
-	destroyed := 0
-	var firstErr error
-	req := make([]byte, 0, destroyBatch*(nlmsgHdrLen+diagReqLen))
-	for len(targets) > 0 {
-		batch := targets[:min(destroyBatch, len(targets))]
-		targets = targets[len(batch):]
-		req = req[:0]
-		first := c.seq + 1
-		for _, id := range batch {
-			req = c.appendReq(req, unix.SOCK_DESTROY, unix.NLM_F_REQUEST|unix.NLM_F_ACK, id[diagFamily], 0, id)
-		}
-		if _, err := c.f.Write(req); err != nil {
-			return destroyed, fmt.Errorf("sockets: send destroy request: %w", err)
-		}
-		for pending := len(batch); pending > 0; {
-			n, err := c.f.Read(c.buf)
-			if err != nil {
-				return destroyed, fmt.Errorf("sockets: read acks: %w", err)
-			}
-			for b := c.buf[:n]; len(b) >= nlmsgHdrLen; {
-				l := int(binary.NativeEndian.Uint32(b[0:]))
-				if l < nlmsgHdrLen || l > len(b) {
-					return destroyed, fmt.Errorf("sockets: malformed netlink message (length %d of %d)", l, len(b))
-				}
-				typ := binary.NativeEndian.Uint16(b[4:])
-				seq := binary.NativeEndian.Uint32(b[8:])
-				body := b[nlmsgHdrLen:l]
-				b = next(b, l)
-				if typ != unix.NLMSG_ERROR || seq < first || seq > c.seq {
-					continue
-				}
-				pending--
-				switch errno := nlErrno(body); errno {
-				case 0:
-					destroyed++
-				case unix.ENOENT:
-					// Closed on its own since the dump: nothing to free.
-				case unix.EOPNOTSUPP:
-					return destroyed, ErrUnsupported
-				case unix.EPERM, unix.EACCES:
-					return destroyed, fmt.Errorf("sockets: destroy: %w (needs CAP_NET_ADMIN)", errno)
-				default:
-					if firstErr == nil {
-						firstErr = fmt.Errorf("sockets: destroy: %w", errno)
-					}
-				}
-			}
-		}
-	}
-	return destroyed, firstErr
-}
-
-// next returns what follows a message of length l in b.
-func next(b []byte, l int) []byte { return b[min((l+3)&^3, len(b)):] }
-
-func nlErrno(body []byte) syscall.Errno {
-	if len(body) < 4 {
-		return unix.EBADMSG
-	}
-	return syscall.Errno(-int32(binary.NativeEndian.Uint32(body)))
 }

@@ -1,7 +1,6 @@
 package sockets
 
 import (
-	"context"
 	"encoding/binary"
 	"net/netip"
 	"time"
@@ -43,54 +42,6 @@ func (h Holder) Quiet() time.Duration {
 	return h.SinceAck
 }
 
-// Holders lists established connections to localPorts that the server has
-// accepted (a socket in the accept queue holds no slot yet, and may be a
-// real user waiting for one), that received at most maxBytes, and nothing
-// for at least idle. A real client sends its first command within
-// milliseconds of the banner; an authenticated session has sent more than
-// a few dozen bytes.
-func Holders(ctx context.Context, localPorts []uint16, idle time.Duration, maxBytes uint64) ([]Holder, error) {
-	m, err := newMatcher(nil, localPorts)
-	if err != nil {
-		return nil, err
-	}
-	c, err := dial()
-	if err != nil {
-		return nil, err
-	}
-	defer c.close()
-	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	var out []Holder
-	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
-		err := c.dumpExt(fam, 1<<(inetDiagInfo-1), func(msg []byte) {
-			sport := binary.BigEndian.Uint16(msg[diagSport:])
-			if m.ports[sport/64]&(1<<(sport%64)) == 0 || binary.NativeEndian.Uint32(msg[diagInode:]) == 0 {
-				return
-			}
-			info := attr(msg[diagMsgLen:], inetDiagInfo)
-			if len(info) < tcpiBytesReceived+8 {
-				return // a kernel without tcpi_bytes_received (< 4.1)
-			}
-			h := holderOf(info)
-			h.Port = sport
-			if h.Idle < idle || h.Received > maxBytes {
-				return
-			}
-			if msg[diagFamily] == unix.AF_INET {
-				h.Remote = netip.AddrFrom4([4]byte(msg[diagDst : diagDst+4]))
-			} else {
-				h.Remote = netip.AddrFrom16([16]byte(msg[diagDst : diagDst+16])).Unmap()
-			}
-			out = append(out, h)
-		})
-		if err != nil {
-			return nil, ctxErr(ctx, err)
-		}
-	}
-	return out, nil
-}
-
 // holderOf reads the timings and counts of a tcp_info.
 func holderOf(info []byte) Holder {
 	return Holder{
@@ -117,39 +68,6 @@ const (
 	tcpiBytesReceived = 128
 )
 
-// Waiting counts the connections waiting in the accept queues of the
-// listening sockets on localPorts: established, but not yet taken by the
-// server, because all its login slots are busy (or it is too slow). It
-// looks only at listening sockets, so it is cheap enough to call several
-// times a second on a server with many connections.
-func Waiting(ctx context.Context, localPorts []uint16) (int, error) {
-	m, err := newMatcher(nil, localPorts)
-	if err != nil {
-		return 0, err
-	}
-	c, err := dial()
-	if err != nil {
-		return 0, err
-	}
-	defer c.close()
-	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	n := 0
-	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
-		err := c.dumpStates(fam, 1<<tcpListen, func(msg []byte) {
-			sport := binary.BigEndian.Uint16(msg[diagSport:])
-			if m.ports[sport/64]&(1<<(sport%64)) != 0 {
-				// For a listener, idiag_rqueue is the accept queue's length.
-				n += int(binary.NativeEndian.Uint32(msg[diagRqueue:]))
-			}
-		})
-		if err != nil {
-			return 0, ctxErr(ctx, err)
-		}
-	}
-	return n, nil
-}
-
 // attr returns the payload of the first netlink attribute of type typ.
 func attr(b []byte, typ uint16) []byte {
 	for len(b) >= 4 {
@@ -163,11 +81,4 @@ func attr(b []byte, typ uint16) []byte {
 		b = b[min((l+3)&^3, len(b)):]
 	}
 	return nil
-}
-
-// dumpExt is dump with extensions requested (idiag_ext).
-func (c *conn) dumpExt(family uint8, ext uint8, fn func(msg []byte)) error {
-	c.ext = ext
-	defer func() { c.ext = 0 }()
-	return c.dump(family, fn)
 }

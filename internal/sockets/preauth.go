@@ -33,15 +33,10 @@ package sockets
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // LoginProcesses are the comm names of Dovecot's login processes for the
@@ -61,55 +56,11 @@ type Conn struct {
 	// one connection across scans, which a 4-tuple is not.
 	Cookie uint64
 	id     [diagMsgIDEnd]byte
+	info   bool // the kernel sent tcp_info: Holder's timings are real
 }
 
 // Waiting reports whether the connection is still in the accept queue.
 func (c Conn) Waiting() bool { return c.Inode == 0 }
-
-// Conns lists the established connections to localPorts, those waiting in
-// the accept queues included.
-func Conns(ctx context.Context, localPorts []uint16) ([]Conn, error) {
-	m, err := newMatcher(nil, localPorts)
-	if err != nil {
-		return nil, err
-	}
-	c, err := dial()
-	if err != nil {
-		return nil, err
-	}
-	defer c.close()
-	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	var out []Conn
-	for _, fam := range []uint8{unix.AF_INET6, unix.AF_INET} {
-		err := c.dumpExt(fam, 1<<(inetDiagInfo-1), func(msg []byte) {
-			sport := binary.BigEndian.Uint16(msg[diagSport:])
-			if m.ports[sport/64]&(1<<(sport%64)) == 0 {
-				return
-			}
-			cn := Conn{
-				RemotePort: binary.BigEndian.Uint16(msg[diagSport+2:]),
-				Inode:      binary.NativeEndian.Uint32(msg[diagInode:]),
-				Cookie:     binary.NativeEndian.Uint64(msg[diagCookie:]),
-			}
-			if info := attr(msg[diagMsgLen:], inetDiagInfo); len(info) >= tcpiBytesReceived+8 {
-				cn.Holder = holderOf(info)
-			}
-			cn.Port = sport
-			copy(cn.id[:], msg[:diagMsgIDEnd])
-			if msg[diagFamily] == unix.AF_INET {
-				cn.Remote = netip.AddrFrom4([4]byte(msg[diagDst : diagDst+4]))
-			} else {
-				cn.Remote = netip.AddrFrom16([16]byte(msg[diagDst : diagDst+16])).Unmap()
-			}
-			out = append(out, cn)
-		})
-		if err != nil {
-			return nil, ctxErr(ctx, err)
-		}
-	}
-	return out, nil
-}
 
 // diagCookie is the offset of idiag_cookie in struct inet_diag_msg.
 const diagCookie = 44
@@ -178,13 +129,11 @@ func DestroyConns(ctx context.Context, conns []Conn) (int, error) {
 	if len(conns) == 0 {
 		return 0, nil
 	}
-	c, err := dial()
+	c, done, err := dialCtx(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer c.close()
-	stop := context.AfterFunc(ctx, func() { c.f.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer done()
 	targets := make([][]byte, len(conns))
 	for i := range conns {
 		targets[i] = conns[i].id[:]

@@ -6,17 +6,13 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // Addresses on lo inside the test namespace: two clients and a server per
@@ -31,76 +27,11 @@ var (
 	server6 = netip.MustParseAddr("2001:db8:1::1")
 )
 
-// enterNetns moves the calling goroutine's thread into a fresh network
-// namespace with lo up and the test addresses on it. Cleanup restores the
-// original namespace; the new one disappears once its last socket closes.
-// Every socket of the test must be created on this goroutine.
+// enterNetns moves the test into a fresh network namespace with the test
+// addresses on lo (testutil.EnterNetns).
 func enterNetns(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces and SOCK_DESTROY")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatal(err)
-	}
-	ns, err := netns.New() // also switches this thread into it
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		t.Fatalf("netns.New: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime then discards it
-			// with the goroutine instead of reusing a thread stuck in
-			// the test namespace.
-			t.Errorf("restore netns: %v", err)
-			return
-		}
-		ns.Close()
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range []netip.Addr{banned4, other4, server4, banned6, other6, server6} {
-		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
-		if a.Is6() {
-			addr.Flags = syscall.IFA_F_NODAD // usable at once
-		}
-		if err := h.AddrAdd(lo, addr); err != nil {
-			t.Fatalf("add %v to lo: %v", a, err)
-		}
-	}
-	// The kernel installs an IPv6 address's local route from a work
-	// queue, even with NODAD; dialling before that fails with
-	// "network is unreachable".
-	for _, a := range []netip.Addr{banned6, other6, server6} {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			routes, err := h.RouteGet(a.AsSlice())
-			if err == nil && len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no local route for %v: %v %v", a, routes, err)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
+	testutil.EnterNetns(t, banned4, other4, server4, banned6, other6, server6)
 }
 
 // server accepts connections and echoes; it records how each server-side
@@ -314,9 +245,7 @@ func TestDestroyBadInput(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t)
 	// This kernel has CONFIG_INET_DIAG_DESTROY=y (see the package test
 	// log); on one without it Probe must say ErrUnsupported, and the
 	// other tests fail with it.
@@ -326,9 +255,7 @@ func TestProbe(t *testing.T) {
 }
 
 func TestDestroyCancelled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := Destroy(ctx, netip.MustParsePrefix("198.18.0.1/32"), []uint16{110}); !errors.Is(err, context.Canceled) {
