@@ -71,6 +71,16 @@ func (d *Daemon) flush() {
 			done = append(done, p.dec.Prefix)
 		}
 	}
+	// The batch's bans reach the disk before any is reported (logged,
+	// counted, signalled).
+	d.hold()
+	for _, p := range d.pending {
+		if dec := p.dec; !failed[dec.Prefix] {
+			d.remember(datapath.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: datapath.OriginLog, Reason: dec.Reason,
+				Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
+		}
+	}
+	d.commit()
 	killed := d.kill(done...)
 	d.escalate(done, time.Now())
 	for _, p := range d.pending {
@@ -79,8 +89,6 @@ func (d *Daemon) flush() {
 			continue
 		}
 		d.metrics.banned(datapath.OriginLog, time.Since(p.arrival))
-		d.remember(datapath.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: datapath.OriginLog, Reason: dec.Reason,
-			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
 		d.signal(dec.Prefix, scenarioOf(dec.Reason), dec.Events, dec.Time, dec.Time, dec.Duration, "rule "+dec.Rule)
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
@@ -93,6 +101,7 @@ func (d *Daemon) flush() {
 // the same offender history as log bans, so a repeat offender's next kernel
 // ban is lengthened here.
 func (d *Daemon) onKernelBans(evs []datapath.Event) {
+	d.hold()
 	durs := make([]time.Duration, len(evs))
 	prefixes := make([]netip.Prefix, len(evs))
 	for i, ev := range evs {
@@ -115,13 +124,15 @@ func (d *Daemon) onKernelBans(evs []datapath.Event) {
 		d.remember(datapath.Ban{Prefix: ev.Prefix, Expires: ev.At.Add(dur), Origin: datapath.OriginKernel, Reason: datapath.ReasonSynRate,
 			Detector: datapath.DetectorSYNRate, Events: int(ev.Threshold) + 1, Last: ev.At, Offence: offence})
 		durs[i], prefixes[i] = dur, ev.Prefix
-		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, int(ev.Threshold)+1, ev.At.Add(-d.cfg.Kernel.SYNRate.Window), ev.At, dur,
-			fmt.Sprintf("over %d SYNs per %s", ev.Threshold, d.cfg.Kernel.SYNRate.Window))
 	}
 	d.dirty = true
+	d.commit()
 	killed := d.kill(prefixes...)
 	d.escalate(prefixes, time.Now())
 	for i, p := range prefixes {
+		ev := evs[i]
+		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, int(ev.Threshold)+1, ev.At.Add(-d.cfg.Kernel.SYNRate.Window), ev.At, durs[i],
+			fmt.Sprintf("over %d SYNs per %s", ev.Threshold, d.cfg.Kernel.SYNRate.Window))
 		d.log.Info("banned", "prefix", p, "origin", "kernel", "reason", "syn-rate", "for", durs[i], "killed", killed[p])
 	}
 }
