@@ -36,7 +36,7 @@ type persistState struct {
 	compacted   int64  // journal size after the last compaction
 	lastCompact time.Time
 	took        time.Duration // the last compaction
-	failed      bool // the last commit failed (logged once)
+	failed      bool          // the last commit failed (logged once)
 }
 
 // journalBan queues b and its offender history; outside a batch it is
