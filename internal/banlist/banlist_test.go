@@ -275,3 +275,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The fast IPv4 path agrees with ParsePrefix on everything it accepts.
+func FuzzParse4(f *testing.F) {
+	for _, s := range []string{"10.0.0.1", "10.0.0.0/8", "1.2.3.4/33", "01.2.3.4", "1.2.3.4/024", "1.2.3.4/0", "0.0.0.0/0",
+		"255.255.255.255", "256.1.1.1", "1.2.3", "1.2.3.4.5", "1.2.3.4/", "1.2.3.4/24", "1.2.3.0/24x", "1111.2.3.4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, ok := parse4([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := ParsePrefix(s)
+		if err != nil || want != p {
+			t.Fatalf("parse4(%q) = %v, ParsePrefix: %v, %v", s, p, want, err)
+		}
+	})
+}

@@ -198,6 +198,15 @@ func (d *dec) prefix() netip.Prefix {
 	return p
 }
 
+// keys reads a list of prefixes as map keys.
+func (d *dec) keys() []pkey {
+	ks := make([]pkey, d.count(5))
+	for i := range ks {
+		ks[i] = keyOf(d.prefix())
+	}
+	return ks
+}
+
 func (d *dec) prefixes() []netip.Prefix {
 	ps := make([]netip.Prefix, d.count(5))
 	for i := range ps {

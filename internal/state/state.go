@@ -198,14 +198,12 @@ func checkPrefix(p netip.Prefix) error {
 
 // prune drops expired bans and merges duplicate prefixes, keeping the
 // longest-lasting ban, so a state file edited by hand or written across a
-// crash cannot make the loader install one prefix twice.
+// crash cannot make the loader install one prefix twice. (A journal has
+// no duplicates: its later record replaces.)
 func (st *State) prune(now time.Time) {
 	idx := make(map[netip.Prefix]int, len(st.Bans))
 	out := st.Bans[:0]
 	for _, b := range st.Bans {
-		if b.Expired(now) {
-			continue
-		}
 		if j, ok := idx[b.Prefix]; ok {
 			if outlasts(b, out[j]) {
 				out[j] = b
@@ -217,6 +215,12 @@ func (st *State) prune(now time.Time) {
 	}
 	clear(st.Bans[len(out):])
 	st.Bans = out
+	st.dropExpired(now)
+}
+
+// dropExpired drops the bans and allow rules that have run out at now.
+func (st *State) dropExpired(now time.Time) {
+	st.Bans = slices.DeleteFunc(st.Bans, func(b datapath.Ban) bool { return b.Expired(now) })
 	st.Allow = slices.DeleteFunc(st.Allow, func(a Allow) bool { return !a.Expires.IsZero() && !now.Before(a.Expires) })
 }
 

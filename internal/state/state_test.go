@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,9 +46,11 @@ func sample() State {
 }
 
 // sameState compares with time.Time.Equal, since decoded times carry a
-// different *Location than the originals.
+// different *Location than the originals, and bans in prefix order, in
+// which compaction writes them.
 func sameState(t *testing.T, got, want State) {
 	t.Helper()
+	got.Bans, want.Bans = byPrefix(got.Bans), byPrefix(want.Bans)
 	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Allow) != len(want.Allow) ||
 		len(got.Offenders) != len(want.Offenders) || got.JournalCursor != want.JournalCursor {
 		t.Fatalf("got %+v\nwant %+v", got, want)
@@ -77,6 +81,15 @@ func sameState(t *testing.T, got, want State) {
 			}
 		}
 	}
+}
+
+func byPrefix(bans []datapath.Ban) []datapath.Ban {
+	bans = slices.Clone(bans)
+	slices.SortStableFunc(bans, func(a, b datapath.Ban) int {
+		ka, kb := keyOf(a.Prefix), keyOf(b.Prefix)
+		return bytes.Compare(ka[:], kb[:])
+	})
+	return bans
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -390,10 +403,10 @@ func TestExpiredBansDropped(t *testing.T) {
 		Detector string
 	}
 	var b []brief
-	for _, x := range got.Bans {
+	for _, x := range byPrefix(got.Bans) {
 		b = append(b, brief{x.Prefix, x.Origin, x.Detector})
 	}
-	want := []brief{{p3, datapath.OriginLog, "long"}, {p1, datapath.OriginManual, ""}, {p2, datapath.OriginManual, "forever"}}
+	want := []brief{{p1, datapath.OriginManual, ""}, {p2, datapath.OriginManual, "forever"}, {p3, datapath.OriginLog, "long"}}
 	if !reflect.DeepEqual(b, want) {
 		t.Errorf("bans after load:\n got  %+v\n want %+v", b, want)
 	}
@@ -420,28 +433,70 @@ func genState(n int) State {
 	return st
 }
 
-func BenchmarkSave100k(b *testing.B) {
+// benchJournal is a journal of n bans that one `ban --from` wrote.
+func benchJournal(b *testing.B, n int) Store {
 	s := Store{Dir: b.TempDir()}
-	st := genState(100000)
-	for b.Loop() {
-		if err := s.Save(st); err != nil {
-			b.Fatal(err)
-		}
+	var batch Batch
+	batch.BanAll(datapath.Ban{Expires: time.Now().Add(time.Hour), Origin: datapath.OriginManual, Detector: "manual"}, benchPrefixes(n))
+	if err := s.Commit(&batch); err != nil {
+		b.Fatal(err)
 	}
-	fi, _ := os.Stat(s.Path())
-	b.ReportMetric(float64(fi.Size())/1e6, "MB/file")
+	return s
 }
 
-func BenchmarkLoad100k(b *testing.B) {
+func benchPrefixes(n int) []netip.Prefix {
+	ps := make([]netip.Prefix, n)
+	for i := range ps {
+		ps[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
+	return ps
+}
+
+// A million bans committed as one record: encoding, write, fsync.
+func BenchmarkJournalCommit1M(b *testing.B) {
+	ps := benchPrefixes(1_000_000)
+	like := datapath.Ban{Expires: time.Now().Add(time.Hour), Origin: datapath.OriginManual, Detector: "manual"}
 	s := Store{Dir: b.TempDir()}
-	if err := s.Save(genState(100000)); err != nil {
+	for b.Loop() {
+		var batch Batch
+		batch.BanAll(like, ps)
+		if err := s.Commit(&batch); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.Remove(s.Path())
+		b.StartTimer()
+	}
+}
+
+// Load of a journal of a million bans: what a restart reads.
+func BenchmarkJournalLoad1M(b *testing.B) {
+	s := benchJournal(b, 1_000_000)
+	for b.Loop() {
+		if st, err := s.Load(); err != nil || len(st.Bans) != 1_000_000 {
+			b.Fatal(len(st.Bans), err)
+		}
+	}
+	b.ReportMetric(float64(s.Size())/1e6, "MB-journal")
+}
+
+// Compaction of 100,000 log bans, each with its own evidence and offender
+// record: the daemon's worst case a ban.
+func BenchmarkJournalCompact100k(b *testing.B) {
+	s := Store{Dir: b.TempDir()}
+	st := genState(100000)
+	for i := range st.Bans {
+		st.Bans[i].Expires = time.Now().Add(time.Hour + time.Duration(i)*time.Millisecond)
+	}
+	if err := s.Save(st); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := s.load(t0); err != nil {
+		if _, err := s.Compact(nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(s.Size())/1e6, "MB-journal")
 }
 
 func FuzzDecode(f *testing.F) {

@@ -83,7 +83,7 @@ func (s Store) load(now time.Time) (State, error) {
 		return empty(), s.setAside(s.Path(), now, err)
 	}
 	st.fill()
-	st.prune(now)
+	st.dropExpired(now)
 	return st, err
 }
 
