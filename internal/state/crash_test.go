@@ -117,7 +117,7 @@ func crashRounds(t *testing.T, mode string) {
 		if !ok {
 			t.Fatalf("round %d: the child reported nothing", round)
 		}
-		time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+		time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
 		cmd.Process.Kill()
 		cmd.Wait()
 		last := -1
