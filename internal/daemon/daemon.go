@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 }
 
 func (d *Daemon) start() error {
-	st, err := d.loadState()
+	st, bans, err := d.loadState()
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func (d *Daemon) start() error {
 	if err := d.engine.History().Restore(st.Offenders, time.Now()); err != nil {
 		d.log.Error("offender history not restored", "error", err)
 	}
-	if err := d.restoreBans(st.Bans); err != nil {
+	if err := d.restoreBans(bans); err != nil {
 		return err
 	}
 	d.restoreKnownGood(st.KnownGood, time.Now())

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/datapath"
@@ -140,13 +141,14 @@ func (d *Daemon) compact() error {
 	return nil
 }
 
-// loadState reads the journal (importing a legacy state file). Dropped
-// records are logged, not fatal; only a newer version's state is.
-func (d *Daemon) loadState() (state.State, error) {
-	st, err := d.store.Load()
+// loadState reads the journal (importing a legacy state file), the bans
+// as lists for restoreBans. Dropped records are logged, not fatal; only a
+// newer version's state is.
+func (d *Daemon) loadState() (state.State, []state.BanList, error) {
+	st, lists, err := d.store.LoadLists()
 	switch {
 	case errors.Is(err, state.ErrFutureVersion):
-		return st, fmt.Errorf("state: %w", err)
+		return st, nil, fmt.Errorf("state: %w", err)
 	case errors.Is(err, state.ErrDropped):
 		d.log.Warn("state journal: torn or corrupt records dropped, the rest restored", "error", err)
 	case err != nil:
@@ -158,14 +160,14 @@ func (d *Daemon) loadState() (state.State, error) {
 	// The first tick compacts: it writes down the kernel's bans made
 	// while no daemon ran (SYN-rate bans), and drops what Load dropped.
 	d.dirty = true
-	return st, nil
+	return st, lists, nil
 }
 
 // restoreBans puts back bans the kernel no longer has: after a reboot, or
 // after the pins were removed. Bans the kernel still holds are left alone.
-// Bans sharing an expiry, origin and reason go in one batch write, so a
-// million bans restore in one BanMany per list they were banned with.
-func (d *Daemon) restoreBans(bans []datapath.Ban) error {
+// A list banned together goes back in one batch write, so a million bans
+// from one `ban --from` cost one BanMany.
+func (d *Daemon) restoreBans(lists []state.BanList) error {
 	live, err := d.guard.Bans()
 	if err != nil {
 		return err
@@ -180,22 +182,34 @@ func (d *Daemon) restoreBans(bans []datapath.Ban) error {
 		reason  datapath.Reason
 	}
 	groups := map[group][]netip.Prefix{}
-	now := time.Now()
-	for _, b := range bans {
+	for _, l := range lists {
 		// The daemon's own bans and CrowdSec's keep their evidence in
 		// memory (crowdsec.go asks who banned what); an operator's ban
 		// list need not.
-		if b.Origin != datapath.OriginManual {
-			d.records[b.Prefix] = b
+		if l.Like.Origin != datapath.OriginManual {
+			for _, p := range l.Prefixes {
+				b := l.Like
+				b.Prefix = p
+				d.records[p] = b
+			}
 		}
-		if have[b.Prefix] || b.Expired(now) {
-			continue
+		ps := l.Prefixes
+		if len(have) > 0 {
+			ps = slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return have[p] })
 		}
-		k := group{b.Expires, b.Origin, b.Reason}
-		groups[k] = append(groups[k], b.Prefix)
+		k := group{l.Like.Expires, l.Like.Origin, l.Like.Reason}
+		if groups[k] == nil {
+			groups[k] = ps // most often the only list of its group: no copy
+		} else {
+			groups[k] = append(groups[k], ps...)
+		}
 	}
+	now := time.Now()
 	restored := 0
 	for k, ps := range groups {
+		if len(ps) == 0 {
+			continue
+		}
 		ttl := time.Duration(0)
 		if !k.expires.IsZero() {
 			ttl = max(time.Second, k.expires.Sub(now))

@@ -275,17 +275,34 @@ func (t *banTable) inBase(k pkey) bool {
 	return ok
 }
 
-func (t *banTable) list() []datapath.Ban {
-	out := make([]datapath.Ban, len(t.base)+len(t.order))
-	n := 0
-	add := func(k pkey, hi int32) {
-		// Field by field: copying whole Bans into a slice this size costs
-		// a bulk write barrier each while the GC runs.
-		h, b := &t.heads[hi], &out[n]
-		b.Prefix, b.Expires, b.Origin, b.Reason, b.CIDR = k.prefix(), h.Expires, h.Origin, h.Reason, h.CIDR
-		b.Detector, b.Events, b.First, b.Last, b.Offence = h.Detector, h.Events, h.First, h.Last, h.Offence
-		n++
+// lists is the bans as lists sharing a record's fields, leaving out those
+// expired at now: what a restart hands to the kernel's batch writes,
+// without building a Ban per prefix.
+func (t *banTable) lists(now time.Time) []BanList {
+	n := make([]int, len(t.heads))
+	t.each(func(_ pkey, hi int32) { n[hi]++ })
+	ps := make([][]netip.Prefix, len(t.heads))
+	for hi, c := range n {
+		if c > 0 && !t.heads[hi].ban(netip.Prefix{}).Expired(now) {
+			ps[hi] = make([]netip.Prefix, 0, c)
+		}
 	}
+	t.each(func(k pkey, hi int32) {
+		if ps[hi] != nil {
+			ps[hi] = append(ps[hi], k.prefix())
+		}
+	})
+	var out []BanList
+	for hi, l := range ps {
+		if len(l) > 0 {
+			out = append(out, BanList{Like: t.heads[hi].ban(netip.Prefix{}), Prefixes: l})
+		}
+	}
+	return out
+}
+
+// each calls fn with every ban in force and its head.
+func (t *banTable) each(fn func(k pkey, hi int32)) {
 	for i, k := range t.base {
 		hi := t.bhead[i]
 		if len(t.over) > 0 {
@@ -294,15 +311,37 @@ func (t *banTable) list() []datapath.Ban {
 			}
 		}
 		if hi >= 0 {
-			add(k, hi)
+			fn(k, hi)
 		}
 	}
 	for _, k := range t.order {
 		if hi := t.over[k]; hi >= 0 && !t.inBase(k) {
-			add(k, hi)
+			fn(k, hi)
 		}
 	}
-	return out[:n]
+}
+
+func (t *banTable) list() []datapath.Ban {
+	n := 0
+	t.each(func(pkey, int32) { n++ })
+	out := make([]datapath.Ban, n)
+	n = 0
+	t.each(func(k pkey, hi int32) {
+		// Field by field: copying whole Bans into a slice this size costs
+		// a bulk write barrier each while the GC runs.
+		h, b := &t.heads[hi], &out[n]
+		b.Prefix, b.Expires, b.Origin, b.Reason, b.CIDR = k.prefix(), h.Expires, h.Origin, h.Reason, h.CIDR
+		b.Detector, b.Events, b.First, b.Last, b.Offence = h.Detector, h.Events, h.First, h.Last, h.Offence
+		n++
+	})
+	return out
+}
+
+// BanList is bans that share all but their prefix, as the journal records
+// them.
+type BanList struct {
+	Like     datapath.Ban // its Prefix is not set
+	Prefixes []netip.Prefix
 }
 
 // replay is the state a journal's records build.
@@ -322,18 +361,28 @@ var ErrDropped = errors.New("state journal: records dropped")
 // skipped up to the next record that checks, and reported in an error that
 // matches ErrDropped, returned with the state.
 func readJournal(data []byte) (State, error) {
+	r, err := replayJournal(data)
+	if r == nil {
+		return State{}, err
+	}
+	return r.state(), err
+}
+
+// replayJournal is readJournal before the State is built: nil for a bad
+// header.
+func replayJournal(data []byte) (*replay, error) {
 	if len(data) < len(journalHeader) && bytes.HasPrefix([]byte(journalHeader), data) {
 		// Created, and a crash came before its first records were synced:
 		// nothing in it was ever reported as applied.
 		if len(data) > 0 {
-			return (&replay{}).state(), fmt.Errorf("%w: a header cut short", ErrDropped)
+			return &replay{}, fmt.Errorf("%w: a header cut short", ErrDropped)
 		}
-		return (&replay{}).state(), nil
+		return &replay{}, nil
 	}
 	if !bytes.HasPrefix(data, []byte(journalHeader)) {
-		return State{}, headerErr(data)
+		return nil, headerErr(data)
 	}
-	var r replay
+	r := &replay{}
 	var drops []string
 	off := len(journalHeader)
 	for off < len(data) {
@@ -356,11 +405,10 @@ func readJournal(data []byte) (State, error) {
 		drops = append(drops, fmt.Sprintf("%d bytes at byte %d", skip, off))
 		off += skip
 	}
-	st := r.state()
 	if len(drops) > 0 {
-		return st, fmt.Errorf("%w: %s", ErrDropped, joinMax(drops, 5))
+		return r, fmt.Errorf("%w: %s", ErrDropped, joinMax(drops, 5))
 	}
-	return st, nil
+	return r, nil
 }
 
 func joinMax(xs []string, n int) string {
