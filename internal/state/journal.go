@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"strconv"
 	"time"
 
@@ -212,49 +213,68 @@ func (k pkey) prefix() netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16([16]byte(k[1:])), int(k[0])-64)
 }
 
-// banTable is the replay's bans. A record whose prefixes ascend, all
-// after the last one so far, and nothing else yet changed, is appended to
-// base without a map: what compaction writes (sorted) and a sorted ban
-// list are read at the speed of the disk. Every other record goes to
-// over, a map from prefix to its latest record (-1: lifted), which the
-// list consults. Keys index heads, the records' shared fields, so a
-// million bans of one record cost a key and an int32 each until the State
-// is built.
+// banTable is the replay's bans. A ban record whose prefixes ascend, all
+// after the last one so far, while nothing else has changed a ban, is kept
+// as a run of its bytes as on disk, checked and not copied: what compaction
+// writes (sorted) and a sorted ban list cost no memory a ban until the
+// State or the lists are built. Every other record goes to over, a map
+// from prefix to its latest record (-1: lifted), which each consults.
+// Prefixes index heads, the records' shared fields.
 type banTable struct {
 	heads []banHead
-	base  []pkey // ascending, unique
-	bhead []int32
+	runs  []baseRun
 	over  map[pkey]int32
 	order []pkey // over's keys, first insertion first
 }
 
-func (t *banTable) put(ks []pkey, h banHead) {
-	hi := int32(len(t.heads))
-	t.heads = append(t.heads, h)
-	if len(t.over) == 0 && t.ascendingAfterBase(ks) {
-		t.base = append(t.base, ks...)
-		for range ks {
-			t.bhead = append(t.bhead, hi)
-		}
-		return
-	}
-	for _, k := range ks {
-		t.set(k, hi)
-	}
+// baseRun is n prefixes encoded as on disk, ascending; width is each
+// one's size when they are all of one family (0: mixed).
+type baseRun struct {
+	head  int32
+	n     int
+	width int
+	data  []byte
+	first pkey
+	last  pkey
 }
 
-func (t *banTable) ascendingAfterBase(ks []pkey) bool {
-	prev := (*pkey)(nil)
-	if len(t.base) > 0 {
-		prev = &t.base[len(t.base)-1]
+// rawPrefixes is a ban record's checked prefix list.
+type rawPrefixes struct {
+	data        []byte
+	n, width    int
+	ascending   bool
+	first, last pkey
+}
+
+// nextKey reads a checked prefix from the front of b.
+func nextKey(b []byte) (pkey, int) {
+	var k pkey
+	k[0] = b[0]
+	if b[0] <= 32 {
+		copy(k[1:], b[1:5])
+		return k, 5
 	}
-	for i := range ks {
-		if prev != nil && bytes.Compare(prev[:], ks[i][:]) >= 0 {
-			return false
-		}
-		prev = &ks[i]
+	copy(k[1:], b[1:17])
+	return k, 17
+}
+
+func less(a, b *pkey) bool { return bytes.Compare(a[:], b[:]) < 0 }
+
+func (t *banTable) put(raw rawPrefixes, h banHead) {
+	hi := int32(len(t.heads))
+	t.heads = append(t.heads, h)
+	if raw.n == 0 {
+		return
 	}
-	return true
+	if len(t.over) == 0 && raw.ascending && (len(t.runs) == 0 || less(&t.runs[len(t.runs)-1].last, &raw.first)) {
+		t.runs = append(t.runs, baseRun{head: hi, n: raw.n, width: raw.width, data: raw.data, first: raw.first, last: raw.last})
+		return
+	}
+	for b := raw.data; len(b) > 0; {
+		k, n := nextKey(b)
+		t.set(k, hi)
+		b = b[n:]
+	}
 }
 
 func (t *banTable) set(k pkey, hi int32) {
@@ -269,10 +289,29 @@ func (t *banTable) set(k pkey, hi int32) {
 
 func (t *banTable) del(k pkey) { t.set(k, -1) }
 
-// inBase finds k in base.
+// inBase finds k in the base: the run by its bounds, then a binary search
+// when the run's prefixes are of one width.
 func (t *banTable) inBase(k pkey) bool {
-	_, ok := slices.BinarySearchFunc(t.base, k, func(a, b pkey) int { return bytes.Compare(a[:], b[:]) })
-	return ok
+	i, _ := slices.BinarySearchFunc(t.runs, k, func(r baseRun, k pkey) int { return bytes.Compare(r.last[:], k[:]) })
+	if i == len(t.runs) || less(&k, &t.runs[i].first) {
+		return false
+	}
+	r := &t.runs[i]
+	if r.width == 0 {
+		for b := r.data; len(b) > 0; {
+			x, n := nextKey(b)
+			if x == k {
+				return true
+			}
+			b = b[n:]
+		}
+		return false
+	}
+	_, found := sort.Find(r.n, func(j int) int {
+		x, _ := nextKey(r.data[j*r.width:])
+		return bytes.Compare(k[:], x[:])
+	})
+	return found
 }
 
 // lists is the bans as lists sharing a record's fields, leaving out those
@@ -303,15 +342,19 @@ func (t *banTable) lists(now time.Time) []BanList {
 
 // each calls fn with every ban in force and its head.
 func (t *banTable) each(fn func(k pkey, hi int32)) {
-	for i, k := range t.base {
-		hi := t.bhead[i]
-		if len(t.over) > 0 {
-			if o, ok := t.over[k]; ok {
-				hi = o
+	for _, r := range t.runs {
+		for b := r.data; len(b) > 0; {
+			k, n := nextKey(b)
+			b = b[n:]
+			hi := r.head
+			if len(t.over) > 0 {
+				if o, ok := t.over[k]; ok {
+					hi = o
+				}
 			}
-		}
-		if hi >= 0 {
-			fn(k, hi)
+			if hi >= 0 {
+				fn(k, hi)
+			}
 		}
 	}
 	for _, k := range t.order {
@@ -444,8 +487,8 @@ func (r *replay) apply(payload []byte) error {
 	switch payload[0] {
 	case recBan:
 		h := d.banHead()
-		ks := d.keys()
-		do = func() { r.bans.put(ks, h) }
+		raw := d.rawPrefixes()
+		do = func() { r.bans.put(raw, h) }
 	case recUnban:
 		ks := d.keys()
 		do = func() {

@@ -198,6 +198,36 @@ func (d *dec) prefix() netip.Prefix {
 	return p
 }
 
+// rawPrefixes checks a list of prefixes and returns it as encoded, with
+// whether it ascends (without building a key or a Prefix to keep).
+func (d *dec) rawPrefixes() rawPrefixes {
+	n := d.count(5)
+	start := d.b
+	raw := rawPrefixes{n: n, ascending: true}
+	var prev pkey
+	for i := range n {
+		before := len(d.b)
+		k := keyOf(d.prefix())
+		if d.err != nil {
+			return rawPrefixes{}
+		}
+		w := before - len(d.b)
+		switch {
+		case i == 0:
+			raw.first, raw.width = k, w
+		case !less(&prev, &k):
+			raw.ascending = false
+		}
+		if raw.width != w {
+			raw.width = 0
+		}
+		prev = k
+	}
+	raw.last = prev
+	raw.data = start[:len(start)-len(d.b)]
+	return raw
+}
+
 // keys reads a list of prefixes as map keys.
 func (d *dec) keys() []pkey {
 	ks := make([]pkey, d.count(5))

@@ -480,6 +480,16 @@ func BenchmarkJournalLoad1M(b *testing.B) {
 	b.ReportMetric(float64(s.Size())/1e6, "MB-journal")
 }
 
+// LoadLists of a journal of a million bans: what a restart reads.
+func BenchmarkJournalLoadLists1M(b *testing.B) {
+	s := benchJournal(b, 1_000_000)
+	for b.Loop() {
+		if _, lists, err := s.LoadLists(); err != nil || len(lists) != 1 || len(lists[0].Prefixes) != 1_000_000 {
+			b.Fatal(len(lists), err)
+		}
+	}
+}
+
 // Compaction of 100,000 log bans, each with its own evidence and offender
 // record: the daemon's worst case a ban.
 func BenchmarkJournalCompact100k(b *testing.B) {
