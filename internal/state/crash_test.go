@@ -111,26 +111,28 @@ func crashRounds(t *testing.T, mode string) {
 			}
 			close(lines)
 		}()
-		// Wait for the first report, so that every round writes, then
-		// kill at a random moment of what follows.
-		first, ok := <-lines
-		if !ok {
-			t.Fatalf("round %d: the child reported nothing", round)
+		// Wait for the first report (in compact mode, the first
+		// compaction), so that every round writes, then kill at a random
+		// moment of what follows.
+		var early []string
+		for {
+			l, ok := <-lines
+			if !ok {
+				t.Fatalf("round %d: the child stopped after %q", round, early)
+			}
+			early = append(early, l)
+			if mode != "compact" || l == "compacted" {
+				break
+			}
 		}
 		time.Sleep(time.Duration(rand.IntN(40)) * time.Millisecond)
 		cmd.Process.Kill()
 		cmd.Wait()
+		for l := range lines {
+			early = append(early, l)
+		}
 		last := -1
-		for l := range func(yield func(string) bool) {
-			if !yield(first) {
-				return
-			}
-			for l := range lines {
-				if !yield(l) {
-					return
-				}
-			}
-		} {
+		for _, l := range early {
 			switch {
 			case strings.HasPrefix(l, "ok "):
 				last, _ = strconv.Atoi(l[3:])
@@ -159,9 +161,7 @@ func crashRounds(t *testing.T, mode string) {
 		}
 		checkCrashState(t, round, st, reported, inFlight)
 	}
-	if mode == "compact" && compactions == 0 {
-		t.Error("no compaction completed in any round")
-	}
+	t.Logf("%d compactions reported over the rounds", compactions)
 }
 
 // checkCrashState: every reported batch's bans are there, except those a
