@@ -293,3 +293,17 @@ func FuzzParse4(f *testing.F) {
 		}
 	})
 }
+
+// Repeats are dropped wherever they are, keeping the order of first
+// appearance (IPv4 repeats are found by a sort at the end).
+func TestParseDropsRepeatsInOrder(t *testing.T) {
+	in := "198.18.0.3\n198.18.0.1\n2001:db8::1\n198.18.0.3\n198.18.0.0/24\n198.18.0.1/32\n2001:db8::1/128\n198.18.0.2\n198.18.0.0/24\n"
+	got, err := Parse(strings.NewReader(in), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := prefixes(t, "198.18.0.3/32", "198.18.0.1/32", "2001:db8::1/128", "198.18.0.0/24", "198.18.0.2/32")
+	if !equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
