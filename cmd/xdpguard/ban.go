@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -188,16 +189,22 @@ func recordBans(cfg config.Config, g *datapath.Guard, eff []netip.Prefix, ttl ti
 		like.Expires = now.Add(ttl)
 	}
 	// A prefix wider than the ban granularity is a CIDR rule in the kernel.
-	var exact, wide []netip.Prefix
-	for _, p := range eff {
-		gran := s.PrefixV6
+	// A big list rarely holds one: then it is recorded as it is, uncopied.
+	isWide := func(p netip.Prefix) bool {
 		if p.Addr().Is4() {
-			gran = s.PrefixV4
+			return p.Bits() < s.PrefixV4
 		}
-		if p.Bits() < gran {
-			wide = append(wide, p)
-		} else {
-			exact = append(exact, p)
+		return p.Bits() < s.PrefixV6
+	}
+	exact, wide := eff, []netip.Prefix(nil)
+	if slices.ContainsFunc(eff, isWide) {
+		exact = nil
+		for _, p := range eff {
+			if isWide(p) {
+				wide = append(wide, p)
+			} else {
+				exact = append(exact, p)
+			}
 		}
 	}
 	var b state.Batch
