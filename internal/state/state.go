@@ -5,8 +5,10 @@
 // They live in an append-only journal (state.journal, record.go): every
 // change is a record, and a command or a daemon batch reaches the disk with
 // one write and one fsync (Commit) before it is reported as applied. The
-// daemon compacts the journal, rewriting it from the live state, when it
-// has grown to twice its last compacted size. Compaction writes a new file
+// daemon compacts the journal, rewriting it from the kernel's bans and its
+// own memory, when it has grown to twice its last compacted size, and when
+// something changed at most 1% of the time (internal/daemon/persist.go).
+// Compaction writes a new file
 // and renames it over the old, so after a crash the journal is the old
 // file or the new one, plus whatever was appended after; a record a crash
 // cut short fails its CRC and is dropped with a warning (ErrDropped),
