@@ -11,7 +11,7 @@ VERSION  := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X main.version=$(VERSION)
 
 .PHONY: all build generate check-generated deps-bpf deps-test test test-short test-crowdsec deps-crowdsec deb test-vm \
-        bench bench-bpf bench-daemon bench-drop bench-scan bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
+        bench bench-bpf bench-daemon bench-state bench-drop bench-scan bench-logs bench-logs-go vet fmt-check clean bpffs test-kernels \
         deps-e2e deps-bench-e2e test-e2e bench-e2e bench-e2e-slots demo
 
 all: build
@@ -76,6 +76,13 @@ bench-bpf: bpffs
 
 bench-daemon: bpffs
 	$(GO) test -run '^$$' -bench 'Reaction|BanRate' -benchtime 1x -count 3 ./internal/daemon/
+
+# The state store's targets (issue 17): `xdpguard ban --from` a million
+# addresses end to end, and `run` after `detach --keep-state` restoring a
+# million bans; then the journal's own costs (commit, replay, compaction).
+bench-state: bpffs
+	$(GO) test -run '^$$' -bench 'BanFromFile|Restart' -benchtime 3x -count 1 ./cmd/xdpguard/
+	$(GO) test -run '^$$' -bench 'Journal' -benchtime 3x -count 1 ./internal/state/
 
 # xdpguard logtest against fail2ban-regex (dovecot filter, aggressive mode) on
 # a generated 1,000,000-line mail log (internal/logwatch/internal/maillog), then the

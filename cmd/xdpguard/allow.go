@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -48,8 +49,22 @@ func allowCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			if err := state.MirrorAllow(g, store(cfg), cfg.Allow); err != nil {
-				return fail("the kernel has the change, but the state file does not: %v", err)
+			// The configuration file's allow list is its own source: a
+			// prefix taken out of the file must not come back from the state.
+			if !slices.Contains(cfg.Allow, p.Masked()) {
+				var b state.Batch
+				if c.Bool("remove") {
+					b.RemoveAllow(p.Masked())
+				} else {
+					exp := time.Time{}
+					if ttl > 0 {
+						exp = time.Now().Add(ttl)
+					}
+					b.Allow(exp, p.Masked())
+				}
+				if err := commit(cfg, &b); err != nil {
+					return err
+				}
 			}
 			if c.Bool("remove") {
 				fmt.Fprintf(c.App.Writer, "removed allow rule %s\n", p)
@@ -72,35 +87,33 @@ func allowCommand() *cli.Command {
 	}
 }
 
-// settleState does what detach promises for the state file: clear it, so
-// the next run does not bring the bans and allow rules back, or with
+// settleState does what detach promises for the state: clear it, so the
+// next run does not bring the bans and allow rules back, or with
 // --keep-state say what the next run will restore.
 func settleState(c *cli.Context, cfg config.Config) error {
 	s := store(cfg)
-	if _, err := os.Stat(s.Path()); errors.Is(err, fs.ErrNotExist) {
+	_, jerr := os.Stat(s.Path())
+	_, lerr := os.Stat(s.LegacyPath())
+	if errors.Is(jerr, fs.ErrNotExist) && errors.Is(lerr, fs.ErrNotExist) {
 		// Nothing to clear or keep; and no state directory made for it.
 		if c.Bool("keep-state") {
 			fmt.Fprintf(c.App.Writer, "no state file %s: the next run starts empty\n", s.Path())
 		}
 		return nil
 	}
-	return state.WithLock(s.Dir, func() error {
-		st, err := s.Load()
-		if err != nil && !errors.Is(err, state.ErrCorrupt) {
+	if c.Bool("keep-state") {
+		st, err := s.Read()
+		if err != nil && !errors.Is(err, state.ErrDropped) {
 			return fail("%v", err)
 		}
-		if c.Bool("keep-state") {
-			fmt.Fprintf(c.App.Writer, "kept %s: the next run restores %d bans and %d allow rules\n", s.Path(), len(st.Bans), len(st.Allow))
-			return nil
-		}
-		switch err := os.Remove(s.Path()); {
-		case errors.Is(err, fs.ErrNotExist):
-			return nil
-		case err != nil:
-			return fail("clear the state file: %v", err)
-		}
-		fmt.Fprintf(c.App.Writer, "cleared %s (%d bans, %d allow rules, %d offender records); --keep-state keeps it\n",
-			s.Path(), len(st.Bans), len(st.Allow), len(st.Offenders))
+		fmt.Fprintf(c.App.Writer, "kept %s: the next run restores %d bans and %d allow rules\n", s.Path(), len(st.Bans), len(st.Allow))
 		return nil
-	})
+	}
+	st, err := s.Clear()
+	if err != nil {
+		return fail("clear the state: %v", err)
+	}
+	fmt.Fprintf(c.App.Writer, "cleared %s (%d bans, %d allow rules, %d offender records); --keep-state keeps it\n",
+		s.Path(), len(st.Bans), len(st.Allow), len(st.Offenders))
+	return nil
 }

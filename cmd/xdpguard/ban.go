@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -65,13 +66,9 @@ func banCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			now := time.Now()
-			records := make(map[netip.Prefix]datapath.Ban, len(eff))
-			for _, p := range eff {
-				records[p] = datapath.Ban{Prefix: p, Origin: datapath.OriginManual, Reason: reason,
-					Detector: datapath.DetectorManual, Events: 1, First: now, Last: now}
-			}
-			if err := record(cfg, g, records); err != nil {
+			// On disk before "banned" is printed: a crash after the report
+			// loses nothing.
+			if err := recordBans(cfg, g, eff, ttl, reason); err != nil {
 				return err
 			}
 			until := "until unbanned"
@@ -132,7 +129,17 @@ func unbanCommand() *cli.Command {
 			if err != nil {
 				return fail("%v", err)
 			}
-			if err := record(cfg, g, nil); err != nil {
+			var b state.Batch
+			if all {
+				b.UnbanAll()
+			} else {
+				eff, err := g.Effective(ps)
+				if err != nil {
+					return fail("%v", err)
+				}
+				b.Unban(eff...)
+			}
+			if err := commit(cfg, &b); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "lifted %d bans\n", lifted)
@@ -168,11 +175,49 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 	return []netip.Prefix{p}, nil
 }
 
-// record writes the kernel's bans into the state file, so that a manual ban
-// survives a reboot even when the daemon is not running.
-func record(cfg config.Config, g *datapath.Guard, records map[netip.Prefix]datapath.Ban) error {
-	if _, err := state.Mirror(g, store(cfg), records, nil); err != nil {
-		return fail("the kernel has the change, but the state file does not: %v", err)
+// recordBans writes manual bans on eff (the kernel's prefixes) to the
+// state journal, so that they survive a reboot even when the daemon is not
+// running.
+func recordBans(cfg config.Config, g *datapath.Guard, eff []netip.Prefix, ttl time.Duration, reason datapath.Reason) error {
+	s, err := g.Settings()
+	if err != nil {
+		return fail("%v", err)
+	}
+	now := time.Now()
+	like := datapath.Ban{Origin: datapath.OriginManual, Reason: reason, Detector: datapath.DetectorManual, Events: 1, First: now, Last: now}
+	if ttl > 0 {
+		like.Expires = now.Add(ttl)
+	}
+	// A prefix wider than the ban granularity is a CIDR rule in the kernel.
+	// A big list rarely holds one: then it is recorded as it is, uncopied.
+	isWide := func(p netip.Prefix) bool {
+		if p.Addr().Is4() {
+			return p.Bits() < s.PrefixV4
+		}
+		return p.Bits() < s.PrefixV6
+	}
+	exact, wide := eff, []netip.Prefix(nil)
+	if slices.ContainsFunc(eff, isWide) {
+		exact = nil
+		for _, p := range eff {
+			if isWide(p) {
+				wide = append(wide, p)
+			} else {
+				exact = append(exact, p)
+			}
+		}
+	}
+	var b state.Batch
+	b.BanAll(like, exact)
+	like.CIDR = true
+	b.BanAll(like, wide)
+	return commit(cfg, &b)
+}
+
+// commit syncs a CLI command's change to the state journal.
+func commit(cfg config.Config, b *state.Batch) error {
+	if err := store(cfg).Commit(b); err != nil {
+		return fail("the kernel has the change, but the state journal does not: %v", err)
 	}
 	return nil
 }

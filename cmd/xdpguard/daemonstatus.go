@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -166,11 +165,11 @@ func records(store state.Store) map[string]datapath.Ban {
 }
 
 func readState(store state.Store) (state.State, error) {
-	data, err := os.ReadFile(store.Path())
-	if err != nil {
-		return state.State{}, err
+	st, err := store.Read()
+	if errors.Is(err, state.ErrDropped) {
+		err = nil // the intact records are the state
 	}
-	return state.Decode(data)
+	return st, err
 }
 
 func dash(s string) string {

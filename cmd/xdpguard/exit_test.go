@@ -115,7 +115,7 @@ func TestStateDirPrecedence(t *testing.T) {
 	check := func(want string, args ...string) {
 		t.Helper()
 		stdout, stderr, code := runIn(t, "", append([]string{"detach", "--keep-state"}, args...)...)
-		if code != 0 || !strings.Contains(stdout, "no state file "+filepath.Join(want, "state.json")) {
+		if code != 0 || !strings.Contains(stdout, "no state file "+filepath.Join(want, "state.journal")) {
 			t.Errorf("detach --keep-state %v: exit %d, %q %q; want state in %s", args, code, stdout, stderr, want)
 		}
 	}

@@ -70,6 +70,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer, code *int) *cli.App {
 			banCommand(),
 			unbanCommand(),
 			allowCommand(),
+			stateCommand(),
 			logtestCommand(),
 			versionCommand(),
 			docsCommand(),

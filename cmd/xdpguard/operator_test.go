@@ -150,7 +150,7 @@ func TestStateKeepsAllowAndCIDRRules(t *testing.T) {
 	w.stop(syscall.SIGTERM)
 
 	stdout, _ = cli("detach")
-	if !strings.Contains(stdout, fmt.Sprintf("cleared %s", filepath.Join(w.dir, "state", "state.json"))) {
+	if !strings.Contains(stdout, fmt.Sprintf("cleared %s", filepath.Join(w.dir, "state", "state.journal"))) {
 		t.Errorf("detach said %q", stdout)
 	}
 	w.start()

@@ -11,12 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/state"
 	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
@@ -383,7 +386,7 @@ func TestDaemon(t *testing.T) {
 	})
 	t.Run("a corrupt state file is survived", func(t *testing.T) {
 		w.stop(syscall.SIGTERM)
-		stateFile := filepath.Join(w.dir, "state", "state.json")
+		stateFile := filepath.Join(w.dir, "state", state.FileName)
 		os.WriteFile(stateFile, []byte(`{"version":1,"bans":[{"prefix":"nonsense`), 0o600)
 		w.start()
 		w.waitLog("state file unusable")
@@ -391,12 +394,13 @@ func TestDaemon(t *testing.T) {
 		if len(aside) != 1 {
 			t.Fatalf("corrupt file not set aside: %v", aside)
 		}
-		// The kernel still has the bans; the next save rewrites the file.
+		// The kernel still has the bans; the next compaction rewrites
+		// the journal from it.
 		w.noAuth(attacker2, 1)
 		time.Sleep(1500 * time.Millisecond)
-		data, _ := os.ReadFile(stateFile)
-		if !strings.Contains(string(data), attacker) {
-			t.Fatalf("state not rewritten from the kernel: %s", data)
+		st, err := state.Store{Dir: filepath.Dir(stateFile)}.Read()
+		if err != nil || !slices.ContainsFunc(st.Bans, func(b datapath.Ban) bool { return b.Prefix.Addr().String() == attacker }) {
+			t.Fatalf("state not rewritten from the kernel: %+v, %v", st.Bans, err)
 		}
 	})
 	t.Run("SIGTERM leaves protection in force", func(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -47,6 +48,61 @@ type prefixKey struct {
 	addr [16]byte
 	bits uint8
 	is4  bool
+}
+
+// dedup finds repeated prefixes. IPv4 ones, nearly all of a big list, are
+// collected as sortable keys and their repeats found by one sort at the
+// end: a map of a million costs a cache miss an insert, several times the
+// sort. The rest go through a map at once.
+type dedup struct {
+	v4 []uint64 // prefix<<24 | its index in the output
+	v6 map[prefixKey]struct{}
+}
+
+// maxSorted is how many prefixes the index bits of a v4 key can number.
+const maxSorted = 1 << 24
+
+// add reports whether p (to be the output's i-th) is known to repeat one
+// before it. IPv4 repeats are only found by dropRepeats.
+func (d *dedup) add(p netip.Prefix, i int) bool {
+	if p.Addr().Is4() && i < maxSorted {
+		a := p.Addr().As4()
+		k := uint64(a[0])<<32 | uint64(a[1])<<24 | uint64(a[2])<<16 | uint64(a[3])<<8 | uint64(p.Bits())
+		d.v4 = append(d.v4, k<<24|uint64(i))
+		return false
+	}
+	k := prefixKey{p.Addr().As16(), uint8(p.Bits()), p.Addr().Is4()}
+	if d.v6 == nil {
+		d.v6 = map[prefixKey]struct{}{}
+	}
+	_, dup := d.v6[k]
+	d.v6[k] = struct{}{}
+	return dup
+}
+
+// dropRepeats removes the IPv4 prefixes that repeat an earlier one,
+// keeping the order of first appearance.
+func (d *dedup) dropRepeats(out []netip.Prefix) []netip.Prefix {
+	slices.Sort(d.v4) // equal prefixes together, the first appearance first
+	var drop []int
+	for i := 1; i < len(d.v4); i++ {
+		if d.v4[i]>>24 == d.v4[i-1]>>24 {
+			drop = append(drop, int(d.v4[i]&(maxSorted-1)))
+		}
+	}
+	if len(drop) == 0 {
+		return out
+	}
+	slices.Sort(drop)
+	kept := out[:0]
+	for i, p := range out {
+		if len(drop) > 0 && drop[0] == i {
+			drop = drop[1:]
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return kept
 }
 
 // LineError is one bad line.
@@ -96,12 +152,19 @@ func (e *Error) add(line int, text, msg string) {
 // A bad line yields an *Error (use errors.As) and no prefixes; a read
 // failure yields a wrapped I/O error naming the input.
 func Parse(r io.Reader, name string) ([]netip.Prefix, error) {
+	return parse(r, name, 0)
+}
+
+// parse is Parse with room for about hint prefixes made at once: growing a
+// slice and a map of a million step by step copied them over and over.
+func parse(r io.Reader, name string, hint int) ([]netip.Prefix, error) {
 	br := bufio.NewReaderSize(r, 64*1024)
 	var (
-		out  []netip.Prefix
-		seen = make(map[prefixKey]struct{})
+		out  = make([]netip.Prefix, 0, hint)
+		seen dedup
 		bad  = &Error{Name: name}
 	)
+	seen.v4 = make([]uint64, 0, hint)
 	for lineNo := 1; ; lineNo++ {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || len(line) > MaxLineLen {
@@ -125,12 +188,8 @@ func Parse(r io.Reader, name string) ([]netip.Prefix, error) {
 		}
 		if p, text, msg, ok := parseLine(line); msg != "" {
 			bad.add(lineNo, text, msg)
-		} else if ok && bad.Total == 0 {
-			k := prefixKey{p.Addr().As16(), uint8(p.Bits()), p.Addr().Is4()}
-			if _, dup := seen[k]; !dup {
-				seen[k] = struct{}{}
-				out = append(out, p)
-			}
+		} else if ok && bad.Total == 0 && !seen.add(p, len(out)) {
+			out = append(out, p)
 		}
 		if err == io.EOF {
 			break
@@ -139,10 +198,7 @@ func Parse(r io.Reader, name string) ([]netip.Prefix, error) {
 	if bad.Total > 0 {
 		return nil, bad
 	}
-	if out == nil {
-		out = []netip.Prefix{}
-	}
-	return out, nil
+	return seen.dropRepeats(out), nil
 }
 
 // ReadFile parses the file at path, or stdin when path is "-".
@@ -155,7 +211,12 @@ func ReadFile(path string, stdin io.Reader) ([]netip.Prefix, error) {
 		return nil, err // *PathError already names the file
 	}
 	defer f.Close()
-	return Parse(f, path)
+	hint := 0
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		// A line is at least 8 bytes ("1.2.3.4\n"), usually 12 to 16.
+		hint = int(min(fi.Size()/12, 1<<24))
+	}
+	return parse(f, path, hint)
 }
 
 // parseLine returns ok=false for a line with no entry, or a non-empty msg
@@ -170,6 +231,9 @@ func parseLine(line []byte) (p netip.Prefix, text, msg string, ok bool) {
 	}
 	if i := bytes.IndexAny(line, " \t\v\f\r"); i >= 0 {
 		return netip.Prefix{}, string(line), "more than one field (expected one address or CIDR per line)", false
+	}
+	if p, ok := parse4(line); ok {
+		return p, "", "", true
 	}
 	s := string(line)
 	p, err := ParsePrefix(s)

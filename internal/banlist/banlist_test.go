@@ -275,3 +275,35 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The fast IPv4 path agrees with ParsePrefix on everything it accepts.
+func FuzzParse4(f *testing.F) {
+	for _, s := range []string{"10.0.0.1", "10.0.0.0/8", "1.2.3.4/33", "01.2.3.4", "1.2.3.4/024", "1.2.3.4/0", "0.0.0.0/0",
+		"255.255.255.255", "256.1.1.1", "1.2.3", "1.2.3.4.5", "1.2.3.4/", "1.2.3.4/24", "1.2.3.0/24x", "1111.2.3.4"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, ok := parse4([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := ParsePrefix(s)
+		if err != nil || want != p {
+			t.Fatalf("parse4(%q) = %v, ParsePrefix: %v, %v", s, p, want, err)
+		}
+	})
+}
+
+// Repeats are dropped wherever they are, keeping the order of first
+// appearance (IPv4 repeats are found by a sort at the end).
+func TestParseDropsRepeatsInOrder(t *testing.T) {
+	in := "198.18.0.3\n198.18.0.1\n2001:db8::1\n198.18.0.3\n198.18.0.0/24\n198.18.0.1/32\n2001:db8::1/128\n198.18.0.2\n198.18.0.0/24\n"
+	got, err := Parse(strings.NewReader(in), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := prefixes(t, "198.18.0.3/32", "198.18.0.1/32", "2001:db8::1/128", "198.18.0.0/24", "198.18.0.2/32")
+	if !equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}

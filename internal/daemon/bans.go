@@ -71,6 +71,16 @@ func (d *Daemon) flush() {
 			done = append(done, p.dec.Prefix)
 		}
 	}
+	// The batch's bans reach the disk before any is reported (logged,
+	// counted, signalled).
+	d.hold()
+	for _, p := range d.pending {
+		if dec := p.dec; !failed[dec.Prefix] {
+			d.remember(datapath.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: datapath.OriginLog, Reason: dec.Reason,
+				Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
+		}
+	}
+	d.commit()
 	killed := d.kill(done...)
 	d.escalate(done, time.Now())
 	for _, p := range d.pending {
@@ -79,8 +89,6 @@ func (d *Daemon) flush() {
 			continue
 		}
 		d.metrics.banned(datapath.OriginLog, time.Since(p.arrival))
-		d.remember(datapath.Ban{Prefix: dec.Prefix, Expires: time.Now().Add(dec.Duration), Origin: datapath.OriginLog, Reason: dec.Reason,
-			Detector: dec.Rule, Events: dec.Events, First: dec.First, Last: dec.Time, Offence: dec.Offence})
 		d.signal(dec.Prefix, scenarioOf(dec.Reason), dec.Events, dec.Time, dec.Time, dec.Duration, "rule "+dec.Rule)
 		d.dirty = true
 		d.log.Info("banned", "prefix", dec.Prefix, "origin", "log", "reason", dec.Reason, "rule", dec.Rule,
@@ -93,6 +101,7 @@ func (d *Daemon) flush() {
 // the same offender history as log bans, so a repeat offender's next kernel
 // ban is lengthened here.
 func (d *Daemon) onKernelBans(evs []datapath.Ban) {
+	d.hold()
 	durs := make([]time.Duration, len(evs))
 	prefixes := make([]netip.Prefix, len(evs))
 	for i, ev := range evs {
@@ -114,13 +123,15 @@ func (d *Daemon) onKernelBans(evs []datapath.Ban) {
 		rec.Expires, rec.Offence = ev.Last.Add(dur), offence
 		d.remember(rec)
 		durs[i], prefixes[i] = dur, ev.Prefix
-		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, ev.Events, ev.Last.Add(-d.cfg.Kernel.SYNRate.Window), ev.Last, dur,
-			fmt.Sprintf("over %d SYNs per %s", ev.Events-1, d.cfg.Kernel.SYNRate.Window))
 	}
 	d.dirty = true
+	d.commit()
 	killed := d.kill(prefixes...)
 	d.escalate(prefixes, time.Now())
 	for i, p := range prefixes {
+		ev := evs[i]
+		d.signal(ev.Prefix, crowdsec.ScenarioSYNRate, ev.Events, ev.Last.Add(-d.cfg.Kernel.SYNRate.Window), ev.Last, durs[i],
+			fmt.Sprintf("over %d SYNs per %s", ev.Events-1, d.cfg.Kernel.SYNRate.Window))
 		d.log.Info("banned", "prefix", p, "origin", "kernel", "reason", "syn-rate", "for", durs[i], "killed", killed[p])
 	}
 }

@@ -160,6 +160,7 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 			// a pull of 100,000 decisions is not 100,000 recent bans.
 			d.records[kp] = datapath.Ban{Prefix: kp, Origin: datapath.OriginCrowdsec, Reason: datapath.ReasonBlocklist,
 				Detector: b.Scenario, Events: 1}
+			d.journalCrowdsec(kp, start.Add(kernelTTL(b.TTL)), b.Scenario)
 			applied++
 		}
 	}
@@ -181,6 +182,8 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 		n, err := d.guard.UnbanMany(unban)
 		if err != nil {
 			d.log.Error("crowdsec: unban failed", "prefixes", len(unban), "error", err)
+		} else {
+			d.pj.batch.Unban(unban...)
 		}
 		removed = n
 	}
@@ -195,11 +198,14 @@ func (d *Daemon) onCrowdsec(delta crowdsec.Delta) {
 			n, err := d.guard.UnbanMany(stray)
 			if err != nil {
 				d.log.Error("crowdsec: unban failed", "prefixes", len(stray), "error", err)
+			} else {
+				d.pj.batch.Unban(stray...)
 			}
 			removed += n
 		}
 		sweep = time.Since(sweepStart)
 	}
+	d.commit() // before the pull is reported applied
 	l.mu.Lock()
 	l.active, l.lastApply = len(l.ids), took
 	l.mu.Unlock()

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"os"
 	"time"
@@ -63,13 +62,12 @@ type Daemon struct {
 	// configAllow is the allowlist the daemon put in the kernel, so that a
 	// reload can take back what the file no longer lists, and nothing else.
 	configAllow map[netip.Prefix]bool
-	dirty       bool
-	lastSave    time.Time
-	nextSave    time.Time
-	nextSweep   time.Time
-	pending     []pendingBan
-	own         map[netip.Addr]bool // the host's addresses
-	slots       slotWatch
+	// dirty: something changed that only compaction writes in full.
+	dirty     bool
+	nextSweep time.Time
+	pending   []pendingBan
+	own       map[netip.Addr]bool // the host's addresses
+	slots     slotWatch
 	// cursor is the journal cursor of the last line processed; seen
 	// counts lines per input, for status.
 	cursor  string
@@ -81,6 +79,7 @@ type Daemon struct {
 	esc     escState      // IPv6 escalation (escalate.go)
 	tr      trawlState    // user-name trawlers (trawl.go)
 	cs      *crowdsecLink // nil without crowdsec.lapi_url
+	pj      persistState  // the state journal (persist.go)
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -112,13 +111,9 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 }
 
 func (d *Daemon) start() error {
-	st, err := d.store.Load()
-	switch {
-	case errors.Is(err, state.ErrFutureVersion):
-		return fmt.Errorf("state: %w", err)
-	case err != nil:
-		// Corrupt or unreadable: reported, set aside by Load, not fatal.
-		d.log.Error("state file unusable, starting without it", "error", err)
+	st, bans, err := d.loadState()
+	if err != nil {
+		return err
 	}
 	d.cursor = st.JournalCursor
 	_, err = os.Stat(journaldSocket)
@@ -158,46 +153,12 @@ func (d *Daemon) start() error {
 	if err := d.engine.History().Restore(st.Offenders, time.Now()); err != nil {
 		d.log.Error("offender history not restored", "error", err)
 	}
-	if err := d.restoreBans(st.Bans); err != nil {
+	if err := d.restoreBans(bans); err != nil {
 		return err
 	}
 	d.restoreKnownGood(st.KnownGood, time.Now())
 	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
 	return err
-}
-
-// restoreBans puts back bans the kernel no longer has: after a reboot, or
-// after the pins were removed. Bans the kernel still holds are left alone.
-func (d *Daemon) restoreBans(bans []datapath.Ban) error {
-	live, err := d.guard.Bans()
-	if err != nil {
-		return err
-	}
-	have := map[netip.Prefix]bool{}
-	for _, b := range live {
-		have[b.Prefix] = true
-	}
-	now := time.Now()
-	restored := 0
-	for _, b := range bans {
-		d.records[b.Prefix] = b
-		if have[b.Prefix] || b.Expired(now) {
-			continue
-		}
-		ttl := time.Duration(0)
-		if !b.Expires.IsZero() {
-			ttl = b.Expires.Sub(now)
-		}
-		if err := d.guard.Ban(b.Prefix, ttl, b.Origin, b.Reason); err != nil {
-			return fmt.Errorf("restore ban %s: %w", b.Prefix, err)
-		}
-		restored++
-	}
-	if restored > 0 {
-		d.log.Info("restored bans from the state file", "count", restored)
-		d.dirty = true
-	}
-	return nil
 }
 
 func (d *Daemon) loop(ctx context.Context, reload <-chan struct{}) error {
@@ -330,41 +291,15 @@ func (d *Daemon) housekeeping(now time.Time) {
 		}
 		d.nextSweep = now.Add(max(10*time.Second, 10*time.Since(start)))
 	}
-	// A manual ban or unban from the CLI changes the kernel behind our back
-	// (and records itself); the periodic save catches up with it too.
-	if (d.dirty || now.Sub(d.lastSave) > time.Minute) && now.After(d.nextSave) {
-		start := time.Now()
-		if err := d.save(); err != nil {
-			d.log.Error("save state", "error", err)
-		}
-		d.nextSave = now.Add(10 * time.Since(start))
-	}
+	d.persistTick(now)
 	if now.Sub(d.status.last) >= state.StatusInterval {
 		d.writeStatus(now, false)
 	}
 }
 
-// save mirrors the kernel's bans and the offender history into the state
-// file.
-func (d *Daemon) save() error {
-	live, err := state.Mirror(d.guard, d.store, d.records, func(st *state.State) {
-		st.Offenders = d.engine.History().Snapshot()
-		st.JournalCursor = d.cursor
-		st.KnownGood = d.knownGoodSnapshot()
-	})
-	if err != nil {
-		return err
-	}
-	maps.DeleteFunc(d.records, func(p netip.Prefix, _ datapath.Ban) bool { return !live[p] })
-	d.status.bans = len(live)
-	d.dirty = false
-	d.lastSave = time.Now()
-	return nil
-}
-
 func (d *Daemon) shutdown() error {
 	d.setAdmission(false) // pressure cannot end without the daemon
-	err := d.save()
+	err := d.compact()
 	d.writeStatus(time.Now(), true)
 	d.metrics.close()
 	if d.opts.DetachOnExit {

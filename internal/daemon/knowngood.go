@@ -76,6 +76,7 @@ func (d *Daemon) learn(r logwatch.Result) {
 		return
 	}
 	p, isNew, evicted := d.kg.store.Learn(r.Addr, r.Time)
+	d.journalKnownGood(p, r.Time, isNew, evicted)
 	if isNew {
 		d.kg.put = append(d.kg.put, p)
 		d.dirty = true
@@ -139,6 +140,7 @@ func (d *Daemon) expireKnownGood(now time.Time) {
 		}
 	}
 	if gone := d.kg.store.Expire(now); len(gone) > 0 {
+		d.pj.batch.ForgetKnownGood(gone...)
 		d.kg.del = append(d.kg.del, gone...)
 		d.dirty = true
 	}

@@ -21,6 +21,7 @@ type statusWriter struct {
 // file and the status file's recent bans.
 func (d *Daemon) remember(b datapath.Ban) {
 	d.records[b.Prefix] = b
+	d.journalBan(b)
 	if len(d.status.recent) == state.MaxRecent {
 		d.status.recent = append(d.status.recent[:0], d.status.recent[1:]...)
 	}

@@ -13,7 +13,7 @@ import (
 func TestAllowRules(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
 	old := `{"version":1,"bans":[],"offenders":[]}`
-	if err := os.WriteFile(s.Path(), []byte(old), 0o600); err != nil {
+	if err := os.WriteFile(s.LegacyPath(), []byte(old), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.load(t0)

@@ -58,7 +58,7 @@ func TestKnownGoodOldAndBadFiles(t *testing.T) {
 	}
 	s := Store{Dir: t.TempDir()}
 	bad := `{"version":2,"bans":[],"offenders":[],"known_good":[{"prefix":"198.18.7.7/24","last_seen":"2026-11-28T19:00:00Z"}]}`
-	if err := os.WriteFile(s.Path(), []byte(bad), 0o600); err != nil {
+	if err := os.WriteFile(s.LegacyPath(), []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Load()

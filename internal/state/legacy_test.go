@@ -22,7 +22,7 @@ func TestReadsVersion1(t *testing.T) {
 "offenders":[
 {"prefix":"198.18.0.1/32","bans":["2026-11-28T18:00:00Z"],"until":"2026-11-28T20:00:00Z","reason":"syn-rate"}]}
 `
-	if err := os.WriteFile(s.Path(), []byte(v1), 0o600); err != nil {
+	if err := os.WriteFile(s.LegacyPath(), []byte(v1), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	st, err := s.load(t0)
@@ -49,11 +49,17 @@ func TestReadsVersion1(t *testing.T) {
 	if len(st.Offenders) != 1 || st.Offenders[0].Reason != datapath.ReasonSynRate {
 		t.Errorf("offenders %+v", st.Offenders)
 	}
-	if err := s.Save(st); err != nil {
-		t.Fatal(err)
+	// Imported: the journal holds it, the old file is kept renamed, and
+	// export writes version 2.
+	again, err := s.load(t0)
+	if err != nil || len(again.Bans) != len(want) {
+		t.Fatalf("after import: %+v, %v", again.Bans, err)
 	}
-	if v, _ := peekVersion(must(os.ReadFile(s.Path()))); v != Version {
-		t.Errorf("saved as version %d", v)
+	if _, err := os.Stat(s.LegacyPath() + ".imported"); err != nil {
+		t.Errorf("legacy file not kept: %v", err)
+	}
+	if v, _ := peekVersion(Export(again)); v != Version {
+		t.Errorf("exported as version %d", v)
 	}
 }
 
@@ -61,10 +67,10 @@ func TestReadsVersion1(t *testing.T) {
 // (set aside as corrupt), not read as "other".
 func TestUnknownReasonIsCorrupt(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
-	if err := os.WriteFile(s.Path(), []byte(`{"version":2,"bans":[{"prefix":"198.18.0.1/32","origin":"log","reason":"bogus"}]}`), 0o600); err != nil {
+	if err := os.WriteFile(s.LegacyPath(), []byte(`{"version":2,"bans":[{"prefix":"198.18.0.1/32","origin":"log","reason":"bogus"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	corruptCase(t, s, t0)
+	corruptFileCase(t, s, s.LegacyPath(), t0)
 }
 
 func must[T any](v T, err error) T {

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,9 +46,11 @@ func sample() State {
 }
 
 // sameState compares with time.Time.Equal, since decoded times carry a
-// different *Location than the originals.
+// different *Location than the originals, and bans in prefix order, in
+// which compaction writes them.
 func sameState(t *testing.T, got, want State) {
 	t.Helper()
+	got.Bans, want.Bans = byPrefix(got.Bans), byPrefix(want.Bans)
 	if got.Version != Version || len(got.Bans) != len(want.Bans) || len(got.Allow) != len(want.Allow) ||
 		len(got.Offenders) != len(want.Offenders) || got.JournalCursor != want.JournalCursor {
 		t.Fatalf("got %+v\nwant %+v", got, want)
@@ -79,6 +83,15 @@ func sameState(t *testing.T, got, want State) {
 	}
 }
 
+func byPrefix(bans []datapath.Ban) []datapath.Ban {
+	bans = slices.Clone(bans)
+	slices.SortStableFunc(bans, func(a, b datapath.Ban) int {
+		ka, kb := keyOf(a.Prefix), keyOf(b.Prefix)
+		return bytes.Compare(ka[:], kb[:])
+	})
+	return bans
+}
+
 func TestRoundTrip(t *testing.T) {
 	s := Store{Dir: filepath.Join(t.TempDir(), "sub", "dir")} // Save creates it
 	want := sample()
@@ -99,7 +112,7 @@ func TestRoundTrip(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("directory holds %d entries, want only %s", len(entries), FileName)
 	}
-	data, _ := os.ReadFile(s.Path())
+	data := Export(want)
 	if n := strings.Count(string(data), "\n"); n != 2+3+1+2+1+2+1 {
 		t.Errorf("want one record per line, got %d lines:\n%s", n, data)
 	}
@@ -206,6 +219,13 @@ func TestFailedSaveLeavesOldFile(t *testing.T) {
 
 func corruptCase(t *testing.T, s Store, now time.Time) string {
 	t.Helper()
+	return corruptFileCase(t, s, s.Path(), now)
+}
+
+// corruptFileCase loads s, whose file at path (the journal, or a legacy
+// file being imported) is corrupt.
+func corruptFileCase(t *testing.T, s Store, path string, now time.Time) string {
+	t.Helper()
 	got, err := s.load(now)
 	if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("err = %v, want ErrCorrupt", err)
@@ -213,11 +233,11 @@ func corruptCase(t *testing.T, s Store, now time.Time) string {
 	if got.Version != Version || got.Bans == nil || len(got.Bans) != 0 {
 		t.Errorf("state after corrupt load: %+v", got)
 	}
-	aside := s.Path() + fmt.Sprintf(".corrupt-%d", now.Unix())
-	if !strings.Contains(err.Error(), aside) || !strings.Contains(err.Error(), s.Path()) {
+	aside := path + fmt.Sprintf(".corrupt-%d", now.Unix())
+	if !strings.Contains(err.Error(), aside) || !strings.Contains(err.Error(), path) {
 		t.Errorf("error does not name both paths: %v", err)
 	}
-	if _, err := os.Stat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("corrupt file still in place: %v", err)
 	}
 	// The next start is clean.
@@ -249,23 +269,38 @@ func TestCorruptFileSetAside(t *testing.T) {
 	}
 }
 
+// Every cut of a journal (a crash mid-append) loads: records wholly before
+// the cut are kept, the torn one is dropped and reported, none half-applied.
 func TestTruncatedFile(t *testing.T) {
 	src := Store{Dir: t.TempDir()}
-	if err := src.Save(sample()); err != nil {
+	full := sample()
+	if err := src.Save(full); err != nil {
 		t.Fatal(err)
 	}
-	full, _ := os.ReadFile(src.Path())
-	// Every proper prefix of a state file is refused: no truncation point
-	// yields a smaller state that is silently trusted. (Truncating only
-	// the final newline still leaves the complete document.)
-	for n := 0; n < len(full)-1; n++ {
+	data, _ := os.ReadFile(src.Path())
+	byPrefix := map[netip.Prefix]datapath.Ban{}
+	for _, b := range full.Bans {
+		byPrefix[b.Prefix] = b
+	}
+	for n := 0; n < len(data); n++ {
 		s := Store{Dir: t.TempDir()}
-		if err := os.WriteFile(s.Path(), full[:n], 0o600); err != nil {
+		if err := os.WriteFile(s.Path(), data[:n], 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.load(t0); !errors.Is(err, ErrCorrupt) {
-			t.Fatalf("truncated to %d of %d bytes: err = %v", n, len(full), err)
+		got, err := s.load(t0)
+		if err != nil && !errors.Is(err, ErrDropped) {
+			t.Fatalf("cut at %d of %d bytes: %v", n, len(data), err)
 		}
+		for _, b := range got.Bans {
+			if w := byPrefix[b.Prefix]; w.Detector != b.Detector || !w.Expires.Equal(b.Expires) {
+				t.Fatalf("cut at %d: ban %+v is not one that was written", n, b)
+			}
+		}
+	}
+	if got, err := src.load(t0); err != nil {
+		t.Fatal(err)
+	} else {
+		sameState(t, got, full)
 	}
 }
 
@@ -299,10 +334,10 @@ func TestInvalidRecordsAreCorrupt(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := Store{Dir: t.TempDir()}
-			if err := os.WriteFile(s.Path(), []byte(content), 0o600); err != nil {
+			if err := os.WriteFile(s.LegacyPath(), []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			corruptCase(t, s, t0)
+			corruptFileCase(t, s, s.LegacyPath(), t0)
 		})
 	}
 }
@@ -310,18 +345,29 @@ func TestInvalidRecordsAreCorrupt(t *testing.T) {
 func TestFutureVersion(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
 	content := []byte(`{"version":3,"bans":[{"prefix":"198.18.0.1/32","origin":"log","new":"field"}]}`)
-	if err := os.WriteFile(s.Path(), content, 0o600); err != nil {
+	if err := os.WriteFile(s.LegacyPath(), content, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.Load()
 	if !errors.Is(err, ErrFutureVersion) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("err = %v", err)
 	}
-	if !strings.Contains(err.Error(), "version 3, this xdpguard reads up to 2") || !strings.Contains(err.Error(), s.Path()) {
+	if !strings.Contains(err.Error(), "version 3, this xdpguard reads up to 2") || !strings.Contains(err.Error(), s.LegacyPath()) {
 		t.Errorf("message: %v", err)
 	}
-	if data, _ := os.ReadFile(s.Path()); string(data) != string(content) {
+	if data, _ := os.ReadFile(s.LegacyPath()); string(data) != string(content) {
 		t.Error("future-version file was modified or moved")
+	}
+	if _, err := os.Stat(s.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a journal was written beside a newer version's file")
+	}
+	// A journal of a newer format is refused the same way.
+	j := Store{Dir: t.TempDir()}
+	if err := os.WriteFile(j.Path(), []byte("xdpguard state journal 9\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Load(); !errors.Is(err, ErrFutureVersion) || !strings.Contains(err.Error(), "journal version 9") {
+		t.Errorf("newer journal: %v", err)
 	}
 }
 
@@ -342,7 +388,9 @@ func TestExpiredBansDropped(t *testing.T) {
 		},
 		Offenders: []offence.Offender{{Prefix: p1, Bans: []time.Time{t0.Add(-24 * time.Hour)}, Until: t0.Add(-23 * time.Hour)}},
 	}
-	if err := s.Save(st); err != nil {
+	// Duplicates come from a hand-edited JSON file: the longest-lasting
+	// ban wins. (In the journal the last record wins, as in the kernel.)
+	if err := os.WriteFile(s.LegacyPath(), Export(st), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.load(t0)
@@ -355,18 +403,18 @@ func TestExpiredBansDropped(t *testing.T) {
 		Detector string
 	}
 	var b []brief
-	for _, x := range got.Bans {
+	for _, x := range byPrefix(got.Bans) {
 		b = append(b, brief{x.Prefix, x.Origin, x.Detector})
 	}
-	want := []brief{{p3, datapath.OriginLog, "long"}, {p1, datapath.OriginManual, ""}, {p2, datapath.OriginManual, "forever"}}
+	want := []brief{{p1, datapath.OriginManual, ""}, {p2, datapath.OriginManual, "forever"}, {p3, datapath.OriginLog, "long"}}
 	if !reflect.DeepEqual(b, want) {
 		t.Errorf("bans after load:\n got  %+v\n want %+v", b, want)
 	}
 	if len(got.Offenders) != 1 {
 		t.Errorf("offender history must not be pruned by ban expiry: %+v", got.Offenders)
 	}
-	// Load with the real clock: every dated ban here is long expired
-	// except none; only the permanent one survives.
+	// Later: every dated ban here has expired; only the permanent one
+	// survives (read from the imported journal now).
 	got, err = s.load(t0.Add(1000 * time.Hour))
 	if err != nil || len(got.Bans) != 1 || got.Bans[0].Detector != "forever" {
 		t.Errorf("far future load: %+v, %v", got.Bans, err)
@@ -385,28 +433,80 @@ func genState(n int) State {
 	return st
 }
 
-func BenchmarkSave100k(b *testing.B) {
+// benchJournal is a journal of n bans that one `ban --from` wrote.
+func benchJournal(b *testing.B, n int) Store {
 	s := Store{Dir: b.TempDir()}
-	st := genState(100000)
-	for b.Loop() {
-		if err := s.Save(st); err != nil {
-			b.Fatal(err)
-		}
+	var batch Batch
+	batch.BanAll(datapath.Ban{Expires: time.Now().Add(time.Hour), Origin: datapath.OriginManual, Detector: "manual"}, benchPrefixes(n))
+	if err := s.Commit(&batch); err != nil {
+		b.Fatal(err)
 	}
-	fi, _ := os.Stat(s.Path())
-	b.ReportMetric(float64(fi.Size())/1e6, "MB/file")
+	return s
 }
 
-func BenchmarkLoad100k(b *testing.B) {
+func benchPrefixes(n int) []netip.Prefix {
+	ps := make([]netip.Prefix, n)
+	for i := range ps {
+		ps[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
+	return ps
+}
+
+// A million bans committed as one record: encoding, write, fsync.
+func BenchmarkJournalCommit1M(b *testing.B) {
+	ps := benchPrefixes(1_000_000)
+	like := datapath.Ban{Expires: time.Now().Add(time.Hour), Origin: datapath.OriginManual, Detector: "manual"}
 	s := Store{Dir: b.TempDir()}
-	if err := s.Save(genState(100000)); err != nil {
+	for b.Loop() {
+		var batch Batch
+		batch.BanAll(like, ps)
+		if err := s.Commit(&batch); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		os.Remove(s.Path())
+		b.StartTimer()
+	}
+}
+
+// Load of a journal of a million bans: what a restart reads.
+func BenchmarkJournalLoad1M(b *testing.B) {
+	s := benchJournal(b, 1_000_000)
+	for b.Loop() {
+		if st, err := s.Load(); err != nil || len(st.Bans) != 1_000_000 {
+			b.Fatal(len(st.Bans), err)
+		}
+	}
+	b.ReportMetric(float64(s.Size())/1e6, "MB-journal")
+}
+
+// LoadLists of a journal of a million bans: what a restart reads.
+func BenchmarkJournalLoadLists1M(b *testing.B) {
+	s := benchJournal(b, 1_000_000)
+	for b.Loop() {
+		if _, lists, err := s.LoadLists(); err != nil || len(lists) != 1 || len(lists[0].Prefixes) != 1_000_000 {
+			b.Fatal(len(lists), err)
+		}
+	}
+}
+
+// Compaction of 100,000 log bans, each with its own evidence and offender
+// record: the daemon's worst case a ban.
+func BenchmarkJournalCompact100k(b *testing.B) {
+	s := Store{Dir: b.TempDir()}
+	st := genState(100000)
+	for i := range st.Bans {
+		st.Bans[i].Expires = time.Now().Add(time.Hour + time.Duration(i)*time.Millisecond)
+	}
+	if err := s.Save(st); err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := s.load(t0); err != nil {
+		if _, err := s.Compact(nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+	b.ReportMetric(float64(s.Size())/1e6, "MB-journal")
 }
 
 func FuzzDecode(f *testing.F) {

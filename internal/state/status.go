@@ -81,7 +81,8 @@ type Pressure struct {
 // KernelSummary is the kernel's side, as of Written.
 type KernelSummary struct {
 	Stats datapath.Stats `json:"counters"`
-	// Bans is how many were in force at the daemon's last save.
+	// Bans is how many were in force at the daemon's last compaction of
+	// the state journal (or its restore at start).
 	Bans int `json:"bans"`
 }
 
