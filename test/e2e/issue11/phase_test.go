@@ -3,6 +3,7 @@
 package issue11
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
@@ -132,6 +133,9 @@ func (r *run) phaseFor(t *testing.T, a attack, defence string, d time.Duration, 
 	// and count under the attack they started in.
 	time.Sleep(inFlight)
 	res.conns.stop()
+	if med, top := res.conns.queues(); top > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("accept queues (sampled every %v): median %d, largest %d waiting", connSampleEvery, med, top))
+	}
 	if res.AttackStats, err = at.Stop(); err != nil {
 		t.Error(err)
 	}

@@ -151,7 +151,9 @@ type connWatch struct {
 	watch map[netip.Addr]bool
 	mu    sync.Mutex
 	last  map[netip.Addr]time.Time
-	errs  int
+	// queued is the accept queues' total length in each sample.
+	queued []int
+	errs   int
 	done  chan struct{}
 	wg    sync.WaitGroup
 }
@@ -175,9 +177,13 @@ func (cw *connWatch) loop() {
 	for {
 		now := time.Now()
 		est, err := cw.w.Established()
+		q, qerr := cw.w.Waiting()
 		cw.mu.Lock()
-		if err != nil {
+		if err != nil || qerr != nil {
 			cw.errs++
+		}
+		if qerr == nil {
+			cw.queued = append(cw.queued, q)
 		}
 		for a, n := range est {
 			if n > 0 && cw.watch[a] {
@@ -208,4 +214,17 @@ func (cw *connWatch) lastHeld(a netip.Addr) (time.Time, bool) {
 	defer cw.mu.Unlock()
 	t, ok := cw.last[a]
 	return t, ok
+}
+
+// queues summarises the accept queues' samples: the median and the
+// largest total length.
+func (cw *connWatch) queues() (median, largest int) {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	if len(cw.queued) == 0 {
+		return 0, 0
+	}
+	q := slices.Clone(cw.queued)
+	slices.Sort(q)
+	return q[len(q)/2], q[len(q)-1]
 }
