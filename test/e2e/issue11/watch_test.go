@@ -154,8 +154,8 @@ type connWatch struct {
 	// queued is the accept queues' total length in each sample.
 	queued []int
 	errs   int
-	done  chan struct{}
-	wg    sync.WaitGroup
+	done   chan struct{}
+	wg     sync.WaitGroup
 }
 
 const connSampleEvery = time.Second
