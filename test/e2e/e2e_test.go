@@ -244,7 +244,8 @@ func TestE2E(t *testing.T) {
 		fmt.Sprintf("banned sources still holding slots at the end of the attack: %d", len(held)))
 	// When, by the daemon's own clock: the first and the last attacker
 	// banned, and the slot pressure it reported.
-	banAt, pressureAt := daemonTimeline(x.Log())
+	tl := harness.ReadTimeline(x.Log())
+	banAt := tl.Bans
 	var first, last time.Time
 	byLog := 0
 	for _, a := range w.Attackers {
@@ -271,16 +272,10 @@ func TestE2E(t *testing.T) {
 	}
 	// The attack fills Dovecot's login slots at once: the slot-holder
 	// detector's pressure mode (slot_holders.pressure) must see it.
-	var during []string
-	for _, at := range pressureAt {
-		if at.Before(xr.End) {
-			during = append(during, fmt.Sprintf("%.1f s", at.Sub(xr.Start).Seconds()))
-		}
-	}
-	if len(during) == 0 {
+	if at, ok := tl.PressureDuring(xr.Start, xr.End); !ok {
 		t.Errorf("xdpguard reported no login slot pressure during the attack")
 	} else {
-		xr.Notes = append(xr.Notes, "xdpguard's log: login slots under pressure from "+strings.Join(during, ", ")+" into the attack")
+		xr.Notes = append(xr.Notes, fmt.Sprintf("xdpguard's log: login slots under pressure from %.1f s into the attack", at.Sub(xr.Start).Seconds()))
 	}
 
 	// Phase 3: only the slow attacker, one address opening a connection
@@ -556,37 +551,6 @@ func (bw *banWatch) falseBans() map[netip.Addr]harness.StatusBan {
 	bw.mu.Lock()
 	defer bw.mu.Unlock()
 	return bw.wrong
-}
-
-// daemonTimeline reads `xdpguard run`'s log: when each prefix was first
-// banned, and when login slot pressure began, by the lines' own times.
-func daemonTimeline(log string) (bans map[netip.Prefix]time.Time, pressure []time.Time) {
-	bans = map[netip.Prefix]time.Time{}
-	for _, line := range strings.Split(log, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || !strings.HasPrefix(f[0], "time=") {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
-		if err != nil {
-			continue
-		}
-		switch {
-		case f[2] == "msg=banned":
-			for _, kv := range f[3:] {
-				if v, ok := strings.CutPrefix(kv, "prefix="); ok {
-					if p, err := netip.ParsePrefix(v); err == nil {
-						if _, seen := bans[p]; !seen {
-							bans[p] = at
-						}
-					}
-				}
-			}
-		case strings.Contains(line, `msg="login slots under pressure`):
-			pressure = append(pressure, at)
-		}
-	}
-	return bans, pressure
 }
 
 // buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -49,7 +48,8 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 // first and last source and when it reported the login slots under
 // pressure during the phase.
 func (r *run) timeline(res *phaseResult, a attack, x *harness.Xdpguard) {
-	banAt, pressureAt := daemonTimeline(x.Log())
+	tl := harness.ReadTimeline(x.Log())
+	banAt := tl.Bans
 	var first, last time.Time
 	n := 0
 	for _, s := range a.sources {
@@ -78,13 +78,9 @@ func (r *run) timeline(res *phaseResult, a attack, x *harness.Xdpguard) {
 		res.Notes = append(res.Notes, fmt.Sprintf("xdpguard's log: first source banned %.1f s into the attack, %d/%d by %.1f s",
 			first.Sub(res.Start).Seconds(), n, len(a.sources), last.Sub(res.Start).Seconds()))
 	}
-	for _, at := range pressureAt {
-		if at.After(res.Start) && at.Before(res.End) {
-			res.pressure = append(res.pressure, fmt.Sprintf("%.1f s", at.Sub(res.Start).Seconds()))
-		}
-	}
-	if len(res.pressure) > 0 {
-		res.Notes = append(res.Notes, "xdpguard's log: login slots under pressure from "+strings.Join(res.pressure, ", ")+" into the attack")
+	if at, ok := tl.PressureDuring(res.Start, res.End); ok {
+		res.pressure = fmt.Sprintf("%.1f s", at.Sub(res.Start).Seconds())
+		res.Notes = append(res.Notes, "xdpguard's log: login slots under pressure from "+res.pressure+" into the attack")
 	}
 }
 
@@ -143,7 +139,7 @@ func checkXdpguard(t *testing.T, res *phaseResult, a attack) {
 	}
 	// Both attacks take every login slot at once: the slot-holder
 	// detector's pressure mode (slot_holders.pressure) must see it.
-	if len(res.pressure) == 0 {
+	if res.pressure == "" {
 		t.Errorf("%s: xdpguard reported no login slot pressure during the attack", res.name())
 	}
 }

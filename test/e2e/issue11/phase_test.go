@@ -60,7 +60,7 @@ type phaseResult struct {
 	Attempts      []mailload.Attempt   `json:"attempts"`
 	conns         *connWatch
 	heldByBanned  map[netip.Addr]int // xdpguard: banned sources still holding connections at the end
-	pressure      []string           // xdpguard: when its log reported slot pressure
+	pressure      string             // xdpguard: from when in the phase its log reported slot pressure
 }
 
 func (p *phaseResult) name() string { return p.Attack + " / " + p.Defence }

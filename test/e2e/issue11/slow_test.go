@@ -68,7 +68,7 @@ func (r *run) finalChecks(t *testing.T, x *harness.Xdpguard, watch *banWatch) {
 	for a, b := range watch.falseBans() {
 		t.Errorf("legitimate source %s was banned: %+v", a, b)
 	}
-	bans, _ := daemonTimeline(x.Log())
+	bans := harness.ReadTimeline(x.Log()).Bans
 	for _, a := range r.w.Legitimate() {
 		for p, at := range bans {
 			if p.Contains(a) {
