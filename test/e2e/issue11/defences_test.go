@@ -14,7 +14,7 @@ import (
 
 // xdpguardPhase runs attack a against `xdpguard run` and records the bans,
 // the slots that banned sources still hold and the daemon's timeline.
-func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *banWatch) *phaseResult {
+func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *harness.BanWatch) *phaseResult {
 	name := "xdpguard"
 	if os.Getenv("E2E_XDPGUARD_CONFIG") != "" {
 		name = "xdpguard (cfg)"
@@ -23,14 +23,14 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 	res := r.phase(t, a, name, func(res *phaseResult) {
 		// While the attack still runs: once it stops, every held
 		// connection closes and is logged, which bans the rest anyway.
-		during = watch.snapshot()
+		during = watch.Snapshot()
 		res.heldByBanned = heldByBanned(t, x, r.w)
 	})
 	res.Fate = computeFate(res, a.sources, func(s netip.Addr) (time.Time, bool) {
 		if _, ok := during[s]; !ok {
 			return time.Time{}, false
 		}
-		return watch.firstBan(s), true
+		return watch.FirstBan(s), true
 	})
 	origins := map[string]int{}
 	for _, s := range a.sources {
@@ -39,7 +39,7 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 		}
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf("bans by origin while the attack ran: %v; banned sources still holding connections at its end: %d", origins, len(res.heldByBanned)))
-	res.LegitBanned = watch.legitBannedBy(res.End.Add(inFlight))
+	res.LegitBanned = watch.LegitBannedBy(res.End.Add(inFlight))
 	r.timeline(res, a, x)
 	return res
 }

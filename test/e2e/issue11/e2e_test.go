@@ -106,8 +106,8 @@ func TestE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	watch := newBanWatch(t, x, r.w)
-	defer watch.stop()
+	watch := r.w.WatchBans(x)
+	defer watch.Stop()
 	r.warmUp(t)
 	for _, a := range attacks {
 		res := r.xdpguardPhase(t, a, x, watch)
@@ -117,7 +117,7 @@ func TestE2E(t *testing.T) {
 	if len(attacks) == 2 {
 		r.slowPhase(t, watch)
 	}
-	watch.stop()
+	watch.Stop()
 	r.finalChecks(t, x, watch)
 }
 

@@ -56,7 +56,7 @@ type phaseResult struct {
 	Fate          *fate                `json:"fate,omitempty"`
 	LegitBanned   []string             `json:"legit_banned,omitempty"`
 	Notes         []string             `json:"notes,omitempty"`
-	Bans          []seenBan            `json:"bans,omitempty"` // every ban status showed, by first sighting
+	Bans          []harness.SeenBan    `json:"bans,omitempty"` // every ban status showed, by first sighting
 	Attempts      []mailload.Attempt   `json:"attempts"`
 	conns         *connWatch
 	heldByBanned  map[netip.Addr]int // xdpguard: banned sources still holding connections at the end

@@ -6,27 +6,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/test/e2e/harness"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
-// buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds
-// the command into the test's temporary directory.
+// buildXdpguard is harness.XdpguardBinary in the test's temporary
+// directory.
 func buildXdpguard(t *testing.T) string {
-	if bin := os.Getenv("XDPGUARD_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "xdpguard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/xdpguard/xdpguard/cmd/xdpguard")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build xdpguard: %v\n%s", err, out)
+	bin, err := harness.XdpguardBinary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
