@@ -115,7 +115,7 @@ func TestE2E(t *testing.T) {
 		r.settle(t)
 	}
 	if len(attacks) == 2 {
-		r.slowPhase(t, watch)
+		r.slowPhase(t, x, watch)
 	}
 	watch.Stop()
 	r.finalChecks(t, x, watch)
