@@ -153,8 +153,8 @@ type SYNRate struct {
 // Admission: while the daemon sees the login slots run out, a source that
 // has never logged in opens at most one new connection per Interval, so
 // that bots cannot refill the slots as fast as they are freed. Sources that
-// logged in are not limited. 0 turns the limit off; the default, and what
-// it was measured to do, is datapath.DefaultAdmissionInterval.
+// logged in are not limited. 0, the default, turns the limit off: see
+// datapath.DefaultAdmissionInterval for what it did in the end-to-end test.
 type Admission struct {
 	Interval time.Duration `yaml:"interval"`
 }
@@ -202,7 +202,7 @@ func Default() Config {
 		Kernel: Kernel{
 			Ports:        []uint16{110, 143, 993, 995},
 			SYNRate:      SYNRate{Threshold: 20, Window: 10 * time.Second, RetransmitWindow: 10 * time.Second},
-			Admission:    Admission{Interval: 2 * time.Minute}, // datapath.DefaultAdmissionInterval says why
+			Admission:    Admission{Interval: 0}, // off: datapath.DefaultAdmissionInterval says why
 			BanDuration:  10 * time.Minute,
 			BanScope:     "all",
 			PrefixV4:     32,
@@ -222,7 +222,7 @@ func Default() Config {
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,
 			ScanInterval: time.Second,
 			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
-				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second}}},
+				Hold: time.Minute, Evict: SlotEvict{Enabled: false, Grace: time.Second}}},
 		GuardRails:     GuardRails{WidestBanV4: 8, WidestBanV6: 32},
 		KnownGood:      KnownGood{Retention: 30 * 24 * time.Hour, MaxEntries: 65536},
 		IPv6Escalation: IPv6Escalation{Enabled: true, Prefix: 48, Offenders: 3, Window: 10 * time.Minute},
