@@ -156,7 +156,7 @@ type SYNRate struct {
 // has never logged in opens at most one new connection per Interval, so
 // that bots cannot refill the slots as fast as they are freed. Sources that
 // logged in are not limited. 0, the default, turns the limit off: see
-// datapath.DefaultAdmissionInterval for what it cost in the end-to-end test.
+// datapath.DefaultAdmissionInterval for what it did in the end-to-end test.
 type Admission struct {
 	Interval time.Duration `yaml:"interval"`
 }

@@ -25,6 +25,9 @@ func (d *Daemon) onLine(l logwatch.Line) {
 		r = d.engine.Process(l.Data, l.File, l.Arrival)
 	}
 	d.learn(r)
+	if r.Pressure != nil && !l.Backlog {
+		d.dovecotFull(*r.Pressure, time.Now())
+	}
 	if r.Matched && !l.Backlog {
 		d.trawl(r, l.Data)
 	}

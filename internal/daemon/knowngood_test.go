@@ -371,3 +371,44 @@ func TestKnownGoodFromHistory(t *testing.T) {
 		t.Error("an old attack line banned someone at start-up")
 	}
 }
+
+// The victims of a full server are never banned by the log layer: a
+// client that has never logged in (a new user, not known-good) and keeps
+// retrying against full accept queues leaves only the lines of clients
+// that gave up waiting, which Dovecot writes when it finally takes the
+// closed connection. (Dovecot's "Connection queue full" cuts the oldest
+// pre-auth connection, which a real client, logged in within milliseconds
+// of its banner, is not; in a flood those lines are the bots'.)
+// (The kernel side, retransmitted and admission-dropped SYNs never
+// counted, is datapath's TestRetransmittedSYNsOverVeth and
+// TestAdmission.)
+func TestFullServerVictimNeverBanned(t *testing.T) {
+	d := startDaemon(t, nil)
+	for _, victim := range []netip.Addr{netip.MustParseAddr("198.18.63.7"), netip.MustParseAddr("2001:db8:63:1::7")} {
+		for i := range 40 {
+			switch i % 3 {
+			case 0:
+				d.write("dovecot: imap-login: Disconnected: Connection closed (no auth attempts in 0 secs): user=<>, rip=%s, lip=198.18.0.1, session=<V%d>", victim, i)
+			case 1:
+				d.write("dovecot: imap-login: Disconnected: Connection closed (disconnected before auth was ready, waited 0 secs): user=<>, rip=%s, lip=198.18.0.1, session=<V%d>", victim, i)
+			case 2:
+				d.write("dovecot: imap-login: Login aborted: Connection closed (no auth attempts in 0 secs) (no_auth_attempts): user=<>, rip=%s, lip=192.0.2.1, session=<V%d>", victim, i)
+			}
+		}
+	}
+	// Control: a slot holder Dovecot evicts after seconds, three times,
+	// is banned by the same daemon (evictions are evidence).
+	holder := netip.MustParseAddr("198.18.63.9")
+	for i := range evictBan {
+		d.write("dovecot: pop3-login: Disconnected: Connection queue full (auth failed, 3 attempts in 9 secs): user=<admin%d>, method=PLAIN, rip=%s, lip=198.18.0.1, session=<H%d>", i, holder, i)
+	}
+	if _, ok := d.banned(holder); !ok {
+		t.Fatal("a source Dovecot evicted three times after seconds is not banned")
+	}
+	d.settle(netip.MustParseAddr("198.18.63.10"))
+	for _, victim := range []netip.Addr{netip.MustParseAddr("198.18.63.7"), netip.MustParseAddr("2001:db8:63:1::7")} {
+		if b, ok := d.bannedNow(victim); ok {
+			t.Errorf("victim %s of a full server banned: %+v", victim, b)
+		}
+	}
+}

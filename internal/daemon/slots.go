@@ -11,6 +11,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/crowdsec"
 	"github.com/xdpguard/xdpguard/internal/datapath"
+	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/sockets"
 )
 
@@ -23,6 +24,7 @@ type slotWatch struct {
 	since   time.Time       // when this spell of pressure began
 	waiting int             // connections in the accept queues, last check
 	silent  int             // accepted connections quiet for pressure.idle, last scan
+	full    string          // the login service Dovecot last said was full, until noted
 	next    time.Time       // next full scan when not under pressure
 	failing map[string]bool // what failed last time (logged once)
 	// conns is the last scan's result, whose slice the next scan reuses:
@@ -102,9 +104,10 @@ type holding struct {
 // (or extends it) when they reach pressure.connections. It reports
 // whether pressure has just begun.
 func (w *slotWatch) note(now time.Time, p config.SlotPressure) bool {
-	if p.Connections <= 0 || w.waiting+w.silent < p.Connections {
+	if p.Connections <= 0 || (w.waiting+w.silent < p.Connections && w.full == "") {
 		return false
 	}
+	w.full = ""
 	w.until = now.Add(p.Hold)
 	if w.on {
 		return false
@@ -173,10 +176,28 @@ func (d *Daemon) watchSlots(now time.Time) {
 
 func (d *Daemon) notePressure(now time.Time) {
 	h, w := d.cfg.SlotHolders, &d.slots
+	full := w.full
 	if w.note(now, h.Pressure) {
 		d.log.Warn("login slots under pressure: scanning faster, shorter idle", "waiting", w.waiting,
-			"silent", w.silent, "idle", pressureIdle(h), "scan_interval", slotPeriod(h), "hold", h.Pressure.Hold)
+			"silent", w.silent, "dovecot_full", full, "idle", pressureIdle(h), "scan_interval", slotPeriod(h), "hold", h.Pressure.Hold)
 	}
+}
+
+// dovecotFull takes Dovecot's own word that a login service is out of
+// slots ("master: Warning: service(imap-login): process_limit (100)
+// reached, client connections are being dropped") as pressure. The
+// accept queues alone can miss it: Dovecot's login processes evict their
+// oldest pre-auth clients to take the next ones, so while chatty bots
+// (a trawler talks every few seconds, so none is ever quiet) cycle
+// through the slots the queues may never hold pressure.connections at
+// the moment they are looked at, and yet every slot is taken.
+func (d *Daemon) dovecotFull(p logwatch.Pressure, now time.Time) {
+	h := d.cfg.SlotHolders
+	if !h.Enabled || h.Pressure.Connections <= 0 || !p.Login() {
+		return
+	}
+	d.slots.full = p.Service
+	d.notePressure(now)
 }
 
 // slotError logs a failed check or scan, once until it succeeds again.

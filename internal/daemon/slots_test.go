@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"bytes"
+	"log/slog"
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/config"
+	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/sockets"
 )
 
@@ -146,6 +150,50 @@ func TestSlotPressure(t *testing.T) {
 	w.waiting = 1000
 	if w.note(t0, p) {
 		t.Error("pressure with connections 0")
+	}
+}
+
+// Dovecot's own "process_limit reached" warning is pressure, however few
+// connections the queues and the scan saw: chatty bots that Dovecot cycles
+// through its slots leave neither a queue nor silent connections.
+func TestSlotPressureFromDovecot(t *testing.T) {
+	var logs bytes.Buffer
+	d := &Daemon{cfg: Config{Config: config.Default()}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	t0 := time.Now()
+	line := []byte("Dec  2 05:41:19 mx dovecot: master: Warning: service(imap-login): process_limit (100) reached, client connections are being dropped")
+	e, err := logwatch.New(logwatch.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.Process(line, "maillog", t0)
+	if r.Pressure == nil {
+		t.Fatalf("the master's warning is not pressure: %+v", r)
+	}
+	// A mail process's limit is reached by logged-in users: not the slots.
+	d.dovecotFull(logwatch.Pressure{Service: "imap", Limit: "process_limit", Value: 1024}, t0)
+	if on, _ := d.slots.under(t0); on {
+		t.Fatal("service(imap)'s limit is login slot pressure")
+	}
+	d.slots.waiting, d.slots.silent = 0, 0
+	d.dovecotFull(*r.Pressure, t0)
+	if on, _ := d.slots.under(t0.Add(59 * time.Second)); !on {
+		t.Fatalf("no pressure after Dovecot said imap-login is full; log:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "login slots under pressure") || !strings.Contains(logs.String(), "dovecot_full=imap-login") {
+		t.Errorf("the pressure is not logged with its cause:\n%s", logs.String())
+	}
+	// The warning counts once: the next check without it does not
+	// extend the hold.
+	d.notePressure(t0.Add(30 * time.Second))
+	if on, _ := d.slots.under(t0.Add(61 * time.Second)); on {
+		t.Error("pressure held past the hold without a new sign of it")
+	}
+	// Pressure detection off (connections 0): the warning changes nothing.
+	d = &Daemon{cfg: Config{Config: config.Default()}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	d.cfg.SlotHolders.Pressure.Connections = 0
+	d.dovecotFull(*r.Pressure, t0)
+	if on, _ := d.slots.under(t0); on {
+		t.Error("pressure from Dovecot's warning with slot_holders.pressure.connections 0")
 	}
 }
 

@@ -265,7 +265,7 @@ func (e *Engine) classify(p *Header, line []byte, file string) (match, bool) {
 						if kind == KindAuthFailed {
 							w *= max(n, 1)
 						}
-						if kind == KindNoAuth && clientLeftAtOnce(msg[len(svc)+2:]) {
+						if (kind == KindNoAuth || kind == KindProbe) && clientLeftAtOnce(msg[len(svc)+2:]) {
 							w = 0
 						}
 						return match{rule: 0, kind: kind, addr: addr, weight: w}, true

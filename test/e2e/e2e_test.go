@@ -10,12 +10,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,7 +68,7 @@ type phaseResult struct {
 	Settled  mailload.Summary     `json:"settled"`
 	Attack   mailload.AttackStats `json:"attack"`
 	Notes    []string             `json:"notes,omitempty"`
-	Bans     []seenBan            `json:"bans,omitempty"` // every ban status showed, by first sighting
+	Bans     []harness.SeenBan    `json:"bans,omitempty"` // every ban status showed, by first sighting
 	Attempts []mailload.Attempt   `json:"attempts"`
 }
 
@@ -100,23 +97,20 @@ func TestE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	watch := newBanWatch(t, x, e.w)
-	defer watch.stop()
-	xr := e.xdpguardPhase(x, watch)
+	watch := e.w.WatchBans(x)
+	defer watch.Stop()
+	xr := e.xdpguardPhase(x, watch, none)
 	results = append(results, xr)
 
 	// Phase 3: only the slow attacker, under the same daemon.
 	results = append(results, e.slowPhase(watch))
 
-	watch.stop()
-	for _, b := range watch.all {
-		xr.Bans = append(xr.Bans, b)
+	watch.Stop()
+	xr.Bans = watch.All()
+	if n := watch.Errs(); n > 0 {
+		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", n)
 	}
-	slices.SortFunc(xr.Bans, func(a, b seenBan) int { return a.First.Compare(b.First) })
-	if watch.errs > 0 {
-		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", watch.errs)
-	}
-	for a, b := range watch.falseBans() {
+	for a, b := range watch.FalseBans() {
 		t.Errorf("legitimate user %s was banned: %+v", a, b)
 	}
 	if !x.Running() {
@@ -208,171 +202,12 @@ func settle(t *testing.T, w *harness.World, probe *harness.Probe) {
 	}
 }
 
-// banWatch polls `xdpguard status --json` every 500 ms and remembers every
-// ban it saw, so a ban that expired or was lifted still counts.
-type banWatch struct {
-	t     *testing.T
-	x     *harness.Xdpguard
-	legit map[netip.Addr]bool
-	mu    sync.Mutex
-	seen  map[netip.Addr]harness.StatusBan
-	first map[netip.Addr]time.Time
-	wrong map[netip.Addr]harness.StatusBan
-	all   map[netip.Prefix]seenBan // every ban status ever showed
-	errs  int                      // failed status calls
-	done  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
-	addrs []netip.Addr
-}
-
-func newBanWatch(t *testing.T, x *harness.Xdpguard, w *harness.World) *banWatch {
-	bw := &banWatch{t: t, x: x, legit: map[netip.Addr]bool{}, seen: map[netip.Addr]harness.StatusBan{},
-		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]harness.StatusBan{}, done: make(chan struct{}),
-		all: map[netip.Prefix]seenBan{}}
-	for _, u := range w.Users {
-		bw.legit[u.Src] = true
-	}
-	bw.addrs = append(append(append(bw.addrs, w.Attackers...), harness.Slow), mapKeys(bw.legit)...)
-	bw.wg.Add(1)
-	go bw.loop()
-	return bw
-}
-
-func mapKeys(m map[netip.Addr]bool) []netip.Addr {
-	var out []netip.Addr
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
-func (bw *banWatch) loop() {
-	defer bw.wg.Done()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		st, err := bw.x.Status()
-		if err != nil {
-			bw.mu.Lock()
-			bw.errs++
-			if bw.errs == 1 {
-				bw.t.Logf("xdpguard status failed (further failures are only counted): %v", err)
-			}
-			bw.mu.Unlock()
-		} else {
-			now := time.Now()
-			bw.mu.Lock()
-			for _, b := range st.Bans {
-				if _, ok := bw.all[b.Prefix]; !ok {
-					bw.all[b.Prefix] = seenBan{StatusBan: b, First: now}
-				}
-			}
-			for _, a := range bw.addrs {
-				b, ok := st.Banned(a)
-				if !ok {
-					continue
-				}
-				if _, had := bw.seen[a]; !had {
-					bw.first[a] = now
-				}
-				bw.seen[a] = b
-				if bw.legit[a] {
-					bw.wrong[a] = b
-				}
-			}
-			bw.mu.Unlock()
-		}
-		select {
-		case <-bw.done:
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// seenBan is a ban as status first showed it.
-type seenBan struct {
-	harness.StatusBan
-	First time.Time `json:"first_seen"`
-}
-
-func (bw *banWatch) stop() {
-	bw.once.Do(func() { close(bw.done) })
-	bw.wg.Wait()
-}
-
-func (bw *banWatch) get(a netip.Addr) (harness.StatusBan, bool) {
-	bw.mu.Lock()
-	defer bw.mu.Unlock()
-	b, ok := bw.seen[a]
-	return b, ok
-}
-
-func (bw *banWatch) firstBan(a netip.Addr) time.Time {
-	bw.mu.Lock()
-	defer bw.mu.Unlock()
-	return bw.first[a]
-}
-
-func (bw *banWatch) snapshot() map[netip.Addr]harness.StatusBan {
-	bw.mu.Lock()
-	defer bw.mu.Unlock()
-	out := map[netip.Addr]harness.StatusBan{}
-	for k, v := range bw.seen {
-		out[k] = v
-	}
-	return out
-}
-
-func (bw *banWatch) falseBans() map[netip.Addr]harness.StatusBan {
-	bw.mu.Lock()
-	defer bw.mu.Unlock()
-	return bw.wrong
-}
-
-// daemonTimeline reads `xdpguard run`'s log: when each prefix was first
-// banned, and when login slot pressure began, by the lines' own times.
-func daemonTimeline(log string) (bans map[netip.Prefix]time.Time, pressure []time.Time) {
-	bans = map[netip.Prefix]time.Time{}
-	for _, line := range strings.Split(log, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || !strings.HasPrefix(f[0], "time=") {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
-		if err != nil {
-			continue
-		}
-		switch {
-		case f[2] == "msg=banned":
-			for _, kv := range f[3:] {
-				if v, ok := strings.CutPrefix(kv, "prefix="); ok {
-					if p, err := netip.ParsePrefix(v); err == nil {
-						if _, seen := bans[p]; !seen {
-							bans[p] = at
-						}
-					}
-				}
-			}
-		case strings.Contains(line, `msg="login slots under pressure`):
-			pressure = append(pressure, at)
-		}
-	}
-	return bans, pressure
-}
-
-// buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds
-// the command into the test's temporary directory.
+// buildXdpguard is harness.XdpguardBinary in the test's temporary
+// directory.
 func buildXdpguard(t *testing.T) string {
-	if bin := os.Getenv("XDPGUARD_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "xdpguard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/xdpguard/xdpguard/cmd/xdpguard")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build xdpguard: %v\n%s", err, out)
+	bin, err := harness.XdpguardBinary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

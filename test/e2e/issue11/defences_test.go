@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +14,7 @@ import (
 
 // xdpguardPhase runs attack a against `xdpguard run` and records the bans,
 // the slots that banned sources still hold and the daemon's timeline.
-func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *banWatch) *phaseResult {
+func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *harness.BanWatch) *phaseResult {
 	name := "xdpguard"
 	if os.Getenv("E2E_XDPGUARD_CONFIG") != "" {
 		name = "xdpguard (cfg)"
@@ -24,14 +23,14 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 	res := r.phase(t, a, name, func(res *phaseResult) {
 		// While the attack still runs: once it stops, every held
 		// connection closes and is logged, which bans the rest anyway.
-		during = watch.snapshot()
+		during = watch.Snapshot()
 		res.heldByBanned = heldByBanned(t, x, r.w)
 	})
 	res.Fate = computeFate(res, a.sources, func(s netip.Addr) (time.Time, bool) {
 		if _, ok := during[s]; !ok {
 			return time.Time{}, false
 		}
-		return watch.firstBan(s), true
+		return watch.FirstBan(s), true
 	})
 	origins := map[string]int{}
 	for _, s := range a.sources {
@@ -40,7 +39,7 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 		}
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf("bans by origin while the attack ran: %v; banned sources still holding connections at its end: %d", origins, len(res.heldByBanned)))
-	res.LegitBanned = watch.legitBannedBy(res.End.Add(inFlight))
+	res.LegitBanned = watch.LegitBannedBy(res.End.Add(inFlight))
 	r.timeline(res, a, x)
 	return res
 }
@@ -49,7 +48,8 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 // first and last source and when it reported the login slots under
 // pressure during the phase.
 func (r *run) timeline(res *phaseResult, a attack, x *harness.Xdpguard) {
-	banAt, pressureAt := daemonTimeline(x.Log())
+	tl := harness.ReadTimeline(x.Log())
+	banAt := tl.Bans
 	var first, last time.Time
 	n := 0
 	for _, s := range a.sources {
@@ -78,13 +78,9 @@ func (r *run) timeline(res *phaseResult, a attack, x *harness.Xdpguard) {
 		res.Notes = append(res.Notes, fmt.Sprintf("xdpguard's log: first source banned %.1f s into the attack, %d/%d by %.1f s",
 			first.Sub(res.Start).Seconds(), n, len(a.sources), last.Sub(res.Start).Seconds()))
 	}
-	for _, at := range pressureAt {
-		if at.After(res.Start) && at.Before(res.End) {
-			res.pressure = append(res.pressure, fmt.Sprintf("%.1f s", at.Sub(res.Start).Seconds()))
-		}
-	}
-	if len(res.pressure) > 0 {
-		res.Notes = append(res.Notes, "xdpguard's log: login slots under pressure from "+strings.Join(res.pressure, ", ")+" into the attack")
+	if at, ok := tl.PressureDuring(res.Start, res.End); ok {
+		res.pressure = fmt.Sprintf("%.1f s", at.Sub(res.Start).Seconds())
+		res.Notes = append(res.Notes, "xdpguard's log: login slots under pressure from "+res.pressure+" into the attack")
 	}
 }
 
@@ -143,7 +139,7 @@ func checkXdpguard(t *testing.T, res *phaseResult, a attack) {
 	}
 	// Both attacks take every login slot at once: the slot-holder
 	// detector's pressure mode (slot_holders.pressure) must see it.
-	if len(res.pressure) == 0 {
+	if res.pressure == "" {
 		t.Errorf("%s: xdpguard reported no login slot pressure during the attack", res.name())
 	}
 }

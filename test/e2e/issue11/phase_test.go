@@ -3,6 +3,7 @@
 package issue11
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
@@ -55,11 +56,11 @@ type phaseResult struct {
 	Fate          *fate                `json:"fate,omitempty"`
 	LegitBanned   []string             `json:"legit_banned,omitempty"`
 	Notes         []string             `json:"notes,omitempty"`
-	Bans          []seenBan            `json:"bans,omitempty"` // every ban status showed, by first sighting
+	Bans          []harness.SeenBan    `json:"bans,omitempty"` // every ban status showed, by first sighting
 	Attempts      []mailload.Attempt   `json:"attempts"`
 	conns         *connWatch
 	heldByBanned  map[netip.Addr]int // xdpguard: banned sources still holding connections at the end
-	pressure      []string           // xdpguard: when its log reported slot pressure
+	pressure      string             // xdpguard: from when in the phase its log reported slot pressure
 }
 
 func (p *phaseResult) name() string { return p.Attack + " / " + p.Defence }
@@ -132,6 +133,9 @@ func (r *run) phaseFor(t *testing.T, a attack, defence string, d time.Duration, 
 	// and count under the attack they started in.
 	time.Sleep(inFlight)
 	res.conns.stop()
+	if med, top := res.conns.queues(); top > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("accept queues (sampled every %v): median %d, largest %d waiting", connSampleEvery, med, top))
+	}
 	if res.AttackStats, err = at.Stop(); err != nil {
 		t.Error(err)
 	}

@@ -5,60 +5,23 @@ package issue11
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/xdpguard/xdpguard/test/e2e/harness"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
-// daemonTimeline reads `xdpguard run`'s log: when each prefix was first
-// banned, and when login slot pressure began, by the lines' own times.
-func daemonTimeline(log string) (bans map[netip.Prefix]time.Time, pressure []time.Time) {
-	bans = map[netip.Prefix]time.Time{}
-	for _, line := range strings.Split(log, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 3 || !strings.HasPrefix(f[0], "time=") {
-			continue
-		}
-		at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
-		if err != nil {
-			continue
-		}
-		switch {
-		case f[2] == "msg=banned":
-			for _, kv := range f[3:] {
-				if v, ok := strings.CutPrefix(kv, "prefix="); ok {
-					if p, err := netip.ParsePrefix(v); err == nil {
-						if _, seen := bans[p]; !seen {
-							bans[p] = at
-						}
-					}
-				}
-			}
-		case strings.Contains(line, `msg="login slots under pressure`):
-			pressure = append(pressure, at)
-		}
-	}
-	return bans, pressure
-}
-
-// buildXdpguard uses $XDPGUARD_BIN (make test-e2e builds it) or builds
-// the command into the test's temporary directory.
+// buildXdpguard is harness.XdpguardBinary in the test's temporary
+// directory.
 func buildXdpguard(t *testing.T) string {
-	if bin := os.Getenv("XDPGUARD_BIN"); bin != "" {
-		return bin
-	}
-	bin := filepath.Join(t.TempDir(), "xdpguard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/xdpguard/xdpguard/cmd/xdpguard")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build xdpguard: %v\n%s", err, out)
+	bin, err := harness.XdpguardBinary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

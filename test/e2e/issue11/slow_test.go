@@ -5,7 +5,6 @@ package issue11
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"testing"
 	"time"
 
@@ -18,7 +17,21 @@ import (
 // every slowHold+slowPause. The SYN rate never catches it; the log layer
 // must, no later than the connection that lifts its score to the
 // threshold (its POP3 `USER` is logged as a failed authentication).
-func (r *run) slowPhase(t *testing.T, watch *banWatch) {
+//
+// It is the log layer's test on a server that is not under attack, so it
+// starts once the daemon has said the last attack's slot pressure is
+// over: under pressure the kernel's admission limit holds the slow
+// attacker to one connection per interval, which starves it before the
+// log layer has its evidence.
+func (r *run) slowPhase(t *testing.T, x *harness.Xdpguard, watch *harness.BanWatch) {
+	for end := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		if _, on := harness.ReadTimeline(x.Log()).PressureDuring(time.Now(), time.Now()); !on {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the daemon's slot pressure did not end within 3 minutes of the last attack")
+		}
+	}
 	lw := logwatch.DefaultConfig()
 	due := (lw.Threshold + lw.Weights["auth-failed"] - 1) / lw.Weights["auth-failed"]
 	limit := time.Duration(due+2) * (slowHold + slowPause)
@@ -28,12 +41,12 @@ func (r *run) slowPhase(t *testing.T, watch *banWatch) {
 	}}
 	res := r.phaseFor(t, a, "xdpguard", max(r.plen, limit), nil)
 	res.Fate = computeFate(res, a.sources, func(s netip.Addr) (time.Time, bool) {
-		if _, ok := watch.get(s); !ok {
+		if _, ok := watch.Get(s); !ok {
 			return time.Time{}, false
 		}
-		return watch.firstBan(s), true
+		return watch.FirstBan(s), true
 	})
-	slowBan, slowBanned := watch.get(harness.Slow)
+	slowBan, slowBanned := watch.Get(harness.Slow)
 	switch {
 	case !slowBanned:
 		t.Errorf("the slow attacker %s (%d connections) was not banned within %v", harness.Slow, res.AttackStats.Connected, limit)
@@ -43,7 +56,7 @@ func (r *run) slowPhase(t *testing.T, watch *banWatch) {
 		t.Errorf("the slow attacker got %d connections through; the ban was due on connection %d (threshold %d)", res.AttackStats.Connected, due, lw.Threshold)
 	default:
 		res.Notes = append(res.Notes, fmt.Sprintf("slow attacker %s (one connection per %v) banned by the log layer (%s) after %d connections, %.0f s after its first; due after %d",
-			harness.Slow, slowHold+slowPause, slowBan.Reason, res.AttackStats.Connected, watch.firstBan(harness.Slow).Sub(res.Start).Seconds(), due))
+			harness.Slow, slowHold+slowPause, slowBan.Reason, res.AttackStats.Connected, watch.FirstBan(harness.Slow).Sub(res.Start).Seconds(), due))
 	}
 	if s := res.Classes[classReturning]; s.Rate < 0.99 {
 		t.Errorf("slow-attacker phase: %.2f%% of returning users' logins succeeded, want >= 99%%", 100*s.Rate)
@@ -52,23 +65,20 @@ func (r *run) slowPhase(t *testing.T, watch *banWatch) {
 
 // finalChecks: no legitimate source was ever banned, by what status showed
 // or by the daemon's own log, and the daemon is still running.
-func (r *run) finalChecks(t *testing.T, x *harness.Xdpguard, watch *banWatch) {
+func (r *run) finalChecks(t *testing.T, x *harness.Xdpguard, watch *harness.BanWatch) {
 	// Every ban status showed, by first sighting, goes with the last
 	// xdpguard phase into results.json.
 	if len(r.results) > 0 {
 		last := r.results[len(r.results)-1]
-		for _, b := range watch.all {
-			last.Bans = append(last.Bans, b)
-		}
-		slices.SortFunc(last.Bans, func(a, b seenBan) int { return a.First.Compare(b.First) })
+		last.Bans = watch.All()
 	}
-	if watch.errs > 0 {
-		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", watch.errs)
+	if n := watch.Errs(); n > 0 {
+		t.Errorf("xdpguard status failed %d times while it was watched; bans may have gone unseen", n)
 	}
-	for a, b := range watch.falseBans() {
+	for a, b := range watch.FalseBans() {
 		t.Errorf("legitimate source %s was banned: %+v", a, b)
 	}
-	bans, _ := daemonTimeline(x.Log())
+	bans := harness.ReadTimeline(x.Log()).Bans
 	for _, a := range r.w.Legitimate() {
 		for p, at := range bans {
 			if p.Contains(a) {
