@@ -46,17 +46,6 @@ const (
 	slowPause = 5 * time.Second
 )
 
-func phaseLen(t *testing.T) time.Duration {
-	if s := os.Getenv("E2E_PHASE"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("E2E_PHASE=%q: %v", s, err)
-		}
-		return d
-	}
-	return 40 * time.Second
-}
-
 // phaseResult is one row of the table, and of the raw results file.
 type phaseResult struct {
 	Name    string           `json:"name"`
@@ -202,16 +191,6 @@ func settle(t *testing.T, w *harness.World, probe *harness.Probe) {
 	}
 }
 
-// buildXdpguard is harness.XdpguardBinary in the test's temporary
-// directory.
-func buildXdpguard(t *testing.T) string {
-	bin, err := harness.XdpguardBinary(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // report prints the table and writes the raw figures, every attempt
 // included, under build/e2e (or $E2E_OUT) for CI to keep.
 func report(t *testing.T, results []*phaseResult) {
@@ -236,7 +215,7 @@ func report(t *testing.T, results []*phaseResult) {
 		}
 	}
 	t.Logf("legitimate logins (probe every %v, %v deadline; latency of successful logins):\n%s", probeEvery, probeLimit, b.String())
-	out := outDir()
+	out := harness.OutDir("")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Log(err)
 		return
@@ -254,31 +233,6 @@ func report(t *testing.T, results []*phaseResult) {
 	}
 	abs, _ := filepath.Abs(out)
 	t.Logf("raw figures in %s/results.json", abs)
-}
-
-// keepLogs copies the work directory's logs to build/e2e/logs for CI.
-func keepLogs(t *testing.T, dir string) {
-	out := filepath.Join(outDir(), "logs")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Log(err)
-		return
-	}
-	for _, name := range []string{"maillog", "xdpguard.log", "dovecot.log", "rsyslogd.log", "fail2ban/fail2ban.log", "attack.log", "probe.log"} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(out, strings.ReplaceAll(name, "/", "-")), b, 0o644); err != nil {
-			t.Log(err)
-		}
-	}
-}
-
-func outDir() string {
-	if out := os.Getenv("E2E_OUT"); out != "" {
-		return out
-	}
-	return filepath.Join("..", "..", "build", "e2e")
 }
 
 func byFamily(as []mailload.Attempt) (v4, v6 mailload.Summary) {

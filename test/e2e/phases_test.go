@@ -35,28 +35,7 @@ func newE2E(t *testing.T) *e2e {
 			t.Fatal(err)
 		}
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := harness.New(harness.Options{
-		// E2E_DIR keeps the work directory (maillog, configs, daemon logs)
-		// for a post-mortem.
-		Dir: os.Getenv("E2E_DIR"),
-		// E2E_XDPGUARD_CONFIG runs phase 2 and 3 on a config file
-		// instead of the defaults, to try a tuning; the table says so.
-		XdpguardConfig: os.Getenv("E2E_XDPGUARD_CONFIG"),
-		AttackersV4:    attackersV4, AttackersV6: attackersV6,
-		Xdpguard: buildXdpguard(t), Self: self, Logf: t.Logf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
-	// Runs before w.Close (cleanups run last-in first-out): the daemon's,
-	// Dovecot's and fail2ban's own logs, and the maillog, are kept beside
-	// the figures.
-	t.Cleanup(func() { keepLogs(t, w.Dir) })
+	w := harness.NewForTest(t, harness.Options{AttackersV4: attackersV4, AttackersV6: attackersV6}, "")
 
 	probe, err := w.StartProbe(probeEvery, probeLimit, time.Hour, 0, nil)
 	if err != nil {
@@ -69,7 +48,7 @@ func newE2E(t *testing.T) *e2e {
 			t.Fatalf("E2E_CONNS=%q: %v", s, err)
 		}
 	}
-	return &e2e{t: t, w: w, probe: probe, plen: phaseLen(t),
+	return &e2e{t: t, w: w, probe: probe, plen: harness.PhaseLen(t),
 		attack: mailload.AttackConfig{Servers: w.Servers(), Sources: w.Attackers, Conns: conns}}
 }
 

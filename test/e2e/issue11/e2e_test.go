@@ -60,17 +60,6 @@ const (
 	slowPause = 5 * time.Second
 )
 
-func phaseLen(t *testing.T) time.Duration {
-	if s := os.Getenv("E2E_PHASE"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			t.Fatalf("E2E_PHASE=%q: %v", s, err)
-		}
-		return d
-	}
-	return 40 * time.Second
-}
-
 func TestE2E(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
@@ -85,7 +74,7 @@ func TestE2E(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := newRun(t, phaseLen(t))
+	r := newRun(t, harness.PhaseLen(t))
 	defer func() { report(t, r.results) }()
 
 	attacks := selectAttacks(t, []attack{r.seedAttack(t), r.trawlAttack()})
@@ -124,30 +113,11 @@ func TestE2E(t *testing.T) {
 // newRun builds the world and starts the legitimate users who log in all
 // along: the returning users, the NAT office and the webmail front end.
 func newRun(t *testing.T, plen time.Duration) *run {
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := harness.New(harness.Options{
-		// E2E_DIR keeps the work directory (maillog, configs, daemon logs)
-		// for a post-mortem.
-		Dir: os.Getenv("E2E_DIR"),
-		// E2E_XDPGUARD_CONFIG runs xdpguard on a config file instead of
-		// the defaults, to try a tuning; the table says so.
-		XdpguardConfig: os.Getenv("E2E_XDPGUARD_CONFIG"),
-		AttackersV4:    attackersV4, AttackersV6: attackersV6,
+	w := harness.NewForTest(t, harness.Options{
+		AttackersV4: attackersV4, AttackersV6: attackersV6,
 		TrawlersV4: trawlersV4, TrawlersV6: trawlersV6,
 		NewUsers: newUsers, OfficeUsers: officeUsers, WebmailUsers: webmailUsers, TLSProxies: officeUsers * officeHeld,
-		Xdpguard: buildXdpguard(t), Self: self, Logf: t.Logf,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
-	// Runs before w.Close (cleanups run last-in first-out): the daemon's,
-	// Dovecot's and fail2ban's own logs, and the maillog, are kept beside
-	// the figures.
-	t.Cleanup(func() { keepLogs(t, w.Dir) })
+	}, "issue11")
 	r := &run{w: w, plen: plen}
 	r.startUsers(t)
 	r.settle(t)

@@ -16,16 +16,6 @@ import (
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
-// buildXdpguard is harness.XdpguardBinary in the test's temporary
-// directory.
-func buildXdpguard(t *testing.T) string {
-	bin, err := harness.XdpguardBinary(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // report prints the table and writes the raw figures, every attempt
 // included, under build/e2e (or $E2E_OUT) for CI to keep.
 func report(t *testing.T, results []*phaseResult) {
@@ -64,7 +54,7 @@ func report(t *testing.T, results []*phaseResult) {
 	}
 	t.Logf("legitimate logins by class (returning users every %v, new users every %v, %v deadline; p50/p99 of the returning users' successful logins; "+
 		"starved: no connection in the phase's last %v):\n%s", probeEvery, newUserEvery, probeLimit, starvedWindow, b.String())
-	out := outDir()
+	out := harness.OutDir("issue11")
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		t.Log(err)
 		return
@@ -89,30 +79,3 @@ func summaryLine(s mailload.Summary) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-// keepLogs copies the work directory's logs to build/e2e/logs for CI.
-func keepLogs(t *testing.T, dir string) {
-	out := filepath.Join(outDir(), "logs")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Log(err)
-		return
-	}
-	for _, name := range []string{"maillog", "xdpguard.log", "dovecot.log", "rsyslogd.log", "fail2ban/fail2ban.log", "attack.log", "trawl.log", "probe.log", "office-idle.log", "webmail.log"} {
-		b, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			continue
-		}
-		if err := os.WriteFile(filepath.Join(out, strings.ReplaceAll(name, "/", "-")), b, 0o644); err != nil {
-			t.Log(err)
-		}
-	}
-}
-
-func outDir() string {
-	if out := os.Getenv("E2E_OUT"); out != "" {
-		return out
-	}
-	// This package is test/e2e/issue11; its table goes beside the main
-	// e2e's, under its own name.
-	return filepath.Join("..", "..", "..", "build", "e2e", "issue11")
-}

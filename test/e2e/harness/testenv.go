@@ -1,0 +1,99 @@
+package harness
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The settings both end-to-end tests read from the environment, and where
+// they leave their figures and logs.
+
+// TestBinary is XdpguardBinary in the test's temporary directory.
+func TestBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := XdpguardBinary(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// PhaseLen is $E2E_PHASE, else 40 s: long enough for a log-based defence to
+// act and for its figures to settle.
+func PhaseLen(t testing.TB) time.Duration {
+	t.Helper()
+	if s := os.Getenv("E2E_PHASE"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("E2E_PHASE=%q: %v", s, err)
+		}
+		return d
+	}
+	return 40 * time.Second
+}
+
+// OutDir is where a test writes its table, raw figures and logs:
+// $E2E_OUT, else build/e2e/sub under the repository (sub may be empty).
+func OutDir(sub string) string {
+	if out := os.Getenv("E2E_OUT"); out != "" {
+		return out
+	}
+	root, err := os.Getwd() // the test's package directory
+	if err == nil {
+		for dir := root; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+				return filepath.Join(dir, "build", "e2e", sub)
+			}
+		}
+	}
+	return filepath.Join("build", "e2e", sub)
+}
+
+// KeepLogs copies the world's logs (dir is World.Dir) to out/logs, beside
+// the figures, for a post-mortem: the maillog, the daemon's, Dovecot's,
+// rsyslogd's, fail2ban's and every load process's.
+func KeepLogs(t testing.TB, dir, out string) {
+	out = filepath.Join(out, "logs")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	for _, name := range []string{"maillog", "xdpguard.log", "dovecot.log", "rsyslogd.log", "fail2ban/fail2ban.log",
+		"attack.log", "trawl.log", "probe.log", "office-idle.log", "webmail.log"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(out, strings.ReplaceAll(name, "/", "-")), b, 0o644); err != nil {
+			t.Log(err)
+		}
+	}
+}
+
+// NewForTest builds the world for an end-to-end test: opts gives the
+// population; the rest comes from the environment ($E2E_DIR keeps the work
+// directory, maillog, configs and daemon logs, for a post-mortem;
+// $E2E_XDPGUARD_CONFIG runs xdpguard on a config file instead of the
+// defaults, to try a tuning, and the tables say so). The world is removed
+// when the test ends, after its logs are copied to OutDir(outSub).
+func NewForTest(t testing.TB, opts Options, outSub string) *World {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Dir = os.Getenv("E2E_DIR")
+	opts.XdpguardConfig = os.Getenv("E2E_XDPGUARD_CONFIG")
+	opts.Xdpguard, opts.Self, opts.Logf = TestBinary(t), self, t.Logf
+	w, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	// Runs before w.Close (cleanups run last-in first-out).
+	t.Cleanup(func() { KeepLogs(t, w.Dir, OutDir(outSub)) })
+	return w
+}
