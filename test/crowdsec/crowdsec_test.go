@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,7 +69,7 @@ func TestBouncer(t *testing.T) {
 			t.Errorf("ban origins in status: %v", origins)
 		}
 		if det := stateDetector(t, w.a, badIP+"/32"); !strings.Contains(det, "test ip") {
-			t.Errorf("state file detector for %s: %q, want the scenario", badIP, det)
+			t.Errorf("detector of %s in the state journal: %q, want the scenario", badIP, det)
 		}
 
 		for _, c := range cases[:3] {
@@ -261,24 +262,27 @@ func origin(t *testing.T, h *host, prefix string) string {
 }
 
 // stateDetector reads what decided a ban (a CrowdSec ban's scenario) from
-// the host's state file, after the daemon's next save (every minute, or
-// when something changed).
+// the host's state journal, through `xdpguard state export`.
 func stateDetector(t *testing.T, h *host, prefix string) string {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		data, _ := os.ReadFile(filepath.Join(h.dir, "state", "state.json"))
+		// The journal, read as an operator reads it: a ban's record is
+		// synced before the daemon logs it as applied.
+		out, err := exec.Command(binary, "state", "export", "--state-dir", filepath.Join(h.dir, "state")).Output()
 		var st struct {
 			Bans []struct{ Prefix, Detector string } `json:"bans"`
 		}
-		json.Unmarshal(data, &st)
+		if err == nil {
+			json.Unmarshal(out, &st)
+		}
 		for _, b := range st.Bans {
 			if b.Prefix == prefix {
 				return b.Detector
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Logf("state file: %s\nlog:\n%s", data, h.out.String())
+			t.Logf("state export (%v): %s\nlog:\n%s", err, out, h.out.String())
 			return ""
 		}
 		time.Sleep(200 * time.Millisecond)
