@@ -60,8 +60,9 @@ case $boot in
 	/usr/sbin/xdpguard status | grep "^  $BANNED/32 " >/dev/null || fail "stop lost the ban"
 	say "ok: stopped; the program and the ban stay"
 	ask_host banned
-	# The daemon saved the ban when it stopped; the reboot clears bpffs.
-	grep -q "\"$BANNED/32\"" /var/lib/xdpguard/state.json || fail "state.json lacks $BANNED"
+	# The ban is in the state journal (synced before it was reported); the
+	# reboot clears bpffs.
+	/usr/sbin/xdpguard state export | grep -q "\"$BANNED/32\"" || fail "the state journal lacks $BANNED: $(/usr/sbin/xdpguard state export 2>&1 | head -c 2000)"
 	say "rebooting"
 	systemctl reboot
 	;;
