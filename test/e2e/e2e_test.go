@@ -6,11 +6,9 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -215,24 +213,7 @@ func report(t *testing.T, results []*phaseResult) {
 		}
 	}
 	t.Logf("legitimate logins (probe every %v, %v deadline; latency of successful logins):\n%s", probeEvery, probeLimit, b.String())
-	out := harness.OutDir("")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Log(err)
-		return
-	}
-	raw, err := json.MarshalIndent(results, "", " ")
-	if err == nil {
-		err = os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644)
-	}
-	if err == nil {
-		err = os.WriteFile(filepath.Join(out, "table.txt"), []byte(b.String()), 0o644)
-	}
-	if err != nil {
-		t.Log(err)
-		return
-	}
-	abs, _ := filepath.Abs(out)
-	t.Logf("raw figures in %s/results.json", abs)
+	harness.WriteResults(t, "", results, b.String())
 }
 
 func byFamily(as []mailload.Attempt) (v4, v6 mailload.Summary) {

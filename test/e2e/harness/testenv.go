@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,4 +97,28 @@ func NewForTest(t testing.TB, opts Options, outSub string) *World {
 	// Runs before w.Close (cleanups run last-in first-out).
 	t.Cleanup(func() { KeepLogs(t, w.Dir, OutDir(outSub)) })
 	return w
+}
+
+// WriteResults writes a test's raw figures (results.json, every attempt
+// included) and its table (table.txt) to OutDir(sub), for CI to keep.
+// Failing to write them is logged, never a test failure.
+func WriteResults(t testing.TB, sub string, results any, table string) {
+	out := OutDir(sub)
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Log(err)
+		return
+	}
+	raw, err := json.MarshalIndent(results, "", " ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(out, "table.txt"), []byte(table), 0o644)
+	}
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	abs, _ := filepath.Abs(out)
+	t.Logf("raw figures in %s/results.json", abs)
 }

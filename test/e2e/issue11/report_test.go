@@ -3,10 +3,7 @@
 package issue11
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -54,24 +51,7 @@ func report(t *testing.T, results []*phaseResult) {
 	}
 	t.Logf("legitimate logins by class (returning users every %v, new users every %v, %v deadline; p50/p99 of the returning users' successful logins; "+
 		"starved: no connection in the phase's last %v):\n%s", probeEvery, newUserEvery, probeLimit, starvedWindow, b.String())
-	out := harness.OutDir("issue11")
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		t.Log(err)
-		return
-	}
-	raw, err := json.MarshalIndent(results, "", " ")
-	if err == nil {
-		err = os.WriteFile(filepath.Join(out, "results.json"), raw, 0o644)
-	}
-	if err == nil {
-		err = os.WriteFile(filepath.Join(out, "table.txt"), []byte(b.String()), 0o644)
-	}
-	if err != nil {
-		t.Log(err)
-		return
-	}
-	abs, _ := filepath.Abs(out)
-	t.Logf("raw figures in %s/results.json", abs)
+	harness.WriteResults(t, "issue11", results, b.String())
 }
 
 func summaryLine(s mailload.Summary) string {
