@@ -38,6 +38,7 @@
 #include "bantable.h"
 #include "syntrack.h"
 #include "clock.h"
+#include "shared.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -65,34 +66,6 @@ struct {
 	__type(key, struct cidr_v6_key);
 	__type(value, struct cidr_rule);
 } cidr_v6 SEC(".maps");
-
-// Known-good sources (they logged in), masked to the ban granularity and
-// written only by userspace. Looked up only for SYNs to protected ports
-// under admission or over the rate, so a plain hash map costs nothing on
-// the ban path; not preallocated, so an empty one costs its buckets only.
-// The value is unused.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, __u8);
-} good_v4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 65536);
-	__type(key, struct in6_key);
-	__type(value, __u8);
-} good_v6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct config);
-} settings SEC(".maps");
 
 // Number of rules per trie, kept by userspace, so that the common case of an
 // empty trie costs an inlined array read instead of a trie walk.

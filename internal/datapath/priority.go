@@ -1,0 +1,177 @@
+package datapath
+
+// Priority steering: the sk_lookup program of internal/bpf/priority.c, which
+// hands a known-good source's new connection to a protected port to the
+// server's priority listener for that port (see priority.c for why).
+// It reads the XDP program's known-good maps and settings, so a source
+// marked with PutKnownGood is steered from its next SYN.
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpguard/xdpguard/internal/bpf"
+)
+
+// The priority pins, next to the XDP program's. Their names do not start
+// with linkPrefix: that is for interfaces.
+const (
+	priorityLinkPin  = "priority_link"
+	prioritySocksPin = "priority_socks"
+)
+
+// Priority is the attached steering program of one network namespace.
+type Priority struct {
+	socks *ebpf.Map
+	stats *ebpf.Map
+	link  link.Link // nil when pinned: the pin keeps it attached
+}
+
+// PriorityStats counts the SYNs the steering program saw from known-good
+// sources with a priority listener to go to.
+type PriorityStats struct {
+	// Steered went to the priority listener.
+	Steered uint64 `json:"steered"`
+	// Failed went to the public listener: the priority one was closing.
+	Failed uint64 `json:"failed"`
+}
+
+// AttachPriority loads the steering program over this Guard's known-good
+// maps and settings and attaches it to the network namespace netns (a path
+// such as /proc/self/ns/net). With a pin root the link and the socket map
+// are pinned, so steering outlives the process as the XDP program does,
+// and a later call (a restart, an upgrade) adopts them and replaces the
+// program in place.
+func (g *Guard) AttachPriority(netns string) (*Priority, error) {
+	spec, err := bpf.LoadPriority()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded priority program: %w", err)
+	}
+	repl := map[string]*ebpf.Map{
+		bpf.PriorityMapGoodV4:   g.maps.GoodV4,
+		bpf.PriorityMapGoodV6:   g.maps.GoodV6,
+		bpf.PriorityMapSettings: g.maps.Settings,
+	}
+	if g.pinRoot != "" {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(g.pinRoot, prioritySocksPin), nil)
+		if err == nil {
+			defer m.Close()
+			repl[bpf.PriorityMapPrioritySocks] = m
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("adopt the priority socket map: %w", privilegeHint(err))
+		}
+	}
+	for name, m := range repl {
+		spec.Maps[name].MaxEntries = m.MaxEntries() // sized by the loader, not the C file
+	}
+	var objs bpf.PriorityObjects
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: repl}); err != nil {
+		return nil, fmt.Errorf("load the priority program: %w", loadError(err))
+	}
+	defer objs.Priority.Close()
+	p := &Priority{socks: objs.PrioritySocks, stats: objs.PriorityStats}
+	if err := p.attach(g.pinRoot, netns, objs.Priority); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Priority) attach(pinRoot, netns string, prog *ebpf.Program) error {
+	if pinRoot != "" {
+		if l, err := link.LoadPinnedLink(filepath.Join(pinRoot, priorityLinkPin), nil); err == nil {
+			defer l.Close()
+			if err := l.Update(prog); err != nil {
+				return fmt.Errorf("upgrade the priority program: %w", privilegeHint(err))
+			}
+			return nil
+		}
+	}
+	ns, err := os.Open(netns)
+	if err != nil {
+		return fmt.Errorf("attach the priority program: %w", err)
+	}
+	defer ns.Close()
+	l, err := link.AttachNetNs(int(ns.Fd()), prog)
+	if err != nil {
+		return fmt.Errorf("attach the priority program to %s: %w", netns, privilegeHint(err))
+	}
+	if pinRoot == "" {
+		p.link = l
+		return nil
+	}
+	defer l.Close() // the pin keeps it attached
+	if err := p.socks.Pin(filepath.Join(pinRoot, prioritySocksPin)); err != nil {
+		return fmt.Errorf("pin the priority socket map: %w", err)
+	}
+	if err := l.Pin(filepath.Join(pinRoot, priorityLinkPin)); err != nil {
+		return fmt.Errorf("pin the priority link: %w", err)
+	}
+	return nil
+}
+
+// priorityKey is the socket map's key for port and family (unix.AF_INET or
+// unix.AF_INET6).
+func priorityKey(port uint16, family int) (bpf.PriorityPriorityKey, error) {
+	if family != unix.AF_INET && family != unix.AF_INET6 {
+		return bpf.PriorityPriorityKey{}, fmt.Errorf("priority listener: address family %d is neither IPv4 nor IPv6", family)
+	}
+	return bpf.PriorityPriorityKey{Port: port, Family: uint8(family)}, nil
+}
+
+// SetListener steers known-good sources' connections to port, of family,
+// to the listening socket sock (a descriptor of this process; the map takes
+// its own reference, so the caller may close it).
+func (p *Priority) SetListener(port uint16, family int, sock *os.File) error {
+	k, err := priorityKey(port, family)
+	if err != nil {
+		return err
+	}
+	if err := p.socks.Update(k, uint64(sock.Fd()), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("priority listener for port %d: %w", port, privilegeHint(err))
+	}
+	return nil
+}
+
+// HasListener reports whether port, of family, has a priority listener in
+// the map. The kernel removes a socket that closes, so false after true
+// means the server closed it (a restart).
+func (p *Priority) HasListener(port uint16, family int) bool {
+	k, err := priorityKey(port, family)
+	if err != nil {
+		return false
+	}
+	var cookie uint64
+	return p.socks.Lookup(k, &cookie) == nil
+}
+
+// Stats sums the steering counters over the CPUs.
+func (p *Priority) Stats() (PriorityStats, error) {
+	var s PriorityStats
+	for i, dst := range []*uint64{&s.Steered, &s.Failed} {
+		var percpu []uint64
+		if err := p.stats.Lookup(uint32(i), &percpu); err != nil {
+			return PriorityStats{}, fmt.Errorf("read priority counters: %w", err)
+		}
+		for _, v := range percpu {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// Close releases this process's handles; a pinned program stays attached.
+func (p *Priority) Close() error {
+	var errs []error
+	if p.link != nil {
+		errs = append(errs, p.link.Close())
+	}
+	errs = append(errs, p.socks.Close(), p.stats.Close())
+	return errors.Join(errs...)
+}

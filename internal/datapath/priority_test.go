@@ -1,0 +1,136 @@
+package datapath
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
+)
+
+// listenIn opens a TCP listener on addr inside ns, closed when the test ends.
+func listenIn(t *testing.T, ns *testutil.NS, addr string) *net.TCPListener {
+	t.Helper()
+	var l net.Listener
+	// Plain TCP, as Dovecot's: Go listens with MPTCP by default where the
+	// kernel has it, and the socket map takes TCP sockets only.
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	if err := ns.Do(func() (err error) { l, err = lc.Listen(t.Context(), "tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l.(*net.TCPListener)
+}
+
+// acceptedFrom accepts one connection on l within wait and returns its
+// remote address, or an invalid address if none was waiting.
+func acceptedFrom(t *testing.T, l *net.TCPListener, wait time.Duration) (netip.Addr, netip.AddrPort) {
+	t.Helper()
+	l.SetDeadline(time.Now().Add(wait))
+	c, err := l.AcceptTCP()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return netip.Addr{}, netip.AddrPort{}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap(), c.LocalAddr().(*net.TCPAddr).AddrPort()
+}
+
+// socketOf duplicates l's descriptor; the caller closes it. Not l.File(): that makes the
+// listener's socket blocking, and its deadlines stop working.
+func socketOf(t *testing.T, l *net.TCPListener) *os.File {
+	t.Helper()
+	rc, err := l.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	if err := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.NewFile(uintptr(fd), "listener")
+}
+
+// Over a real TCP stack: a known-good source's connection to the public
+// port lands in the priority listener's accept queue, with the public
+// address as its local one; a source that is not known-good lands in the
+// public listener's; and once the priority listener closes, steering falls
+// back to the public one by itself.
+func TestPrioritySteersKnownGood(t *testing.T) {
+	w := newKGWorld(t, DefaultSettings())
+	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
+	pub6 := listenIn(t, w.srv, "[2001:db8:101::1]:110")
+	pri4 := listenIn(t, w.srv, "127.0.0.1:10110")
+	pri6 := listenIn(t, w.srv, "[::1]:10110")
+	p, err := w.g.AttachPriority(w.srv.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	for fam, l := range map[int]*net.TCPListener{unix.AF_INET: pri4, unix.AF_INET6: pri6} {
+		f := socketOf(t, l)
+		if err := p.SetListener(110, fam, f); err != nil {
+			t.Fatal(err)
+		}
+		f.Close() // the map holds the socket, not a descriptor
+
+	}
+	good := []netip.Prefix{netip.PrefixFrom(kgOld4, 32), netip.PrefixFrom(kgCli6, 64).Masked()}
+	if err := w.g.PutKnownGood(good); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		src       netip.Addr
+		want, not *net.TCPListener
+		dst       netip.AddrPort
+	}{
+		{kgOld4, pri4, pub4, netip.AddrPortFrom(kgSrv4, 110)},
+		{kgCli4, pub4, pri4, netip.AddrPortFrom(kgSrv4, 110)},
+		{kgCli6, pri6, pub6, netip.AddrPortFrom(kgSrv6, 110)},
+	} {
+		if err := w.dial(t, tc.src, 10*time.Second); err != nil {
+			t.Fatalf("from %s: %v", tc.src, err)
+		}
+		// Dial returned: the connection is established, so it already
+		// sits in one accept queue or the other.
+		if got, _ := acceptedFrom(t, tc.not, 50*time.Millisecond); got.IsValid() {
+			t.Fatalf("from %s: accepted on %s, the wrong listener", tc.src, tc.not.Addr())
+		}
+		got, local := acceptedFrom(t, tc.want, 5*time.Second)
+		if got != tc.src || local != tc.dst {
+			t.Fatalf("on %s: accepted %s -> %s, want %s -> %s", tc.want.Addr(), got, local, tc.src, tc.dst)
+		}
+	}
+	st, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Steered != 2 || st.Failed != 0 {
+		t.Fatalf("stats %+v, want 2 steered", st)
+	}
+
+	// Dovecot restarting closes its listener: the kernel drops it from the
+	// map, and known-good sources go to the public listener meanwhile.
+	pri4.Close()
+	if p.HasListener(110, unix.AF_INET) {
+		t.Fatal("a closed priority listener is still in the map")
+	}
+	if err := w.dial(t, kgOld4, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := acceptedFrom(t, pub4, 5*time.Second); got != kgOld4 {
+		t.Fatalf("with no priority listener, public listener accepted %s, want %s", got, kgOld4)
+	}
+}
