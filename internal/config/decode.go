@@ -116,6 +116,34 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 			d.value(e, s.Index(i), fmt.Sprintf("%s[%d]", key, i))
 		}
 		v.Set(s)
+	case reflect.Map:
+		// A map in the file replaces the default whole: {} empties it.
+		if isNull(n) {
+			v.Set(reflect.MakeMap(v.Type()))
+			return
+		}
+		if n.Kind != yaml.MappingNode {
+			d.fail(n, key, "must be a mapping, got %s", kindName(n))
+			return
+		}
+		m := reflect.MakeMap(v.Type())
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			kn, vn := n.Content[i], n.Content[i+1]
+			k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+			sub := key + "." + kn.Value
+			before := len(d.problems)
+			d.value(kn, k, sub)
+			d.value(vn, e, sub)
+			if len(d.problems) > before {
+				continue
+			}
+			if m.MapIndex(k).IsValid() {
+				d.fail(kn, sub, "listed twice")
+				continue
+			}
+			m.SetMapIndex(k, e)
+		}
+		v.Set(m)
 	default:
 		d.scalar(n, v, key)
 	}

@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
 
 // KnownGood is the memory of sources that logged in successfully
 // (Dovecot's Login / Logged in, Postfix SASL): they are never banned by
@@ -9,9 +14,28 @@ import "time"
 // Entries last Retention after the source's last login; at most
 // MaxEntries are kept (the least recently seen go first). MaxEntries 0
 // turns learning off.
+//
+// PriorityPorts maps a protected port to the port of the server's
+// priority listener for it: a known-good source's new connections to the
+// protected port are handed to that listener (internal/bpf/priority.c),
+// which Dovecot serves before the public one when it is configured first
+// in the login service (README, "Priority listeners"). Only the entries
+// of protected ports are used; an empty map turns steering off.
 type KnownGood struct {
-	Retention  time.Duration `yaml:"retention"`
-	MaxEntries int           `yaml:"max_entries"`
+	Retention     time.Duration `yaml:"retention"`
+	MaxEntries    int           `yaml:"max_entries"`
+	PriorityPorts PortMap       `yaml:"priority_ports"`
+}
+
+// PortMap maps ports to ports. A map in the file replaces the default one
+// whole, so that {} turns priority steering off and a smaller map drops
+// the other defaults.
+type PortMap map[uint16]uint16
+
+// DefaultPriorityPorts are the priority listeners of the Dovecot snippet
+// the README gives: the protected port plus 10000, on loopback.
+func DefaultPriorityPorts() PortMap {
+	return PortMap{110: 10110, 143: 10143, 993: 10993, 995: 10995}
 }
 
 // SlotEvict makes room for users while the login slots are under pressure
@@ -55,6 +79,7 @@ func (c *Config) validateLoginSlots(ps *problems) {
 	if n := c.KnownGood.MaxEntries; n < 0 || n > maxKnownGoodEntries {
 		ps.add("known_good.max_entries", "must be 0-%d (0 turns learning off), got %d", maxKnownGoodEntries, n)
 	}
+	c.validatePriority(ps)
 	if e := c.SlotHolders.Pressure.Evict; e.Enabled && (e.Grace < minEvictGrace || e.Grace > time.Minute) {
 		ps.add("slot_holders.pressure.evict.grace", "must be %s-1m, got %q", minEvictGrace, e.Grace.String())
 	}
@@ -70,5 +95,27 @@ func (c *Config) validateLoginSlots(ps *problems) {
 		if x.Window <= 0 || x.Window > 24*time.Hour {
 			ps.add("ipv6_escalation.window", "must be > 0 and at most 24h, got %q", x.Window.String())
 		}
+	}
+}
+
+// validatePriority: each value a port that is neither protected nor
+// another key's. A key that kernel.ports does not protect is unused, so
+// that narrowing kernel.ports alone stays a valid file.
+func (c *Config) validatePriority(ps *problems) {
+	protected := map[uint16]bool{}
+	for _, p := range c.Kernel.Ports {
+		protected[p] = true
+	}
+	used := map[uint16]uint16{}
+	for _, from := range slices.Sorted(maps.Keys(c.KnownGood.PriorityPorts)) {
+		to := c.KnownGood.PriorityPorts[from]
+		key := fmt.Sprintf("known_good.priority_ports.%d", from)
+		switch {
+		case to == 0 || protected[to]:
+			ps.add(key, "must be a port that kernel.ports does not protect, got %d", to)
+		case used[to] != 0:
+			ps.add(key, "port %d is already the priority listener of %d", to, used[to])
+		}
+		used[to] = from
 	}
 }

@@ -32,3 +32,22 @@ func TestLoginSlotSettingsValidation(t *testing.T) {
 		}
 	}
 }
+
+// A priority port must not be protected or shared, and a map in the file
+// replaces the default one: {} turns steering off.
+func TestPriorityPorts(t *testing.T) {
+	c, err := Parse([]byte("known_good: {priority_ports: {}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.KnownGood.PriorityPorts) != 0 {
+		t.Fatalf("{} left %v", c.KnownGood.PriorityPorts)
+	}
+	_, err = Parse([]byte("known_good: {priority_ports: {143: 110, 110: 10000, 993: 10000}}\n"))
+	for _, want := range []string{"known_good.priority_ports.143: must be a port that kernel.ports does not protect, got 110",
+		"known_good.priority_ports.993: port 10000 is already the priority listener of 110"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v, want it to say %q", err, want)
+		}
+	}
+}

@@ -70,16 +70,17 @@ type Daemon struct {
 	slots     slotWatch
 	// cursor is the journal cursor of the last line processed; seen
 	// counts lines per input, for status.
-	cursor  string
-	seen    map[string]*logSeen
-	started time.Time
-	status  statusWriter
-	kg      kgState       // known-good sources (knowngood.go)
-	evict   evictState    // pre-auth evictions under pressure (evict.go)
-	esc     escState      // IPv6 escalation (escalate.go)
-	tr      trawlState    // user-name trawlers (trawl.go)
-	cs      *crowdsecLink // nil without crowdsec.lapi_url
-	pj      persistState  // the state journal (persist.go)
+	cursor   string
+	seen     map[string]*logSeen
+	started  time.Time
+	status   statusWriter
+	kg       kgState       // known-good sources (knowngood.go)
+	evict    evictState    // pre-auth evictions under pressure (evict.go)
+	priority priorityState // known-good sources' own accept queue (priority.go)
+	esc      escState      // IPv6 escalation (escalate.go)
+	tr       trawlState    // user-name trawlers (trawl.go)
+	cs       *crowdsecLink // nil without crowdsec.lapi_url
+	pj       persistState  // the state journal (persist.go)
 }
 
 // maxBatch bounds how many queued log lines are scored before their bans
@@ -107,6 +108,7 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 		return err
 	}
 	defer d.guard.Close()
+	defer d.priority.close()
 	return d.loop(ctx, reload)
 }
 
@@ -157,6 +159,7 @@ func (d *Daemon) start() error {
 		return err
 	}
 	d.restoreKnownGood(st.KnownGood, time.Now())
+	d.startPriority()
 	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
 	return err
 }

@@ -147,6 +147,7 @@ func (d *Daemon) watchSlots(now time.Time) {
 			d.notePressure(now)
 		}
 	}
+	d.syncPriority(ctx)
 	on, ended := w.under(now)
 	if ended {
 		d.log.Info("login slot pressure over", "lasted", now.Sub(w.since).Round(time.Second))

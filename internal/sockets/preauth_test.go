@@ -69,6 +69,13 @@ service pop3-login {
 // and stops it when the test ends.
 func startDovecot(t *testing.T, ns *testutil.NS, mode string) {
 	t.Helper()
+	startDovecotConf(t, ns, preauthConf, mode)
+}
+
+// startDovecotConf is startDovecot with another configuration template
+// (preauthConf's arguments); it returns Dovecot's directory.
+func startDovecotConf(t *testing.T, ns *testutil.NS, template, mode string) string {
+	t.Helper()
 	if _, err := exec.LookPath("dovecot"); err != nil {
 		t.Skip("dovecot is not installed (make test installs it)")
 	}
@@ -87,7 +94,7 @@ func startDovecot(t *testing.T, ns *testutil.NS, mode string) {
 	os.Chown(filepath.Join(dir, "mail"), 65534, 65534)
 	os.WriteFile(filepath.Join(dir, "passwd"), []byte("alice:{PLAIN}secret::::::\n"), 0o644)
 	conf := filepath.Join(dir, "dovecot.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, preauthConf, dir, loginModes[mode]), 0o644); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, template, dir, loginModes[mode]), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("nsenter", "--net="+ns.Path(), "--", "dovecot", "-F", "-c", conf)
@@ -111,7 +118,7 @@ func startDovecot(t *testing.T, ns *testutil.NS, mode string) {
 		c, err := dialIn(ns, "127.0.0.1:143")
 		if err == nil {
 			c.Close()
-			return
+			return dir
 		}
 		select {
 		case <-done:
