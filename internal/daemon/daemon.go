@@ -160,7 +160,7 @@ func (d *Daemon) start() error {
 	}
 	d.restoreKnownGood(st.KnownGood, time.Now())
 	d.startPriority()
-	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.log)
+	d.metrics, err = newMetrics(d.cfg.Metrics.Listen, d.guard, d.priority.p, d.log)
 	return err
 }
 

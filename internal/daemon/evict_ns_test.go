@@ -233,7 +233,7 @@ func evictDaemon(t testing.TB) *Daemon {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m, err := newMetrics("", g, log)
+	m, err := newMetrics("", g, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,9 @@ type metrics struct {
 	cs crowdsecCollector
 }
 
-func newMetrics(listen string, g *datapath.Guard, log *slog.Logger) (*metrics, error) {
+// newMetrics serves the metrics on listen ("" serves none). p is the
+// priority steering program, nil when it is off.
+func newMetrics(listen string, g *datapath.Guard, p *datapath.Priority, log *slog.Logger) (*metrics, error) {
 	m := &metrics{
 		issued: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdpguard_bans_issued_total",
 			Help: "Bans issued by this daemon, by origin (kernel SYN-rate auto-bans, log decisions)."}, []string{"origin"}),
@@ -62,7 +64,7 @@ func newMetrics(listen string, g *datapath.Guard, log *slog.Logger) (*metrics, e
 		return m, nil
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, m.evictedC, m.escal, m.goodG, &collector{g: g, m: m, log: log}, &m.cs)
+	reg.MustRegister(m.issued, m.latency, m.killedC, m.pressure, m.slotConn, m.evictedC, m.escal, m.goodG, &collector{g: g, p: p, m: m, log: log}, &m.cs)
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, err
@@ -127,7 +129,7 @@ func (m *metrics) close() {
 
 var (
 	descPackets = prometheus.NewDesc("xdpguard_packets_total", "Packets seen by the XDP program, by verdict.", []string{"verdict"}, nil)
-	descKernel  = prometheus.NewDesc("xdpguard_kernel_events_total", "Other XDP program counters.", []string{"event"}, nil)
+	descKernel  = prometheus.NewDesc("xdpguard_kernel_events_total", "Other counters of the kernel programs (priority_*: known-good SYNs handed to a priority listener, or not).", []string{"event"}, nil)
 	descBans    = prometheus.NewDesc("xdpguard_active_bans", "Bans in force, by origin.", []string{"origin"}, nil)
 	descLines   = prometheus.NewDesc("xdpguard_log_lines_total", "Log lines read, matched and missed.", []string{"result"}, nil)
 	descRules   = prometheus.NewDesc("xdpguard_log_matches_total", "Log lines matched, by rule and event kind.", []string{"rule", "event"}, nil)
@@ -136,6 +138,7 @@ var (
 
 type collector struct {
 	g   *datapath.Guard
+	p   *datapath.Priority
 	m   *metrics
 	log *slog.Logger
 }
@@ -164,6 +167,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descKernel, st.BanTableFull, "ban_table_full")
 	} else {
 		c.log.Warn("metrics: read kernel counters", "error", err)
+	}
+	if c.p != nil {
+		if st, err := c.p.Stats(); err == nil {
+			counter(descKernel, st.Steered, "priority_steered")
+			counter(descKernel, st.Failed, "priority_failed")
+		}
 	}
 	if bans, err := c.g.Bans(); err == nil {
 		by := map[string]float64{"kernel": 0, "log": 0, "manual": 0, "crowdsec": 0}
