@@ -55,17 +55,10 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	for _, ln := range []net.Listener{w.ln4, w.ln6} {
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("+OK\r\n"))
-				c.Close()
-			}
-		}()
+		testutil.Serve(t, ln, func(c net.Conn) {
+			c.Write([]byte("+OK\r\n"))
+			c.Close()
+		})
 	}
 	return w
 }

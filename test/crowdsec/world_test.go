@@ -134,23 +134,7 @@ func (w *world) newHost(name, csAddr, addr string) *host {
 	})
 	var ln net.Listener
 	must(t, h.ns.Do(func() (err error) { ln, err = net.Listen("tcp", ":110"); return err }))
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("+OK ready\r\n"))
-			conns = append(conns, c)
-		}
-	}()
+	testutil.Serve(t, ln, func(c net.Conn) { c.Write([]byte("+OK ready\r\n")) })
 	return h
 }
 
