@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -169,15 +168,7 @@ func (h *host) stop() {
 	if h.cmd == nil || h.cmd.Process == nil {
 		return
 	}
-	h.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { h.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		h.cmd.Process.Kill()
-		<-done
-	}
+	testutil.Stop(h.cmd, 10*time.Second)
 	h.cmd = nil
 }
 
