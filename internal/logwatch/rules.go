@@ -329,25 +329,8 @@ func postfixSASL(msg []byte) (netip.Addr, bool) {
 	if !bytes.HasPrefix(msg, []byte("warning: ")) {
 		return netip.Addr{}, false
 	}
-	rest := msg[9:]
-	i := 0
-	for i < len(rest) && isHostChar(rest[i]) {
-		i++
-	}
-	if i == 0 || i >= len(rest) || rest[i] != '[' {
-		return netip.Addr{}, false
-	}
-	rest = rest[i+1:]
-	j := bytes.IndexByte(rest, ']')
-	if j < 0 {
-		return netip.Addr{}, false
-	}
-	addr, ok := parseAddr(rest[:j])
-	if !ok {
-		return netip.Addr{}, false
-	}
-	rest = rest[j+1:]
-	if !bytes.HasPrefix(rest, []byte(": SASL ")) {
+	addr, rest, ok := postfixClient(msg[9:])
+	if !ok || !bytes.HasPrefix(rest, []byte(": SASL ")) {
 		return netip.Addr{}, false
 	}
 	rest = rest[7:]
@@ -356,6 +339,30 @@ func postfixSASL(msg []byte) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return addr, true
+}
+
+// postfixClient parses the client as Postfix writes it, "name[address]",
+// from the start of b, and returns the address and what follows the ']'.
+// Postfix writes "unknown" for a reverse name that is not a valid
+// hostname, so the name cannot contain '[' and the first '[' opens the
+// address.
+func postfixClient(b []byte) (addr netip.Addr, rest []byte, ok bool) {
+	i := 0
+	for i < len(b) && isHostChar(b[i]) {
+		i++
+	}
+	if i == 0 || i >= len(b) || b[i] != '[' {
+		return netip.Addr{}, nil, false
+	}
+	b = b[i+1:]
+	j := bytes.IndexByte(b, ']')
+	if j < 0 {
+		return netip.Addr{}, nil, false
+	}
+	if addr, ok = parseAddr(b[:j]); !ok {
+		return netip.Addr{}, nil, false
+	}
+	return addr, b[j+1:], true
 }
 
 func isHostChar(c byte) bool {
