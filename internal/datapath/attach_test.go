@@ -86,9 +86,7 @@ func (w *world) dial(src netip.Addr, timeout time.Duration) error {
 
 func TestAttachNativeOverVeth(t *testing.T) {
 	w := newWorld(t)
-	s := DefaultSettings()
-	s.RateThreshold = 5
-	s.RateWindow = time.Hour
+	s := rateSettings(5)
 	g := newTestGuard(t, s)
 	err := w.srv.Do(func() error {
 		mode, err := g.Attach("xg-srv", ModeNative)
