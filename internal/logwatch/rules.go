@@ -99,6 +99,22 @@ type match struct {
 	weight int // score the line adds (kind weight, times attempts for summaries)
 }
 
+// loginHead returns the text Dovecot writes at the start of a
+// login-process message: what comes before the first ": user=<", or before
+// ": rip=" when the line has no user name. Nothing the client sends comes
+// before that separator, so what reads only the head cannot be steered by
+// a user name.
+func loginHead(msg []byte) ([]byte, bool) {
+	end := bytes.Index(msg, []byte(": user=<"))
+	if end < 0 {
+		end = bytes.Index(msg, []byte(": rip="))
+	}
+	if end < 0 {
+		return nil, false
+	}
+	return msg[:end], true
+}
+
 var loginServices = [...]string{"pop3-login", "imap-login", "submission-login", "managesieve-login"}
 
 // dovecotLogin classifies a login-process message ("Disconnected: ...:
@@ -117,19 +133,15 @@ func dovecotLogin(msg []byte) (Kind, netip.Addr, int, bool) {
 	} else if bytes.HasPrefix(msg, []byte("Warning: ")) {
 		msg = msg[9:]
 	}
-	end := bytes.Index(msg, []byte(": user=<"))
-	if end < 0 {
-		end = bytes.Index(msg, []byte(": rip="))
-		if end < 0 {
-			return KindNone, netip.Addr{}, 0, false
-		}
+	head, ok := loginHead(msg)
+	if !ok {
+		return KindNone, netip.Addr{}, 0, false
 	}
-	head := msg[:end]
 	kind, attempts := classifyLoginHead(head)
 	if kind == KindNone {
 		return KindNone, netip.Addr{}, 0, false
 	}
-	tail := msg[end+1:]
+	tail := msg[len(head)+1:]
 	i := bytes.LastIndex(tail, []byte(" rip="))
 	if i < 0 {
 		return KindNone, netip.Addr{}, 0, false
