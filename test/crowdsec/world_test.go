@@ -137,6 +137,13 @@ func (w *world) newHost(name, csAddr, addr string) *host {
 	return h
 }
 
+// pull is the crowdsec section of a host that pulls decisions from the LAPI
+// at lapiAddr with the bouncer key; the lines that make it a machine too
+// (machine_id, password) follow it.
+func pull(lapiAddr, key string) string {
+	return fmt.Sprintf("  lapi_url: http://%s:%d/\n  api_key: %s\n  update_frequency: %s\n", lapiAddr, lapiPort, key, updateFreq)
+}
+
 // start runs `xdpguard run` on the host with the given crowdsec section.
 func (h *host) start(crowdsec string) {
 	h.t.Helper()
