@@ -123,13 +123,10 @@ func (w *world) newHost(name, csAddr, addr string) *host {
 	t := w.t
 	h := &host{t: t, name: name, ns: testutil.New(t, "cs"+name), dir: t.TempDir()}
 	must(t, testutil.VethPair(w.cs, "xg-cs"+name, h.ns, "xg-h"+name))
-	parent, err := os.MkdirTemp("/sys/fs/bpf", "xg-crowdsec-"+name+"-")
-	must(t, err)
-	h.root = filepath.Join(parent, "pins") // the daemon creates it
+	h.root = filepath.Join(testutil.PinRoot(t, "crowdsec-"+name), "pins") // the daemon creates it
 	t.Cleanup(func() {
 		h.stop()
 		exec.Command("nsenter", "--net="+h.ns.Path(), binary, "detach", "--pin-root", h.root).Run()
-		os.RemoveAll(parent)
 	})
 	var ln net.Listener
 	must(t, h.ns.Do(func() (err error) { ln, err = net.Listen("tcp", ":110"); return err }))
