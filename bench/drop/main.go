@@ -240,15 +240,10 @@ func (h *harness) flood(ctx context.Context) (sample, error) {
 	if _, err := napiThread(genIf, genCPU); err != nil {
 		return s, err
 	}
-	c0, err := cpuTime(pid)
+	before, err := h.counters(pid)
 	if err != nil {
 		return s, err
 	}
-	f0, err := rxFrames(h.env)
-	if err != nil {
-		return s, err
-	}
-	tcp0, _ := tcpInSegs(h.env)
 	cl, err := startClient(h.env, h.dur)
 	if err != nil {
 		return s, err
@@ -261,15 +256,10 @@ func (h *harness) flood(ctx context.Context) (sample, error) {
 	}
 	// Let the DUT drain its ring before reading its counters.
 	time.Sleep(100 * time.Millisecond)
-	c1, err := cpuTime(pid)
+	after, err := h.counters(pid)
 	if err != nil {
 		return s, err
 	}
-	f1, err := rxFrames(h.env)
-	if err != nil {
-		return s, err
-	}
-	tcp1, _ := tcpInSegs(h.env)
 	res, cerr := cl.wait()
 	if ferr != nil {
 		return s, ferr
@@ -277,15 +267,36 @@ func (h *harness) flood(ctx context.Context) (sample, error) {
 	if cerr != nil {
 		return s, cerr
 	}
-	if f1 <= f0 {
+	if after.frames <= before.frames {
 		return s, fmt.Errorf("the DUT handled no frames (%d sent)", sent)
 	}
 	s = sample{
-		NsPerPkt: float64(c1-c0) / float64(f1-f0),
-		Sent:     sent, Handled: f1 - f0, ToTCP: tcp1 - tcp0,
+		NsPerPkt: float64(after.cpu-before.cpu) / float64(after.frames-before.frames),
+		Sent:     sent, Handled: after.frames - before.frames, ToTCP: after.tcp - before.tcp,
 		Seconds: el.Seconds(), Client: res,
 	}
 	return s, nil
+}
+
+// dutCounters is what the DUT has done so far: its receive thread's CPU
+// time (ns), the frames its NIC took in, and the segments that reached its
+// TCP.
+type dutCounters struct{ cpu, frames, tcp uint64 }
+
+// counters reads them, in that order, before and after a flood. The TCP
+// count is informational: a DUT whose /proc/net/snmp cannot be read
+// reports 0 rather than failing the run.
+func (h *harness) counters(pid int) (dutCounters, error) {
+	var c dutCounters
+	var err error
+	if c.cpu, err = cpuTime(pid); err != nil {
+		return c, err
+	}
+	if c.frames, err = rxFrames(h.env); err != nil {
+		return c, err
+	}
+	c.tcp, _ = tcpInSegs(h.env)
+	return c, nil
 }
 
 func selected(only, name string) bool {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,7 +35,6 @@ type daemonWorld struct {
 	metrics  string
 	cmd      *exec.Cmd
 	out      *testutil.Buffer
-	held     sync.Map // server side of accepted connections, kept open
 
 	kernel, kernelBan string // kernel.syn_rate and kernel.ban_duration
 	slots             string // slot_holders
@@ -68,17 +66,9 @@ func newDaemonWorld(t *testing.T) *daemonWorld {
 	if err := w.srv.Do(func() (err error) { ln, err = net.Listen("tcp4", server+":110"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("+OK ready\r\n"))
-			w.held.Store(c, true) // like a login process waiting for USER/PASS
-		}
-	}()
+	// Every connection stays open, like a login process waiting for
+	// USER/PASS, until the test ends.
+	testutil.Serve(t, ln, func(c net.Conn) { c.Write([]byte("+OK ready\r\n")) })
 
 	w.logFile = filepath.Join(w.dir, "maillog")
 	os.WriteFile(w.logFile, nil, 0o644)

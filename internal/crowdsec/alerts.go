@@ -207,13 +207,9 @@ func (p *Pusher) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if p.health.record(err) {
-			if err != nil {
-				p.Log.Warn("crowdsec: cannot post alerts; holding them and retrying with backoff", "error", err)
-			} else {
-				p.Log.Info("crowdsec: posting alerts again")
-			}
-		}
+		p.health.record(p.Log, err,
+			"crowdsec: cannot post alerts; holding them and retrying with backoff",
+			"crowdsec: posting alerts again")
 		if err != nil {
 			wait = min(max(2*wait, time.Second), time.Minute)
 			select {

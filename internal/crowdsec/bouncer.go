@@ -27,10 +27,20 @@ func (b *healthBox) get() Health {
 	return b.h
 }
 
-// record notes the outcome of a call and says whether it changed the link's
-// state, so that an outage is logged once when it starts and once when it
-// ends, not once per retry.
-func (b *healthBox) record(err error) (changed bool) {
+// record notes the outcome of a call and logs when it changed the link's
+// state: an outage is logged once when it starts (down, with the error) and
+// once when it ends (up), not once per retry.
+func (b *healthBox) record(log *slog.Logger, err error, down, up string) {
+	if b.changed(err) {
+		if err != nil {
+			log.Warn(down, "error", err)
+		} else {
+			log.Info(up)
+		}
+	}
+}
+
+func (b *healthBox) changed(err error) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	wasUp := b.h.Up || b.h.LastSuccess.IsZero() && b.h.Failures == 0
@@ -40,7 +50,7 @@ func (b *healthBox) record(err error) (changed bool) {
 		b.h.LastError = err.Error()
 		return wasUp
 	}
-	changed = !b.h.Up && b.h.Failures > 0
+	changed := !b.h.Up && b.h.Failures > 0
 	b.h = Health{Up: true, LastSuccess: time.Now()}
 	return changed
 }
@@ -94,13 +104,9 @@ func (b *Bouncer) Run(ctx context.Context, out chan<- Delta) {
 		if ctx.Err() != nil {
 			return
 		}
-		if b.health.record(err) {
-			if err != nil {
-				b.Log.Warn("crowdsec LAPI unreachable; keeping the decisions already applied, retrying with backoff", "error", err)
-			} else {
-				b.Log.Info("crowdsec LAPI reachable again; catching up")
-			}
-		}
+		b.health.record(b.Log, err,
+			"crowdsec LAPI unreachable; keeping the decisions already applied, retrying with backoff",
+			"crowdsec LAPI reachable again; catching up")
 		if err != nil {
 			wait = min(max(2*wait, period), maxBackoff)
 			timer.Reset(wait)

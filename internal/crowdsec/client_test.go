@@ -64,12 +64,7 @@ func TestStreamErrors(t *testing.T) {
 // retry, reports it in Health, and goes on with deltas when it is back.
 func TestBouncerOutage(t *testing.T) {
 	var down atomic.Bool
-	var mu sync.Mutex
-	var queries []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		queries = append(queries, r.URL.Query().Get("startup"))
-		mu.Unlock()
 		if down.Load() {
 			http.Error(w, "down", http.StatusBadGateway)
 			return

@@ -83,16 +83,8 @@ func BenchmarkReaction(b *testing.B) {
 			}
 			start := time.Now()
 			io.WriteString(f, noAuthLine(src, threshold))
-			for {
-				if _, ok, _ := g.BanOf(src); ok {
-					break
-				}
-				if time.Since(start) > 5*time.Second {
-					b.Fatalf("%s never banned", src)
-				}
-				// Leave the CPU to the daemon; 10 µs is below what is measured.
-				time.Sleep(10 * time.Microsecond)
-			}
+			// 10 µs between looks is below what is measured.
+			waitBanned(b, g, src, start, 5*time.Second, 10*time.Microsecond)
 			lat = append(lat, time.Since(start))
 		}
 	}
@@ -127,17 +119,25 @@ func BenchmarkBanRate(b *testing.B) {
 		start := time.Now()
 		f.Write(buf)
 		for _, src := range last {
-			for {
-				if _, ok, _ := g.BanOf(src); ok {
-					break
-				}
-				if time.Since(start) > 60*time.Second {
-					b.Fatalf("%s never banned", src)
-				}
-				time.Sleep(100 * time.Microsecond)
-			}
+			waitBanned(b, g, src, start, 60*time.Second, 100*time.Microsecond)
 		}
 		total += time.Since(start)
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(round), "ms/10k-sources")
+}
+
+// waitBanned looks in the kernel map until src is banned, sleeping poll
+// between looks to leave the CPU to the daemon, and fails the benchmark
+// if that takes longer than limit after start.
+func waitBanned(b *testing.B, g *datapath.Guard, src netip.Addr, start time.Time, limit, poll time.Duration) {
+	b.Helper()
+	for {
+		if _, ok, _ := g.BanOf(src); ok {
+			return
+		}
+		if time.Since(start) > limit {
+			b.Fatalf("%s never banned", src)
+		}
+		time.Sleep(poll)
+	}
 }

@@ -55,17 +55,10 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	for _, ln := range []net.Listener{w.ln4, w.ln6} {
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Write([]byte("+OK\r\n"))
-				c.Close()
-			}
-		}()
+		testutil.Serve(t, ln, func(c net.Conn) {
+			c.Write([]byte("+OK\r\n"))
+			c.Close()
+		})
 	}
 	return w
 }
@@ -93,9 +86,7 @@ func (w *world) dial(src netip.Addr, timeout time.Duration) error {
 
 func TestAttachNativeOverVeth(t *testing.T) {
 	w := newWorld(t)
-	s := DefaultSettings()
-	s.RateThreshold = 5
-	s.RateWindow = time.Hour
+	s := rateSettings(5)
 	g := newTestGuard(t, s)
 	err := w.srv.Do(func() error {
 		mode, err := g.Attach("xg-srv", ModeNative)

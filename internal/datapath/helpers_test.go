@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/xdpguard/xdpguard/internal/bpf"
@@ -22,6 +23,15 @@ const (
 func newTestGuard(t testing.TB, s Settings) *Guard {
 	t.Helper()
 	return newSizedGuard(t, s, 1<<14)
+}
+
+// rateSettings is the defaults with a SYN-rate threshold over an hour-long
+// window, which no test outlives: every SYN a test sends stays counted.
+func rateSettings(threshold uint32) Settings {
+	s := DefaultSettings()
+	s.RateThreshold = threshold
+	s.RateWindow = time.Hour
+	return s
 }
 
 // newSizedGuard is newTestGuard with room for maxBans bans per family.

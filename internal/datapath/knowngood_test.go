@@ -98,9 +98,7 @@ func TestKnownGoodBound(t *testing.T) {
 func TestKnownGoodNeverAutoBanned(t *testing.T) {
 	for _, src := range []netip.Addr{netip.MustParseAddr("198.18.21.1"), netip.MustParseAddr("2001:db8:21::1")} {
 		t.Run(src.String(), func(t *testing.T) {
-			s := DefaultSettings()
-			s.RateThreshold = 5
-			s.RateWindow = time.Hour
+			s := rateSettings(5)
 			g := newTestGuard(t, s)
 			// Known-good at the granularity: a neighbour in its /64 too.
 			if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(src, src.BitLen())}); err != nil {
@@ -137,9 +135,7 @@ func TestKnownGoodNeverAutoBanned(t *testing.T) {
 func TestRetransmittedSYNNotCounted(t *testing.T) {
 	for _, src := range []netip.Addr{netip.MustParseAddr("198.18.22.1"), netip.MustParseAddr("2001:db8:22::1")} {
 		t.Run(src.String(), func(t *testing.T) {
-			s := DefaultSettings()
-			s.RateThreshold = 3
-			s.RateWindow = time.Hour
+			s := rateSettings(3)
 			g := newTestGuard(t, s)
 			// Three connections, each SYN sent 4 times (3 resends): 12 SYNs
 			// against a threshold of 3, none banned.
@@ -170,9 +166,7 @@ func TestRetransmittedSYNNotCounted(t *testing.T) {
 // The sixth resend of one SYN counts again: a client reusing a port and
 // sequence number gains at most FP_MAX_RETRANS free connections per SYN.
 func TestRetransmitCap(t *testing.T) {
-	s := DefaultSettings()
-	s.RateThreshold = 1
-	s.RateWindow = time.Hour
+	s := rateSettings(1)
 	g := newTestGuard(t, s)
 	src := netip.MustParseAddr("198.18.23.1")
 	pkt := packet.Build(syn(src, 110))
@@ -188,9 +182,7 @@ func TestRetransmitCap(t *testing.T) {
 
 // With the window 0, every SYN counts.
 func TestRetransmitWindowZero(t *testing.T) {
-	s := DefaultSettings()
-	s.RateThreshold = 1
-	s.RateWindow = time.Hour
+	s := rateSettings(1)
 	s.RetransmitWindow = 0
 	g := newTestGuard(t, s)
 	pkt := packet.Build(syn(netip.MustParseAddr("198.18.24.1"), 110))
@@ -211,9 +203,7 @@ func TestAdmission(t *testing.T) {
 	} {
 		unknown, good := pair[0], pair[1]
 		t.Run(unknown.String(), func(t *testing.T) {
-			s := DefaultSettings()
-			s.RateThreshold = 5
-			s.RateWindow = time.Hour
+			s := rateSettings(5)
 			s.AdmissionInterval = time.Hour
 			g := newTestGuard(t, s)
 			if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(good, good.BitLen())}); err != nil {

@@ -102,9 +102,7 @@ func TestRetransmittedSYNsOverVeth(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // each in its own namespaces; most of it is waiting
-			s := DefaultSettings()
-			s.RateThreshold = 4
-			s.RateWindow = time.Hour
+			s := rateSettings(4)
 			s.RetransmitWindow = tc.window
 			w := newKGWorld(t, s)
 			w.listen(t, kgSrv4, 0)
@@ -150,9 +148,7 @@ func TestRetransmittedSYNsOverVeth(t *testing.T) {
 // passes, its second within the interval does not, a returning (known-good)
 // user connects as often as it likes, and nobody is banned.
 func TestAdmissionOverVeth(t *testing.T) {
-	s := DefaultSettings()
-	s.RateThreshold = 3
-	s.RateWindow = time.Hour
+	s := rateSettings(3)
 	s.AdmissionInterval = time.Hour
 	w := newKGWorld(t, s)
 	w.listen(t, kgSrv4, 64)

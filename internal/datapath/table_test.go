@@ -127,9 +127,7 @@ func FuzzTable(f *testing.F) {
 // The program's auto-bans and userspace's bans land in the same buckets at
 // the same time on two CPUs; none may be lost.
 func TestTableKernelAndUserspaceRace(t *testing.T) {
-	s := DefaultSettings()
-	s.RateThreshold = 1
-	s.RateWindow = time.Hour
+	s := rateSettings(1)
 	g := newDenseGuard(t, s)
 	for round := range 5 {
 		var kern, user []netip.Addr
@@ -281,9 +279,7 @@ func TestTableGrowsUnderKernelBans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	s := DefaultSettings()
-	s.RateThreshold = 1
-	s.RateWindow = time.Hour
+	s := rateSettings(1)
 	if err := g.SetSettings(s); err != nil {
 		t.Fatal(err)
 	}

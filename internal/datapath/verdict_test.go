@@ -9,9 +9,7 @@ import (
 )
 
 func TestVerdicts(t *testing.T) {
-	s := DefaultSettings()
-	s.RateThreshold = 1000
-	s.RateWindow = time.Hour
+	s := rateSettings(1000)
 	g := newTestGuard(t, s)
 
 	banned4 := netip.MustParseAddr("198.18.5.5")
@@ -75,9 +73,7 @@ func TestVerdicts(t *testing.T) {
 
 // A new connection is a SYN alone; only those feed the rate limiter.
 func TestOnlyNewConnectionsAreCounted(t *testing.T) {
-	s := DefaultSettings()
-	s.RateThreshold = 2
-	s.RateWindow = time.Hour
+	s := rateSettings(2)
 	g := newTestGuard(t, s)
 	src := netip.MustParseAddr("198.18.7.7")
 	for _, f := range []uint8{packet.SYN | packet.ACK, packet.RST, packet.SYN | packet.RST, packet.SYN | packet.FIN, packet.ACK, packet.FIN} {
@@ -108,9 +104,7 @@ func TestRateThresholdExact(t *testing.T) {
 	for _, src := range []netip.Addr{netip.MustParseAddr("198.18.9.9"), netip.MustParseAddr("2001:db8:9::9")} {
 		t.Run(src.String(), func(t *testing.T) {
 			const n = 7
-			s := DefaultSettings()
-			s.RateThreshold = n
-			s.RateWindow = time.Hour
+			s := rateSettings(n)
 			s.BanDuration = 90 * time.Second
 			g := newTestGuard(t, s)
 			ev, err := g.OpenEvents()

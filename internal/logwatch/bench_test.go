@@ -129,10 +129,7 @@ func benchLines(b *testing.B, history bool) {
 	start := time.Now()
 	now := time.Now()
 	for i := 0; i < b.N; i++ {
-		e, err := New(DefaultConfig())
-		if err != nil {
-			b.Fatal(err)
-		}
+		e := newEngine(b, nil)
 		for _, l := range g.lines {
 			if history {
 				e.ProcessHistory(l, "maillog", now)

@@ -64,10 +64,7 @@ func readLines(t testing.TB, path string) []string {
 // TestCorpus runs every line of the three real files: each classifies as
 // documented, with the address of the line, and has a parsed timestamp.
 func TestCorpus(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	ref := time.Date(2026, 11, 28, 18, 0, 0, 0, time.UTC)
 	files := map[string]Format{
 		"testdata/dovecot-2.3.19-real.log":         FormatBSD,
@@ -117,10 +114,7 @@ func TestCorpus(t *testing.T) {
 // that carries a client address yields the scenario's source address, and
 // every line fail2ban catches (flag N or A) is caught here too.
 func TestEventsScenarios(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	srcRE := regexp.MustCompile("src `([^`]+)`")
 	var scenario string
 	var src netip.Addr
@@ -211,10 +205,7 @@ var versionFixtures = []struct {
 }
 
 func TestVersionFixtures(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	for _, f := range versionFixtures {
 		rule, kind, addr, ok := e.Classify([]byte(f.line), "")
 		if !ok || rule != f.rule || kind != f.kind || addr != netip.MustParseAddr(f.addr) {

@@ -25,7 +25,7 @@ func authFailedLine(ip string, n int) []byte {
 	return fmt.Appendf(nil, "Nov 28 12:00:00 mx dovecot: imap-login: Disconnected: Aborted login by logging out (auth failed, %d attempts in 4 secs): user=<alice>, method=PLAIN, rip=%s, lip=198.18.0.1, session=<abcd>", n, ip)
 }
 
-func newEngine(t *testing.T, mod func(*Config)) *Engine {
+func newEngine(t testing.TB, mod func(*Config)) *Engine {
 	t.Helper()
 	cfg := DefaultConfig()
 	if mod != nil {

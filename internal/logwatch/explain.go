@@ -93,14 +93,11 @@ func whyMissed(h *Header) string {
 		for _, lvl := range [...]string{"Info: ", "Warning: "} {
 			rest = bytes.TrimPrefix(rest, []byte(lvl))
 		}
-		end := bytes.Index(rest, []byte(": user=<"))
-		if end < 0 {
-			end = bytes.Index(rest, []byte(": rip="))
-		}
-		if end < 0 {
+		head, ok := loginHead(rest)
+		if !ok {
 			return "a login-process message without user=<...> or rip=: no client address"
 		}
-		if _, group, ok := lastGroup(rest[:end]); ok {
+		if _, group, ok := lastGroup(head); ok {
 			if isEventName(group) {
 				if r := loginEvents[string(group)]; r != nil && r.kind == KindNone {
 					return fmt.Sprintf("reason %q is recognised and not scored: %s", group, r.why)
@@ -109,7 +106,7 @@ func whyMissed(h *Header) string {
 				return fmt.Sprintf("reason %q is recognised and not scored: %s", r.human, r.why)
 			}
 		}
-		return fmt.Sprintf("%s reason %q is not a failed, aborted or refused login (see internal/logwatch/COVERAGE.md)", svc, rest[:end])
+		return fmt.Sprintf("%s reason %q is not a failed, aborted or refused login (see internal/logwatch/COVERAGE.md)", svc, head)
 	}
 	return "no built-in or custom rule matches the message (see internal/logwatch/COVERAGE.md)"
 }

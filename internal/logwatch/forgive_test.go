@@ -7,10 +7,7 @@ import (
 )
 
 func TestForgive(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
 	decide := func(from int) *Decision {
 		for i := range 10 {

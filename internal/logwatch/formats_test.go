@@ -61,10 +61,7 @@ func readFormatFixtures(t *testing.T) []formatFixture {
 // Postfix's format strings: the rule, kind and address it must yield, or
 // that it must not match.
 func TestFormatFixtures(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	ref := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	fixtures := readFormatFixtures(t)
 	if len(fixtures) < 100 {

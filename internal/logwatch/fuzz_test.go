@@ -84,10 +84,7 @@ func sanitize(s string) string {
 // does not match, or matches as the template's rule and kind with the real
 // address. A user name must never choose the address or the kind.
 func checkFraming(t *testing.T, user string) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	for _, tpl := range framingTemplates {
 		line := strings.Replace(tpl.line, "USER", sanitize(user), 1)
 		if strings.Contains(tpl.line, "JSONUSER") {
@@ -115,7 +112,7 @@ func TestUserCannotFrameAddress(t *testing.T) {
 		checkFraming(t, u)
 	}
 	// The plain templates must match, or the test proves nothing.
-	e, _ := New(DefaultConfig())
+	e := newEngine(t, nil)
 	for _, tpl := range framingTemplates {
 		line := strings.Replace(strings.Replace(tpl.line, "JSONUSER", "alice", 1), "USER", "alice", 1)
 		if _, _, addr, ok := e.Classify([]byte(line), ""); !ok || addr != realAddr {
@@ -187,10 +184,7 @@ func FuzzClassify(f *testing.F) {
 	for _, tpl := range framingTemplates {
 		f.Add([]byte(tpl.line))
 	}
-	e, err := New(DefaultConfig())
-	if err != nil {
-		f.Fatal(err)
-	}
+	e := newEngine(f, nil)
 	f.Fuzz(func(t *testing.T, line []byte) {
 		_, kind, addr, ok := e.Classify(line, "")
 		if !ok {

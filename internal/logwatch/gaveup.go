@@ -19,14 +19,10 @@ import "bytes"
 // connect-and-close is the kernel's SYN limit's. Only the head that
 // Dovecot writes, before ": user=<", is read.
 func clientLeftAtOnce(msg []byte) bool {
-	end := bytes.Index(msg, []byte(": user=<"))
-	if end < 0 {
-		end = bytes.Index(msg, []byte(": rip="))
-	}
-	if end < 0 {
+	head, ok := loginHead(msg)
+	if !ok {
 		return false
 	}
-	head := msg[:end]
 	// Not "Connection queue full (no auth attempts in 0 secs)": Dovecot
 	// cuts its oldest pre-auth connection, and in a flood of idle
 	// connections from one address those are 0 s old (the recorded attack

@@ -10,10 +10,7 @@ import (
 // it: Dovecot logs them as closed in 0 seconds. A silent holder, closed
 // after seconds, still scores.
 func TestClientLeftAtOnceWeighsNothing(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	t0 := time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
 	shapes := []string{
 		"Dec  2 03:00:00 mx dovecot: imap-login: Disconnected: Connection closed (no auth attempts in 0 secs): user=<>, rip=198.18.92.1, lip=198.18.0.1, session=<s%d>",

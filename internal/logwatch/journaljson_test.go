@@ -102,21 +102,19 @@ func TestPressure(t *testing.T) {
 		t.Error("Login() wrong")
 	}
 	// Through the engine: counted, not matched, not missed; off with the rule.
-	e, _ := New(DefaultConfig())
+	e := newEngine(t, nil)
 	line := []byte("2026-11-28T17:12:16.962017+00:00 vm dovecot: master: Warning: service(pop3-login): process_limit (5) reached, client connections are being dropped")
 	r := e.Process(line, "", time.Now())
 	c := e.Counters()
 	if r.Matched || r.Pressure == nil || r.Pressure.Value != 5 || c.Pressure != 1 || c.Missed != 0 {
 		t.Fatalf("result %+v counters %+v", r, c)
 	}
-	cfg := DefaultConfig()
-	cfg.Builtin = map[string]bool{RuleDovecotLogin: false}
-	e, _ = New(cfg)
+	e = newEngine(t, func(cfg *Config) { cfg.Builtin = map[string]bool{RuleDovecotLogin: false} })
 	if r := e.Process(line, "", time.Now()); r.Pressure != nil {
 		t.Fatal("pressure with dovecot-login off")
 	}
 	// Another program's "master:" is not Dovecot's.
-	e, _ = New(DefaultConfig())
+	e = newEngine(t, nil)
 	if r := e.Process([]byte("Nov 28 17:12:16 vm postfix/master[1]: master: Warning: service(imap-login): process_limit (5) reached, client connections are being dropped"), "", time.Now()); r.Pressure != nil {
 		t.Fatal("pressure from postfix's tag")
 	}

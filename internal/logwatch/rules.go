@@ -99,6 +99,22 @@ type match struct {
 	weight int // score the line adds (kind weight, times attempts for summaries)
 }
 
+// loginHead returns the text Dovecot writes at the start of a
+// login-process message: what comes before the first ": user=<", or before
+// ": rip=" when the line has no user name. Nothing the client sends comes
+// before that separator, so what reads only the head cannot be steered by
+// a user name.
+func loginHead(msg []byte) ([]byte, bool) {
+	end := bytes.Index(msg, []byte(": user=<"))
+	if end < 0 {
+		end = bytes.Index(msg, []byte(": rip="))
+	}
+	if end < 0 {
+		return nil, false
+	}
+	return msg[:end], true
+}
+
 var loginServices = [...]string{"pop3-login", "imap-login", "submission-login", "managesieve-login"}
 
 // dovecotLogin classifies a login-process message ("Disconnected: ...:
@@ -117,19 +133,15 @@ func dovecotLogin(msg []byte) (Kind, netip.Addr, int, bool) {
 	} else if bytes.HasPrefix(msg, []byte("Warning: ")) {
 		msg = msg[9:]
 	}
-	end := bytes.Index(msg, []byte(": user=<"))
-	if end < 0 {
-		end = bytes.Index(msg, []byte(": rip="))
-		if end < 0 {
-			return KindNone, netip.Addr{}, 0, false
-		}
+	head, ok := loginHead(msg)
+	if !ok {
+		return KindNone, netip.Addr{}, 0, false
 	}
-	head := msg[:end]
 	kind, attempts := classifyLoginHead(head)
 	if kind == KindNone {
 		return KindNone, netip.Addr{}, 0, false
 	}
-	tail := msg[end+1:]
+	tail := msg[len(head)+1:]
 	i := bytes.LastIndex(tail, []byte(" rip="))
 	if i < 0 {
 		return KindNone, netip.Addr{}, 0, false
@@ -329,25 +341,8 @@ func postfixSASL(msg []byte) (netip.Addr, bool) {
 	if !bytes.HasPrefix(msg, []byte("warning: ")) {
 		return netip.Addr{}, false
 	}
-	rest := msg[9:]
-	i := 0
-	for i < len(rest) && isHostChar(rest[i]) {
-		i++
-	}
-	if i == 0 || i >= len(rest) || rest[i] != '[' {
-		return netip.Addr{}, false
-	}
-	rest = rest[i+1:]
-	j := bytes.IndexByte(rest, ']')
-	if j < 0 {
-		return netip.Addr{}, false
-	}
-	addr, ok := parseAddr(rest[:j])
-	if !ok {
-		return netip.Addr{}, false
-	}
-	rest = rest[j+1:]
-	if !bytes.HasPrefix(rest, []byte(": SASL ")) {
+	addr, rest, ok := postfixClient(msg[9:])
+	if !ok || !bytes.HasPrefix(rest, []byte(": SASL ")) {
 		return netip.Addr{}, false
 	}
 	rest = rest[7:]
@@ -356,6 +351,30 @@ func postfixSASL(msg []byte) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return addr, true
+}
+
+// postfixClient parses the client as Postfix writes it, "name[address]",
+// from the start of b, and returns the address and what follows the ']'.
+// Postfix writes "unknown" for a reverse name that is not a valid
+// hostname, so the name cannot contain '[' and the first '[' opens the
+// address.
+func postfixClient(b []byte) (addr netip.Addr, rest []byte, ok bool) {
+	i := 0
+	for i < len(b) && isHostChar(b[i]) {
+		i++
+	}
+	if i == 0 || i >= len(b) || b[i] != '[' {
+		return netip.Addr{}, nil, false
+	}
+	b = b[i+1:]
+	j := bytes.IndexByte(b, ']')
+	if j < 0 {
+		return netip.Addr{}, nil, false
+	}
+	if addr, ok = parseAddr(b[:j]); !ok {
+		return netip.Addr{}, nil, false
+	}
+	return addr, b[j+1:], true
 }
 
 func isHostChar(c byte) bool {

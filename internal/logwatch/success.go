@@ -38,24 +38,10 @@ func postfixSASLSuccess(msg []byte) (netip.Addr, bool) {
 	if i == 0 || !bytes.HasPrefix(msg[i:], []byte(": client=")) {
 		return netip.Addr{}, false
 	}
-	rest := msg[i+9:]
-	j := 0
-	for j < len(rest) && isHostChar(rest[j]) {
-		j++
-	}
-	if j == 0 || j >= len(rest) || rest[j] != '[' {
-		return netip.Addr{}, false
-	}
-	rest = rest[j+1:]
-	k := bytes.IndexByte(rest, ']')
-	if k < 0 {
-		return netip.Addr{}, false
-	}
-	addr, ok := parseAddr(rest[:k])
+	addr, rest, ok := postfixClient(msg[i+9:])
 	if !ok {
 		return netip.Addr{}, false
 	}
-	rest = rest[k+1:]
 	if len(rest) > 0 && rest[0] == ':' {
 		p := 1
 		for p < len(rest) && isDigit(rest[p]) {

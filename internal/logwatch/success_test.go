@@ -32,10 +32,7 @@ var successFixtures = []struct {
 }
 
 func TestSuccessfulLogins(t *testing.T) {
-	e, err := New(DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newEngine(t, nil)
 	for _, f := range successFixtures {
 		_, kind, addr, ok := e.Classify([]byte(f.line), "")
 		if got := ok && kind == KindLogin; got != f.login {
@@ -51,7 +48,7 @@ func TestSuccessfulLogins(t *testing.T) {
 // A SASL user name is chosen by the client; whatever it holds, the address
 // of a Postfix success line stays the real one, or the line does not match.
 func TestSASLUserCannotFrameSuccess(t *testing.T) {
-	e, _ := New(DefaultConfig())
+	e := newEngine(t, nil)
 	tpl := "Jan 12 09:41:00 mx postfix/smtpd[1234]: 4F2Y3k1x2Cz9sW: client=unknown[198.18.5.5], sasl_method=PLAIN, sasl_username=USER"
 	for _, u := range append(evilUsers, "x, client=unknown[6.6.6.6], sasl_method=PLAIN, sasl_username=y", "]6.6.6.6[") {
 		line := strings.Replace(tpl, "USER", sanitize(u), 1)
@@ -64,7 +61,7 @@ func TestSASLUserCannotFrameSuccess(t *testing.T) {
 // Every "Login:" line of the real Dovecot 2.3 corpus is a login, with the
 // address its rip= names.
 func TestCorpusLogins(t *testing.T) {
-	e, _ := New(DefaultConfig())
+	e := newEngine(t, nil)
 	f, err := os.Open("testdata/dovecot-2.3.19-real.log")
 	if err != nil {
 		t.Fatal(err)
@@ -94,10 +91,7 @@ func FuzzSASLSuccess(f *testing.F) {
 	for _, fx := range successFixtures {
 		f.Add([]byte(fx.line))
 	}
-	e, err := New(DefaultConfig())
-	if err != nil {
-		f.Fatal(err)
-	}
+	e := newEngine(f, nil)
 	f.Fuzz(func(t *testing.T, line []byte) {
 		_, kind, addr, ok := e.Classify(line, "")
 		if ok && kind == KindLogin && !addrInLine(line, addr) {

@@ -40,7 +40,6 @@ type server struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	ended []error
-	wg    sync.WaitGroup
 }
 
 func listen(t *testing.T, network, addr string) *server {
@@ -50,26 +49,15 @@ func listen(t *testing.T, network, addr string) *server {
 		t.Fatal(err)
 	}
 	s := &server{ln: ln}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				_, err := io.Copy(c, c)
-				s.mu.Lock()
-				s.ended = append(s.ended, err)
-				s.mu.Unlock()
-				c.Close()
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	testutil.Serve(t, ln, func(c net.Conn) {
+		go func() {
+			_, err := io.Copy(c, c)
+			s.mu.Lock()
+			s.ended = append(s.ended, err)
+			s.mu.Unlock()
+			c.Close()
+		}()
+	})
 	return s
 }
 
@@ -384,19 +372,11 @@ func TestHoldersQuiet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				t.Cleanup(func() { c.Close() })
-				if greet {
-					c.Write([]byte("* OK ready\r\n"))
-				}
+		testutil.Serve(t, ln, func(c net.Conn) {
+			if greet {
+				c.Write([]byte("* OK ready\r\n"))
 			}
-		}()
+		})
 		return uint16(ln.Addr().(*net.TCPAddr).Port)
 	}
 	greet, mute := serve(true), serve(false)

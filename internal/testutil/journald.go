@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -87,15 +86,7 @@ func (j *Journald) stop() {
 	if j.sock != nil {
 		j.sock.Close()
 	}
-	j.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { j.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		j.cmd.Process.Kill()
-		<-done
-	}
+	Stop(j.cmd, 30*time.Second)
 	j.cmd = nil
 }
 

@@ -22,9 +22,8 @@ func TestBouncer(t *testing.T) {
 	l := w.lapi
 	keyA, keyB := l.bouncerKey("xdpguard-a"), l.bouncerKey("xdpguard-b")
 	l.machine("xdpguard-a", "hostA-password-12345")
-	w.a.start(fmt.Sprintf("  lapi_url: http://%s:%d/\n  api_key: %s\n  update_frequency: %s\n  machine_id: xdpguard-a\n  password: hostA-password-12345\n",
-		lapiA, lapiPort, keyA, updateFreq))
-	w.b.start(fmt.Sprintf("  lapi_url: http://%s:%d/\n  api_key: %s\n  update_frequency: %s\n", lapiB, lapiPort, keyB, updateFreq))
+	w.a.start(pull(lapiA, keyA) + "  machine_id: xdpguard-a\n  password: hostA-password-12345\n")
+	w.b.start(pull(lapiB, keyB))
 	w.a.waitLog("crowdsec decisions applied", 30*time.Second)
 
 	for _, src := range []string{badIP, inRange, holderIP, allowedIP} {
@@ -148,7 +147,7 @@ func TestBulk(t *testing.T) {
 	start := time.Now()
 	importDecisions(t, l, "bulk", 100000, 0)
 	t.Logf("cscli decisions import of 100,000 took %s", time.Since(start).Round(time.Millisecond))
-	w.a.start(fmt.Sprintf("  lapi_url: http://%s:%d/\n  api_key: %s\n  update_frequency: %s\n", lapiA, lapiPort, key, updateFreq))
+	w.a.start(pull(lapiA, key))
 	line := w.a.waitLog("crowdsec decisions applied", 120*time.Second)
 	f := fields(line)
 	if f["startup"] != "true" || f["new"] != "100000" {

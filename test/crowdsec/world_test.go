@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -124,34 +123,22 @@ func (w *world) newHost(name, csAddr, addr string) *host {
 	t := w.t
 	h := &host{t: t, name: name, ns: testutil.New(t, "cs"+name), dir: t.TempDir()}
 	must(t, testutil.VethPair(w.cs, "xg-cs"+name, h.ns, "xg-h"+name))
-	parent, err := os.MkdirTemp("/sys/fs/bpf", "xg-crowdsec-"+name+"-")
-	must(t, err)
-	h.root = filepath.Join(parent, "pins") // the daemon creates it
+	h.root = filepath.Join(testutil.PinRoot(t, "crowdsec-"+name), "pins") // the daemon creates it
 	t.Cleanup(func() {
 		h.stop()
 		exec.Command("nsenter", "--net="+h.ns.Path(), binary, "detach", "--pin-root", h.root).Run()
-		os.RemoveAll(parent)
 	})
 	var ln net.Listener
 	must(t, h.ns.Do(func() (err error) { ln, err = net.Listen("tcp", ":110"); return err }))
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		var conns []net.Conn
-		defer func() {
-			for _, c := range conns {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("+OK ready\r\n"))
-			conns = append(conns, c)
-		}
-	}()
+	testutil.Serve(t, ln, func(c net.Conn) { c.Write([]byte("+OK ready\r\n")) })
 	return h
+}
+
+// pull is the crowdsec section of a host that pulls decisions from the LAPI
+// at lapiAddr with the bouncer key; the lines that make it a machine too
+// (machine_id, password) follow it.
+func pull(lapiAddr, key string) string {
+	return fmt.Sprintf("  lapi_url: http://%s:%d/\n  api_key: %s\n  update_frequency: %s\n", lapiAddr, lapiPort, key, updateFreq)
 }
 
 // start runs `xdpguard run` on the host with the given crowdsec section.
@@ -185,15 +172,7 @@ func (h *host) stop() {
 	if h.cmd == nil || h.cmd.Process == nil {
 		return
 	}
-	h.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { h.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		h.cmd.Process.Kill()
-		<-done
-	}
+	testutil.Stop(h.cmd, 10*time.Second)
 	h.cmd = nil
 }
 
