@@ -103,18 +103,32 @@ func (d *Daemon) syncPriority(ctx context.Context, pressure bool) {
 		d.slotError("find the priority listeners", err)
 		return
 	}
+	var inodes []uint32
 	for _, s := range found {
+		inodes = append(inodes, s.Inode)
+	}
+	files, err := sockets.DupSockets("/proc", inodes)
+	if err != nil {
+		d.slotError("take hold of the priority listeners", err)
+		return
+	}
+	for _, s := range found {
+		f := files[s.Inode]
+		if f == nil {
+			continue // no holder left: found again next tick
+		}
 		for _, l := range missing[s.Addr.Port()] {
 			if l.Family != familyOf(s.Addr.Addr()) {
 				continue
 			}
-			if err := d.setListener(l, s); err != nil {
+			if err := ps.p.SetListener(l, f); err != nil {
 				d.log.Error("listener not used", "tier", l.Tier.String(), "port", l.Port, "listener", s.Addr, "error", err)
 				continue
 			}
 			delete(ps.reported, l)
 			d.log.Info("steering to a listener", "tier", l.Tier.String(), "port", l.Port, "listener", s.Addr)
 		}
+		f.Close() // the map holds the socket itself
 	}
 	for _, ls := range missing {
 		for _, l := range ls {
@@ -126,15 +140,6 @@ func (d *Daemon) syncPriority(ctx context.Context, pressure bool) {
 				"port", l.Port, "family", familyName(l.Family), "want_port", ps.ports[l])
 		}
 	}
-}
-
-func (d *Daemon) setListener(l datapath.Listener, s sockets.Listener) error {
-	f, err := sockets.DupSocket("/proc", s.Inode)
-	if err != nil {
-		return err
-	}
-	defer f.Close() // the map holds the socket itself
-	return d.priority.p.SetListener(l, f)
 }
 
 // close releases the daemon's handles; a pinned program stays attached.

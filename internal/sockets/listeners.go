@@ -71,16 +71,25 @@ func Listeners(ctx context.Context, localPorts []uint16) ([]Listener, error) {
 	return out, nil
 }
 
-// DupSocket returns a descriptor of its own for the socket with inode,
-// duplicated from the first process under proc (normally "/proc") that
-// holds one. The caller closes it.
-func DupSocket(proc string, inode uint32) (*os.File, error) {
-	want := "socket:[" + strconv.FormatUint(uint64(inode), 10) + "]"
+// DupSockets returns a descriptor of its own for each socket inode it can
+// find a holder of under proc (normally "/proc"), in one walk of the
+// process table: a server's listening sockets are held by its master and
+// by each of its login processes, which come and go, so a holder that
+// exits meanwhile is passed over for the next. The caller closes them.
+func DupSockets(proc string, inodes []uint32) (map[uint32]*os.File, error) {
+	want := map[string]uint32{}
+	for _, ino := range inodes {
+		want["socket:["+strconv.FormatUint(uint64(ino), 10)+"]"] = ino
+	}
 	ents, err := os.ReadDir(proc)
 	if err != nil {
 		return nil, fmt.Errorf("sockets: %w", err)
 	}
+	out := map[uint32]*os.File{}
 	for _, e := range ents {
+		if len(out) == len(want) {
+			break
+		}
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
@@ -90,14 +99,18 @@ func DupSocket(proc string, inode uint32) (*os.File, error) {
 			continue // gone, or a kernel thread
 		}
 		for _, fd := range fds {
-			if l, err := os.Readlink(filepath.Join(proc, e.Name(), "fd", fd.Name())); err != nil || l != want {
+			l, err := os.Readlink(filepath.Join(proc, e.Name(), "fd", fd.Name()))
+			ino, ok := want[l]
+			if err != nil || !ok || out[ino] != nil {
 				continue
 			}
 			n, _ := strconv.Atoi(fd.Name())
-			return dupFrom(pid, n)
+			if f, err := dupFrom(pid, n); err == nil {
+				out[ino] = f
+			}
 		}
 	}
-	return nil, fmt.Errorf("sockets: no process holds %s", want)
+	return out, nil
 }
 
 func dupFrom(pid, fd int) (*os.File, error) {

@@ -22,7 +22,7 @@ import (
 // the priority listener, is the one served when a slot frees, and then a
 // new source's that came under pressure, steered to the fresh listener. The
 // listener is found and taken from Dovecot as the daemon does it
-// (Listeners, DupSocket).
+// (Listeners, DupSockets).
 //
 // The configuration is the README's: a login process serves its listeners
 // in order, and Dovecot's built-in ones (imap, imaps) come before those a
@@ -71,10 +71,11 @@ func TestPriorityRealDovecot(t *testing.T) {
 		if len(ls) != 1 || ls[0].Addr != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tier.port) {
 			t.Fatalf("listeners on %d: %+v, want Dovecot's one", tier.port, ls)
 		}
-		f, err := DupSocket("/proc", ls[0].Inode)
-		if err != nil {
-			t.Fatal(err)
+		fs, err := DupSockets("/proc", []uint32{ls[0].Inode})
+		if err != nil || fs[ls[0].Inode] == nil {
+			t.Fatalf("no descriptor for Dovecot's listener: %v", err)
 		}
+		f := fs[ls[0].Inode]
 		err = p.SetListener(datapath.Listener{Port: 143, Family: unix.AF_INET, Tier: tier.tier}, f)
 		f.Close()
 		if err != nil {
@@ -102,7 +103,9 @@ func TestPriorityRealDovecot(t *testing.T) {
 	if err := ns.Do(func() (err error) {
 		ls, err := Listeners(context.Background(), []uint16{20143})
 		if err == nil {
-			f, err = DupSocket("/proc", ls[0].Inode)
+			var fs map[uint32]*os.File
+			fs, err = DupSockets("/proc", []uint32{ls[0].Inode})
+			f = fs[ls[0].Inode]
 		}
 		return err
 	}); err != nil {
