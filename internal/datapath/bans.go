@@ -39,7 +39,8 @@ func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, rea
 	}
 	val := bpf.XdpguardBan{ExpiresNs: deadline, Origin: uint8(origin), Reason: uint8(reason)}
 
-	var keys4 [][4]byte
+	// Most lists are IPv4 addresses: room for all, not copies as it grows.
+	keys4 := make([][4]byte, 0, len(ps))
 	var keys6 [][16]byte
 	var cidrs []netip.Prefix
 	for _, p := range ps {
@@ -94,18 +95,25 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 		return nil
 	}
 	tick := tickOf(monoNow())
+	// What the undo needs: the keys written, in order, and the bans they
+	// replaced, which for a list of new bans is none. A record per key
+	// was 16 MB of fresh memory for a million.
 	type was struct {
+		at   int // index in order
 		prev entry
-		had  bool
 	}
-	done := make([]was, 0, len(keys))
+	var order []uint32
+	var replaced []was
+	written := 0
 	*undo = append(*undo, func() {
 		g.writeTable(func(t *table4) error {
-			for i := len(done) - 1; i >= 0; i-- {
-				if done[i].had {
-					t.put(done[i].prev, tick)
+			r := len(replaced) - 1
+			for i := written - 1; i >= 0; i-- {
+				if r >= 0 && replaced[r].at == i {
+					t.put(replaced[r].prev, tick)
+					r--
 				} else {
-					t.remove(done[i].prev.key, tick)
+					t.remove(order[i], tick)
 				}
 			}
 			return nil
@@ -122,13 +130,16 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 			}
 		}
 		exp := expOf(deadline)
-		for _, key := range byBucket(t, keys) {
-			prev, had := t.get(key, tick)
-			prev.key = key
+		order = byBucket(t, keys)
+		for i, key := range order {
+			if prev, had := t.get(key, tick); had {
+				prev.key = key
+				replaced = append(replaced, was{i, prev})
+			}
 			if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
 				return fmt.Errorf("ban %s: %w", addr4(key), err)
 			}
-			done = append(done, was{prev, had})
+			written = i + 1
 		}
 		return nil
 	})
@@ -149,22 +160,33 @@ func (g *Guard) writeTable(fn func(*table4) error) error {
 }
 
 // Effective returns the prefixes the kernel holds bans on ps under: each
-// masked to the ban granularity, or itself when wider (a CIDR rule).
+// masked to the ban granularity, or itself when wider (a CIDR rule). When
+// none changes it returns ps itself, not a copy: a million addresses at
+// the default granularity are 32 MB that need not be touched again.
 func (g *Guard) Effective(ps []netip.Prefix) ([]netip.Prefix, error) {
 	s, err := g.Settings()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]netip.Prefix, 0, len(ps))
-	for _, p := range ps {
-		p, err := normalize(p)
+	var out []netip.Prefix
+	for i, p := range ps {
+		q, err := normalize(p)
 		if err != nil {
 			return nil, err
 		}
-		if gran := s.Granularity().Bits(p.Addr()); p.Bits() >= gran {
-			p = netip.PrefixFrom(p.Addr(), gran).Masked()
+		if gran := s.Granularity().Bits(q.Addr()); q.Bits() >= gran {
+			q = netip.PrefixFrom(q.Addr(), gran).Masked()
 		}
-		out = append(out, p)
+		if out == nil && q != p {
+			out = make([]netip.Prefix, len(ps))
+			copy(out, ps[:i])
+		}
+		if out != nil {
+			out[i] = q
+		}
+	}
+	if out == nil {
+		return ps, nil
 	}
 	return out, nil
 }
