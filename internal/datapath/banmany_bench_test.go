@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // BenchmarkBanMany1M is the kernel's part of `xdpguard ban --from` with a
@@ -28,5 +30,21 @@ func BenchmarkBanMany1M(b *testing.B) {
 	b.StopTimer()
 	if n, err := g.banCount(); err != nil || n != len(ps) {
 		b.Fatalf("%d bans in the kernel, %v", n, err)
+	}
+}
+
+// BenchmarkNewGuard2M is what a restart pays before its first ban goes
+// back: the maps made and the program loaded, at the state benchmarks'
+// max_bans of 2,000,000 (the IPv6 ban map is preallocated at that size).
+func BenchmarkNewGuard2M(b *testing.B) {
+	testutil.RequireRoot(b)
+	for b.Loop() {
+		g, err := New(Options{MaxBans: 2_000_000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		g.Close()
+		b.StartTimer()
 	}
 }
