@@ -56,3 +56,31 @@ func TestBanManyRollsBackReplacedBans(t *testing.T) {
 		}
 	}
 }
+
+// Effective masks to the ban granularity without touching its input, and
+// hands back the input itself when nothing needs masking (a million
+// addresses are not copied for nothing).
+func TestEffectiveCopiesOnlyWhatChanges(t *testing.T) {
+	s := DefaultSettings()
+	s.PrefixV4 = 24
+	g := newTestGuard(t, s)
+	ps := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.18.1.7/32"),
+		netip.MustParsePrefix("198.19.0.0/16")}
+	eff, err := g.Effective(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"198.18.0.0/24", "198.18.1.0/24", "198.19.0.0/16"}
+	for i, w := range want {
+		if eff[i].String() != w {
+			t.Errorf("Effective[%d] = %v, want %s", i, eff[i], w)
+		}
+	}
+	if ps[1].String() != "198.18.1.7/32" {
+		t.Errorf("Effective changed its input: %v", ps)
+	}
+	same := ps[:1:1]
+	if eff, err := g.Effective(same); err != nil || &eff[0] != &same[0] {
+		t.Errorf("Effective of a list already at the granularity made a copy (%v)", err)
+	}
+}
