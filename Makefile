@@ -83,6 +83,8 @@ bench-daemon: bpffs
 bench-state: bpffs
 	$(GO) test -run '^$$' -bench 'BanFromFile|Restart' -benchtime 3x -count 1 ./cmd/xdpguard/
 	$(GO) test -run '^$$' -bench 'Journal' -benchtime 3x -count 1 ./internal/state/
+	$(GO) test -run '^$$' -bench 'ReadFile1M' -benchtime 3x -count 1 ./internal/banlist/
+	$(GO) test -run '^$$' -bench 'BanMany1M|NewGuard2M' -benchtime 3x -count 1 ./internal/datapath/
 
 # xdpguard logtest against fail2ban-regex (dovecot filter, aggressive mode) on
 # a generated 1,000,000-line mail log (internal/logwatch/internal/maillog), then the

@@ -58,17 +58,32 @@ func banCommand() *cli.Command {
 			if len(refused) > 0 && !c.Bool("force") {
 				return fail("ban refused, nothing banned: %s (--force bans anyway)", summary(refused, 3))
 			}
-			start := time.Now()
-			if err := g.BanMany(ps, ttl, datapath.OriginManual, reason); err != nil {
+			s, err := g.Settings()
+			if err != nil {
 				return fail("%v", err)
 			}
 			eff, err := g.Effective(ps)
 			if err != nil {
 				return fail("%v", err)
 			}
+			start := time.Now()
+			// The journal's record is encoded while the kernel is written;
+			// it is synced only once the kernel holds every ban, so a
+			// failed write changes neither.
+			var b state.Batch
+			encoded := make(chan struct{})
+			go func() {
+				defer close(encoded)
+				banRecords(&b, s, eff, ttl, reason)
+			}()
+			err = g.BanMany(eff, ttl, datapath.OriginManual, reason)
+			<-encoded
+			if err != nil {
+				return fail("%v", err)
+			}
 			// On disk before "banned" is printed: a crash after the report
 			// loses nothing.
-			if err := recordBans(cfg, g, eff, ttl, reason); err != nil {
+			if err := commit(cfg, &b); err != nil {
 				return err
 			}
 			until := "until unbanned"
@@ -175,14 +190,10 @@ func targets(c *cli.Context) ([]netip.Prefix, error) {
 	return []netip.Prefix{p}, nil
 }
 
-// recordBans writes manual bans on eff (the kernel's prefixes) to the
-// state journal, so that they survive a reboot even when the daemon is not
-// running.
-func recordBans(cfg config.Config, g *datapath.Guard, eff []netip.Prefix, ttl time.Duration, reason datapath.Reason) error {
-	s, err := g.Settings()
-	if err != nil {
-		return fail("%v", err)
-	}
+// banRecords adds manual bans on eff (the kernel's prefixes) to b, for
+// the state journal, so that they survive a reboot even when the daemon
+// is not running.
+func banRecords(b *state.Batch, s datapath.Settings, eff []netip.Prefix, ttl time.Duration, reason datapath.Reason) {
 	now := time.Now()
 	like := datapath.Ban{Origin: datapath.OriginManual, Reason: reason, Detector: datapath.DetectorManual, Events: 1, First: now, Last: now}
 	if ttl > 0 {
@@ -207,11 +218,9 @@ func recordBans(cfg config.Config, g *datapath.Guard, eff []netip.Prefix, ttl ti
 			}
 		}
 	}
-	var b state.Batch
 	b.BanAll(like, exact)
 	like.CIDR = true
 	b.BanAll(like, wide)
-	return commit(cfg, &b)
 }
 
 // commit syncs a CLI command's change to the state journal.

@@ -97,17 +97,6 @@ func family(a netip.Addr) int {
 // It checks the prefixes as the kernel will hold them: a single address is
 // banned as its /prefix_v4 or /prefix_v6 network.
 func (r rails) check(ps []netip.Prefix) (refused, shadowed []string) {
-	eff := make([]netip.Prefix, len(ps))
-	for i, p := range ps {
-		eff[i] = r.effective(p)
-		if w := r.widest(p.Addr()); p.Bits() < w {
-			key := "widest_ban_v4"
-			if !p.Addr().Is4() {
-				key = "widest_ban_v6"
-			}
-			refused = append(refused, fmt.Sprintf("%s is wider than /%d (guard_rails.%s)", p, w, key))
-		}
-	}
 	// Index what must not be covered by its network at each ban length in
 	// use, so that each ban costs one lookup in a small map: a list of a
 	// million bans is checked in milliseconds, not against every rule.
@@ -127,7 +116,15 @@ func (r rails) check(ps []netip.Prefix) (refused, shadowed []string) {
 		points = append(points, guarded{q, "the allowed prefix " + q.String()})
 	}
 	lens := newPrefixSet(nil).lens
-	for _, p := range eff {
+	for _, p := range ps {
+		if w := r.widest(p.Addr()); p.Bits() < w {
+			key := "widest_ban_v4"
+			if !p.Addr().Is4() {
+				key = "widest_ban_v6"
+			}
+			refused = append(refused, fmt.Sprintf("%s is wider than /%d (guard_rails.%s)", p, w, key))
+		}
+		p = r.effective(p)
 		if f := family(p.Addr()); !slices.Contains(lens[f], p.Bits()) {
 			lens[f] = append(lens[f], p.Bits())
 		}
@@ -141,13 +138,12 @@ func (r rails) check(ps []netip.Prefix) (refused, shadowed []string) {
 			}
 		}
 	}
-	for _, p := range eff {
+	allowed := newPrefixSet(r.allow)
+	for _, p := range ps {
+		p = r.effective(p)
 		for _, what := range covered[p] {
 			refused = append(refused, fmt.Sprintf("%s covers %s", p, what))
 		}
-	}
-	allowed := newPrefixSet(r.allow)
-	for _, p := range eff {
 		if q, ok := allowed.containing(p); ok && q != p {
 			shadowed = append(shadowed, fmt.Sprintf("%s is inside the allowed prefix %s: the ban drops nothing while that allow rule stands", p, q))
 		}

@@ -186,7 +186,13 @@ func parse(r io.Reader, name string, hint int) ([]netip.Prefix, error) {
 		if lineNo == 1 {
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf")) // UTF-8 BOM
 		}
-		if p, text, msg, ok := parseLine(line); msg != "" {
+		if p, ok := parse4(bareLine(line)); ok && bad.Total == 0 {
+			// The common line, a bare IPv4 address or prefix: no comment,
+			// no space to look for.
+			if !seen.add(p, len(out)) {
+				out = append(out, p)
+			}
+		} else if p, text, msg, ok := parseLine(line); msg != "" {
 			bad.add(lineNo, text, msg)
 		} else if ok && bad.Total == 0 && !seen.add(p, len(out)) {
 			out = append(out, p)

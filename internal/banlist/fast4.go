@@ -52,3 +52,14 @@ func digits(b []byte) (v, n int) {
 	}
 	return v, n
 }
+
+// bareLine is line without its line ending ("\n" or "\r\n").
+func bareLine(line []byte) []byte {
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line = line[:n-1]
+		if n > 1 && line[n-2] == '\r' {
+			line = line[:n-2]
+		}
+	}
+	return line
+}

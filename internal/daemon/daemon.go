@@ -113,20 +113,24 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 }
 
 func (d *Daemon) start() error {
-	st, bans, err := d.loadState()
-	if err != nil {
-		return err
-	}
-	d.cursor = st.JournalCursor
-	_, err = os.Stat(journaldSocket)
+	// The journal is read while the program loads and its maps are made:
+	// neither needs the other, and with a million bans each takes a few
+	// hundred milliseconds.
+	loaded := d.loadStateAsync()
+	_, err := os.Stat(journaldSocket)
 	checkLogSources(d.cfg.Logs, err == nil, d.log)
 
 	k := d.cfg.Kernel
 	d.guard, err = datapath.New(datapath.Options{PinRoot: d.cfg.PinRoot, MaxBans: uint32(k.MaxBans),
 		MaxTracked: uint32(k.MaxTracked), MaxCIDR: uint32(k.MaxCIDRRules)})
+	st, bans, lerr := loaded()
 	if err != nil {
 		return err
 	}
+	if lerr != nil {
+		return lerr
+	}
+	d.cursor = st.JournalCursor
 	if err := d.guard.SetSettings(d.cfg.Kernel.Settings()); err != nil {
 		return err
 	}

@@ -163,6 +163,27 @@ func (d *Daemon) loadState() (state.State, []state.BanList, error) {
 	return st, lists, nil
 }
 
+// loadStateAsync runs loadState in a goroutine; the function it returns
+// waits for the result. Until then the caller leaves the journal's
+// bookkeeping (d.pj, d.dirty) alone.
+func (d *Daemon) loadStateAsync() func() (state.State, []state.BanList, error) {
+	type loaded struct {
+		st    state.State
+		lists []state.BanList
+		err   error
+	}
+	ch := make(chan loaded, 1)
+	go func() {
+		var l loaded
+		l.st, l.lists, l.err = d.loadState()
+		ch <- l
+	}()
+	return func() (state.State, []state.BanList, error) {
+		l := <-ch
+		return l.st, l.lists, l.err
+	}
+}
+
 // restoreBans puts back bans the kernel no longer has: after a reboot, or
 // after the pins were removed. Bans the kernel still holds are left alone.
 // A list banned together goes back in one batch write, so a million bans

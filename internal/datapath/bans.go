@@ -39,7 +39,8 @@ func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, rea
 	}
 	val := bpf.XdpguardBan{ExpiresNs: deadline, Origin: uint8(origin), Reason: uint8(reason)}
 
-	var keys4 [][4]byte
+	// Most lists are IPv4 addresses: room for all, not copies as it grows.
+	keys4 := make([][4]byte, 0, len(ps))
 	var keys6 [][16]byte
 	var cidrs []netip.Prefix
 	for _, p := range ps {
@@ -94,18 +95,25 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 		return nil
 	}
 	tick := tickOf(monoNow())
+	// What the undo needs: the keys written, in order, and the bans they
+	// replaced, which for a list of new bans is none. A record per key
+	// was 16 MB of fresh memory for a million.
 	type was struct {
+		at   int // index in order
 		prev entry
-		had  bool
 	}
-	done := make([]was, 0, len(keys))
+	var order []uint32
+	var replaced []was
+	written := 0
 	*undo = append(*undo, func() {
 		g.writeTable(func(t *table4) error {
-			for i := len(done) - 1; i >= 0; i-- {
-				if done[i].had {
-					t.put(done[i].prev, tick)
+			r := len(replaced) - 1
+			for i := written - 1; i >= 0; i-- {
+				if r >= 0 && replaced[r].at == i {
+					t.put(replaced[r].prev, tick)
+					r--
 				} else {
-					t.remove(done[i].prev.key, tick)
+					t.remove(order[i], tick)
 				}
 			}
 			return nil
@@ -122,14 +130,16 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 			}
 		}
 		exp := expOf(deadline)
-		for _, k := range keys {
-			key := key4(k)
-			prev, had := t.get(key, tick)
-			prev.key = key
-			if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
-				return fmt.Errorf("ban %s: %w", netip.AddrFrom4(k), err)
+		order = byBucket(t, keys)
+		for i, key := range order {
+			if prev, had := t.get(key, tick); had {
+				prev.key = key
+				replaced = append(replaced, was{i, prev})
 			}
-			done = append(done, was{prev, had})
+			if err := t.put(entry{key: key, exp: exp, origin: uint8(origin), reason: uint8(reason)}, tick); err != nil {
+				return fmt.Errorf("ban %s: %w", addr4(key), err)
+			}
+			written = i + 1
 		}
 		return nil
 	})
@@ -150,22 +160,33 @@ func (g *Guard) writeTable(fn func(*table4) error) error {
 }
 
 // Effective returns the prefixes the kernel holds bans on ps under: each
-// masked to the ban granularity, or itself when wider (a CIDR rule).
+// masked to the ban granularity, or itself when wider (a CIDR rule). When
+// none changes it returns ps itself, not a copy: a million addresses at
+// the default granularity are 32 MB that need not be touched again.
 func (g *Guard) Effective(ps []netip.Prefix) ([]netip.Prefix, error) {
 	s, err := g.Settings()
 	if err != nil {
 		return nil, err
 	}
-	out := make([]netip.Prefix, 0, len(ps))
-	for _, p := range ps {
-		p, err := normalize(p)
+	var out []netip.Prefix
+	for i, p := range ps {
+		q, err := normalize(p)
 		if err != nil {
 			return nil, err
 		}
-		if gran := s.Granularity().Bits(p.Addr()); p.Bits() >= gran {
-			p = netip.PrefixFrom(p.Addr(), gran).Masked()
+		if gran := s.Granularity().Bits(q.Addr()); q.Bits() >= gran {
+			q = netip.PrefixFrom(q.Addr(), gran).Masked()
 		}
-		out = append(out, p)
+		if out == nil && q != p {
+			out = make([]netip.Prefix, len(ps))
+			copy(out, ps[:i])
+		}
+		if out != nil {
+			out[i] = q
+		}
+	}
+	if out == nil {
+		return ps, nil
 	}
 	return out, nil
 }
@@ -415,4 +436,32 @@ func normalize(p netip.Prefix) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%s: zoned addresses cannot be banned", p)
 	}
 	return p.Masked(), nil
+}
+
+// byBucket returns keys in the order of their buckets in t. A million
+// bans written in list order touch the table at random, a cache and TLB
+// miss or two each; in bucket order they sweep it once. A counting sort:
+// one pass to count, one to place.
+func byBucket(t *table4, keys [][4]byte) []uint32 {
+	out := make([]uint32, len(keys))
+	if len(keys) < 1024 {
+		for i, k := range keys {
+			out[i] = key4(k)
+		}
+		return out
+	}
+	at := make([]uint32, int(t.mask)+2)
+	for _, k := range keys {
+		at[t.hash(key4(k))&t.mask+1]++
+	}
+	for b := 1; b < len(at); b++ {
+		at[b] += at[b-1]
+	}
+	for _, k := range keys {
+		key := key4(k)
+		b := t.hash(key) & t.mask
+		out[at[b]] = key
+		at[b]++
+	}
+	return out
 }

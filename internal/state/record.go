@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/datapath"
@@ -288,6 +289,15 @@ func (e *enc) banRecord(h banHead, ps []netip.Prefix) {
 
 func (e *enc) prefixList(ps []netip.Prefix) {
 	e.u(uint64(len(ps)))
+	// Room for all at once: grown by append, a million prefixes' 5 MB
+	// were copied over and over, each copy fresh memory.
+	n := 5 * len(ps)
+	for _, p := range ps {
+		if !p.Addr().Is4() {
+			n += 12
+		}
+	}
+	e.b = slices.Grow(e.b, n)
 	for _, p := range ps {
 		e.prefix(p)
 	}

@@ -1,0 +1,86 @@
+package datapath
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
+)
+
+// A failed batch restores the bans it replaced, wherever they fall in the
+// order BanMany writes (by bucket, not list order), and lifts the new ones,
+// repeated keys included.
+func TestBanManyRollsBackReplacedBans(t *testing.T) {
+	testutil.RequireRoot(t)
+	g, err := New(Options{MaxBans: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var kept []netip.Prefix
+	for i := range 100 { // spread over the buckets: some are written before the failure
+		kept = append(kept, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}), 32))
+	}
+	if err := g.BanMany(kept, time.Minute, OriginLog, ReasonNoAuth); err != nil {
+		t.Fatal(err)
+	}
+	before, err := g.Bans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ps []netip.Prefix
+	for i := range 600 { // more than the table's 64 buckets of 8 slots hold
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(1 + i>>8), byte(i)}), 32)
+		ps = append(ps, p, p)
+	}
+	ps = append(ps, kept...)
+	if err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist); !errors.Is(err, ErrTableFull) {
+		t.Fatalf("600 bans in a 512-slot table: %v, want ErrTableFull", err)
+	}
+	after, err := g.Bans()
+	if err != nil {
+		t.Fatal(err)
+	}
+	was := map[netip.Prefix]Ban{}
+	for _, b := range before {
+		was[b.Prefix] = b
+	}
+	if len(after) != len(before) {
+		t.Fatalf("after a failed batch: %d bans, want the %d before it", len(after), len(before))
+	}
+	for _, b := range after {
+		if w, ok := was[b.Prefix]; !ok || w.Origin != b.Origin || w.Reason != b.Reason || !w.Expires.Equal(b.Expires) {
+			t.Errorf("after a failed batch: %+v, before it %+v", b, w)
+		}
+	}
+}
+
+// Effective masks to the ban granularity without touching its input, and
+// hands back the input itself when nothing needs masking (a million
+// addresses are not copied for nothing).
+func TestEffectiveCopiesOnlyWhatChanges(t *testing.T) {
+	s := DefaultSettings()
+	s.PrefixV4 = 24
+	g := newTestGuard(t, s)
+	ps := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24"), netip.MustParsePrefix("198.18.1.7/32"),
+		netip.MustParsePrefix("198.19.0.0/16")}
+	eff, err := g.Effective(ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"198.18.0.0/24", "198.18.1.0/24", "198.19.0.0/16"}
+	for i, w := range want {
+		if eff[i].String() != w {
+			t.Errorf("Effective[%d] = %v, want %s", i, eff[i], w)
+		}
+	}
+	if ps[1].String() != "198.18.1.7/32" {
+		t.Errorf("Effective changed its input: %v", ps)
+	}
+	same := ps[:1:1]
+	if eff, err := g.Effective(same); err != nil || &eff[0] != &same[0] {
+		t.Errorf("Effective of a list already at the granularity made a copy (%v)", err)
+	}
+}
