@@ -103,10 +103,11 @@ service imap-login {
   # and counts against process_limit, as Dovecot's documentation says.
   process_limit = {{.IMAPLoginLimit}}
 {{- end}}
-  # Tier listeners, as dist/dovecot-priority.conf has them (README, "Users
-  # first"): xdpguard hands known-good sources' connections to the
-  # built-in names on loopback, which a login process serves first, and,
-  # under pressure, other sources' to the fresh ones, served next.
+  # Priority listeners, as the README tells operators: xdpguard hands
+  # known-good sources' connections to them. A login process serves its
+  # listeners in order, and Dovecot's built-in ones (imap, imaps) come
+  # before any a configuration adds, so they take the priority ports on
+  # loopback and the public ports get listeners of their own.
   inet_listener imap {
     address = 127.0.0.1, ::1
     port = 10143
@@ -114,15 +115,6 @@ service imap-login {
   inet_listener imaps {
     address = 127.0.0.1, ::1
     port = 10993
-    ssl = yes
-  }
-  inet_listener imap-fresh {
-    address = 127.0.0.1, ::1
-    port = 20143
-  }
-  inet_listener imaps-fresh {
-    address = 127.0.0.1, ::1
-    port = 20993
     ssl = yes
   }
   inet_listener imap-public {
@@ -141,15 +133,6 @@ service pop3-login {
   inet_listener pop3s {
     address = 127.0.0.1, ::1
     port = 10995
-    ssl = yes
-  }
-  inet_listener pop3-fresh {
-    address = 127.0.0.1, ::1
-    port = 20110
-  }
-  inet_listener pop3s-fresh {
-    address = 127.0.0.1, ::1
-    port = 20995
     ssl = yes
   }
   inet_listener pop3-public {
