@@ -98,7 +98,9 @@ type XdpguardConfig struct {
 	AdmitIntervalNs uint64
 	RetransWindowNs uint64
 	SynMask         uint32
-	SynSeed         uint32
+	Pad2            uint32
+	SynMul          [4]uint64
+	SynAdd          uint64
 	Ports           [1024]uint64
 }
 
@@ -186,6 +188,16 @@ const (
 	XdpguardSynFpFP_TICK_SHIFT  XdpguardSynFp = 30
 	XdpguardSynFpFP_MAX_RETRANS XdpguardSynFp = 5
 )
+
+type XdpguardSynPairV4 struct {
+	_    structs.HostLayout
+	Slot [2]XdpguardSynSlotV4
+}
+
+type XdpguardSynPairV6 struct {
+	_    structs.HostLayout
+	Slot [2]XdpguardSynSlotV6
+}
 
 type XdpguardSynSlotV4 struct {
 	_   structs.HostLayout
