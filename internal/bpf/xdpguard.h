@@ -209,9 +209,13 @@ enum stat {
 	STAT_MAX = 16,
 };
 
-// Per-CPU counters, indexed by enum stat.
+// Per-CPU counters, indexed by enum stat, and the CPU's cache of the
+// program's clock (clock.h): the one per-CPU value a packet already holds,
+// so that reading the clock costs no lookup of its own. Userspace reads n.
 struct counters {
 	__u64 n[STAT_MAX];
+	__u64 clock_jiffies;	// jiffies when clock_ns was read
+	__u64 clock_ns;
 };
 
 #endif

@@ -70,12 +70,6 @@ type XdpguardCidrV6Key struct {
 	Addr      [16]uint8
 }
 
-type XdpguardClockCache struct {
-	_       structs.HostLayout
-	Jiffies uint64
-	Ns      uint64
-}
-
 type XdpguardConfig struct {
 	_               structs.HostLayout
 	RateIntervalNs  uint64
@@ -113,8 +107,10 @@ const (
 )
 
 type XdpguardCounters struct {
-	_ structs.HostLayout
-	N [16]uint64
+	_            structs.HostLayout
+	N            [16]uint64
+	ClockJiffies uint64
+	ClockNs      uint64
 }
 
 type XdpguardEvent struct {
@@ -231,7 +227,6 @@ const (
 	XdpguardMapCidrCount         = "cidr_count"
 	XdpguardMapCidrV4            = "cidr_v4"
 	XdpguardMapCidrV6            = "cidr_v6"
-	XdpguardMapClock             = "clock"
 	XdpguardMapEvents            = "events"
 	XdpguardMapGoodV4            = "good_v4"
 	XdpguardMapGoodV6            = "good_v6"
@@ -305,7 +300,6 @@ type XdpguardMapSpecs struct {
 	CidrCount  *ebpf.MapSpec `ebpf:"cidr_count"`
 	CidrV4     *ebpf.MapSpec `ebpf:"cidr_v4"`
 	CidrV6     *ebpf.MapSpec `ebpf:"cidr_v6"`
-	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	GoodV4     *ebpf.MapSpec `ebpf:"good_v4"`
 	GoodV6     *ebpf.MapSpec `ebpf:"good_v6"`
@@ -355,7 +349,6 @@ type XdpguardMaps struct {
 	CidrCount  *ebpf.Map `ebpf:"cidr_count"`
 	CidrV4     *ebpf.Map `ebpf:"cidr_v4"`
 	CidrV6     *ebpf.Map `ebpf:"cidr_v6"`
-	Clock      *ebpf.Map `ebpf:"clock"`
 	Events     *ebpf.Map `ebpf:"events"`
 	GoodV4     *ebpf.Map `ebpf:"good_v4"`
 	GoodV6     *ebpf.Map `ebpf:"good_v6"`
@@ -373,7 +366,6 @@ func (m *XdpguardMaps) Close() error {
 		m.CidrCount,
 		m.CidrV4,
 		m.CidrV6,
-		m.Clock,
 		m.Events,
 		m.GoodV4,
 		m.GoodV6,
