@@ -35,7 +35,9 @@ type PriorityConfig struct {
 	AdmitIntervalNs uint64
 	RetransWindowNs uint64
 	SynMask         uint32
-	SynSeed         uint32
+	Pad2            uint32
+	SynMul          [4]uint64
+	SynAdd          uint64
 	Ports           [1024]uint64
 }
 

@@ -6,9 +6,9 @@
 // It is a fixed table of slots (struct syn_slot_v4/_v6 in xdpguard.h), not
 // an LRU hash: an LRU lets a flood from millions of spoofed sources evict
 // every entry, a real attacker's count with them, and costs a hash lookup
-// and an LRU update per SYN. Here a source lives in one of two candidate
-// slots, an even one from a seeded hash and its odd neighbour, so a lookup
-// reads one cache line for IPv4, and the neighbour's sits next to it. A new
+// and an LRU update per SYN. Here a source lives in one of the two slots of
+// the pair a seeded hash picks: one lookup, one cache line for the first
+// slot of an IPv4 pair and the next line for the second. A new
 // source takes a candidate only from a source that holds at most one SYN
 // in its rate window (tat <= now + interval), preferring an idle one
 // (tat <= now): a spoofed source sends one SYN, so the flood only ever
@@ -31,20 +31,20 @@
 #include "xdpguard.h"
 #include "bantable.h"
 
-// Sizes are defaults: the loader sets max_entries to kernel.max_tracked,
-// rounded up to a power of two, and config.syn_mask to match.
+// Sizes are defaults: the loader sets max_entries to half kernel.max_tracked
+// (pairs), rounded up to a power of two, and config.syn_mask to match.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 32768);
 	__type(key, __u32);
-	__type(value, struct syn_slot_v4);
+	__type(value, struct syn_pair_v4);
 } syn_v4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 32768);
 	__type(key, __u32);
-	__type(value, struct syn_slot_v6);
+	__type(value, struct syn_pair_v6);
 } syn_v6 SEC(".maps");
 
 // Generic cell rate algorithm: one deadline per source. Each SYN pushes the
@@ -97,12 +97,6 @@ static __always_inline int retransmitted(struct syn_state *s, const struct confi
 	return 0;
 }
 
-// The even candidate slot of a hash (the odd one is its neighbour).
-static __always_inline __u32 syn_index(const struct config *cfg, __u32 h)
-{
-	return h & cfg->syn_mask & ~1U;
-}
-
 // Which of two candidates a new source may take: 0 or 1, or -1 when both
 // hold a source with more than one SYN in its window.
 static __always_inline int syn_victim(const struct config *cfg, const struct syn_state *a,
@@ -132,45 +126,41 @@ static __always_inline struct syn_state *syn_claim(__u64 *word, __u64 old, __u64
 	return s;
 }
 
+// The pair of a source: multiply-add-shift (Dietzfelbinger; the vector
+// form for IPv6, as in Thorup, "High Speed Hashing for Integers and
+// Strings"), ((sum of mul[i] * word i) + add) >> 32, masked. With mul and
+// add random per set of maps it is strongly universal: addresses an
+// attacker picks collide no more than random ones. It replaced the murmur3
+// finalizer, whose two dependent multiplies and shifts sat in front of the
+// slot's load on every tracked SYN.
+static __always_inline __u32 syn_pair_index(const struct config *cfg, __u64 sum)
+{
+	return (__u32)((sum + cfg->syn_add) >> 32) & cfg->syn_mask;
+}
+
 // The state of an IPv4 source, in a slot taken for it if it has none; 0
 // when it cannot have one now.
 static __always_inline struct syn_state *syn_track_v4(const struct config *cfg, __u32 key,
 						      __u64 now)
 {
-	__u32 i = syn_index(cfg, ban_hash(key, cfg->syn_seed));
-	struct syn_slot_v4 *a = bpf_map_lookup_elem(&syn_v4, &i);
+	__u32 i = syn_pair_index(cfg, cfg->syn_mul[0] * key);
+	struct syn_pair_v4 *p = bpf_map_lookup_elem(&syn_v4, &i);
 
-	if (!a)
+	if (!p)
 		return 0;
-	if (a->key == key)
-		return &a->s;
-	i |= 1;
+	if (p->slot[0].key == key)
+		return &p->slot[0].s;
+	if (p->slot[1].key == key)
+		return &p->slot[1].s;
 
-	struct syn_slot_v4 *b = bpf_map_lookup_elem(&syn_v4, &i);
-
-	if (!b)
-		return 0;
-	if (b->key == key)
-		return &b->s;
-
-	int v = syn_victim(cfg, &a->s, &b->s, now);
+	int v = syn_victim(cfg, &p->slot[0].s, &p->slot[1].s, now);
 
 	if (v < 0)
 		return 0;
-	if (v == 1)
-		a = b;
-	return syn_claim(&a->key, READ_ONCE(a->key), key, &a->s);
-}
 
-// The seeded hash of a 128-bit key: ban_hash chained over its four words,
-// so that every bit of the key reaches the index through the seed.
-static __always_inline __u32 syn_hash_v6(const struct in6_key *k, __u32 seed)
-{
-	__u32 h = ban_hash((__u32)k->hi, seed);
+	struct syn_slot_v4 *t = v ? &p->slot[1] : &p->slot[0];
 
-	h = ban_hash((__u32)(k->hi >> 32), h);
-	h = ban_hash((__u32)k->lo, h);
-	return ban_hash((__u32)(k->lo >> 32), h);
+	return syn_claim(&t->key, READ_ONCE(t->key), key, &t->s);
 }
 
 // The IPv6 twin of syn_track_v4. The claim's CAS is on the key's first
@@ -179,33 +169,28 @@ static __always_inline __u32 syn_hash_v6(const struct in6_key *k, __u32 seed)
 static __always_inline struct syn_state *syn_track_v6(const struct config *cfg,
 						      const struct in6_key *key, __u64 now)
 {
-	__u32 i = syn_index(cfg, syn_hash_v6(key, cfg->syn_seed));
-	struct syn_slot_v6 *a = bpf_map_lookup_elem(&syn_v6, &i);
+	__u64 sum = cfg->syn_mul[0] * (__u32)key->hi + cfg->syn_mul[1] * (key->hi >> 32) +
+		    cfg->syn_mul[2] * (__u32)key->lo + cfg->syn_mul[3] * (key->lo >> 32);
+	__u32 i = syn_pair_index(cfg, sum);
+	struct syn_pair_v6 *p = bpf_map_lookup_elem(&syn_v6, &i);
 
-	if (!a)
+	if (!p)
 		return 0;
-	if (a->key.hi == key->hi && a->key.lo == key->lo)
-		return &a->s;
-	i |= 1;
+	if (p->slot[0].key.hi == key->hi && p->slot[0].key.lo == key->lo)
+		return &p->slot[0].s;
+	if (p->slot[1].key.hi == key->hi && p->slot[1].key.lo == key->lo)
+		return &p->slot[1].s;
 
-	struct syn_slot_v6 *b = bpf_map_lookup_elem(&syn_v6, &i);
-
-	if (!b)
-		return 0;
-	if (b->key.hi == key->hi && b->key.lo == key->lo)
-		return &b->s;
-
-	int v = syn_victim(cfg, &a->s, &b->s, now);
+	int v = syn_victim(cfg, &p->slot[0].s, &p->slot[1].s, now);
 
 	if (v < 0)
 		return 0;
-	if (v == 1)
-		a = b;
 
-	struct syn_state *s = syn_claim(&a->key.hi, READ_ONCE(a->key.hi), key->hi, &a->s);
+	struct syn_slot_v6 *t = v ? &p->slot[1] : &p->slot[0];
+	struct syn_state *s = syn_claim(&t->key.hi, READ_ONCE(t->key.hi), key->hi, &t->s);
 
 	if (s)
-		a->key.lo = key->lo;
+		t->key.lo = key->lo;
 	return s;
 }
 

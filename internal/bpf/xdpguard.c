@@ -221,7 +221,7 @@ static __always_inline int expired(__u64 deadline, __u64 now)
 
 // Returns 0 (no rule), CIDR_ALLOW or CIDR_DENY for the unmasked source: an
 // allow for one host inside a banned /64 must match that host.
-static __always_inline int cidr_verdict(const struct pkt *p)
+static __always_inline int cidr_verdict(struct counters *c, const struct pkt *p)
 {
 	__u32 idx = p->family == 4 ? 0 : 1;
 	__u32 *n = bpf_map_lookup_elem(&cidr_count, &idx);
@@ -239,7 +239,7 @@ static __always_inline int cidr_verdict(const struct pkt *p)
 		__builtin_memcpy(k.addr, &p->src, sizeof(k.addr));
 		r = bpf_map_lookup_elem(&cidr_v6, &k);
 	}
-	if (!r || expired(r->expires_ns, now_ns()))
+	if (!r || expired(r->expires_ns, now_ns(c)))
 		return 0;
 	return r->action;
 }
@@ -317,15 +317,15 @@ static __always_inline int drop(const struct config *cfg, struct counters *c, __
 }
 
 // Whether the source's ban is in force; *now is read only when one exists.
-static __always_inline int banned(const struct config *cfg, void *key, __u32 keylen,
-				  __u64 *now)
+static __always_inline int banned(const struct config *cfg, struct counters *c, void *key,
+				  __u32 keylen, __u64 *now)
 {
 	if (keylen == 4) {
 		__u64 w = lookup_v4(cfg, *(__u32 *)key);
 
 		if (!w)
 			return 0;
-		*now = now_ns();
+		*now = now_ns(c);
 		return slot_live(w, *now >> BAN_TICK_SHIFT);
 	}
 
@@ -335,7 +335,7 @@ static __always_inline int banned(const struct config *cfg, void *key, __u32 key
 		return 0;
 	if (!b->expires_ns)
 		return 1;
-	*now = now_ns();
+	*now = now_ns(c);
 	return !expired(b->expires_ns, *now);
 }
 
@@ -348,7 +348,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	int to_port = p->tcp && port_protected(cfg, p->dport);
 	__u64 now = 0;
 
-	if (banned(cfg, key, keylen, &now) &&
+	if (banned(cfg, c, key, keylen, &now) &&
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
 		return drop(cfg, c, STAT_DROP_BAN, STAT_WOULD_DROP_BAN);
 
@@ -358,7 +358,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 		goto pass;
 	count(c, STAT_SYN);
 	if (!now)
-		now = now_ns();
+		now = now_ns(c);
 
 	struct syn_state *s = keylen == 4 ? syn_track_v4(cfg, *(__u32 *)key, now) :
 					    syn_track_v6(cfg, key, now);
@@ -425,7 +425,7 @@ int xdpguard(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	int cidr = cidr_verdict(&p);
+	int cidr = cidr_verdict(c, &p);
 
 	if (cidr == CIDR_ALLOW) {
 		count(c, STAT_ALLOW);

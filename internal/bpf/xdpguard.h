@@ -115,11 +115,11 @@ struct syn_state {
 	__u32 pad;
 };
 
-// The SYN tracker is a table of slots, not a hash map: each source has two
-// candidate slots (an even one from its seeded hash and its odd neighbour,
-// the same 128 bytes), and a new source may take one only from a source that
-// holds at most one SYN in its rate window (see syntrack.h). An IPv4 slot is
-// one cache line, an IPv6 one two.
+// The SYN tracker is a table of slot pairs, not a hash map: each source has
+// the two slots of the pair its seeded hash picks, and a new source may take
+// one only from a source that holds at most one SYN in its rate window (see
+// syntrack.h). An IPv4 slot is one cache line, an IPv6 one two; a pair is
+// one map value, so that one lookup reaches both.
 struct syn_slot_v4 {
 	__u64 key;		// masked source, network order, in the low 32 bits
 	struct syn_state s;
@@ -129,6 +129,14 @@ struct syn_slot_v6 {
 	struct in6_key key;
 	struct syn_state s;
 	__u8 pad[56];		// a power-of-two size: a slot never straddles lines
+};
+
+struct syn_pair_v4 {
+	struct syn_slot_v4 slot[2];
+};
+
+struct syn_pair_v6 {
+	struct syn_slot_v6 slot[2];
 };
 
 enum config_flags {
@@ -161,8 +169,11 @@ struct config {
 	__u32 retrans_ticks;	// a SYN's retransmissions within this many FP ticks are not new
 	__u64 admit_interval_ns;	// under admission: one new connection per source per interval
 	__u64 retrans_window_ns;	// read back by userspace only
-	__u32 syn_mask;		// SYN tracker slots - 1 (a power of two)
-	__u32 syn_seed;		// the SYN tracker's hash seed, random per set of maps
+	__u32 syn_mask;		// SYN tracker slot pairs - 1 (a power of two)
+	__u32 pad2;
+	// The SYN tracker's hash (syntrack.h), random per set of maps.
+	__u64 syn_mul[4];	// one multiplier per 32-bit word of the key
+	__u64 syn_add;
 	__u64 ports[1024];	// bitmap of protected destination ports
 };
 
@@ -198,9 +209,13 @@ enum stat {
 	STAT_MAX = 16,
 };
 
-// Per-CPU counters, indexed by enum stat.
+// Per-CPU counters, indexed by enum stat, and the CPU's cache of the
+// program's clock (clock.h): the one per-CPU value a packet already holds,
+// so that reading the clock costs no lookup of its own. Userspace reads n.
 struct counters {
 	__u64 n[STAT_MAX];
+	__u64 clock_jiffies;	// jiffies when clock_ns was read
+	__u64 clock_ns;
 };
 
 #endif

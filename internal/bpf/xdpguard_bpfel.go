@@ -70,12 +70,6 @@ type XdpguardCidrV6Key struct {
 	Addr      [16]uint8
 }
 
-type XdpguardClockCache struct {
-	_       structs.HostLayout
-	Jiffies uint64
-	Ns      uint64
-}
-
 type XdpguardConfig struct {
 	_               structs.HostLayout
 	RateIntervalNs  uint64
@@ -98,7 +92,9 @@ type XdpguardConfig struct {
 	AdmitIntervalNs uint64
 	RetransWindowNs uint64
 	SynMask         uint32
-	SynSeed         uint32
+	Pad2            uint32
+	SynMul          [4]uint64
+	SynAdd          uint64
 	Ports           [1024]uint64
 }
 
@@ -111,8 +107,10 @@ const (
 )
 
 type XdpguardCounters struct {
-	_ structs.HostLayout
-	N [16]uint64
+	_            structs.HostLayout
+	N            [16]uint64
+	ClockJiffies uint64
+	ClockNs      uint64
 }
 
 type XdpguardEvent struct {
@@ -187,6 +185,16 @@ const (
 	XdpguardSynFpFP_MAX_RETRANS XdpguardSynFp = 5
 )
 
+type XdpguardSynPairV4 struct {
+	_    structs.HostLayout
+	Slot [2]XdpguardSynSlotV4
+}
+
+type XdpguardSynPairV6 struct {
+	_    structs.HostLayout
+	Slot [2]XdpguardSynSlotV6
+}
+
 type XdpguardSynSlotV4 struct {
 	_   structs.HostLayout
 	Key uint64
@@ -219,7 +227,6 @@ const (
 	XdpguardMapCidrCount         = "cidr_count"
 	XdpguardMapCidrV4            = "cidr_v4"
 	XdpguardMapCidrV6            = "cidr_v6"
-	XdpguardMapClock             = "clock"
 	XdpguardMapEvents            = "events"
 	XdpguardMapGoodV4            = "good_v4"
 	XdpguardMapGoodV6            = "good_v6"
@@ -293,7 +300,6 @@ type XdpguardMapSpecs struct {
 	CidrCount  *ebpf.MapSpec `ebpf:"cidr_count"`
 	CidrV4     *ebpf.MapSpec `ebpf:"cidr_v4"`
 	CidrV6     *ebpf.MapSpec `ebpf:"cidr_v6"`
-	Clock      *ebpf.MapSpec `ebpf:"clock"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	GoodV4     *ebpf.MapSpec `ebpf:"good_v4"`
 	GoodV6     *ebpf.MapSpec `ebpf:"good_v6"`
@@ -343,7 +349,6 @@ type XdpguardMaps struct {
 	CidrCount  *ebpf.Map `ebpf:"cidr_count"`
 	CidrV4     *ebpf.Map `ebpf:"cidr_v4"`
 	CidrV6     *ebpf.Map `ebpf:"cidr_v6"`
-	Clock      *ebpf.Map `ebpf:"clock"`
 	Events     *ebpf.Map `ebpf:"events"`
 	GoodV4     *ebpf.Map `ebpf:"good_v4"`
 	GoodV6     *ebpf.Map `ebpf:"good_v6"`
@@ -361,7 +366,6 @@ func (m *XdpguardMaps) Close() error {
 		m.CidrCount,
 		m.CidrV4,
 		m.CidrV6,
-		m.Clock,
 		m.Events,
 		m.GoodV4,
 		m.GoodV6,

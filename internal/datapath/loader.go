@@ -75,10 +75,11 @@ func bucketsFor(bans uint32) uint32 {
 	return n
 }
 
-// trackerSlots sizes a SYN tracker: a power of two of slots, at least the
-// two candidates one source has, because the program masks its hash.
-func trackerSlots(n uint32) uint32 {
-	return max(2, uint32(1)<<bits.Len32(n-1))
+// trackerPairs sizes a SYN tracker for n slots: a power of two of slot
+// pairs (one map value each), at least one, because the program masks its
+// hash.
+func trackerPairs(n uint32) uint32 {
+	return max(2, uint32(1)<<bits.Len32(n-1)) / 2
 }
 
 // mapNames lists the maps that are pinned, in a stable order.
@@ -171,8 +172,8 @@ func New(opts Options) (*Guard, error) {
 		bpf.XdpguardMapBansV4:     2 * bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
 		bpf.XdpguardMapBansV4Meta: 2 * bucketsFor(orDefault(opts.MaxBans, DefaultMaxBans)),
 		bpf.XdpguardMapBansV6:     orDefault(opts.MaxBans, DefaultMaxBans),
-		bpf.XdpguardMapSynV4:      trackerSlots(orDefault(opts.MaxTracked, DefaultMaxTracked)),
-		bpf.XdpguardMapSynV6:      trackerSlots(orDefault(opts.MaxTracked, DefaultMaxTracked)),
+		bpf.XdpguardMapSynV4:      trackerPairs(orDefault(opts.MaxTracked, DefaultMaxTracked)),
+		bpf.XdpguardMapSynV6:      trackerPairs(orDefault(opts.MaxTracked, DefaultMaxTracked)),
 		bpf.XdpguardMapCidrV4:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 		bpf.XdpguardMapCidrV6:     orDefault(opts.MaxCIDR, DefaultMaxCIDR),
 		bpf.XdpguardMapGoodV4:     MaxKnownGood,

@@ -199,8 +199,8 @@ func (g *Guard) SetSettings(s Settings) error {
 	}
 	c := encodeSettings(s)
 	c.V4Mask, c.V4Seed, c.V4Active, c.V4Side = cur.V4Mask, cur.V4Seed, cur.V4Active, cur.V4Side
-	c.SynSeed = cur.SynSeed
-	// Both trackers have the same power-of-two size (trackerSlots).
+	c.SynMul, c.SynAdd = cur.SynMul, cur.SynAdd
+	// Both trackers have the same power-of-two size (trackerPairs).
 	c.SynMask = g.maps.SynV4.MaxEntries() - 1
 	// Admission is the daemon's run-time state (SetAdmission), not a setting.
 	c.Flags |= cur.Flags & uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
@@ -210,12 +210,15 @@ func (g *Guard) SetSettings(s Settings) error {
 		c.V4Side = g.maps.BansV4.MaxEntries() / 2
 		n := min(uint32(initialBuckets), c.V4Side)
 		c.V4Mask = [2]uint32{n - 1, n - 1}
-		var seed [8]byte
+		var seed [4 + 5*8]byte
 		if _, err := rand.Read(seed[:]); err != nil {
 			return fmt.Errorf("draw the hash seeds: %w", err)
 		}
 		c.V4Seed = binary.NativeEndian.Uint32(seed[:4])
-		c.SynSeed = binary.NativeEndian.Uint32(seed[4:])
+		for i := range c.SynMul {
+			c.SynMul[i] = binary.NativeEndian.Uint64(seed[4+8*i:])
+		}
+		c.SynAdd = binary.NativeEndian.Uint64(seed[4+8*4:])
 	}
 	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
 		return fmt.Errorf("write settings: %w", privilegeHint(err))

@@ -113,16 +113,20 @@ func (g *Guard) TopSources(n int) ([]Source, error) {
 		}
 		out = append(out, Source{Prefix: p, InWindow: inWindow(st), SYNs: uint64(st.Syns)})
 	}
-	if err := dump(g.maps.SynV4, func(_ uint32, v bpf.XdpguardSynSlotV4) {
-		add(netip.PrefixFrom(addr4(uint32(v.Key)), s.PrefixV4), v.S)
+	if err := dump(g.maps.SynV4, func(_ uint32, v bpf.XdpguardSynPairV4) {
+		for _, sl := range v.Slot {
+			add(netip.PrefixFrom(addr4(uint32(sl.Key)), s.PrefixV4), sl.S)
+		}
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv4 SYN tracker: %w", err)
 	}
-	if err := dump(g.maps.SynV6, func(_ uint32, v bpf.XdpguardSynSlotV6) {
-		var a [16]byte
-		binary.NativeEndian.PutUint64(a[:8], v.Key.Hi)
-		binary.NativeEndian.PutUint64(a[8:], v.Key.Lo)
-		add(netip.PrefixFrom(netip.AddrFrom16(a), s.PrefixV6), v.S)
+	if err := dump(g.maps.SynV6, func(_ uint32, v bpf.XdpguardSynPairV6) {
+		for _, sl := range v.Slot {
+			var a [16]byte
+			binary.NativeEndian.PutUint64(a[:8], sl.Key.Hi)
+			binary.NativeEndian.PutUint64(a[8:], sl.Key.Lo)
+			add(netip.PrefixFrom(netip.AddrFrom16(a), s.PrefixV6), sl.S)
+		}
 	}); err != nil {
 		return nil, fmt.Errorf("read IPv6 SYN tracker: %w", err)
 	}
