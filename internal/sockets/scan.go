@@ -127,26 +127,10 @@ func HoldersOf(conns []Conn, idle time.Duration, maxBytes uint64) []Holder {
 // enough to call several times a second on a server with many
 // connections.
 func Waiting(ctx context.Context, localPorts []uint16) (int, error) {
-	m, err := newMatcher(nil, localPorts)
-	if err != nil {
-		return 0, err
-	}
-	c, done, err := dialCtx(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer done()
-	// Listening sockets only: the kernel skips the established hash.
-	q := query{family: unix.AF_UNSPEC, states: 1 << tcpListen, bc: bytecode(portTerms(localPorts))}
+	ls, err := Listeners(ctx, localPorts)
 	n := 0
-	err = c.dump(q, func(msg []byte) {
-		if m.port(msg) {
-			// For a listener, idiag_rqueue is the accept queue's length.
-			n += int(binary.NativeEndian.Uint32(msg[diagRqueue:]))
-		}
-	})
-	if err != nil {
-		return 0, ctxErr(ctx, err)
+	for _, l := range ls {
+		n += l.Waiting
 	}
-	return n, nil
+	return n, err
 }

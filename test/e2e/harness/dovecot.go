@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/xdpguard/xdpguard/dist"
+
 	"bufio"
 	"bytes"
 	"fmt"
@@ -103,46 +105,12 @@ service imap-login {
   # and counts against process_limit, as Dovecot's documentation says.
   process_limit = {{.IMAPLoginLimit}}
 {{- end}}
-  # Priority listeners, as the README tells operators: xdpguard hands
-  # known-good sources' connections to them. A login process serves its
-  # listeners in order, and Dovecot's built-in ones (imap, imaps) come
-  # before any a configuration adds, so they take the priority ports on
-  # loopback and the public ports get listeners of their own.
-  inet_listener imap {
-    address = 127.0.0.1, ::1
-    port = 10143
-  }
-  inet_listener imaps {
-    address = 127.0.0.1, ::1
-    port = 10993
-    ssl = yes
-  }
-  inet_listener imap-public {
-    port = 143
-  }
-  inet_listener imaps-public {
-    port = 993
-    ssl = yes
-  }
 }
-service pop3-login {
-  inet_listener pop3 {
-    address = 127.0.0.1, ::1
-    port = 10110
-  }
-  inet_listener pop3s {
-    address = 127.0.0.1, ::1
-    port = 10995
-    ssl = yes
-  }
-  inet_listener pop3-public {
-    port = 110
-  }
-  inet_listener pop3s-public {
-    port = 995
-    ssl = yes
-  }
-}
+
+# The shipped priority listeners (dist/dovecot-priority.conf), as the README
+# tells operators to install them; its service sections merge with the one
+# above.
+{{.PriorityConf}}
 `))
 
 // startDovecot writes the certificate, users and configuration, and starts
@@ -183,7 +151,8 @@ func (w *World) startDovecot() error {
 		Dir                        string
 		Tag, UID                   int
 		TLSProxies, IMAPLoginLimit int
-	}{w.Dir, os.Getpid(), MailUID, w.opts.TLSProxies, stockLoginLimit + w.opts.TLSProxies}); err != nil {
+		PriorityConf               string
+	}{w.Dir, os.Getpid(), MailUID, w.opts.TLSProxies, stockLoginLimit + w.opts.TLSProxies, dist.DovecotPriority}); err != nil {
 		return err
 	}
 	script := `set -e
