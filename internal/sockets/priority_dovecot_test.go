@@ -48,8 +48,8 @@ func TestPriorityRealDovecot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.Close() })
-	p, err := g.AttachPriority(ns.Path())
-	if err != nil {
+	var p *datapath.Priority
+	if err := ns.Do(func() (err error) { p, err = g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
