@@ -38,21 +38,8 @@ const diagSrc = 8
 
 // Listeners lists the listening TCP sockets on localPorts, both families.
 func Listeners(ctx context.Context, localPorts []uint16) ([]Listener, error) {
-	m, err := newMatcher(nil, localPorts)
-	if err != nil {
-		return nil, err
-	}
-	c, done, err := dialCtx(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
 	var out []Listener
-	q := query{family: unix.AF_UNSPEC, states: 1 << tcpListen, bc: bytecode(portTerms(localPorts))}
-	err = c.dump(q, func(msg []byte) {
-		if !m.port(msg) {
-			return
-		}
+	err := dumpPorts(ctx, localPorts, query{states: 1 << tcpListen}, true, func(msg []byte) {
 		var a netip.Addr
 		if msg[diagFamily] == unix.AF_INET {
 			a = netip.AddrFrom4([4]byte(msg[diagSrc : diagSrc+4]))
@@ -65,10 +52,7 @@ func Listeners(ctx context.Context, localPorts []uint16) ([]Listener, error) {
 			Waiting: int(binary.NativeEndian.Uint32(msg[diagRqueue:])),
 		})
 	})
-	if err != nil {
-		return nil, ctxErr(ctx, err)
-	}
-	return out, nil
+	return out, err
 }
 
 // DupSockets returns a descriptor of its own for each socket inode it can

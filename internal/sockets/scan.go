@@ -33,32 +33,42 @@ func AppendConns(ctx context.Context, dst []Conn, localPorts []uint16) ([]Conn, 
 // socket and the port is tested in Go, as before inet_diag bytecode was
 // used (the benchmark's baseline).
 func conns(ctx context.Context, out []Conn, localPorts []uint16, filter bool) ([]Conn, error) {
+	q := query{states: 1 << tcpEstab, ext: 1 << (inetDiagInfo - 1)}
+	err := dumpPorts(ctx, localPorts, q, filter, func(msg []byte) {
+		out = append(out, connOf(msg))
+	})
+	return out, err
+}
+
+// dumpPorts runs the dump q and calls fn with every socket on localPorts.
+// With filter the kernel tests the ports (inet_diag bytecode) in one dump
+// of both families; without, it sends every socket in q.states, per family,
+// and the port is tested in Go only (the benchmark's baseline).
+func dumpPorts(ctx context.Context, localPorts []uint16, q query, filter bool, fn func(msg []byte)) error {
 	m, err := newMatcher(nil, localPorts)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	c, done, err := dialCtx(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	q := query{states: 1 << tcpEstab, ext: 1 << (inetDiagInfo - 1)}
 	if filter {
 		q.bc = bytecode(portTerms(localPorts))
 	}
+	c, done, err := dialCtx(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
 	for _, fam := range families(filter) {
 		q.family = fam
 		err := c.dump(q, func(msg []byte) {
-			if !m.port(msg) {
-				return
+			if m.port(msg) {
+				fn(msg)
 			}
-			out = append(out, connOf(msg))
 		})
 		if err != nil {
-			return nil, ctxErr(ctx, err)
+			return ctxErr(ctx, err)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // families are the dumps that cover both families: one (query), or, for
