@@ -2,15 +2,22 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// Priority steering: a known-good source's new connection to a protected
-// port goes to the accept queue of a second listener of the same Dovecot
-// login service (its priority listener, bound to loopback) instead of the
-// port's public one. A Dovecot login process accepts from its listeners in
-// their configured order, and the priority listener comes first, so while
-// the login slots run out a source that has logged in before is served
-// ahead of the queue of connections that never did, however long that
-// queue is. The connection keeps its addresses: Dovecot sees the same local
-// and remote address and port as without steering.
+// Priority steering: a new connection to a protected port goes to the
+// accept queue of one of the port's listeners in the same Dovecot login
+// service, by tier:
+//   - TIER_KNOWN_GOOD: the source has logged in before (the known-good maps);
+//   - TIER_FRESH: any other source, while the login slots run out (the
+//     daemon puts this tier's listener in the map only then);
+//   - no entry: the port's public listener, as without this program.
+// A Dovecot login process accepts from its listeners in their configured
+// order, and the tiers' listeners come first (README, "Users first"). So a
+// returning user is served ahead of everyone, and a connection that arrives
+// while the slots are short ahead of the queue that filled them: an attack
+// that took the slots at once cannot keep a later user waiting behind it,
+// and under the admission limit (xdpguard.c) the same sources cannot come
+// back at once to fill the fresh queue. The connection keeps its
+// addresses: Dovecot sees the same local and remote address and port as
+// without steering.
 //
 // An sk_lookup program runs only where no established socket matches, that
 // is for a SYN: established traffic never comes here. Every path returns
@@ -29,18 +36,26 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define AF_INET 2
 #define AF_INET6 10
 
-// Which priority listener serves a protected port, per address family:
+enum priority_tier {
+	TIER_KNOWN_GOOD = 0,
+	TIER_FRESH = 1,
+};
+
+// Which listener serves a protected port's tier, per address family:
 // Dovecot's IPv6 listening sockets are IPv6-only, so each family has its own.
 struct priority_key {
 	__u16 port;	// the protected port, host byte order (sk_lookup's local_port)
 	__u8 family;	// AF_INET or AF_INET6
-	__u8 pad;
+	__u8 tier;	// enum priority_tier
 };
 
+// Counters, per CPU: steered to TIER_KNOWN_GOOD's listener, to
+// TIER_FRESH's, and refused by bpf_sk_assign (the listener is closing).
 enum priority_stat {
-	PRIORITY_STEERED = 0,	// a known-good SYN handed to a priority listener
-	PRIORITY_FAILED = 1,	// bpf_sk_assign refused (the listener is closing)
-	PRIORITY_STATS = 2,
+	PRIORITY_STEERED = 0,
+	PRIORITY_FRESH = 1,
+	PRIORITY_FAILED = 2,
+	PRIORITY_STATS = 3,
 };
 
 struct {
@@ -83,9 +98,8 @@ int priority(struct bpf_sk_lookup *ctx)
 	if (ctx->family == AF_INET) {
 		__u32 key4 = ctx->remote_ip4 & cfg->mask_v4;
 
-		if (!bpf_map_lookup_elem(&good_v4, &key4))
-			return SK_PASS;
 		k.family = AF_INET;
+		k.tier = bpf_map_lookup_elem(&good_v4, &key4) ? TIER_KNOWN_GOOD : TIER_FRESH;
 	} else if (ctx->family == AF_INET6) {
 		// in6_key holds the address's bytes as two little-endian
 		// words, as the XDP program loads them from the packet.
@@ -94,16 +108,18 @@ int priority(struct bpf_sk_lookup *ctx)
 			.lo = ((__u64)ctx->remote_ip6[3] << 32 | ctx->remote_ip6[2]) & cfg->mask_v6_lo,
 		};
 
-		if (!bpf_map_lookup_elem(&good_v6, &key6))
-			return SK_PASS;
 		k.family = AF_INET6;
+		k.tier = bpf_map_lookup_elem(&good_v6, &key6) ? TIER_KNOWN_GOOD : TIER_FRESH;
 	} else {
 		return SK_PASS;
 	}
 	sk = bpf_map_lookup_elem(&priority_socks, &k);
 	if (!sk)
 		return SK_PASS;
-	count_priority(bpf_sk_assign(ctx, sk, 0) ? PRIORITY_FAILED : PRIORITY_STEERED);
+	if (bpf_sk_assign(ctx, sk, 0))
+		count_priority(PRIORITY_FAILED);
+	else
+		count_priority(k.tier == TIER_KNOWN_GOOD ? PRIORITY_STEERED : PRIORITY_FRESH);
 	bpf_sk_release(sk);
 	return SK_PASS;
 }

@@ -51,7 +51,7 @@ type PriorityPriorityKey struct {
 	_      structs.HostLayout
 	Port   uint16
 	Family uint8
-	Pad    uint8
+	Tier   uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -127,7 +127,7 @@ allow:
 kill_connections: false
 slot_holders: {min_connections: 5, idle: 30s, scan_interval: 2s, pressure: {connections: 50, idle: 2s, scan_interval: 500ms, hold: 5m,
   evict: {enabled: false, grace: 3s}}}
-known_good: {retention: 240h, max_entries: 1000, priority_ports: {995: 20995}}
+known_good: {retention: 240h, max_entries: 1000, priority_ports: {995: 30995}}
 ipv6_escalation: {enabled: false, prefix: 40, offenders: 5, window: 1h}
 guard_rails: {widest_ban_v4: 16, widest_ban_v6: 48}
 pin_root: /sys/fs/bpf/test
@@ -162,9 +162,9 @@ crowdsec:
 		KillConnections: false,
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32,
 			ScanInterval: 2 * time.Second, Pressure: SlotPressure{Connections: 50, Idle: 2 * time.Second,
-				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute, Evict: SlotEvict{Grace: 3 * time.Second}}},
+				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute, Evict: SlotEvict{Grace: 3 * time.Second, FreshPorts: DefaultFreshPorts()}}},
 		GuardRails:     GuardRails{WidestBanV4: 16, WidestBanV6: 48},
-		KnownGood:      KnownGood{Retention: 240 * time.Hour, MaxEntries: 1000, PriorityPorts: PortMap{995: 20995}},
+		KnownGood:      KnownGood{Retention: 240 * time.Hour, MaxEntries: 1000, PriorityPorts: PortMap{995: 30995}},
 		IPv6Escalation: IPv6Escalation{Prefix: 40, Offenders: 5, Window: time.Hour},
 		PinRoot:        "/sys/fs/bpf/test",
 		StateDir:       "/tmp/state",

@@ -32,10 +32,15 @@ type KnownGood struct {
 // the other defaults.
 type PortMap map[uint16]uint16
 
-// DefaultPriorityPorts are the priority listeners of the Dovecot snippet
-// the README gives: the protected port plus 10000, on loopback.
+// DefaultPriorityPorts and DefaultFreshPorts are the listeners of the
+// Dovecot snippet the README gives (dist/dovecot-priority.conf): the
+// protected port plus 10000 and plus 20000, on loopback.
 func DefaultPriorityPorts() PortMap {
 	return PortMap{110: 10110, 143: 10143, 993: 10993, 995: 10995}
+}
+
+func DefaultFreshPorts() PortMap {
+	return PortMap{110: 20110, 143: 20143, 993: 20993, 995: 20995}
 }
 
 // SlotEvict makes room for users while the login slots are under pressure
@@ -45,9 +50,16 @@ func DefaultPriorityPorts() PortMap {
 // connection, once they are Grace old and their client has left the floor
 // unused for Grace (the server spoke last). (The kernel's admission limit,
 // kernel.admission, is on for as long as pressure lasts.)
+//
+// FreshPorts maps a protected port to the port of the server's fresh
+// listener for it: while the slots are under pressure, the new connections
+// of sources that are not known-good go there, so that they are served
+// ahead of the queue that filled the slots (internal/bpf/priority.c).
+// Only the entries of protected ports are used; {} turns it off.
 type SlotEvict struct {
-	Enabled bool          `yaml:"enabled"`
-	Grace   time.Duration `yaml:"grace"`
+	Enabled    bool          `yaml:"enabled"`
+	Grace      time.Duration `yaml:"grace"`
+	FreshPorts PortMap       `yaml:"fresh_ports"`
 }
 
 // IPv6Escalation bans the whole /Prefix (48 by default) when Offenders
@@ -98,24 +110,29 @@ func (c *Config) validateLoginSlots(ps *problems) {
 	}
 }
 
-// validatePriority: each value a port that is neither protected nor
-// another key's. A key that kernel.ports does not protect is unused, so
-// that narrowing kernel.ports alone stays a valid file.
+// validatePriority: each listener port neither protected nor another
+// entry's. A key that kernel.ports does not protect is unused, so that
+// narrowing kernel.ports alone stays a valid file.
 func (c *Config) validatePriority(ps *problems) {
 	protected := map[uint16]bool{}
 	for _, p := range c.Kernel.Ports {
 		protected[p] = true
 	}
-	used := map[uint16]uint16{}
-	for _, from := range slices.Sorted(maps.Keys(c.KnownGood.PriorityPorts)) {
-		to := c.KnownGood.PriorityPorts[from]
-		key := fmt.Sprintf("known_good.priority_ports.%d", from)
-		switch {
-		case to == 0 || protected[to]:
-			ps.add(key, "must be a port that kernel.ports does not protect, got %d", to)
-		case used[to] != 0:
-			ps.add(key, "port %d is already the priority listener of %d", to, used[to])
+	used := map[uint16]string{}
+	for _, m := range []struct {
+		key   string
+		ports PortMap
+	}{{"known_good.priority_ports", c.KnownGood.PriorityPorts}, {"slot_holders.pressure.evict.fresh_ports", c.SlotHolders.Pressure.Evict.FreshPorts}} {
+		for _, from := range slices.Sorted(maps.Keys(m.ports)) {
+			to := m.ports[from]
+			key := fmt.Sprintf("%s.%d", m.key, from)
+			switch {
+			case to == 0 || protected[to]:
+				ps.add(key, "must be a port that kernel.ports does not protect, got %d", to)
+			case used[to] != "":
+				ps.add(key, "port %d is already %s", to, used[to])
+			}
+			used[to] = key
 		}
-		used[to] = from
 	}
 }

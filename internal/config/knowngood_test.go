@@ -45,7 +45,7 @@ func TestPriorityPorts(t *testing.T) {
 	}
 	_, err = Parse([]byte("known_good: {priority_ports: {143: 110, 110: 10000, 993: 10000}}\n"))
 	for _, want := range []string{"known_good.priority_ports.143: must be a port that kernel.ports does not protect, got 110",
-		"known_good.priority_ports.993: port 10000 is already the priority listener of 110"} {
+		"known_good.priority_ports.993: port 10000 is already known_good.priority_ports.110"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v, want it to say %q", err, want)
 		}

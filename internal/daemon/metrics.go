@@ -129,7 +129,7 @@ func (m *metrics) close() {
 
 var (
 	descPackets = prometheus.NewDesc("xdpguard_packets_total", "Packets seen by the XDP program, by verdict.", []string{"verdict"}, nil)
-	descKernel  = prometheus.NewDesc("xdpguard_kernel_events_total", "Other counters of the kernel programs (priority_*: known-good SYNs handed to a priority listener, or not).", []string{"event"}, nil)
+	descKernel  = prometheus.NewDesc("xdpguard_kernel_events_total", "Other counters of the kernel programs (priority_*: SYNs handed to a tier's listener: known-good, fresh, or failed).", []string{"event"}, nil)
 	descBans    = prometheus.NewDesc("xdpguard_active_bans", "Bans in force, by origin.", []string{"origin"}, nil)
 	descLines   = prometheus.NewDesc("xdpguard_log_lines_total", "Log lines read, matched and missed.", []string{"result"}, nil)
 	descRules   = prometheus.NewDesc("xdpguard_log_matches_total", "Log lines matched, by rule and event kind.", []string{"rule", "event"}, nil)
@@ -171,6 +171,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.p != nil {
 		if st, err := c.p.Stats(); err == nil {
 			counter(descKernel, st.Steered, "priority_steered")
+			counter(descKernel, st.Fresh, "priority_fresh")
 			counter(descKernel, st.Failed, "priority_failed")
 		}
 	}

@@ -11,22 +11,19 @@ import (
 )
 
 // priorityState is the daemon's side of priority steering
-// (known_good.priority_ports, internal/bpf/priority.c): the attached
-// program, and which listeners it was told of. Only the main loop touches
-// it.
+// (internal/bpf/priority.c): the attached program, and which of the
+// server's tier listeners it was given. Only the main loop touches it.
 type priorityState struct {
 	p *datapath.Priority
-	// ports maps each protected port to its priority listener's port,
-	// from the configuration's entries for protected ports.
-	ports map[uint16]uint16
+	// ports maps each tier's listeners to their ports: for each protected
+	// port, from known_good.priority_ports and
+	// slot_holders.pressure.evict.fresh_ports.
+	ports map[datapath.Listener]uint16
+	// fresh is whether the fresh tier is on (slot pressure).
+	fresh bool
 	// reported holds the listeners logged as missing, so that a server
 	// without them is said once, not every tick.
-	reported map[listenerKey]bool
-}
-
-type listenerKey struct {
-	port   uint16 // the protected port
-	family int
+	reported map[datapath.Listener]bool
 }
 
 // startPriority attaches the steering program to the daemon's network
@@ -34,88 +31,113 @@ type listenerKey struct {
 // logged and the daemon goes on without it.
 func (d *Daemon) startPriority() {
 	ps := &d.priority
-	ps.ports = map[uint16]uint16{}
+	ps.ports = map[datapath.Listener]uint16{}
 	for _, port := range d.cfg.Kernel.Ports {
-		if to, ok := d.cfg.KnownGood.PriorityPorts[port]; ok {
-			ps.ports[port] = to
+		for tier, m := range map[datapath.Tier]map[uint16]uint16{
+			datapath.TierKnownGood: d.cfg.KnownGood.PriorityPorts,
+			datapath.TierFresh:     d.cfg.SlotHolders.Pressure.Evict.FreshPorts,
+		} {
+			if tier == datapath.TierKnownGood && d.cfg.KnownGood.MaxEntries == 0 {
+				continue // nobody is known-good
+			}
+			if tier == datapath.TierFresh && !d.cfg.SlotHolders.Pressure.Evict.Enabled {
+				continue // the fresh queue would wait for slots nobody frees
+			}
+			if to, ok := m[port]; ok {
+				for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+					ps.ports[datapath.Listener{Port: port, Family: fam, Tier: tier}] = to
+				}
+			}
 		}
 	}
-	if len(ps.ports) == 0 || d.cfg.Kernel.Monitor || d.cfg.KnownGood.MaxEntries == 0 {
+	if len(ps.ports) == 0 || d.cfg.Kernel.Monitor {
 		return
 	}
 	p, err := d.guard.AttachPriority("/proc/self/ns/net")
 	if err != nil {
-		d.log.Error("priority steering for known-good sources is off", "error", err)
+		d.log.Error("priority steering is off", "error", err)
 		return
 	}
-	ps.p, ps.reported = p, map[listenerKey]bool{}
-	d.syncPriority(context.Background())
+	ps.p, ps.reported = p, map[datapath.Listener]bool{}
+	d.syncPriority(context.Background(), false)
 }
 
-// syncPriority gives the steering program the server's priority
-// listeners it does not have yet: at start, and again after the server
-// closed one (a restart: the kernel drops a closed socket from the map).
-// When every listener is in place it costs one map lookup per port.
-func (d *Daemon) syncPriority(ctx context.Context) {
+// syncPriority gives the steering program the server's listeners it
+// should have and does not: the known-good tier's always, the fresh
+// tier's while the slots are under pressure (and takes those out when it
+// ends). It runs at start and on every slot tick, so a listener the server
+// closed (a restart: the kernel drops a closed socket from the map) is
+// found again. When every listener is in place it costs a map lookup each.
+func (d *Daemon) syncPriority(ctx context.Context, pressure bool) {
 	ps := &d.priority
 	if ps.p == nil {
 		return
 	}
-	missing := map[listenerKey]bool{}
-	var ports []uint16
-	for from, to := range ps.ports {
-		for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-			if !ps.p.HasListener(from, fam) {
-				missing[listenerKey{from, fam}] = true
-				ports = append(ports, to)
+	if !pressure && ps.fresh {
+		for l := range ps.ports {
+			if l.Tier == datapath.TierFresh {
+				if err := ps.p.DeleteListener(l); err != nil {
+					d.log.Error("fresh listener not removed", "port", l.Port, "error", err)
+				}
 			}
 		}
+		d.log.Info("fresh listeners off: the slots are no longer short")
 	}
-	if len(missing) == 0 {
+	ps.fresh = pressure
+	missing := map[uint16][]datapath.Listener{} // by the listener's port
+	var ports []uint16
+	for l, to := range ps.ports {
+		if (l.Tier == datapath.TierFresh && !pressure) || ps.p.HasListener(l) {
+			continue
+		}
+		if len(missing[to]) == 0 {
+			ports = append(ports, to)
+		}
+		missing[to] = append(missing[to], l)
+	}
+	if len(ports) == 0 {
 		return
 	}
-	ls, err := sockets.Listeners(ctx, ports)
+	found, err := sockets.Listeners(ctx, ports)
 	if err != nil {
 		d.slotError("find the priority listeners", err)
 		return
 	}
-	back := map[uint16]uint16{}
-	for from, to := range ps.ports {
-		back[to] = from
-	}
 	var inodes []uint32
-	for _, l := range ls {
-		inodes = append(inodes, l.Inode)
+	for _, s := range found {
+		inodes = append(inodes, s.Inode)
 	}
 	files, err := sockets.DupSockets("/proc", inodes)
 	if err != nil {
 		d.slotError("take hold of the priority listeners", err)
 		return
 	}
-	for _, l := range ls {
-		f := files[l.Inode]
-		k := listenerKey{back[l.Addr.Port()], familyOf(l.Addr.Addr())}
-		if f == nil || !missing[k] {
-			if f != nil {
-				f.Close()
-			}
+	for _, s := range found {
+		f := files[s.Inode]
+		if f == nil {
 			continue // no holder left: found again next tick
 		}
-		err := ps.p.SetListener(k.port, k.family, f)
-		f.Close() // the map holds the socket itself
-		if err != nil {
-			d.log.Error("priority listener not used", "port", k.port, "listener", l.Addr, "error", err)
-			continue
+		for _, l := range missing[s.Addr.Port()] {
+			if l.Family != familyOf(s.Addr.Addr()) {
+				continue
+			}
+			if err := ps.p.SetListener(l, f); err != nil {
+				d.log.Error("listener not used", "tier", l.Tier.String(), "port", l.Port, "listener", s.Addr, "error", err)
+				continue
+			}
+			delete(ps.reported, l)
+			d.log.Info("steering to a listener", "tier", l.Tier.String(), "port", l.Port, "listener", s.Addr)
 		}
-		delete(missing, k)
-		delete(ps.reported, k)
-		d.log.Info("known-good sources go to the priority listener", "port", k.port, "listener", l.Addr)
+		f.Close() // the map holds the socket itself
 	}
-	for k := range missing {
-		if !ps.reported[k] {
-			ps.reported[k] = true
-			d.log.Info("no priority listener: known-good sources wait in the same queue as all others",
-				"port", k.port, "family", familyName(k.family), "want_port", ps.ports[k.port])
+	for _, ls := range missing {
+		for _, l := range ls {
+			if ps.reported[l] || ps.p.HasListener(l) {
+				continue
+			}
+			ps.reported[l] = true
+			d.log.Info("no listener for a tier: its sources wait in the public queue", "tier", l.Tier.String(),
+				"port", l.Port, "family", familyName(l.Family), "want_port", ps.ports[l])
 		}
 	}
 }

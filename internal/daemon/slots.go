@@ -147,12 +147,12 @@ func (d *Daemon) watchSlots(now time.Time) {
 			d.notePressure(now)
 		}
 	}
-	d.syncPriority(ctx)
 	on, ended := w.under(now)
 	if ended {
 		d.log.Info("login slot pressure over", "lasted", now.Sub(w.since).Round(time.Second))
 	}
 	d.setAdmission(on)
+	d.syncPriority(ctx, on)
 	d.metrics.slots(on, w.waiting, w.silent)
 	if !on && now.Before(w.next) {
 		return
@@ -172,6 +172,7 @@ func (d *Daemon) watchSlots(now time.Time) {
 	banned := d.banHolders(now, conns, time.Since(start))
 	on, _ = w.under(now)
 	d.setAdmission(on)
+	d.syncPriority(ctx, on)
 	d.evictPreAuth(ctx, now, on, conns, banned)
 }
 

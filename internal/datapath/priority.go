@@ -1,10 +1,10 @@
 package datapath
 
 // Priority steering: the sk_lookup program of internal/bpf/priority.c, which
-// hands a known-good source's new connection to a protected port to the
-// server's priority listener for that port (see priority.c for why).
-// It reads the XDP program's known-good maps and settings, so a source
-// marked with PutKnownGood is steered from its next SYN.
+// hands a new connection to a protected port to the server's listener for
+// the source's tier (see priority.c for why). It reads the XDP program's
+// known-good maps and settings, so a source marked with PutKnownGood is
+// steered from its next SYN.
 
 import (
 	"errors"
@@ -26,6 +26,25 @@ const (
 	prioritySocksPin = "priority_socks"
 )
 
+// Tier is a class of sources with a listener of its own (enum
+// priority_tier in priority.c).
+type Tier uint8
+
+const (
+	// TierKnownGood: sources that logged in before.
+	TierKnownGood Tier = iota
+	// TierFresh: every other source, while the daemon keeps a listener
+	// for it in the map (under slot pressure).
+	TierFresh
+)
+
+func (t Tier) String() string {
+	if t == TierKnownGood {
+		return "known-good"
+	}
+	return "fresh"
+}
+
 // Priority is the attached steering program of one network namespace.
 type Priority struct {
 	socks *ebpf.Map
@@ -33,12 +52,14 @@ type Priority struct {
 	link  link.Link // nil when pinned: the pin keeps it attached
 }
 
-// PriorityStats counts the SYNs the steering program saw from known-good
-// sources with a priority listener to go to.
+// PriorityStats counts the SYNs the steering program handed to a tier's
+// listener (the order of enum priority_stat).
 type PriorityStats struct {
-	// Steered went to the priority listener.
+	// Steered went to the known-good tier's listener.
 	Steered uint64 `json:"steered"`
-	// Failed went to the public listener: the priority one was closing.
+	// Fresh went to the fresh tier's listener.
+	Fresh uint64 `json:"fresh"`
+	// Failed went to the public listener: the tier's was closing.
 	Failed uint64 `json:"failed"`
 }
 
@@ -116,34 +137,52 @@ func (p *Priority) attach(pinRoot, netns string, prog *ebpf.Program) error {
 	return nil
 }
 
-// priorityKey is the socket map's key for port and family (unix.AF_INET or
-// unix.AF_INET6).
-func priorityKey(port uint16, family int) (bpf.PriorityPriorityKey, error) {
-	if family != unix.AF_INET && family != unix.AF_INET6 {
-		return bpf.PriorityPriorityKey{}, fmt.Errorf("priority listener: address family %d is neither IPv4 nor IPv6", family)
-	}
-	return bpf.PriorityPriorityKey{Port: port, Family: uint8(family)}, nil
+// Listener names one tier's listener of a protected port in one address
+// family (unix.AF_INET or unix.AF_INET6).
+type Listener struct {
+	Port   uint16
+	Family int
+	Tier   Tier
 }
 
-// SetListener steers known-good sources' connections to port, of family,
-// to the listening socket sock (a descriptor of this process; the map takes
-// its own reference, so the caller may close it).
-func (p *Priority) SetListener(port uint16, family int, sock *os.File) error {
-	k, err := priorityKey(port, family)
+func (l Listener) key() (bpf.PriorityPriorityKey, error) {
+	if l.Family != unix.AF_INET && l.Family != unix.AF_INET6 {
+		return bpf.PriorityPriorityKey{}, fmt.Errorf("priority listener: address family %d is neither IPv4 nor IPv6", l.Family)
+	}
+	return bpf.PriorityPriorityKey{Port: l.Port, Family: uint8(l.Family), Tier: uint8(l.Tier)}, nil
+}
+
+// SetListener steers l's connections to the listening socket sock (a
+// descriptor of this process; the map takes its own reference, so the
+// caller may close it).
+func (p *Priority) SetListener(l Listener, sock *os.File) error {
+	k, err := l.key()
 	if err != nil {
 		return err
 	}
 	if err := p.socks.Update(k, uint64(sock.Fd()), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("priority listener for port %d: %w", port, privilegeHint(err))
+		return fmt.Errorf("%s listener for port %d: %w", l.Tier, l.Port, privilegeHint(err))
 	}
 	return nil
 }
 
-// HasListener reports whether port, of family, has a priority listener in
-// the map. The kernel removes a socket that closes, so false after true
-// means the server closed it (a restart).
-func (p *Priority) HasListener(port uint16, family int) bool {
-	k, err := priorityKey(port, family)
+// DeleteListener stops steering l's connections: they go to the port's
+// public listener again. A listener that is not in the map is no error.
+func (p *Priority) DeleteListener(l Listener) error {
+	k, err := l.key()
+	if err != nil {
+		return err
+	}
+	if err := p.socks.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("%s listener for port %d: %w", l.Tier, l.Port, privilegeHint(err))
+	}
+	return nil
+}
+
+// HasListener reports whether l is in the map. The kernel removes a socket
+// that closes, so false after true means the server closed it (a restart).
+func (p *Priority) HasListener(l Listener) bool {
+	k, err := l.key()
 	if err != nil {
 		return false
 	}
@@ -154,7 +193,7 @@ func (p *Priority) HasListener(port uint16, family int) bool {
 // Stats sums the steering counters over the CPUs.
 func (p *Priority) Stats() (PriorityStats, error) {
 	var s PriorityStats
-	for i, dst := range []*uint64{&s.Steered, &s.Failed} {
+	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed} {
 		var percpu []uint64
 		if err := p.stats.Lookup(uint32(i), &percpu); err != nil {
 			return PriorityStats{}, fmt.Errorf("read priority counters: %w", err)

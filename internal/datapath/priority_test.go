@@ -82,7 +82,7 @@ func TestPrioritySteersKnownGood(t *testing.T) {
 	t.Cleanup(func() { p.Close() })
 	for fam, l := range map[int]*net.TCPListener{unix.AF_INET: pri4, unix.AF_INET6: pri6} {
 		f := socketOf(t, l)
-		if err := p.SetListener(110, fam, f); err != nil {
+		if err := p.SetListener(Listener{110, fam, TierKnownGood}, f); err != nil {
 			t.Fatal(err)
 		}
 		f.Close() // the map holds the socket, not a descriptor
@@ -119,14 +119,40 @@ func TestPrioritySteersKnownGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Steered != 2 || st.Failed != 0 {
+	if st.Steered != 2 || st.Fresh != 0 || st.Failed != 0 {
 		t.Fatalf("stats %+v, want 2 steered", st)
+	}
+
+	// The fresh tier: with its listener in the map (the daemon puts it
+	// there under slot pressure), any other source goes there; without
+	// it, to the public listener again.
+	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
+	f := socketOf(t, fresh4)
+	fresh := Listener{110, unix.AF_INET, TierFresh}
+	err = p.SetListener(fresh, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []*net.TCPListener{fresh4, pub4} {
+		if err := w.dial(t, kgCli4, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := acceptedFrom(t, want, 5*time.Second); got != kgCli4 {
+			t.Fatalf("%s accepted %s, want %s", want.Addr(), got, kgCli4)
+		}
+		if err := p.DeleteListener(fresh); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := p.Stats(); err != nil || st.Fresh != 1 {
+		t.Fatalf("stats %+v, %v: want 1 fresh", st, err)
 	}
 
 	// Dovecot restarting closes its listener: the kernel drops it from the
 	// map, and known-good sources go to the public listener meanwhile.
 	pri4.Close()
-	if p.HasListener(110, unix.AF_INET) {
+	if p.HasListener(Listener{110, unix.AF_INET, TierKnownGood}) {
 		t.Fatal("a closed priority listener is still in the map")
 	}
 	if err := w.dial(t, kgOld4, 10*time.Second); err != nil {

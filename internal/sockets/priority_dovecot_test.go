@@ -19,15 +19,17 @@ import (
 // The whole of priority steering against a real Dovecot (high-security
 // mode, two imap-login processes): with both slots held and three
 // connections queued on 143, a known-good source's connection, steered to
-// the priority listener, is the one served when a slot frees. The
+// the priority listener, is the one served when a slot frees, and then a
+// new source's that came under pressure, steered to the fresh listener. The
 // listener is found and taken from Dovecot as the daemon does it
 // (Listeners, DupSockets).
 //
 // The configuration is the README's: a login process serves its listeners
 // in order, and Dovecot's built-in ones (imap, imaps) come before those a
 // configuration adds, so "imap" becomes the priority listener and 143
-// gets one of its own. Named "imap-priority" and added after "imap", the
-// priority listener was served after the public queue: this test failed.
+// gets one of its own, after the fresh one. Named "imap-priority" and
+// added after "imap", the priority listener was served after the public
+// queue: this test failed.
 func TestPriorityRealDovecot(t *testing.T) {
 	ns := testutil.New(t, "prio-dc")
 	dir := startDovecotConf(t, ns, strings.Replace(preauthConf, `  inet_listener imap {
@@ -37,6 +39,10 @@ func TestPriorityRealDovecot(t *testing.T) {
   inet_listener imap {
     address = 127.0.0.1
     port = 10143
+  }
+  inet_listener imap-fresh {
+    address = 127.0.0.1
+    port = 20143
   }
   inet_listener imap-public {
     port = 143
@@ -53,22 +59,28 @@ func TestPriorityRealDovecot(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	var ls []Listener
-	if err := ns.Do(func() (err error) { ls, err = Listeners(context.Background(), []uint16{10143}); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if len(ls) != 1 || ls[0].Addr != netip.MustParseAddrPort("127.0.0.1:10143") {
-		t.Fatalf("listeners on 10143: %+v, want Dovecot's one", ls)
-	}
-	fs, err := DupSockets("/proc", []uint32{ls[0].Inode})
-	f := fs[ls[0].Inode]
-	if err != nil || f == nil {
-		t.Fatalf("no descriptor for Dovecot's listener: %v", err)
-	}
-	err = p.SetListener(143, unix.AF_INET, f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
+	// The fresh tier's listener comes later, with the pressure.
+	for _, tier := range []struct {
+		port uint16
+		tier datapath.Tier
+	}{{10143, datapath.TierKnownGood}} {
+		var ls []Listener
+		if err := ns.Do(func() (err error) { ls, err = Listeners(context.Background(), []uint16{tier.port}); return err }); err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) != 1 || ls[0].Addr != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tier.port) {
+			t.Fatalf("listeners on %d: %+v, want Dovecot's one", tier.port, ls)
+		}
+		fs, err := DupSockets("/proc", []uint32{ls[0].Inode})
+		if err != nil || fs[ls[0].Inode] == nil {
+			t.Fatalf("no descriptor for Dovecot's listener: %v", err)
+		}
+		f := fs[ls[0].Inode]
+		err = p.SetListener(datapath.Listener{Port: 143, Family: unix.AF_INET, Tier: tier.tier}, f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	user := netip.MustParseAddr("127.0.0.2")
 	if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(user, 32)}); err != nil {
@@ -85,17 +97,36 @@ func TestPriorityRealDovecot(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		held = append(held, c)
 	}
+	// The queue on 143 formed before pressure: no fresh listener yet.
+	fresh := datapath.Listener{Port: 143, Family: unix.AF_INET, Tier: datapath.TierFresh}
+	var f *os.File
+	if err := ns.Do(func() (err error) {
+		ls, err := Listeners(context.Background(), []uint16{20143})
+		if err == nil {
+			var fs map[uint32]*os.File
+			fs, err = DupSockets("/proc", []uint32{ls[0].Inode})
+			f = fs[ls[0].Inode]
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
 	var queued []net.Conn
 	for range 3 {
 		queued = append(queued, dialRaw(t, ns, netip.MustParseAddr("127.0.0.1")))
 	}
+	if err := p.SetListener(fresh, f); err != nil {
+		t.Fatal(err)
+	}
+	late := dialRaw(t, ns, netip.MustParseAddr("127.0.0.3")) // a new user, under pressure
 	mine := dialRaw(t, ns, user)
 	// Each waiting client reports when it gets its greeting. Dovecot
 	// serves a queue in order, and, at process_limit, ends its oldest
 	// login connection about once a second to take the next ("Connection
 	// queue full"): all four are served in time, and the order tells.
-	greeted := make(chan net.Conn, 4)
-	for _, c := range append(queued, mine) {
+	greeted := make(chan net.Conn, 5)
+	for _, c := range append(queued, late, mine) {
 		go func() {
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
 			buf := make([]byte, 4)
@@ -105,20 +136,25 @@ func TestPriorityRealDovecot(t *testing.T) {
 		}()
 	}
 	held[0].Close()
-	select {
-	case first := <-greeted:
-		if first != mine {
-			t.Errorf("a connection queued on 143 was served before the known-good one")
+	for i, want := range []net.Conn{mine, late} {
+		select {
+		case got := <-greeted:
+			if got != want {
+				t.Errorf("served %d: not the %s connection", i+1, []string{"known-good", "fresh-tier"}[i])
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("served %d: nobody within 30 s", i+1)
 		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("nobody was served within 30 s of a slot freeing")
+		if i == 0 {
+			held[1].Close() // the second slot, for the fresh tier
+		}
 	}
 	if t.Failed() {
 		log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
 		t.Logf("dovecot.log:\n%s", log)
 	}
-	if st, err := p.Stats(); err != nil || st.Steered != 1 {
-		t.Errorf("stats %+v, %v: want 1 steered", st, err)
+	if st, err := p.Stats(); err != nil || st.Steered != 1 || st.Fresh != 1 {
+		t.Errorf("stats %+v, %v: want 1 steered to each tier", st, err)
 	}
 }
 
