@@ -60,27 +60,11 @@ func TestPriorityRealDovecot(t *testing.T) {
 	}
 	t.Cleanup(func() { p.Close() })
 	// The fresh tier's listener comes later, with the pressure.
-	for _, tier := range []struct {
-		port uint16
-		tier datapath.Tier
-	}{{10143, datapath.TierKnownGood}} {
-		var ls []Listener
-		if err := ns.Do(func() (err error) { ls, err = Listeners(context.Background(), []uint16{tier.port}); return err }); err != nil {
-			t.Fatal(err)
-		}
-		if len(ls) != 1 || ls[0].Addr != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), tier.port) {
-			t.Fatalf("listeners on %d: %+v, want Dovecot's one", tier.port, ls)
-		}
-		fs, err := DupSockets("/proc", []uint32{ls[0].Inode})
-		if err != nil || fs[ls[0].Inode] == nil {
-			t.Fatalf("no descriptor for Dovecot's listener: %v", err)
-		}
-		f := fs[ls[0].Inode]
-		err = p.SetListener(datapath.Listener{Port: 143, Family: unix.AF_INET, Tier: tier.tier}, f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	f := dovecotListener(t, ns, 10143)
+	err = p.SetListener(datapath.Listener{Port: 143, Family: unix.AF_INET, Tier: datapath.TierKnownGood}, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
 	user := netip.MustParseAddr("127.0.0.2")
 	if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(user, 32)}); err != nil {
@@ -99,18 +83,7 @@ func TestPriorityRealDovecot(t *testing.T) {
 	}
 	// The queue on 143 formed before pressure: no fresh listener yet.
 	fresh := datapath.Listener{Port: 143, Family: unix.AF_INET, Tier: datapath.TierFresh}
-	var f *os.File
-	if err := ns.Do(func() (err error) {
-		ls, err := Listeners(context.Background(), []uint16{20143})
-		if err == nil {
-			var fs map[uint32]*os.File
-			fs, err = DupSockets("/proc", []uint32{ls[0].Inode})
-			f = fs[ls[0].Inode]
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	f = dovecotListener(t, ns, 20143)
 	defer f.Close()
 	var queued []net.Conn
 	for range 3 {
@@ -156,6 +129,24 @@ func TestPriorityRealDovecot(t *testing.T) {
 	if st, err := p.Stats(); err != nil || st.Steered != 1 || st.Fresh != 1 {
 		t.Errorf("stats %+v, %v: want 1 steered to each tier", st, err)
 	}
+}
+
+// dovecotListener finds Dovecot's listener on 127.0.0.1:port in ns and
+// takes a descriptor of it, as the daemon does; the caller closes it.
+func dovecotListener(t *testing.T, ns *testutil.NS, port uint16) *os.File {
+	t.Helper()
+	var ls []Listener
+	if err := ns.Do(func() (err error) { ls, err = Listeners(context.Background(), []uint16{port}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != 1 || ls[0].Addr != netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port) {
+		t.Fatalf("listeners on %d: %+v, want Dovecot's one", port, ls)
+	}
+	fs, err := DupSockets("/proc", []uint32{ls[0].Inode})
+	if err != nil || fs[ls[0].Inode] == nil {
+		t.Fatalf("no descriptor for Dovecot's listener on %d: %v", port, err)
+	}
+	return fs[ls[0].Inode]
 }
 
 // dialRaw connects from src to 127.0.0.1:143 in ns without waiting for the
