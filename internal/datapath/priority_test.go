@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -161,4 +162,61 @@ func TestPrioritySteersKnownGood(t *testing.T) {
 	if got, _ := acceptedFrom(t, pub4, 5*time.Second); got != kgOld4 {
 		t.Fatalf("with no priority listener, public listener accepted %s, want %s", got, kgOld4)
 	}
+}
+
+// With a pin root the steering outlives the process that attached it, a
+// second attach (a restart) adopts the pinned socket map and link, and
+// DetachAll takes the steering away with the other pins.
+func TestPriorityPinned(t *testing.T) {
+	w := newKGWorld(t, DefaultSettings())
+	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
+	pri4 := listenIn(t, w.srv, "127.0.0.1:10110")
+	root := filepath.Join(testutil.PinRoot(t, "priority"), "xdpguard")
+	g, err := New(Options{PinRoot: root, MaxBans: 1 << 10, MaxTracked: 1 << 10, MaxCIDR: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(kgOld4, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	attach := func() *Priority {
+		var p *Priority
+		if err := w.srv.Do(func() (err error) { p, err = g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	goesTo := func(want *net.TCPListener) {
+		t.Helper()
+		if err := w.dial(t, kgOld4, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := acceptedFrom(t, want, 5*time.Second); got != kgOld4 {
+			t.Fatalf("%s accepted %s, want %s", want.Addr(), got, kgOld4)
+		}
+	}
+	kg := Listener{110, unix.AF_INET, TierKnownGood}
+
+	p := attach()
+	f := socketOf(t, pri4)
+	err = p.SetListener(kg, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // the pins keep it attached
+	goesTo(pri4)
+
+	p = attach() // a restart
+	defer p.Close()
+	if !p.HasListener(kg) {
+		t.Fatal("the pinned socket map was not adopted")
+	}
+	goesTo(pri4)
+
+	if err := g.DetachAll(); err != nil {
+		t.Fatal(err)
+	}
+	goesTo(pub4)
 }
