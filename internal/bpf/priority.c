@@ -19,6 +19,14 @@
 // addresses: Dovecot sees the same local and remote address and port as
 // without steering.
 //
+// A source the daemon evicted before it authenticated (refused_v4/v6) is
+// refused while the fresh tier is on: otherwise it reconnects at once into
+// the fresh queue, ahead of the new users that queue is for, and a
+// spread-out attack keeps the slots by cycling through it. The refusal
+// (SK_DROP: the SYN is answered with a reset) lasts until the entry's
+// deadline or the end of pressure, whichever comes first, and never
+// touches a known-good source.
+//
 // An sk_lookup program runs only where no established socket matches, that
 // is for a SYN: established traffic never comes here. Every path returns
 // SK_PASS: with no socket in priority_socks (Dovecot has no priority
@@ -50,13 +58,32 @@ struct priority_key {
 };
 
 // Counters, per CPU: steered to TIER_KNOWN_GOOD's listener, to
-// TIER_FRESH's, and refused by bpf_sk_assign (the listener is closing).
+// TIER_FRESH's, refused by bpf_sk_assign (the listener is closing), and
+// refused because the source was evicted (refused_v4/v6).
 enum priority_stat {
 	PRIORITY_STEERED = 0,
 	PRIORITY_FRESH = 1,
 	PRIORITY_FAILED = 2,
-	PRIORITY_STATS = 3,
+	PRIORITY_REFUSED = 3,
+	PRIORITY_STATS = 4,
 };
+
+// Sources evicted before authenticating, masked like the known-good keys;
+// the value is the refusal's deadline (CLOCK_MONOTONIC ns). Written only
+// by the daemon, so an LRU bound is enough: an attacker cannot fill it.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} refused_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_key);
+	__type(value, __u64);
+} refused_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
@@ -86,6 +113,7 @@ int priority(struct bpf_sk_lookup *ctx)
 	struct priority_key k = { .port = ctx->local_port };
 	struct bpf_sock *sk;
 	struct config *cfg;
+	__u64 *refused;
 	__u32 zero = 0;
 
 	if (ctx->protocol != IPPROTO_TCP)
@@ -100,6 +128,7 @@ int priority(struct bpf_sk_lookup *ctx)
 
 		k.family = AF_INET;
 		k.tier = bpf_map_lookup_elem(&good_v4, &key4) ? TIER_KNOWN_GOOD : TIER_FRESH;
+		refused = k.tier == TIER_FRESH ? bpf_map_lookup_elem(&refused_v4, &key4) : NULL;
 	} else if (ctx->family == AF_INET6) {
 		// in6_key holds the address's bytes as two little-endian
 		// words, as the XDP program loads them from the packet.
@@ -110,12 +139,20 @@ int priority(struct bpf_sk_lookup *ctx)
 
 		k.family = AF_INET6;
 		k.tier = bpf_map_lookup_elem(&good_v6, &key6) ? TIER_KNOWN_GOOD : TIER_FRESH;
+		refused = k.tier == TIER_FRESH ? bpf_map_lookup_elem(&refused_v6, &key6) : NULL;
 	} else {
 		return SK_PASS;
 	}
 	sk = bpf_map_lookup_elem(&priority_socks, &k);
 	if (!sk)
 		return SK_PASS;
+	// The fresh tier's listener is in the map only under pressure, so its
+	// presence is the pressure signal here.
+	if (refused && *refused > bpf_ktime_get_coarse_ns()) {
+		bpf_sk_release(sk);
+		count_priority(PRIORITY_REFUSED);
+		return SK_DROP;
+	}
 	if (bpf_sk_assign(ctx, sk, 0))
 		count_priority(PRIORITY_FAILED);
 	else

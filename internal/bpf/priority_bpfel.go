@@ -62,6 +62,8 @@ const (
 	PriorityMapGoodV6        = "good_v6"
 	PriorityMapPrioritySocks = "priority_socks"
 	PriorityMapPriorityStats = "priority_stats"
+	PriorityMapRefusedV4     = "refused_v4"
+	PriorityMapRefusedV6     = "refused_v6"
 	PriorityMapSettings      = "settings"
 	PriorityProgPriority     = "priority"
 )
@@ -119,6 +121,8 @@ type PriorityMapSpecs struct {
 	GoodV6        *ebpf.MapSpec `ebpf:"good_v6"`
 	PrioritySocks *ebpf.MapSpec `ebpf:"priority_socks"`
 	PriorityStats *ebpf.MapSpec `ebpf:"priority_stats"`
+	RefusedV4     *ebpf.MapSpec `ebpf:"refused_v4"`
+	RefusedV6     *ebpf.MapSpec `ebpf:"refused_v6"`
 	Settings      *ebpf.MapSpec `ebpf:"settings"`
 }
 
@@ -152,6 +156,8 @@ type PriorityMaps struct {
 	GoodV6        *ebpf.Map `ebpf:"good_v6"`
 	PrioritySocks *ebpf.Map `ebpf:"priority_socks"`
 	PriorityStats *ebpf.Map `ebpf:"priority_stats"`
+	RefusedV4     *ebpf.Map `ebpf:"refused_v4"`
+	RefusedV6     *ebpf.Map `ebpf:"refused_v6"`
 	Settings      *ebpf.Map `ebpf:"settings"`
 }
 
@@ -161,6 +167,8 @@ func (m *PriorityMaps) Close() error {
 		m.GoodV6,
 		m.PrioritySocks,
 		m.PriorityStats,
+		m.RefusedV4,
+		m.RefusedV6,
 		m.Settings,
 	)
 }

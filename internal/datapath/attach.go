@@ -188,6 +188,16 @@ func (g *Guard) DetachAll() error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	// Removing the last pin of a link detaches it from a kernel work
+	// queue, a moment later; BPF_LINK_DETACH detaches the steering now,
+	// so that it has stopped when this returns.
+	if l, err := link.LoadPinnedLink(filepath.Join(g.pinRoot, priorityLinkPin), nil); err == nil {
+		err = l.Detach()
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("detach the priority program: %w", err)
+		}
+	}
 	if err := os.RemoveAll(g.pinRoot); err != nil {
 		return fmt.Errorf("remove pins under %s: %w", g.pinRoot, err)
 	}

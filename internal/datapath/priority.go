@@ -9,8 +9,10 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -47,9 +49,11 @@ func (t Tier) String() string {
 
 // Priority is the attached steering program of one network namespace.
 type Priority struct {
-	socks *ebpf.Map
-	stats *ebpf.Map
-	link  link.Link // nil when pinned: the pin keeps it attached
+	g       *Guard // its settings mask refused sources like its bans
+	socks   *ebpf.Map
+	stats   *ebpf.Map
+	refused [2]*ebpf.Map // refused_v4, refused_v6
+	link    link.Link    // nil when pinned: the pin keeps it attached
 }
 
 // PriorityStats counts the SYNs the steering program handed to a tier's
@@ -61,6 +65,9 @@ type PriorityStats struct {
 	Fresh uint64 `json:"fresh"`
 	// Failed went to the public listener: the tier's was closing.
 	Failed uint64 `json:"failed"`
+	// Refused were reset: their source was evicted (Refuse) and the
+	// fresh tier was on.
+	Refused uint64 `json:"refused"`
 }
 
 // AttachPriority loads the steering program over this Guard's known-good
@@ -96,7 +103,7 @@ func (g *Guard) AttachPriority(netns string) (*Priority, error) {
 		return nil, fmt.Errorf("load the priority program: %w", loadError(err))
 	}
 	defer objs.Priority.Close()
-	p := &Priority{socks: objs.PrioritySocks, stats: objs.PriorityStats}
+	p := &Priority{g: g, socks: objs.PrioritySocks, stats: objs.PriorityStats, refused: [2]*ebpf.Map{objs.RefusedV4, objs.RefusedV6}}
 	if err := p.attach(g.pinRoot, netns, objs.Priority); err != nil {
 		p.Close()
 		return nil, err
@@ -190,10 +197,37 @@ func (p *Priority) HasListener(l Listener) bool {
 	return p.socks.Lookup(k, &cookie) == nil
 }
 
+// Refuse resets the new connections of the sources ps (masked to the ban
+// granularity) until until, while the fresh tier is on: sources evicted
+// before authenticating, which would otherwise reconnect into the fresh
+// queue ahead of new users. Known-good sources are never refused. The
+// deadline is checked in the kernel; the maps are LRU, so the oldest
+// refusals make room.
+func (p *Priority) Refuse(ps []netip.Prefix, until time.Time) error {
+	k4, k6, err := p.g.knownGoodKeys(ps)
+	if err != nil {
+		return err
+	}
+	deadline := monoNow() + uint64(max(time.Until(until), 0))
+	if err := refuse(p.refused[0], k4, deadline); err != nil {
+		return err
+	}
+	return refuse(p.refused[1], k6, deadline)
+}
+
+func refuse[K any](m *ebpf.Map, keys []K, deadline uint64) error {
+	for _, k := range keys {
+		if err := m.Update(k, deadline, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("refuse %v: %w", k, privilegeHint(err))
+		}
+	}
+	return nil
+}
+
 // Stats sums the steering counters over the CPUs.
 func (p *Priority) Stats() (PriorityStats, error) {
 	var s PriorityStats
-	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed} {
+	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed, &s.Refused} {
 		var percpu []uint64
 		if err := p.stats.Lookup(uint32(i), &percpu); err != nil {
 			return PriorityStats{}, fmt.Errorf("read priority counters: %w", err)
@@ -211,6 +245,6 @@ func (p *Priority) Close() error {
 	if p.link != nil {
 		errs = append(errs, p.link.Close())
 	}
-	errs = append(errs, p.socks.Close(), p.stats.Close())
+	errs = append(errs, p.socks.Close(), p.stats.Close(), p.refused[0].Close(), p.refused[1].Close())
 	return errors.Join(errs...)
 }

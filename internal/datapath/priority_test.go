@@ -220,3 +220,78 @@ func TestPriorityPinned(t *testing.T) {
 	}
 	goesTo(pub4)
 }
+
+// A refused source (one the daemon evicted before it authenticated) is
+// reset while the fresh tier is on, in both families; a known-good source
+// never is; without the fresh tier, or once the refusal's deadline has
+// passed (checked in the kernel), it is served again.
+func TestPriorityRefusesEvicted(t *testing.T) {
+	w := newKGWorld(t, DefaultSettings())
+	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
+	pri4 := listenIn(t, w.srv, "127.0.0.1:10110")
+	fresh := map[int]*net.TCPListener{
+		unix.AF_INET:  listenIn(t, w.srv, "127.0.0.1:20110"),
+		unix.AF_INET6: listenIn(t, w.srv, "[::1]:20110"),
+	}
+	var p *Priority
+	if err := w.srv.Do(func() (err error) { p, err = w.g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	set := func(l Listener, ln *net.TCPListener) {
+		t.Helper()
+		f := socketOf(t, ln)
+		defer f.Close()
+		if err := p.SetListener(l, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(Listener{110, unix.AF_INET, TierKnownGood}, pri4)
+	for fam, l := range fresh {
+		set(Listener{110, fam, TierFresh}, l)
+	}
+	if err := w.g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(kgOld4, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	refused := []netip.Prefix{netip.PrefixFrom(kgCli4, 32), netip.PrefixFrom(kgCli6, 64).Masked(), netip.PrefixFrom(kgOld4, 32)}
+	if err := p.Refuse(refused, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []netip.Addr{kgCli4, kgCli6} {
+		if err := w.dial(t, src, 10*time.Second); !errors.Is(err, unix.ECONNREFUSED) {
+			t.Fatalf("refused source %s under pressure: dial error %v, want ECONNREFUSED", src, err)
+		}
+	}
+	if err := w.dial(t, kgOld4, 10*time.Second); err != nil {
+		t.Fatalf("known-good source: %v", err)
+	}
+	if got, _ := acceptedFrom(t, pri4, 5*time.Second); got != kgOld4 {
+		t.Fatalf("known-good listener accepted %s, want %s", got, kgOld4)
+	}
+	if st, err := p.Stats(); err != nil || st.Refused != 2 || st.Steered != 1 {
+		t.Fatalf("stats %+v, %v: want 2 refused, 1 steered", st, err)
+	}
+
+	// Pressure over: the fresh tier goes, and the refusal with it.
+	if err := p.DeleteListener(Listener{110, unix.AF_INET, TierFresh}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.dial(t, kgCli4, 10*time.Second); err != nil {
+		t.Fatalf("refused source without pressure: %v", err)
+	}
+	if got, _ := acceptedFrom(t, pub4, 5*time.Second); got != kgCli4 {
+		t.Fatalf("public listener accepted %s, want %s", got, kgCli4)
+	}
+
+	// A refusal that has run out: the source is fresh again.
+	if err := p.Refuse(refused[1:2], time.Now().Add(50*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the deadline is in the past, whatever the load
+	if err := w.dial(t, kgCli6, 10*time.Second); err != nil {
+		t.Fatalf("after the refusal's deadline: %v", err)
+	}
+	if got, _ := acceptedFrom(t, fresh[unix.AF_INET6], 5*time.Second); got != kgCli6 {
+		t.Fatalf("fresh listener accepted %s, want %s", got, kgCli6)
+	}
+}
