@@ -56,10 +56,17 @@ func DefaultFreshPorts() PortMap {
 // of sources that are not known-good go there, so that they are served
 // ahead of the queue that filled the slots (internal/bpf/priority.c).
 // Only the entries of protected ports are used; {} turns it off.
+//
+// Refuse is how long a source evicted before authenticating (by xdpguard
+// or by Dovecot's "Connection queue full") has its new connections reset
+// while the fresh tier is on: otherwise it reconnects at once into the
+// fresh queue, ahead of the new users that queue is for. Known-good
+// sources are never refused; without pressure nobody is; 0 turns it off.
 type SlotEvict struct {
 	Enabled    bool          `yaml:"enabled"`
 	Grace      time.Duration `yaml:"grace"`
 	FreshPorts PortMap       `yaml:"fresh_ports"`
+	Refuse     time.Duration `yaml:"refuse"`
 }
 
 // IPv6Escalation bans the whole /Prefix (48 by default) when Offenders
@@ -94,6 +101,9 @@ func (c *Config) validateLoginSlots(ps *problems) {
 	c.validatePriority(ps)
 	if e := c.SlotHolders.Pressure.Evict; e.Enabled && (e.Grace < minEvictGrace || e.Grace > time.Minute) {
 		ps.add("slot_holders.pressure.evict.grace", "must be %s-1m, got %q", minEvictGrace, e.Grace.String())
+	}
+	if r := c.SlotHolders.Pressure.Evict.Refuse; r < 0 || r > 24*time.Hour {
+		ps.add("slot_holders.pressure.evict.refuse", "must be 0-24h (0 turns it off), got %q", r.String())
 	}
 	if x := c.IPv6Escalation; x.Enabled {
 		// A prefix no wider than kernel.prefix_v6 escalates nothing; it is

@@ -10,6 +10,8 @@ func TestLoginSlotSettingsValidation(t *testing.T) {
 		{"known_good: {retention: 10m}", `known_good.retention: must be 1h0m0s-87600h, got "10m0s" (line 1)`},
 		{"known_good: {max_entries: -1}", "known_good.max_entries: must be 0-131072 (0 turns learning off), got -1 (line 1)"},
 		{"slot_holders: {pressure: {evict: {enabled: true, grace: 10ms}}}", `slot_holders.pressure.evict.grace: must be 200ms-1m, got "10ms" (line 1)`},
+		{"slot_holders: {pressure: {evict: {refuse: 25h}}}", `slot_holders.pressure.evict.refuse: must be 0-24h (0 turns it off), got "25h0m0s" (line 1)`},
+		{"slot_holders: {pressure: {evict: {refuse: -1s}}}", `slot_holders.pressure.evict.refuse: must be 0-24h (0 turns it off), got "-1s" (line 1)`},
 		{"ipv6_escalation: {prefix: 16}", "ipv6_escalation.prefix: must be 32-127, got 16 (line 1)"},
 		{"ipv6_escalation: {offenders: 1}", "ipv6_escalation.offenders: must be >= 2, got 1 (line 1)"},
 		{"ipv6_escalation: {window: 0s}", `ipv6_escalation.window: must be > 0 and at most 24h, got "0s" (line 1)`},
@@ -26,6 +28,7 @@ func TestLoginSlotSettingsValidation(t *testing.T) {
 		"ipv6_escalation: {enabled: false, offenders: 0}",
 		"kernel: {prefix_v6: 48}", // escalation to /48 then does nothing; still valid
 		"known_good: {max_entries: 0}",
+		"slot_holders: {pressure: {evict: {refuse: 0s}}}",
 	} {
 		if _, err := Parse([]byte(ok)); err != nil {
 			t.Errorf("%s: %v", ok, err)

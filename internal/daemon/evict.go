@@ -152,12 +152,13 @@ func (d *Daemon) evidence(from []netip.Addr, now time.Time) {
 			delete(d.evict.evicted, p)
 		}
 	}
-	var banned []netip.Prefix
+	var banned, refused []netip.Prefix
 	for _, a := range from {
 		p, ok := d.prefixOf(a)
 		if !ok {
 			continue
 		}
+		refused = append(refused, p)
 		ts := append(d.evict.evicted[p], now)
 		for len(ts) > 0 && ts[0].Before(cut) {
 			ts = ts[1:]
@@ -184,9 +185,22 @@ func (d *Daemon) evidence(from []netip.Addr, now time.Time) {
 		banned = append(banned, p)
 		d.log.Info("banned", "prefix", p, "origin", "log", "reason", "no-auth", "rule", "evictions", "evicted", len(ts), "for", dur)
 	}
+	d.refuse(refused, now)
 	if len(banned) > 0 {
 		d.kill(banned...)
 		d.escalate(banned, now)
+	}
+}
+
+// refuse has the steering program reset the new connections of evicted
+// sources while the fresh tier is on (slot_holders.pressure.evict.refuse).
+func (d *Daemon) refuse(ps []netip.Prefix, now time.Time) {
+	r := d.cfg.SlotHolders.Pressure.Evict.Refuse
+	if d.priority.p == nil || r == 0 || len(ps) == 0 {
+		return
+	}
+	if err := d.priority.p.Refuse(ps, now.Add(r)); err != nil {
+		d.log.Error("evicted sources not refused", "error", err)
 	}
 }
 

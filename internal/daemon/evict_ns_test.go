@@ -3,6 +3,7 @@ package daemon
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/internal/sockets"
 	"github.com/xdpguard/xdpguard/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // fakeLoginEnv makes the test binary a tiny POP3 login server with a fixed
@@ -105,6 +107,7 @@ func TestEvictionRealSockets(t *testing.T) {
 	d := evictDaemon(t)
 	known := netip.MustParseAddr("198.18.80.5")
 	d.kg.store.Learn(known, time.Now())
+	fresh := freshListener(t, d, srv)
 	ctx := context.Background()
 	t0 := time.Now()
 	scan := func(at time.Duration) {
@@ -174,6 +177,25 @@ func TestEvictionRealSockets(t *testing.T) {
 		t.Errorf("the waiting user got no slot: %q %v", l, err)
 	}
 
+	// The evicted source is refused while the fresh tier is on (as under
+	// pressure); a source never evicted goes to the fresh listener.
+	fresh.on()
+	err = cli.Do(func() error {
+		dl := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("198.18.80.2")}, Timeout: 5 * time.Second}
+		_, err := dl.Dial("tcp", netip.AddrPortFrom(server, 110).String())
+		return err
+	})
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("the evicted source reconnecting under pressure: %v, want ECONNREFUSED", err)
+	}
+	dial("198.18.80.6", false)
+	fresh.l.SetDeadline(time.Now().Add(5 * time.Second))
+	if c, err := fresh.l.Accept(); err != nil {
+		t.Errorf("a new source under pressure did not reach the fresh listener: %v", err)
+	} else {
+		c.Close()
+	}
+
 	// Evicted twice more, the bot's source is banned; a known-good source
 	// never is, however often it is counted.
 	bot := netip.MustParseAddr("198.18.80.2")
@@ -185,6 +207,51 @@ func TestEvictionRealSockets(t *testing.T) {
 	}
 	if _, ok, _ := d.guard.BanOf(known); ok {
 		t.Error("a known-good source was banned for evictions")
+	}
+}
+
+// freshListener attaches the steering program in srv for d and opens a
+// fresh-tier listener on 127.0.0.1:20110, which on puts in the steering
+// map, as the daemon does under pressure.
+func freshListener(t *testing.T, d *Daemon, srv *testutil.NS) *fresh {
+	t.Helper()
+	var l net.Listener
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // the socket map takes plain TCP sockets
+	err := srv.Do(func() (err error) {
+		if d.priority.p, err = d.guard.AttachPriority("/proc/thread-self/ns/net"); err != nil {
+			return err
+		}
+		l, err = lc.Listen(t.Context(), "tcp", "127.0.0.1:20110")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); d.priority.close() })
+	return &fresh{t, d, l.(*net.TCPListener)}
+}
+
+type fresh struct {
+	t *testing.T
+	d *Daemon
+	l *net.TCPListener
+}
+
+func (f *fresh) on() {
+	f.t.Helper()
+	rc, err := f.l.SyscallConn()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var fd int
+	if cerr := rc.Control(func(s uintptr) { fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil || err != nil {
+		f.t.Fatal(cerr, err)
+	}
+	sock := os.NewFile(uintptr(fd), "fresh")
+	defer sock.Close() // the map holds the socket itself
+	if err := f.d.priority.p.SetListener(datapath.Listener{Port: 110, Family: unix.AF_INET, Tier: datapath.TierFresh}, sock); err != nil {
+		f.t.Fatal(err)
 	}
 }
 

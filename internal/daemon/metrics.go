@@ -173,6 +173,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descKernel, st.Steered, "priority_steered")
 			counter(descKernel, st.Fresh, "priority_fresh")
 			counter(descKernel, st.Failed, "priority_failed")
+			counter(descKernel, st.Refused, "priority_refused")
 		}
 	}
 	if bans, err := c.g.Bans(); err == nil {
