@@ -14,18 +14,19 @@
 // returning user is served ahead of everyone, and a connection that arrives
 // while the slots are short ahead of the queue that filled them: an attack
 // that took the slots at once cannot keep a later user waiting behind it,
-// and under the admission limit (xdpguard.c) the same sources cannot come
-// back at once to fill the fresh queue. The connection keeps its
+// nor, by the rules below, come back to fill the fresh queue. The connection keeps its
 // addresses: Dovecot sees the same local and remote address and port as
 // without steering.
 //
-// A source the daemon evicted before it authenticated (refused_v4/v6) is
-// refused while the fresh tier is on: otherwise it reconnects at once into
-// the fresh queue, ahead of the new users that queue is for, and a
-// spread-out attack keeps the slots by cycling through it. The refusal
-// (SK_DROP: the SYN is answered with a reset) lasts until the entry's
-// deadline or the end of pressure, whichever comes first, and never
-// touches a known-good source.
+// Under pressure the fresh queue is for new users, so two kinds of
+// sources are kept out of it (never a known-good one):
+//   - a source the daemon evicted before it authenticated (refused_v4/v6)
+//     is refused: otherwise it reconnects at once into the fresh queue and
+//     a spread-out attack keeps the slots by cycling through it. The
+//     refusal (SK_DROP: the SYN is answered with a reset) lasts until the
+//     entry's deadline or the end of pressure, whichever comes first;
+//   - a source past its first FRESH_NS under pressure goes to the public
+//     queue (see FRESH_NS).
 //
 // An sk_lookup program runs only where no established socket matches, that
 // is for a SYN: established traffic never comes here. Every path returns
@@ -58,14 +59,16 @@ struct priority_key {
 };
 
 // Counters, per CPU: steered to TIER_KNOWN_GOOD's listener, to
-// TIER_FRESH's, refused by bpf_sk_assign (the listener is closing), and
-// refused because the source was evicted (refused_v4/v6).
+// TIER_FRESH's, refused by bpf_sk_assign (the listener is closing), reset
+// because the source was evicted (refused_v4/v6), and left to the public
+// listener because the source is past its fresh period (fresh_since_v4/v6).
 enum priority_stat {
 	PRIORITY_STEERED = 0,
 	PRIORITY_FRESH = 1,
 	PRIORITY_FAILED = 2,
 	PRIORITY_REFUSED = 3,
-	PRIORITY_STATS = 4,
+	PRIORITY_LATE = 4,
+	PRIORITY_STATS = 5,
 };
 
 // Sources evicted before authenticating, masked like the known-good keys;
@@ -107,13 +110,68 @@ static __always_inline void count_priority(__u32 stat)
 		(*n)++;
 }
 
+// Where a fresh-tier source's connection goes under pressure.
+enum fresh_verdict {
+	FRESH_QUEUE = 0,	// the fresh listener
+	FRESH_LATE = 1,		// the public listener: past its first FRESH_NS
+	FRESH_REFUSED = 2,	// reset: evicted (refused_v4/v6)
+};
+
+// A source is fresh for FRESH_NS from its first SYN under pressure: long
+// enough for that SYN and its first resend (the initial RTO is 1 s, RFC
+// 6298), so that a new user's one connection reaches the fresh queue even
+// if its first SYN found it full. Sources that keep connecting, as an
+// attack that spreads out does from its first second, wait in the public
+// queue after that, behind the new users that come later; the slots still
+// serve them whenever no new user waits. After FRESH_RESET_NS the source
+// counts as new again, so an old entry does not outlast its attack.
+#define FRESH_NS (2ULL * 1000000000)
+#define FRESH_RESET_NS (600ULL * 1000000000)
+
+// Sources' first SYN under pressure (CLOCK_MONOTONIC ns), masked like the
+// known-good keys. LRU: a flood of new sources only makes older ones fresh
+// again, which is as without this map.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u64);
+} fresh_since_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct in6_key);
+	__type(value, __u64);
+} fresh_since_v6 SEC(".maps");
+
+// Inlined per family, so each call site sees one map: what the verifier
+// needs to inline the lookups.
+static __always_inline enum fresh_verdict fresh_verdict(void *refused_map, void *since_map,
+							 const void *key)
+{
+	__u64 now = bpf_ktime_get_coarse_ns();
+	__u64 *t = bpf_map_lookup_elem(refused_map, key);
+
+	if (t && *t > now)
+		return FRESH_REFUSED;
+	t = bpf_map_lookup_elem(since_map, key);
+	if (!t || now - *t > FRESH_RESET_NS) {
+		bpf_map_update_elem(since_map, key, &now, BPF_ANY);
+		return FRESH_QUEUE;
+	}
+	return now - *t <= FRESH_NS ? FRESH_QUEUE : FRESH_LATE;
+}
+
 SEC("sk_lookup")
 int priority(struct bpf_sk_lookup *ctx)
 {
+	enum fresh_verdict verdict = FRESH_QUEUE;
 	struct priority_key k = { .port = ctx->local_port };
+	struct in6_key key6 = {};
 	struct bpf_sock *sk;
 	struct config *cfg;
-	__u64 *refused;
+	__u32 key4 = 0;
 	__u32 zero = 0;
 
 	if (ctx->protocol != IPPROTO_TCP)
@@ -124,39 +182,39 @@ int priority(struct bpf_sk_lookup *ctx)
 	// The source masked like the XDP program masks it, so the same
 	// known-good keys match.
 	if (ctx->family == AF_INET) {
-		__u32 key4 = ctx->remote_ip4 & cfg->mask_v4;
-
+		key4 = ctx->remote_ip4 & cfg->mask_v4;
 		k.family = AF_INET;
 		k.tier = bpf_map_lookup_elem(&good_v4, &key4) ? TIER_KNOWN_GOOD : TIER_FRESH;
-		refused = k.tier == TIER_FRESH ? bpf_map_lookup_elem(&refused_v4, &key4) : NULL;
 	} else if (ctx->family == AF_INET6) {
 		// in6_key holds the address's bytes as two little-endian
 		// words, as the XDP program loads them from the packet.
-		struct in6_key key6 = {
-			.hi = ((__u64)ctx->remote_ip6[1] << 32 | ctx->remote_ip6[0]) & cfg->mask_v6_hi,
-			.lo = ((__u64)ctx->remote_ip6[3] << 32 | ctx->remote_ip6[2]) & cfg->mask_v6_lo,
-		};
-
+		key6.hi = ((__u64)ctx->remote_ip6[1] << 32 | ctx->remote_ip6[0]) & cfg->mask_v6_hi;
+		key6.lo = ((__u64)ctx->remote_ip6[3] << 32 | ctx->remote_ip6[2]) & cfg->mask_v6_lo;
 		k.family = AF_INET6;
 		k.tier = bpf_map_lookup_elem(&good_v6, &key6) ? TIER_KNOWN_GOOD : TIER_FRESH;
-		refused = k.tier == TIER_FRESH ? bpf_map_lookup_elem(&refused_v6, &key6) : NULL;
 	} else {
 		return SK_PASS;
 	}
 	sk = bpf_map_lookup_elem(&priority_socks, &k);
 	if (!sk)
 		return SK_PASS;
-	// The fresh tier's listener is in the map only under pressure, so its
-	// presence is the pressure signal here.
-	if (refused && *refused > bpf_ktime_get_coarse_ns()) {
-		bpf_sk_release(sk);
-		count_priority(PRIORITY_REFUSED);
-		return SK_DROP;
+	// The fresh tier's listener is in the map only under pressure, so
+	// from here on a fresh-tier source is under pressure.
+	if (k.tier == TIER_FRESH) {
+		if (k.family == AF_INET)
+			verdict = fresh_verdict(&refused_v4, &fresh_since_v4, &key4);
+		else
+			verdict = fresh_verdict(&refused_v6, &fresh_since_v6, &key6);
 	}
-	if (bpf_sk_assign(ctx, sk, 0))
+	if (verdict == FRESH_REFUSED) {
+		count_priority(PRIORITY_REFUSED);
+	} else if (verdict == FRESH_LATE) {
+		count_priority(PRIORITY_LATE);
+	} else if (bpf_sk_assign(ctx, sk, 0)) {
 		count_priority(PRIORITY_FAILED);
-	else
+	} else {
 		count_priority(k.tier == TIER_KNOWN_GOOD ? PRIORITY_STEERED : PRIORITY_FRESH);
+	}
 	bpf_sk_release(sk);
-	return SK_PASS;
+	return verdict == FRESH_REFUSED ? SK_DROP : SK_PASS;
 }

@@ -58,6 +58,8 @@ type PriorityPriorityKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PriorityMapFreshSinceV4  = "fresh_since_v4"
+	PriorityMapFreshSinceV6  = "fresh_since_v6"
 	PriorityMapGoodV4        = "good_v4"
 	PriorityMapGoodV6        = "good_v6"
 	PriorityMapPrioritySocks = "priority_socks"
@@ -117,6 +119,8 @@ type PriorityProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PriorityMapSpecs struct {
+	FreshSinceV4  *ebpf.MapSpec `ebpf:"fresh_since_v4"`
+	FreshSinceV6  *ebpf.MapSpec `ebpf:"fresh_since_v6"`
 	GoodV4        *ebpf.MapSpec `ebpf:"good_v4"`
 	GoodV6        *ebpf.MapSpec `ebpf:"good_v6"`
 	PrioritySocks *ebpf.MapSpec `ebpf:"priority_socks"`
@@ -152,6 +156,8 @@ func (o *PriorityObjects) Close() error {
 //
 // It can be passed to LoadPriorityObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PriorityMaps struct {
+	FreshSinceV4  *ebpf.Map `ebpf:"fresh_since_v4"`
+	FreshSinceV6  *ebpf.Map `ebpf:"fresh_since_v6"`
 	GoodV4        *ebpf.Map `ebpf:"good_v4"`
 	GoodV6        *ebpf.Map `ebpf:"good_v6"`
 	PrioritySocks *ebpf.Map `ebpf:"priority_socks"`
@@ -163,6 +169,8 @@ type PriorityMaps struct {
 
 func (m *PriorityMaps) Close() error {
 	return _PriorityClose(
+		m.FreshSinceV4,
+		m.FreshSinceV6,
 		m.GoodV4,
 		m.GoodV6,
 		m.PrioritySocks,

@@ -174,6 +174,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descKernel, st.Fresh, "priority_fresh")
 			counter(descKernel, st.Failed, "priority_failed")
 			counter(descKernel, st.Refused, "priority_refused")
+			counter(descKernel, st.Late, "priority_late")
 		}
 	}
 	if bans, err := c.g.Bans(); err == nil {

@@ -49,11 +49,12 @@ func (t Tier) String() string {
 
 // Priority is the attached steering program of one network namespace.
 type Priority struct {
-	g       *Guard // its settings mask refused sources like its bans
-	socks   *ebpf.Map
-	stats   *ebpf.Map
-	refused [2]*ebpf.Map // refused_v4, refused_v6
-	link    link.Link    // nil when pinned: the pin keeps it attached
+	g          *Guard // its settings mask refused sources like its bans
+	socks      *ebpf.Map
+	stats      *ebpf.Map
+	refused    [2]*ebpf.Map // refused_v4, refused_v6
+	freshSince [2]*ebpf.Map // fresh_since_v4, fresh_since_v6: only the kernel writes them
+	link       link.Link    // nil when pinned: the pin keeps it attached
 }
 
 // PriorityStats counts the SYNs the steering program handed to a tier's
@@ -68,6 +69,9 @@ type PriorityStats struct {
 	// Refused were reset: their source was evicted (Refuse) and the
 	// fresh tier was on.
 	Refused uint64 `json:"refused"`
+	// Late went to the public listener under pressure: their source was
+	// past its first seconds under pressure (FRESH_NS in priority.c).
+	Late uint64 `json:"late"`
 }
 
 // AttachPriority loads the steering program over this Guard's known-good
@@ -103,7 +107,8 @@ func (g *Guard) AttachPriority(netns string) (*Priority, error) {
 		return nil, fmt.Errorf("load the priority program: %w", loadError(err))
 	}
 	defer objs.Priority.Close()
-	p := &Priority{g: g, socks: objs.PrioritySocks, stats: objs.PriorityStats, refused: [2]*ebpf.Map{objs.RefusedV4, objs.RefusedV6}}
+	p := &Priority{g: g, socks: objs.PrioritySocks, stats: objs.PriorityStats, refused: [2]*ebpf.Map{objs.RefusedV4, objs.RefusedV6},
+		freshSince: [2]*ebpf.Map{objs.FreshSinceV4, objs.FreshSinceV6}}
 	if err := p.attach(g.pinRoot, netns, objs.Priority); err != nil {
 		p.Close()
 		return nil, err
@@ -227,7 +232,7 @@ func refuse[K any](m *ebpf.Map, keys []K, deadline uint64) error {
 // Stats sums the steering counters over the CPUs.
 func (p *Priority) Stats() (PriorityStats, error) {
 	var s PriorityStats
-	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed, &s.Refused} {
+	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed, &s.Refused, &s.Late} {
 		var percpu []uint64
 		if err := p.stats.Lookup(uint32(i), &percpu); err != nil {
 			return PriorityStats{}, fmt.Errorf("read priority counters: %w", err)
@@ -245,6 +250,6 @@ func (p *Priority) Close() error {
 	if p.link != nil {
 		errs = append(errs, p.link.Close())
 	}
-	errs = append(errs, p.socks.Close(), p.stats.Close(), p.refused[0].Close(), p.refused[1].Close())
+	errs = append(errs, p.socks.Close(), p.stats.Close(), p.refused[0].Close(), p.refused[1].Close(), p.freshSince[0].Close(), p.freshSince[1].Close())
 	return errors.Join(errs...)
 }

@@ -229,6 +229,7 @@ func TestPriorityRefusesEvicted(t *testing.T) {
 	w := newKGWorld(t, DefaultSettings())
 	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
 	pri4 := listenIn(t, w.srv, "127.0.0.1:10110")
+	pub6 := listenIn(t, w.srv, "[2001:db8:101::1]:110")
 	fresh := map[int]*net.TCPListener{
 		unix.AF_INET:  listenIn(t, w.srv, "127.0.0.1:20110"),
 		unix.AF_INET6: listenIn(t, w.srv, "[::1]:20110"),
@@ -293,5 +294,18 @@ func TestPriorityRefusesEvicted(t *testing.T) {
 	}
 	if got, _ := acceptedFrom(t, fresh[unix.AF_INET6], 5*time.Second); got != kgCli6 {
 		t.Fatalf("fresh listener accepted %s, want %s", got, kgCli6)
+	}
+
+	// Past its first seconds under pressure, a source that keeps
+	// connecting waits in the public queue, behind later new users.
+	time.Sleep(2100 * time.Millisecond) // FRESH_NS, in the past whatever the load
+	if err := w.dial(t, kgCli6, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := acceptedFrom(t, pub6, 5*time.Second); got != kgCli6 {
+		t.Fatalf("public listener accepted %s, want %s (past the fresh period)", got, kgCli6)
+	}
+	if st, err := p.Stats(); err != nil || st.Late != 1 {
+		t.Fatalf("stats %+v, %v: want 1 late", st, err)
 	}
 }
