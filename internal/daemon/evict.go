@@ -121,7 +121,8 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool,
 	spared := func(a netip.Addr) bool {
 		return d.neverBan(a) || d.isKnownGood(a) || slices.ContainsFunc(banned, func(p netip.Prefix) bool { return p.Contains(a) })
 	}
-	victims := d.evict.victims(sockets.PreAuth(conns, inodes), waiting, e.Grace, now, spared)
+	pre := sockets.PreAuth(conns, inodes)
+	victims := d.evict.victims(pre, waiting, e.Grace, now, spared)
 	if len(victims) == 0 {
 		return
 	}
@@ -130,7 +131,7 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool,
 		d.slotError("evict pre-auth connections", err)
 	}
 	d.metrics.evicted(n)
-	d.log.Info("evicted pre-auth connections to make room", "waiting", waiting, "evicted", n)
+	d.log.Info("evicted pre-auth connections to make room", "waiting", waiting, "pre_auth", len(pre), "evicted", n)
 	from := make([]netip.Addr, len(victims))
 	for i, c := range victims {
 		from[i] = c.Remote

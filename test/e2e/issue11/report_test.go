@@ -4,6 +4,8 @@ package issue11
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,7 +57,11 @@ func report(t *testing.T, results []*phaseResult) {
 }
 
 func summaryLine(s mailload.Summary) string {
-	return fmt.Sprintf("%d/%d ok (%.1f%%)", s.OK, s.Attempts, 100*s.Rate)
+	out := fmt.Sprintf("%d/%d ok (%.1f%%)", s.OK, s.Attempts, 100*s.Rate)
+	for _, k := range slices.Sorted(maps.Keys(s.Failed)) {
+		out += fmt.Sprintf("; %s failed %d", k, s.Failed[k])
+	}
+	return out
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

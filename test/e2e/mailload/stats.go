@@ -2,6 +2,7 @@ package mailload
 
 import (
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -13,6 +14,9 @@ type Summary struct {
 	P50      time.Duration `json:"p50_ns"`       // of successful logins
 	P99      time.Duration `json:"p99_ns"`
 	Max      time.Duration `json:"max_ns"`
+	// Failed counts the failures by protocol and the step that failed
+	// ("imap greeting", "pop3 connect"): where a user was stopped.
+	Failed map[string]int `json:"failed,omitempty"`
 }
 
 // Summarize computes the success rate and the latency percentiles of the
@@ -26,7 +30,13 @@ func Summarize(as []Attempt) Summary {
 		if a.OK {
 			s.OK++
 			lat = append(lat, a.Latency)
+			continue
 		}
+		if s.Failed == nil {
+			s.Failed = map[string]int{}
+		}
+		step, _, _ := strings.Cut(a.Err, ":")
+		s.Failed[a.Proto+" "+step]++
 	}
 	if s.Attempts > 0 {
 		s.Rate = float64(s.OK) / float64(s.Attempts)
