@@ -26,7 +26,11 @@
 //     refusal (SK_DROP: the SYN is answered with a reset) lasts until the
 //     entry's deadline or the end of pressure, whichever comes first;
 //   - a source past its first FRESH_NS under pressure goes to the public
-//     queue (see FRESH_NS).
+//     queue (see FRESH_NS), and so does one whose first SYN under pressure
+//     finds the fresh queue's rate used up (fresh_rate): an attack that
+//     brings hundreds of new sources at once fills the fresh queue with a
+//     handful of them, not all, and new users who come later are not
+//     stuck behind the rest.
 //
 // An sk_lookup program runs only where no established socket matches, that
 // is for a SYN: established traffic never comes here. Every path returns
@@ -61,14 +65,16 @@ struct priority_key {
 // Counters, per CPU: steered to TIER_KNOWN_GOOD's listener, to
 // TIER_FRESH's, refused by bpf_sk_assign (the listener is closing), reset
 // because the source was evicted (refused_v4/v6), and left to the public
-// listener because the source is past its fresh period (fresh_since_v4/v6).
+// listener because the source is past its fresh period (fresh_since_v4/v6)
+// or came while the fresh queue took no more (fresh_rate).
 enum priority_stat {
 	PRIORITY_STEERED = 0,
 	PRIORITY_FRESH = 1,
 	PRIORITY_FAILED = 2,
 	PRIORITY_REFUSED = 3,
 	PRIORITY_LATE = 4,
-	PRIORITY_STATS = 5,
+	PRIORITY_FRESH_FULL = 5,
+	PRIORITY_STATS = 6,
 };
 
 // Sources evicted before authenticating, masked like the known-good keys;
@@ -115,6 +121,7 @@ enum fresh_verdict {
 	FRESH_QUEUE = 0,	// the fresh listener
 	FRESH_LATE = 1,		// the public listener: past its first FRESH_NS
 	FRESH_REFUSED = 2,	// reset: evicted (refused_v4/v6)
+	FRESH_FULL = 3,		// the public listener: over fresh_rate
 };
 
 // A source is fresh for FRESH_NS from its first SYN under pressure: long
@@ -128,22 +135,70 @@ enum fresh_verdict {
 #define FRESH_NS (2ULL * 1000000000)
 #define FRESH_RESET_NS (600ULL * 1000000000)
 
-// Sources' first SYN under pressure (CLOCK_MONOTONIC ns), masked like the
-// known-good keys. LRU: a flood of new sources only makes older ones fresh
-// again, which is as without this map.
+// A source's first SYN under pressure (CLOCK_MONOTONIC ns), and the end of
+// its fresh period: 0 if the fresh queue's rate turned it away.
+struct fresh_entry {
+	__u64 first;
+	__u64 until;
+};
+
+// Per source, masked like the known-good keys. LRU: a flood of new sources
+// only makes older ones new again, which is as without this map.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct fresh_entry);
 } fresh_since_v4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct in6_key);
-	__type(value, __u64);
+	__type(value, struct fresh_entry);
 } fresh_since_v6 SEC(".maps");
+
+// How many new sources a second the fresh queue takes under pressure
+// (slot_holders.pressure.evict.fresh_rate), as a cell rate: one source per
+// interval_ns, up to burst_ns ahead. Written by the daemon; interval 0
+// takes every source.
+struct fresh_limit {
+	__u64 interval_ns;
+	__u64 burst_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fresh_limit);
+} fresh_rate SEC(".maps");
+
+// The rate's theoretical arrival time. One for all CPUs, with plain
+// stores: racing CPUs can each let one extra source in, which errs
+// towards the new user.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fresh_tat SEC(".maps");
+
+static __always_inline int fresh_admit(__u64 now)
+{
+	__u32 zero = 0;
+	struct fresh_limit *r = bpf_map_lookup_elem(&fresh_rate, &zero);
+	__u64 *tat = bpf_map_lookup_elem(&fresh_tat, &zero);
+	__u64 t;
+
+	if (!r || !tat || !r->interval_ns)
+		return 1;
+	t = *tat < now ? now : *tat;
+	if (t - now > r->burst_ns)
+		return 0;
+	*tat = t + r->interval_ns;
+	return 1;
+}
 
 // Inlined per family, so each call site sees one map: what the verifier
 // needs to inline the lookups.
@@ -152,15 +207,18 @@ static __always_inline enum fresh_verdict fresh_verdict(void *refused_map, void 
 {
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__u64 *t = bpf_map_lookup_elem(refused_map, key);
+	struct fresh_entry *e, n;
 
 	if (t && *t > now)
 		return FRESH_REFUSED;
-	t = bpf_map_lookup_elem(since_map, key);
-	if (!t || now - *t > FRESH_RESET_NS) {
-		bpf_map_update_elem(since_map, key, &now, BPF_ANY);
-		return FRESH_QUEUE;
-	}
-	return now - *t <= FRESH_NS ? FRESH_QUEUE : FRESH_LATE;
+	e = bpf_map_lookup_elem(since_map, key);
+	if (e && now - e->first <= FRESH_RESET_NS)
+		return now < e->until ? FRESH_QUEUE : FRESH_LATE;
+	// The source's first SYN under pressure (or since FRESH_RESET_NS).
+	n.first = now;
+	n.until = fresh_admit(now) ? now + FRESH_NS : 0;
+	bpf_map_update_elem(since_map, key, &n, BPF_ANY);
+	return n.until ? FRESH_QUEUE : FRESH_FULL;
 }
 
 SEC("sk_lookup")
@@ -210,6 +268,8 @@ int priority(struct bpf_sk_lookup *ctx)
 		count_priority(PRIORITY_REFUSED);
 	} else if (verdict == FRESH_LATE) {
 		count_priority(PRIORITY_LATE);
+	} else if (verdict == FRESH_FULL) {
+		count_priority(PRIORITY_FRESH_FULL);
 	} else if (bpf_sk_assign(ctx, sk, 0)) {
 		count_priority(PRIORITY_FAILED);
 	} else {

@@ -41,6 +41,18 @@ type PriorityConfig struct {
 	Ports           [1024]uint64
 }
 
+type PriorityFreshEntry struct {
+	_     structs.HostLayout
+	First uint64
+	Until uint64
+}
+
+type PriorityFreshLimit struct {
+	_          structs.HostLayout
+	IntervalNs uint64
+	BurstNs    uint64
+}
+
 type PriorityIn6Key struct {
 	_  structs.HostLayout
 	Hi uint64
@@ -58,8 +70,10 @@ type PriorityPriorityKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	PriorityMapFreshRate     = "fresh_rate"
 	PriorityMapFreshSinceV4  = "fresh_since_v4"
 	PriorityMapFreshSinceV6  = "fresh_since_v6"
+	PriorityMapFreshTat      = "fresh_tat"
 	PriorityMapGoodV4        = "good_v4"
 	PriorityMapGoodV6        = "good_v6"
 	PriorityMapPrioritySocks = "priority_socks"
@@ -119,8 +133,10 @@ type PriorityProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type PriorityMapSpecs struct {
+	FreshRate     *ebpf.MapSpec `ebpf:"fresh_rate"`
 	FreshSinceV4  *ebpf.MapSpec `ebpf:"fresh_since_v4"`
 	FreshSinceV6  *ebpf.MapSpec `ebpf:"fresh_since_v6"`
+	FreshTat      *ebpf.MapSpec `ebpf:"fresh_tat"`
 	GoodV4        *ebpf.MapSpec `ebpf:"good_v4"`
 	GoodV6        *ebpf.MapSpec `ebpf:"good_v6"`
 	PrioritySocks *ebpf.MapSpec `ebpf:"priority_socks"`
@@ -156,8 +172,10 @@ func (o *PriorityObjects) Close() error {
 //
 // It can be passed to LoadPriorityObjects or ebpf.CollectionSpec.LoadAndAssign.
 type PriorityMaps struct {
+	FreshRate     *ebpf.Map `ebpf:"fresh_rate"`
 	FreshSinceV4  *ebpf.Map `ebpf:"fresh_since_v4"`
 	FreshSinceV6  *ebpf.Map `ebpf:"fresh_since_v6"`
+	FreshTat      *ebpf.Map `ebpf:"fresh_tat"`
 	GoodV4        *ebpf.Map `ebpf:"good_v4"`
 	GoodV6        *ebpf.Map `ebpf:"good_v6"`
 	PrioritySocks *ebpf.Map `ebpf:"priority_socks"`
@@ -169,8 +187,10 @@ type PriorityMaps struct {
 
 func (m *PriorityMaps) Close() error {
 	return _PriorityClose(
+		m.FreshRate,
 		m.FreshSinceV4,
 		m.FreshSinceV6,
+		m.FreshTat,
 		m.GoodV4,
 		m.GoodV6,
 		m.PrioritySocks,

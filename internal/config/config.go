@@ -227,7 +227,7 @@ func Default() Config {
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 2, Idle: 5 * time.Second, MaxBytes: 32,
 			ScanInterval: time.Second,
 			Pressure: SlotPressure{Connections: 20, Idle: time.Second, ScanInterval: 250 * time.Millisecond,
-				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second, FreshPorts: DefaultFreshPorts(), Refuse: 10 * time.Minute}}},
+				Hold: time.Minute, Evict: SlotEvict{Enabled: true, Grace: time.Second, FreshPorts: DefaultFreshPorts(), Refuse: 10 * time.Minute, FreshRate: 2}}},
 		GuardRails:     GuardRails{WidestBanV4: 8, WidestBanV6: 32},
 		KnownGood:      KnownGood{Retention: 30 * 24 * time.Hour, MaxEntries: 65536, PriorityPorts: DefaultPriorityPorts()},
 		IPv6Escalation: IPv6Escalation{Enabled: true, Prefix: 48, Offenders: 3, Window: 10 * time.Minute},

@@ -162,7 +162,7 @@ crowdsec:
 		KillConnections: false,
 		SlotHolders: SlotHolders{Enabled: true, MinConnections: 5, Idle: 30 * time.Second, MaxBytes: 32,
 			ScanInterval: 2 * time.Second, Pressure: SlotPressure{Connections: 50, Idle: 2 * time.Second,
-				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute, Evict: SlotEvict{Grace: 3 * time.Second, FreshPorts: DefaultFreshPorts(), Refuse: 10 * time.Minute}}},
+				ScanInterval: 500 * time.Millisecond, Hold: 5 * time.Minute, Evict: SlotEvict{Grace: 3 * time.Second, FreshPorts: DefaultFreshPorts(), Refuse: 10 * time.Minute, FreshRate: 2}}},
 		GuardRails:     GuardRails{WidestBanV4: 16, WidestBanV6: 48},
 		KnownGood:      KnownGood{Retention: 240 * time.Hour, MaxEntries: 1000, PriorityPorts: PortMap{995: 30995}},
 		IPv6Escalation: IPv6Escalation{Prefix: 40, Offenders: 5, Window: time.Hour},

@@ -62,11 +62,17 @@ func DefaultFreshPorts() PortMap {
 // while the fresh tier is on: otherwise it reconnects at once into the
 // fresh queue, ahead of the new users that queue is for. Known-good
 // sources are never refused; without pressure nobody is; 0 turns it off.
+//
+// FreshRate is how many new sources a second the fresh queue takes, at
+// most: an attack that brings hundreds of new sources at once would
+// otherwise fill it ahead of the new users who come after. The others go
+// to the public queue, as without the fresh tier. 0 takes every source.
 type SlotEvict struct {
 	Enabled    bool          `yaml:"enabled"`
 	Grace      time.Duration `yaml:"grace"`
 	FreshPorts PortMap       `yaml:"fresh_ports"`
 	Refuse     time.Duration `yaml:"refuse"`
+	FreshRate  int           `yaml:"fresh_rate"`
 }
 
 // IPv6Escalation bans the whole /Prefix (48 by default) when Offenders
@@ -101,6 +107,9 @@ func (c *Config) validateLoginSlots(ps *problems) {
 	c.validatePriority(ps)
 	if e := c.SlotHolders.Pressure.Evict; e.Enabled && (e.Grace < minEvictGrace || e.Grace > time.Minute) {
 		ps.add("slot_holders.pressure.evict.grace", "must be %s-1m, got %q", minEvictGrace, e.Grace.String())
+	}
+	if n := c.SlotHolders.Pressure.Evict.FreshRate; n < 0 || n > 100000 {
+		ps.add("slot_holders.pressure.evict.fresh_rate", "must be 0-100000 new sources a second (0: no limit), got %d", n)
 	}
 	if r := c.SlotHolders.Pressure.Evict.Refuse; r < 0 || r > 24*time.Hour {
 		ps.add("slot_holders.pressure.evict.refuse", "must be 0-24h (0 turns it off), got %q", r.String())

@@ -10,6 +10,7 @@ func TestLoginSlotSettingsValidation(t *testing.T) {
 		{"known_good: {retention: 10m}", `known_good.retention: must be 1h0m0s-87600h, got "10m0s" (line 1)`},
 		{"known_good: {max_entries: -1}", "known_good.max_entries: must be 0-131072 (0 turns learning off), got -1 (line 1)"},
 		{"slot_holders: {pressure: {evict: {enabled: true, grace: 10ms}}}", `slot_holders.pressure.evict.grace: must be 200ms-1m, got "10ms" (line 1)`},
+		{"slot_holders: {pressure: {evict: {fresh_rate: -1}}}", "slot_holders.pressure.evict.fresh_rate: must be 0-100000 new sources a second (0: no limit), got -1 (line 1)"},
 		{"slot_holders: {pressure: {evict: {refuse: 25h}}}", `slot_holders.pressure.evict.refuse: must be 0-24h (0 turns it off), got "25h0m0s" (line 1)`},
 		{"slot_holders: {pressure: {evict: {refuse: -1s}}}", `slot_holders.pressure.evict.refuse: must be 0-24h (0 turns it off), got "-1s" (line 1)`},
 		{"ipv6_escalation: {prefix: 16}", "ipv6_escalation.prefix: must be 32-127, got 16 (line 1)"},

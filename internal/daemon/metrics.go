@@ -175,6 +175,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(descKernel, st.Failed, "priority_failed")
 			counter(descKernel, st.Refused, "priority_refused")
 			counter(descKernel, st.Late, "priority_late")
+			counter(descKernel, st.FreshFull, "priority_fresh_full")
 		}
 	}
 	if bans, err := c.g.Bans(); err == nil {

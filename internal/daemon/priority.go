@@ -58,6 +58,9 @@ func (d *Daemon) startPriority() {
 		d.log.Error("priority steering is off", "error", err)
 		return
 	}
+	if err := p.SetFreshRate(d.cfg.SlotHolders.Pressure.Evict.FreshRate); err != nil {
+		d.log.Error("fresh queue rate not set: it takes every new source", "error", err)
+	}
 	ps.p, ps.reported = p, map[datapath.Listener]bool{}
 	d.syncPriority(context.Background(), false)
 }

@@ -54,7 +54,8 @@ type Priority struct {
 	stats      *ebpf.Map
 	refused    [2]*ebpf.Map // refused_v4, refused_v6
 	freshSince [2]*ebpf.Map // fresh_since_v4, fresh_since_v6: only the kernel writes them
-	link       link.Link    // nil when pinned: the pin keeps it attached
+	freshRate  *ebpf.Map
+	link       link.Link // nil when pinned: the pin keeps it attached
 }
 
 // PriorityStats counts the SYNs the steering program handed to a tier's
@@ -72,6 +73,10 @@ type PriorityStats struct {
 	// Late went to the public listener under pressure: their source was
 	// past its first seconds under pressure (FRESH_NS in priority.c).
 	Late uint64 `json:"late"`
+	// FreshFull went to the public listener under pressure: the first SYN
+	// of a new source while the fresh queue's rate was used up
+	// (SetFreshRate).
+	FreshFull uint64 `json:"fresh_full"`
 }
 
 // AttachPriority loads the steering program over this Guard's known-good
@@ -108,7 +113,8 @@ func (g *Guard) AttachPriority(netns string) (*Priority, error) {
 	}
 	defer objs.Priority.Close()
 	p := &Priority{g: g, socks: objs.PrioritySocks, stats: objs.PriorityStats, refused: [2]*ebpf.Map{objs.RefusedV4, objs.RefusedV6},
-		freshSince: [2]*ebpf.Map{objs.FreshSinceV4, objs.FreshSinceV6}}
+		freshSince: [2]*ebpf.Map{objs.FreshSinceV4, objs.FreshSinceV6}, freshRate: objs.FreshRate}
+	objs.FreshTat.Close() // only the program uses it
 	if err := p.attach(g.pinRoot, netns, objs.Priority); err != nil {
 		p.Close()
 		return nil, err
@@ -229,10 +235,25 @@ func refuse[K any](m *ebpf.Map, keys []K, deadline uint64) error {
 	return nil
 }
 
+// SetFreshRate sets how many new sources a second, at most, the fresh
+// queue takes under pressure (up to a second's worth at once); the first
+// SYN of any other goes to the public queue. 0 takes every source.
+func (p *Priority) SetFreshRate(perSecond int) error {
+	var r bpf.PriorityFreshLimit
+	if perSecond > 0 {
+		r.IntervalNs = uint64(time.Second) / uint64(perSecond)
+		r.BurstNs = r.IntervalNs * uint64(perSecond-1)
+	}
+	if err := p.freshRate.Update(uint32(0), r, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("set the fresh queue's rate: %w", privilegeHint(err))
+	}
+	return nil
+}
+
 // Stats sums the steering counters over the CPUs.
 func (p *Priority) Stats() (PriorityStats, error) {
 	var s PriorityStats
-	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed, &s.Refused, &s.Late} {
+	for i, dst := range []*uint64{&s.Steered, &s.Fresh, &s.Failed, &s.Refused, &s.Late, &s.FreshFull} {
 		var percpu []uint64
 		if err := p.stats.Lookup(uint32(i), &percpu); err != nil {
 			return PriorityStats{}, fmt.Errorf("read priority counters: %w", err)
@@ -250,6 +271,6 @@ func (p *Priority) Close() error {
 	if p.link != nil {
 		errs = append(errs, p.link.Close())
 	}
-	errs = append(errs, p.socks.Close(), p.stats.Close(), p.refused[0].Close(), p.refused[1].Close(), p.freshSince[0].Close(), p.freshSince[1].Close())
+	errs = append(errs, p.socks.Close(), p.stats.Close(), p.refused[0].Close(), p.refused[1].Close(), p.freshSince[0].Close(), p.freshSince[1].Close(), p.freshRate.Close())
 	return errors.Join(errs...)
 }

@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cilium/ebpf"
+	"github.com/xdpguard/xdpguard/internal/bpf"
 	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
@@ -307,5 +309,52 @@ func TestPriorityRefusesEvicted(t *testing.T) {
 	}
 	if st, err := p.Stats(); err != nil || st.Late != 1 {
 		t.Fatalf("stats %+v, %v: want 1 late", st, err)
+	}
+}
+
+// Under pressure the fresh queue takes fresh_rate new sources a second:
+// past it, a new source's connection goes to the public queue, and so do
+// its next ones (its first SYN under pressure was turned away).
+func TestPriorityFreshRate(t *testing.T) {
+	w := newKGWorld(t, DefaultSettings())
+	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
+	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
+	var p *Priority
+	if err := w.srv.Do(func() (err error) { p, err = w.g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	f := socketOf(t, fresh4)
+	err := p.SetListener(Listener{110, unix.AF_INET, TierFresh}, f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Four a second, up to a second's worth at once.
+	if err := p.SetFreshRate(4); err != nil {
+		t.Fatal(err)
+	}
+	var lim bpf.PriorityFreshLimit
+	if err := p.freshRate.Lookup(uint32(0), &lim); err != nil || lim.IntervalNs != uint64(250*time.Millisecond) || lim.BurstNs != uint64(750*time.Millisecond) {
+		t.Fatalf("fresh rate 4/s: %+v, %v", lim, err)
+	}
+	// One an hour, no burst: the second source comes within the hour,
+	// whatever the load.
+	if err := p.freshRate.Update(uint32(0), bpf.PriorityFreshLimit{IntervalNs: uint64(time.Hour)}, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		src  netip.Addr
+		want *net.TCPListener
+	}{{kgCli4, fresh4}, {kgOld4, pub4}, {kgOld4, pub4}} {
+		if err := w.dial(t, tc.src, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := acceptedFrom(t, tc.want, 5*time.Second); got != tc.src {
+			t.Fatalf("%s accepted %s, want %s", tc.want.Addr(), got, tc.src)
+		}
+	}
+	if st, err := p.Stats(); err != nil || st.Fresh != 1 || st.FreshFull != 1 || st.Late != 1 {
+		t.Fatalf("stats %+v, %v: want 1 fresh, 1 over the rate, 1 late", st, err)
 	}
 }
