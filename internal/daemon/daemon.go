@@ -109,6 +109,11 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 	}
 	defer d.guard.Close()
 	defer d.priority.close()
+	defer func() {
+		if d.evict.login != nil {
+			d.evict.login.Close()
+		}
+	}()
 	return d.loop(ctx, reload)
 }
 

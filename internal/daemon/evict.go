@@ -25,6 +25,26 @@ type evictState struct {
 	// destroyed within the log layer's window: a source evicted again and
 	// again is holding slots, and is banned (evidenceBan).
 	evicted map[netip.Prefix][]time.Time
+	// login finds the login processes' sockets (loaded on first use);
+	// loginErr is why it could not load: the /proc walk does it then.
+	login    *sockets.LoginIter
+	loginErr error
+}
+
+// loginInodes returns the inodes of the sockets that Dovecot's login
+// processes hold: from the BPF iterator, or, where it cannot load (before
+// Linux 5.8, no kernel BTF), from a walk of /proc.
+func (d *Daemon) loginInodes() (map[uint32]bool, error) {
+	w := &d.evict
+	if w.login == nil && w.loginErr == nil {
+		if w.login, w.loginErr = sockets.NewLoginIter(sockets.LoginProcesses); w.loginErr != nil {
+			d.log.Warn("login sockets: walking /proc instead of the BPF iterator", "error", w.loginErr)
+		}
+	}
+	if w.login != nil {
+		return w.login.Inodes()
+	}
+	return sockets.LoginInodes("/proc", sockets.LoginProcesses)
 }
 
 // evictBan is how many evictions of one source within the log layer's
@@ -112,7 +132,7 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool,
 	if !pressure || waiting == 0 {
 		return
 	}
-	inodes, err := sockets.LoginInodes("/proc", sockets.LoginProcesses)
+	inodes, err := d.loginInodes()
 	if err != nil {
 		d.slotError("find the login processes' sockets", err)
 		return

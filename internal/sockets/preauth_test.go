@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -256,6 +257,31 @@ func TestPreAuthRealDovecot(t *testing.T) {
 			if len(all) != 6 {
 				t.Fatalf("%d connections listed, want 6", len(all))
 			}
+			// The BPF iterator that the daemon uses finds the same
+			// sockets as the /proc walk (a login process that starts or
+			// ends between the two reads: read both again).
+			it, err := NewLoginIter(LoginProcesses)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer it.Close()
+			for try := 0; ; try++ {
+				walk, err := LoginInodes("/proc", LoginProcesses)
+				if err != nil {
+					t.Fatal(err)
+				}
+				iter, err := it.Inodes()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if maps.Equal(walk, iter) && len(walk) > 0 {
+					break
+				}
+				if try == 20 {
+					t.Fatalf("iterator found %d login sockets, /proc %d", len(iter), len(walk))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 			// The mode is really in force: a process per connection, or
 			// several connections per process.
 			procs := loginPIDs(t, got)
@@ -266,7 +292,7 @@ func TestPreAuthRealDovecot(t *testing.T) {
 				t.Errorf("high-performance: %d pre-auth connections in %d login processes, want them shared", len(got), procs)
 			}
 			var n int
-			err := ns.Do(func() (err error) {
+			err = ns.Do(func() (err error) {
 				n, err = DestroyConns(ctx, got)
 				return err
 			})
@@ -287,6 +313,20 @@ func TestPreAuthRealDovecot(t *testing.T) {
 				t.Errorf("POP3 session after the eviction: %q", r)
 			}
 		})
+	}
+}
+
+// BenchmarkLoginIter reads the iterator as eviction does under pressure.
+func BenchmarkLoginIter(b *testing.B) {
+	it, err := NewLoginIter(LoginProcesses)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer it.Close()
+	for b.Loop() {
+		if _, err := it.Inodes(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
