@@ -14,12 +14,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/testutil"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
@@ -340,32 +342,51 @@ func (w *World) Established() (map[netip.Addr]int, error) {
 	return w.Sockets("established")
 }
 
+// Connections counts the server's established connections to the mail
+// ports by peer address, and those of them that Dovecot has accepted: the
+// rest wait in an accept queue (their socket has no inode yet).
+func (w *World) Connections() (all, accepted map[netip.Addr]int, err error) {
+	return w.sockets("established")
+}
+
 // Sockets counts the server's connections to the mail ports in the given
 // TCP states (ss's names) by peer address. A connection that its client
 // closed while it waited in an accept queue is in close-wait there.
 func (w *World) Sockets(states ...string) (map[netip.Addr]int, error) {
-	args := []string{"-Htn"}
+	all, _, err := w.sockets(states...)
+	return all, err
+}
+
+func (w *World) sockets(states ...string) (all, accepted map[netip.Addr]int, err error) {
+	args := []string{"-Htne"}
 	for _, st := range states {
 		args = append(args, "state", st)
 	}
 	args = append(args, "( sport = :110 or sport = :143 or sport = :993 or sport = :995 )")
 	out, err := run(w.Server, "ss", args...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	m := map[netip.Addr]int{}
+	all, accepted = map[netip.Addr]int{}, map[netip.Addr]int{}
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
+		if len(f) > 0 && len(states) > 1 {
+			f = f[1:] // the State column, shown when more than one is asked for
+		}
+		// Recv-Q Send-Q Local Peer, then -e's fields.
 		if len(f) < 4 {
 			continue
 		}
-		ap, err := netip.ParseAddrPort(f[len(f)-1])
+		ap, err := netip.ParseAddrPort(f[3])
 		if err != nil {
 			continue
 		}
-		m[ap.Addr().Unmap()]++
+		all[ap.Addr().Unmap()]++
+		if !slices.Contains(f[4:], "ino:0") {
+			accepted[ap.Addr().Unmap()]++
+		}
 	}
-	return m, nil
+	return all, accepted, nil
 }
 
 // Waiting counts the connections waiting in the accept queues of the
@@ -373,7 +394,12 @@ func (w *World) Sockets(states ...string) (map[netip.Addr]int, error) {
 // After an attack ends, the queued connections of the bots (closed by then)
 // still wait there until Dovecot has worked through them.
 func (w *World) Waiting() (int, error) {
-	out, err := run(w.Server, "ss", "-Hltn", "( sport = :110 or sport = :143 or sport = :993 or sport = :995 )")
+	// The public listeners and the priority tiers' (dist/dovecot-priority.conf).
+	var ports []string
+	for _, p := range []uint16{110, 143, 993, 995} {
+		ports = append(ports, fmt.Sprintf("sport = :%d or sport = :%d or sport = :%d", p, config.DefaultPriorityPorts()[p], config.DefaultFreshPorts()[p]))
+	}
+	out, err := run(w.Server, "ss", "-Hltn", "( "+strings.Join(ports, " or ")+" )")
 	if err != nil {
 		return 0, err
 	}

@@ -125,7 +125,7 @@ func checkXdpguard(t *testing.T, res *phaseResult, a attack) {
 		t.Errorf("%s: %.2f%% of new users' logins succeeded (%d/%d), want >= %.0f%%", res.name(), 100*s.Rate, s.OK, s.Attempts, 100*wantNew)
 	}
 	if f := res.Fate; len(f.Neither) > 0 {
-		t.Errorf("%s: %d of %d attacker sources were neither banned nor starved (held a connection in the last %v): %v",
+		t.Errorf("%s: %d of %d attacker sources were neither banned nor starved (held a login slot in the last %v): %v",
 			res.name(), len(f.Neither), f.Sources, starvedWindow, firstAddrs(f.Neither, 10))
 	}
 	if len(res.heldByBanned) > 0 {

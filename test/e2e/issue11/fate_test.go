@@ -11,14 +11,17 @@ import (
 
 // fate is what became of an attack's sources by the end of a phase. A
 // source is banned if the defence banned it while the attack ran, and
-// starved if it held no established connection to the mail ports (accept
-// queues included) in any of the server's samples of the phase's last
-// starvedWindow: whatever it tried, it held no slot and waited in no
-// queue. Both are measured on the server, not from the attacker's side.
+// starved if Dovecot accepted none of its connections to the mail ports
+// in any of the server's samples of the phase's last starvedWindow:
+// whatever it tried, it held no login slot. Queued counts the starved that
+// still had a connection waiting in an accept queue then (behind the
+// users' queues, for a slot it did not get). Both are measured on the
+// server, not from the attacker's side.
 type fate struct {
 	Sources int          `json:"sources"`
 	Banned  int          `json:"banned"`
 	Starved int          `json:"starved"` // starved and not banned
+	Queued  int          `json:"queued"`  // of Starved
 	Neither []netip.Addr `json:"neither,omitempty"`
 	// When each source became banned or starved (starved: the sample
 	// after the last in which it held a connection), from the attack's
@@ -50,6 +53,9 @@ func computeFate(res *phaseResult, sources []netip.Addr, bannedAt func(netip.Add
 			}
 			if !banned {
 				f.Starved++
+				if q, ok := res.conns.lastConnected(a); ok && !q.Before(res.End.Add(-starvedWindow)) {
+					f.Queued++
+				}
 			}
 		} else if !banned {
 			f.Neither = append(f.Neither, a)

@@ -47,12 +47,15 @@ func report(t *testing.T, results []*phaseResult) {
 		if r.Fate != nil && len(r.Fate.Neither) > 0 {
 			fmt.Fprintf(&b, "%s: %d sources neither banned nor starved, e.g. %v\n", r.name(), len(r.Fate.Neither), firstAddrs(r.Fate.Neither, 5))
 		}
+		if r.Fate != nil && r.Fate.Queued > 0 {
+			fmt.Fprintf(&b, "%s: %d of the starved sources still waited in an accept queue in the last %v\n", r.name(), r.Fate.Queued, starvedWindow)
+		}
 		for _, l := range r.LegitBanned {
 			fmt.Fprintf(&b, "%s: LEGITIMATE SOURCE BANNED: %s\n", r.name(), l)
 		}
 	}
 	t.Logf("legitimate logins by class (returning users every %v, new users every %v, %v deadline; p50/p99 of the returning users' successful logins; "+
-		"starved: no connection in the phase's last %v):\n%s", probeEvery, newUserEvery, probeLimit, starvedWindow, b.String())
+		"starved: no login slot, no connection Dovecot accepted, in the phase's last %v):\n%s", probeEvery, newUserEvery, probeLimit, starvedWindow, b.String())
 	harness.WriteResults(t, "issue11", results, b.String())
 }
 

@@ -12,14 +12,16 @@ import (
 )
 
 // connWatch samples the server's established connections to the mail ports
-// every second, and remembers when each watched source last held one:
-// what "starved" is measured from. Connections still in an accept queue
-// count as held (they are established, and wait for a slot).
+// every second, and remembers when each watched source last held one that
+// Dovecot had accepted (a login slot, or a session): what "starved" is
+// measured from. It also remembers when each last had one at all, waiting
+// in an accept queue included, which the report gives beside it.
 type connWatch struct {
 	w     *harness.World
 	watch map[netip.Addr]bool
 	mu    sync.Mutex
-	last  map[netip.Addr]time.Time
+	last  map[netip.Addr]time.Time // accepted
+	lastQ map[netip.Addr]time.Time // accepted or queued
 	// queued is the accept queues' total length in each sample.
 	queued []int
 	errs   int
@@ -30,7 +32,7 @@ type connWatch struct {
 const connSampleEvery = time.Second
 
 func newConnWatch(w *harness.World, addrs []netip.Addr) *connWatch {
-	cw := &connWatch{w: w, watch: map[netip.Addr]bool{}, last: map[netip.Addr]time.Time{}, done: make(chan struct{})}
+	cw := &connWatch{w: w, watch: map[netip.Addr]bool{}, last: map[netip.Addr]time.Time{}, lastQ: map[netip.Addr]time.Time{}, done: make(chan struct{})}
 	for _, a := range addrs {
 		cw.watch[a] = true
 	}
@@ -45,7 +47,7 @@ func (cw *connWatch) loop() {
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		est, err := cw.w.Established()
+		est, accepted, err := cw.w.Connections()
 		q, qerr := cw.w.Waiting()
 		cw.mu.Lock()
 		if err != nil || qerr != nil {
@@ -55,6 +57,11 @@ func (cw *connWatch) loop() {
 			cw.queued = append(cw.queued, q)
 		}
 		for a, n := range est {
+			if n > 0 && cw.watch[a] {
+				cw.lastQ[a] = now
+			}
+		}
+		for a, n := range accepted {
 			if n > 0 && cw.watch[a] {
 				cw.last[a] = now
 			}
@@ -77,11 +84,21 @@ func (cw *connWatch) stop() {
 	cw.wg.Wait()
 }
 
-// lastHeld is the last sample in which a held a connection.
+// lastHeld is the last sample in which a held a connection that Dovecot
+// had accepted.
 func (cw *connWatch) lastHeld(a netip.Addr) (time.Time, bool) {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	t, ok := cw.last[a]
+	return t, ok
+}
+
+// lastConnected is the last sample in which a had a connection, accepted
+// or waiting in an accept queue.
+func (cw *connWatch) lastConnected(a netip.Addr) (time.Time, bool) {
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	t, ok := cw.lastQ[a]
 	return t, ok
 }
 
