@@ -63,7 +63,7 @@ test-short: bpffs
 # Runs the kernel-facing test binaries in QEMU on Debian 12's kernels
 # (tools/vmtest/README.md). One kernel: make test-kernels KERNEL=6.1
 KERNEL      ?= 6.1 6.12
-VMTEST_PKGS ?= ./internal/datapath ./internal/bpf
+VMTEST_PKGS ?= ./internal/datapath ./internal/bpf ./internal/sockets
 test-kernels:
 	GO='$(GO)' VMTEST_PKGS='$(VMTEST_PKGS)' tools/vmtest/vmtest.sh $(KERNEL)
 
