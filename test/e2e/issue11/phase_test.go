@@ -29,6 +29,10 @@ type attack struct {
 	name    string
 	sources []netip.Addr
 	start   func(limit time.Duration) (*harness.Attack, error)
+	// fatePhases is how many phase lengths its xdpguard phase runs: long
+	// enough for every source to end up banned or starved, which the
+	// phase asserts, and reports when.
+	fatePhases int
 }
 
 // run is the world and the users who log in all along.
