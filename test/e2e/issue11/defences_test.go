@@ -20,11 +20,16 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 		name = "xdpguard (cfg)"
 	}
 	var during map[netip.Addr]harness.StatusBan
+	cpu0, cpuErr := x.CPU()
 	res := r.phaseFor(t, a, name, r.plen*time.Duration(max(a.fatePhases, 1)), func(res *phaseResult) {
 		// While the attack still runs: once it stops, every held
 		// connection closes and is logged, which bans the rest anyway.
 		during = watch.Snapshot()
 		res.heldByBanned = heldByBanned(t, x, r.w)
+		if cpu, err := x.CPU(); err == nil && cpuErr == nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("xdpguard used %.1f%% of one core during the attack (%v of CPU time)",
+				100*(cpu-cpu0).Seconds()/time.Since(res.Start).Seconds(), (cpu-cpu0).Round(10*time.Millisecond)))
+		}
 	})
 	res.Fate = computeFate(res, a.sources, func(s netip.Addr) (time.Time, bool) {
 		if _, ok := during[s]; !ok {
