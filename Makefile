@@ -148,24 +148,33 @@ deps-bench-e2e: deps-e2e
 	  echo ">> installing $(E2E_BENCH_APT)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(E2E_BENCH_APT); }
 
+# The end-to-end proofs against the real Dovecot (test/e2e/README.md), about
+# 11 minutes: the seed's attack (test/e2e), then issue 11's run
+# (test/e2e/issue11): the seed's attack, a 600-source distributed trawler and
+# a slow attacker against no protection and xdpguard, while returning users,
+# new users, a NAT office and a webmail front end log in. Every target of
+# issue 11 is an assertion. The webmail front end makes E2E_WEBMAIL_RATE
+# logins a second: 5 here, because a 2-core machine cannot start Dovecot's
+# processes for the issue's 20 a second on top of the rest (the legitimate
+# traffic alone kept 179 connections queued); bench-e2e-slots runs 20.
+E2E_WEBMAIL_RATE ?= 5
 test-e2e: build deps-e2e bpffs
 	$(GO) vet -tags e2e ./test/e2e/...
 	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 20m -v -run '^TestE2E$$' ./test/e2e/
+	E2E_WEBMAIL_RATE=$(E2E_WEBMAIL_RATE) XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 40m -v -run '^TestE2E$$' ./test/e2e/issue11/
 
-# The same, with fail2ban (dovecot[mode=aggressive], iptables inside the
-# server namespace) measured first, for the side-by-side table.
+# Both, with fail2ban (dovecot[mode=aggressive], iptables inside the server
+# namespace) measured first, for the side-by-side tables.
 bench-e2e: build deps-bench-e2e bpffs
-	@rm -f build/e2e/table.txt
+	@rm -f build/e2e/table.txt build/e2e/issue11/table.txt
 	-E2E_FAIL2BAN=1 XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 20m -v -run '^TestE2E$$' ./test/e2e/
-	@cat build/e2e/table.txt
+	-E2E_FAIL2BAN=1 E2E_WEBMAIL_RATE=$(E2E_WEBMAIL_RATE) XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 40m -v -run '^TestE2E$$' ./test/e2e/issue11/
+	@cat build/e2e/table.txt build/e2e/issue11/table.txt
 
-# Issue 11's acceptance run (test/e2e/issue11): the seed's attack and a
-# 600-source distributed trawler against no protection and xdpguard
-# (E2E_FAIL2BAN=1 adds fail2ban), while returning users, new users, a NAT
-# office and a webmail front end log in. Every target of issue 11 is an
-# assertion; they are not all met yet, so CI does not run it (issue 11 is
-# open). E2E_PHASE=90s lengthens every phase; E2E_WEBMAIL_RATE lowers the
-# webmail front end's 20 logins a second on a slow machine.
+# Issue 11's run alone, at the issue's 20 webmail logins a second unless
+# E2E_WEBMAIL_RATE says otherwise (E2E_FAIL2BAN=1 adds fail2ban;
+# E2E_ATTACKS=trawler or seed runs one attack; E2E_PHASE=90s lengthens every
+# phase).
 bench-e2e-slots: build deps-bench-e2e bpffs
 	XDPGUARD_BIN=$(abspath $(BIN)) $(GO) test -tags e2e -count=1 -timeout 40m -v -run '^TestE2E$$' ./test/e2e/issue11/
 
