@@ -65,6 +65,30 @@ func socketOf(t *testing.T, l *net.TCPListener) *os.File {
 	return os.NewFile(uintptr(fd), "listener")
 }
 
+// attachIn attaches the steering program in w's server namespace, as
+// that namespace's thread sees it (/var/run/netns is not there in every
+// test kernel's VM), and detaches it when the test ends.
+func attachIn(t *testing.T, w *kgWorld, g *Guard) *Priority {
+	t.Helper()
+	var p *Priority
+	if err := w.srv.Do(func() (err error) { p, err = g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// setListener steers l's connections to ln; the map holds the socket, not
+// the descriptor, which is closed at once.
+func setListener(t *testing.T, p *Priority, l Listener, ln *net.TCPListener) {
+	t.Helper()
+	f := socketOf(t, ln)
+	defer f.Close()
+	if err := p.SetListener(l, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Over a real TCP stack: a known-good source's connection to the public
 // port lands in the priority listener's accept queue, with the public
 // address as its local one; a source that is not known-good lands in the
@@ -76,20 +100,9 @@ func TestPrioritySteersKnownGood(t *testing.T) {
 	pub6 := listenIn(t, w.srv, "[2001:db8:101::1]:110")
 	pri4 := listenIn(t, w.srv, "127.0.0.1:10110")
 	pri6 := listenIn(t, w.srv, "[::1]:10110")
-	// The namespace as this thread sees it while inside: /var/run/netns
-	// is not there in every test kernel's VM.
-	var p *Priority
-	if err := w.srv.Do(func() (err error) { p, err = w.g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := attachIn(t, w, w.g)
 	for fam, l := range map[int]*net.TCPListener{unix.AF_INET: pri4, unix.AF_INET6: pri6} {
-		f := socketOf(t, l)
-		if err := p.SetListener(Listener{110, fam, TierKnownGood}, f); err != nil {
-			t.Fatal(err)
-		}
-		f.Close() // the map holds the socket, not a descriptor
-
+		setListener(t, p, Listener{110, fam, TierKnownGood}, l)
 	}
 	good := []netip.Prefix{netip.PrefixFrom(kgOld4, 32), netip.PrefixFrom(kgCli6, 64).Masked()}
 	if err := w.g.PutKnownGood(good); err != nil {
@@ -130,13 +143,8 @@ func TestPrioritySteersKnownGood(t *testing.T) {
 	// there under slot pressure), any other source goes there; without
 	// it, to the public listener again.
 	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
-	f := socketOf(t, fresh4)
 	fresh := Listener{110, unix.AF_INET, TierFresh}
-	err = p.SetListener(fresh, f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	setListener(t, p, fresh, fresh4)
 	for _, want := range []*net.TCPListener{fresh4, pub4} {
 		if err := w.dial(t, kgCli4, 10*time.Second); err != nil {
 			t.Fatal(err)
@@ -201,12 +209,7 @@ func TestPriorityPinned(t *testing.T) {
 	kg := Listener{110, unix.AF_INET, TierKnownGood}
 
 	p := attach()
-	f := socketOf(t, pri4)
-	err = p.SetListener(kg, f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	setListener(t, p, kg, pri4)
 	p.Close() // the pins keep it attached
 	goesTo(pri4)
 
@@ -236,22 +239,10 @@ func TestPriorityRefusesEvicted(t *testing.T) {
 		unix.AF_INET:  listenIn(t, w.srv, "127.0.0.1:20110"),
 		unix.AF_INET6: listenIn(t, w.srv, "[::1]:20110"),
 	}
-	var p *Priority
-	if err := w.srv.Do(func() (err error) { p, err = w.g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	set := func(l Listener, ln *net.TCPListener) {
-		t.Helper()
-		f := socketOf(t, ln)
-		defer f.Close()
-		if err := p.SetListener(l, f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	set(Listener{110, unix.AF_INET, TierKnownGood}, pri4)
+	p := attachIn(t, w, w.g)
+	setListener(t, p, Listener{110, unix.AF_INET, TierKnownGood}, pri4)
 	for fam, l := range fresh {
-		set(Listener{110, fam, TierFresh}, l)
+		setListener(t, p, Listener{110, fam, TierFresh}, l)
 	}
 	if err := w.g.PutKnownGood([]netip.Prefix{netip.PrefixFrom(kgOld4, 32)}); err != nil {
 		t.Fatal(err)
@@ -319,17 +310,8 @@ func TestPriorityFreshRate(t *testing.T) {
 	w := newKGWorld(t, DefaultSettings())
 	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
 	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
-	var p *Priority
-	if err := w.srv.Do(func() (err error) { p, err = w.g.AttachPriority("/proc/thread-self/ns/net"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	f := socketOf(t, fresh4)
-	err := p.SetListener(Listener{110, unix.AF_INET, TierFresh}, f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := attachIn(t, w, w.g)
+	setListener(t, p, Listener{110, unix.AF_INET, TierFresh}, fresh4)
 	// Four a second, up to a second's worth at once.
 	if err := p.SetFreshRate(4); err != nil {
 		t.Fatal(err)

@@ -53,7 +53,10 @@ func EnterNetns(t testing.TB, addrs ...netip.Addr) {
 		orig.Close()
 		runtime.UnlockOSThread()
 	})
-	h, err := netlink.NewHandleAt(ns)
+	// Route messages only: with no family named, the handle also opens
+	// XFRM and netfilter sockets, which fail where their modules are not
+	// loaded (the kernel matrix's VMs load none on demand).
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ VMTEST_PKGS=${VMTEST_PKGS:-./internal/datapath ./internal/bpf}
 # Flags for every test binary. -test.short keeps the slow cases out.
 VMTEST_TESTFLAGS=${VMTEST_TESTFLAGS:--test.v -test.short -test.timeout=20m}
 # Kernel modules (and their dependencies) loaded before the tests.
-VMTEST_MODULES=${VMTEST_MODULES:-veth}
+VMTEST_MODULES=${VMTEST_MODULES:-veth tcp_diag}
 # Seconds before a VM counts as hung. Must exceed -test.timeout so a hung
 # test prints its goroutine dump before the VM is killed.
 VMTEST_TIMEOUT=${VMTEST_TIMEOUT:-1500}
