@@ -63,6 +63,11 @@ func (d *Daemon) reload() (func(context.Context) (<-chan logwatch.Line, error), 
 	if err := d.syncAllow(); err != nil {
 		d.log.Error("allowlist after reload", "error", err)
 	}
+	if p := d.priority.p; p != nil {
+		if err := p.SetFreshRate(next.SlotHolders.Pressure.Evict.FreshRate); err != nil {
+			d.log.Error("fresh queue rate after reload", "error", err)
+		}
+	}
 	d.log.Info("configuration reloaded", "syn_threshold", next.Kernel.SYNRate.Threshold,
 		"detect_threshold", next.Detect.Threshold, "monitor", next.Kernel.Monitor)
 	return d.follow, restart, nil
