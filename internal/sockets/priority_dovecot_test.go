@@ -126,8 +126,10 @@ func TestPriorityRealDovecot(t *testing.T) {
 		log, _ := os.ReadFile(filepath.Join(dir, "dovecot.log"))
 		t.Logf("dovecot.log:\n%s", log)
 	}
-	if st, err := p.Stats(); err != nil || st.Steered != 1 || st.Fresh != 1 {
-		t.Errorf("stats %+v, %v: want 1 steered to each tier", st, err)
+	// The counters count SYNs: a SYN resent on a busy machine counts
+	// again, so at least one each (the order above is the real check).
+	if st, err := p.Stats(); err != nil || st.Steered < 1 || st.Fresh < 1 || st.Refused+st.Late+st.FreshFull+st.Failed != 0 {
+		t.Errorf("stats %+v, %v: want SYNs steered to each tier, and none elsewhere", st, err)
 	}
 }
 
