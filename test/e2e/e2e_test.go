@@ -89,7 +89,9 @@ func TestE2E(t *testing.T) {
 	xr := e.xdpguardPhase(x, watch, none)
 	results = append(results, xr)
 
-	// Phase 3: only the slow attacker, under the same daemon.
+	// Phase 3: only the slow attacker, under the same daemon, once the
+	// attack's slot pressure is over.
+	x.WaitPressureOver(t)
 	results = append(results, e.slowPhase(watch))
 
 	watch.Stop()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -142,6 +143,24 @@ func (x *Xdpguard) Running() bool {
 		return false
 	default:
 		return true
+	}
+}
+
+// WaitPressureOver waits until the daemon has said that the last attack's
+// login slot pressure is over. A test of the log layer alone starts there:
+// under pressure an attacker that holds a slot silently is evicted, and,
+// refused and reconnecting at once, trips the kernel's SYN rate before the
+// log layer has its evidence. Pressure lasts slot_holders.pressure.hold
+// (a minute) past its last sign; 3 minutes bound a daemon that never says.
+func (x *Xdpguard) WaitPressureOver(t testing.TB) {
+	t.Helper()
+	for end := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		if _, on := ReadTimeline(x.Log()).PressureDuring(time.Now(), time.Now()); !on {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatal("the daemon's slot pressure did not end within 3 minutes of the last attack")
+		}
 	}
 }
 
