@@ -142,8 +142,8 @@ func (r *run) trawlAttack() attack {
 	cfg := mailload.TrawlConfig{Sources: r.w.Trawlers, Every: trawlEvery}
 	// Four times as long under xdpguard: the slots Dovecot can start a
 	// second go to the users first, so the last queued trawlers reach one,
-	// are evicted and refused, and ban themselves on the SYN rate, about
-	// 110 s in on a 2-core machine (README, issue 11).
+	// are evicted and refused, and ban themselves on the SYN rate, 56-113 s
+	// in on a 2-core machine (README, issue 11).
 	return attack{name: "trawler", sources: r.w.Trawlers, fatePhases: 4, start: func(limit time.Duration) (*harness.Attack, error) {
 		return r.w.StartTrawl("trawl", cfg, limit)
 	}}
