@@ -124,6 +124,14 @@ func (f *Fail2ban) Banned() ([]string, error) {
 	return strings.Fields(out), nil
 }
 
+// UnbanAll lifts every ban, so that the next phase starts with none:
+// aggressive mode bans the attack's victims too (their connections that
+// timed out in the queue are "no auth attempts" lines).
+func (f *Fail2ban) UnbanAll() error {
+	_, err := f.client("unban", "--all")
+	return err
+}
+
 // Stop stops the server (its actions remove their chains) and flushes
 // what might remain, so the next phase starts unfirewalled.
 func (f *Fail2ban) Stop() error {

@@ -183,6 +183,9 @@ func (r *run) fail2banPhases(t *testing.T, attacks []attack) {
 				res.LegitBanned = append(res.LegitBanned, s.String())
 			}
 		}
+		if err := f2b.UnbanAll(); err != nil {
+			t.Fatal(err)
+		}
 		r.settle(t)
 	}
 	if err := f2b.Stop(); err != nil {
