@@ -52,9 +52,9 @@ func newE2E(t *testing.T) *e2e {
 		attack: mailload.AttackConfig{Servers: w.Servers(), Sources: w.Attackers, Conns: conns}}
 }
 
-// fail2banPhase runs the attack against fail2ban alone. It comes first,
-// while the maillog holds no attack: fail2ban reads the file from the
-// start and would otherwise open with a head start.
+// fail2banPhase runs the attack against fail2ban alone, first (fail2ban
+// reads the maillog from its end, so the order gives it no head start
+// either way).
 func (e *e2e) fail2banPhase() *phaseResult {
 	t := e.t
 	f2b, err := e.w.StartFail2ban()

@@ -36,7 +36,7 @@ banaction_allports = iptables-allports
 enabled = true
 filter = dovecot[mode=aggressive]
 port = pop3,pop3s,imap,imaps
-logpath = {{.Maillog}}
+logpath = {{.Maillog}} tail
 `))
 
 var f2bLocal = template.Must(template.New("").Parse(`[Definition]
@@ -56,11 +56,14 @@ type Fail2ban struct {
 // StartFail2ban runs fail2ban-server with a copy of Debian's configuration
 // (the distribution's jail.d, which enables sshd, left out) in the server
 // namespace, so its iptables rules exist only there. It reads the maillog
-// from the start and honours findtime, so start it before any attack has
-// been logged, or it starts with a head start.
+// from its end ("tail"), and keeps its bans in memory: each start begins
+// with no bans and no head start.
 func (w *World) StartFail2ban() (*Fail2ban, error) {
 	dir := filepath.Join(w.Dir, "fail2ban")
 	conf := filepath.Join(dir, "etc")
+	if err := os.RemoveAll(conf); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -122,14 +125,6 @@ func (f *Fail2ban) Banned() ([]string, error) {
 		return nil, err
 	}
 	return strings.Fields(out), nil
-}
-
-// UnbanAll lifts every ban, so that the next phase starts with none:
-// aggressive mode bans the attack's victims too (their connections that
-// timed out in the queue are "no auth attempts" lines).
-func (f *Fail2ban) UnbanAll() error {
-	_, err := f.client("unban", "--all")
-	return err
 }
 
 // Stop stops the server (its actions remove their chains) and flushes

@@ -79,8 +79,7 @@ func TestE2E(t *testing.T) {
 
 	attacks := selectAttacks(t, []attack{r.seedAttack(t), r.trawlAttack()})
 	if withF2B {
-		// First, while the maillog holds no attack: fail2ban reads the
-		// file from the start and would otherwise open with a head start.
+		// First, as in the seed's test.
 		r.fail2banPhases(t, attacks)
 	}
 	for _, a := range attacks {
