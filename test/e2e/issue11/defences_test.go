@@ -21,7 +21,7 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 	}
 	var during map[netip.Addr]harness.StatusBan
 	cpu0, cpuErr := x.CPU()
-	res := r.phaseFor(t, a, name, r.plen*time.Duration(max(a.fatePhases, 1)), func(res *phaseResult) {
+	res := r.phaseFor(t, a, name, r.plen*time.Duration(max(a.xdpguardPhases, 1)), func(res *phaseResult) {
 		// While the attack still runs: once it stops, every held
 		// connection closes and is logged, which bans the rest anyway.
 		during = watch.Snapshot()

@@ -29,10 +29,11 @@ type attack struct {
 	name    string
 	sources []netip.Addr
 	start   func(limit time.Duration) (*harness.Attack, error)
-	// fatePhases is how many phase lengths its xdpguard phase runs: long
-	// enough for every source to end up banned or starved, which the
-	// phase asserts, and reports when.
-	fatePhases int
+	// xdpguardPhases is how many phase lengths its xdpguard phase runs:
+	// enough logins for a rate of 99% to be measured (a 40 s phase has 40
+	// new users' logins: one failure is 97.5%), and time for every source
+	// to end up banned or starved, which the phase asserts.
+	xdpguardPhases int
 }
 
 // run is the world and the users who log in all along.
