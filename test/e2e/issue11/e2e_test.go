@@ -133,8 +133,8 @@ func (r *run) seedAttack(t *testing.T) attack {
 	}
 	cfg := mailload.AttackConfig{Servers: r.w.Servers(), Sources: r.w.Attackers, Conns: conns}
 	// Three times as long under xdpguard: 120 new users' logins, so that
-	// a single failure is still 99.2% (one in 40 failed in one run of
-	// five, and 97.5% is under the target).
+	// a single failure is still 99.2% (one in 40 failed in one of four
+	// runs, and 97.5% is under the target).
 	return attack{name: "seed", sources: r.w.Attackers, xdpguardPhases: 3, start: func(limit time.Duration) (*harness.Attack, error) {
 		return r.w.StartAttack("attack", cfg, limit)
 	}}
