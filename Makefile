@@ -149,7 +149,7 @@ deps-bench-e2e: deps-e2e
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(E2E_BENCH_APT); }
 
 # The end-to-end proofs against the real Dovecot (test/e2e/README.md), about
-# 11 minutes: the seed's attack (test/e2e), then issue 11's run
+# 12 minutes: the seed's attack (test/e2e), then issue 11's run
 # (test/e2e/issue11): the seed's attack, a 600-source distributed trawler and
 # a slow attacker against no protection and xdpguard, while returning users,
 # new users, a NAT office and a webmail front end log in. Every target of
