@@ -10,25 +10,21 @@
 // each login process: most of the daemon's time under pressure, when a
 // high-security Dovecot runs hundreds of login processes.
 //
-// Output: one __u64 inode per socket of a process whose comm is one of
-// login_comm's names. A process's threads share its descriptors, and the
-// iterator visits each table once.
+// login_sockets writes one __u64 inode per socket of a process whose comm
+// is one of login_comm's names (what the /proc walk finds, for the
+// fallback and its tests). login_conns writes a struct conn_rec for each
+// of those that is an established TCP connection to a protected port of
+// this namespace, and a struct conn_end after the last: the pre-auth
+// connections, with no inet_diag dump to join. A process's threads share
+// its descriptors, and the iterator visits each table once.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "logincomm.h"
+#include "connrec.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-// Just the fields read, relocated against the running kernel's BTF
-// (CO-RE): no vmlinux.h to generate or commit.
-struct inode {
-	unsigned short i_mode;
-	unsigned long i_ino;
-} __attribute__((preserve_access_index));
-
-struct file {
-	struct inode *f_inode;
-} __attribute__((preserve_access_index));
 
 struct task_struct {
 	char comm[16];
@@ -47,34 +43,6 @@ struct bpf_iter__task_file {
 	struct file *file;
 } __attribute__((preserve_access_index));
 
-#define S_IFMT 0170000
-#define S_IFSOCK 0140000
-#define COMM_LEN 16
-#define MAX_COMMS 4
-
-// The login processes' names (sockets.LoginProcesses), NUL-padded; set by
-// the loader. An empty name matches nothing.
-volatile const char login_comm[MAX_COMMS][COMM_LEN];
-
-static __always_inline int is_login(const char *comm)
-{
-	for (int n = 0; n < MAX_COMMS; n++) {
-		int i;
-
-		if (!login_comm[n][0])
-			continue;
-		for (i = 0; i < COMM_LEN; i++) {
-			if (comm[i] != login_comm[n][i])
-				break;
-			if (!comm[i])
-				return 1;
-		}
-		if (i == COMM_LEN)
-			return 1;
-	}
-	return 0;
-}
-
 SEC("iter/task_file")
 int login_sockets(struct bpf_iter__task_file *ctx)
 {
@@ -87,11 +55,42 @@ int login_sockets(struct bpf_iter__task_file *ctx)
 		return 0;
 	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return 0;
-	// A copy on the stack: the name loop's loads from a kernel pointer
-	// at a variable offset are what the verifier refuses.
 	if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) || !is_login(comm))
 		return 0;
 	ino = file->f_inode->i_ino;
 	bpf_seq_write(ctx->meta->seq, &ino, sizeof(ino));
+	return 0;
+}
+
+SEC("iter/task_file")
+int login_conns(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct conn_rec r;
+	struct sock *sk;
+	char comm[COMM_LEN];
+
+	// The last call, after every file, has none.
+	if (!task || !file) {
+		struct conn_end e = { .jiffies = bpf_jiffies64(), .now_ns = bpf_ktime_get_ns() };
+
+		bpf_seq_write(seq, &e, sizeof(e));
+		return 0;
+	}
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) || !is_login(comm))
+		return 0;
+	// private_data is a void pointer: only probe reads go past it.
+	sk = BPF_CORE_READ((struct socket *)file->private_data, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED ||
+	    !protected_port(BPF_CORE_READ(sk, __sk_common.skc_num)) ||
+	    BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != netns_ino)
+		return 0;
+	fill_rec(&r, sk, bpf_jiffies64());
+	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
 }

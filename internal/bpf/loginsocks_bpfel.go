@@ -16,8 +16,11 @@ import (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	LoginsocksProgLoginConns   = "login_conns"
 	LoginsocksProgLoginSockets = "login_sockets"
 	LoginsocksVarLoginComm     = "login_comm"
+	LoginsocksVarNetnsIno      = "netns_ino"
+	LoginsocksVarPorts         = "ports"
 )
 
 // LoadLoginsocks returns the embedded CollectionSpec for Loginsocks.
@@ -62,6 +65,7 @@ type LoginsocksSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type LoginsocksProgramSpecs struct {
+	LoginConns   *ebpf.ProgramSpec `ebpf:"login_conns"`
 	LoginSockets *ebpf.ProgramSpec `ebpf:"login_sockets"`
 }
 
@@ -76,6 +80,8 @@ type LoginsocksMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type LoginsocksVariableSpecs struct {
 	LoginComm *ebpf.VariableSpec `ebpf:"login_comm"`
+	NetnsIno  *ebpf.VariableSpec `ebpf:"netns_ino"`
+	Ports     *ebpf.VariableSpec `ebpf:"ports"`
 }
 
 // LoginsocksObjects contains all objects after they have been loaded into the kernel.
@@ -109,17 +115,21 @@ func (m *LoginsocksMaps) Close() error {
 // It can be passed to LoadLoginsocksObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LoginsocksVariables struct {
 	LoginComm *ebpf.Variable `ebpf:"login_comm"`
+	NetnsIno  *ebpf.Variable `ebpf:"netns_ino"`
+	Ports     *ebpf.Variable `ebpf:"ports"`
 }
 
 // LoginsocksPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadLoginsocksObjects or ebpf.CollectionSpec.LoadAndAssign.
 type LoginsocksPrograms struct {
+	LoginConns   *ebpf.Program `ebpf:"login_conns"`
 	LoginSockets *ebpf.Program `ebpf:"login_sockets"`
 }
 
 func (p *LoginsocksPrograms) Close() error {
 	return _LoginsocksClose(
+		p.LoginConns,
 		p.LoginSockets,
 	)
 }

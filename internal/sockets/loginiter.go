@@ -2,8 +2,10 @@ package sockets
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/cilium/ebpf/link"
 
@@ -16,24 +18,22 @@ import (
 // needs Linux 5.8 and the kernel's BTF; where it cannot load, LoginInodes
 // does the same work.
 type LoginIter struct {
-	it *link.Iter
+	it, conns *link.Iter
+	hz        uint64
+	buf       []byte // the last read's records, reused
 }
 
-// maxLoginNames is login_comm's length in loginsocks.c.
+// maxLoginNames is login_comm's length in logincomm.h.
 const maxLoginNames = 4
 
 // NewLoginIter loads the iterator for processes named names (comm, at most
-// four of at most 15 bytes).
-func NewLoginIter(names []string) (*LoginIter, error) {
-	var comm [maxLoginNames][16]byte
-	if len(names) > maxLoginNames {
-		return nil, fmt.Errorf("login sockets: %d process names, at most %d", len(names), maxLoginNames)
-	}
-	for i, n := range names {
-		if len(n) == 0 || len(n) > 15 {
-			return nil, fmt.Errorf("login sockets: process name %q: want 1-15 bytes", n)
-		}
-		copy(comm[i][:], n)
+// four of at most 15 bytes). With ports, AppendConns lists the login
+// processes' connections to those ports in the calling thread's network
+// namespace.
+func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
+	comm, err := loginComm(names)
+	if err != nil {
+		return nil, err
 	}
 	spec, err := bpf.LoadLoginsocks()
 	if err != nil {
@@ -42,16 +42,99 @@ func NewLoginIter(names []string) (*LoginIter, error) {
 	if err := spec.Variables["login_comm"].Set(comm); err != nil {
 		return nil, fmt.Errorf("login sockets: %w", err)
 	}
+	if err := setPorts(spec, ports); err != nil {
+		return nil, fmt.Errorf("login sockets: %w", err)
+	}
 	var objs bpf.LoginsocksObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("login sockets: load the iterator: %w", err)
 	}
-	defer objs.Close() // the link holds the program
-	it, err := link.AttachIter(link.IterOptions{Program: objs.LoginSockets})
-	if err != nil {
+	defer objs.Close() // the links hold the programs
+	l := &LoginIter{}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	if l.it, err = link.AttachIter(link.IterOptions{Program: objs.LoginSockets}); err != nil {
 		return nil, fmt.Errorf("login sockets: attach the iterator: %w", err)
 	}
-	return &LoginIter{it: it}, nil
+	if len(ports) == 0 {
+		return l, nil
+	}
+	if l.conns, err = link.AttachIter(link.IterOptions{Program: objs.LoginConns}); err != nil {
+		return nil, fmt.Errorf("login sockets: attach the iterator: %w", err)
+	}
+	l.hz, err = jiffiesPerSecond(func() (bpf.ConnsConnEnd, error) {
+		_, end, err := l.read()
+		return end, err
+	})
+	return l, err
+}
+
+// read reads the connections' iterator into l.buf; it returns the records
+// and the clocks.
+func (l *LoginIter) read() ([]byte, bpf.ConnsConnEnd, error) {
+	var end bpf.ConnsConnEnd
+	r, err := l.conns.Open()
+	if err != nil {
+		return nil, end, fmt.Errorf("login sockets: %w", err)
+	}
+	defer r.Close()
+	b := l.buf[:0]
+	if cap(b) == 0 {
+		b = make([]byte, 0, 16<<10)
+	}
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, cap(b))
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF || (err == nil && n == 0) {
+			break
+		}
+		if err != nil {
+			return nil, end, fmt.Errorf("login sockets: read the iterator: %w", err)
+		}
+	}
+	l.buf = b
+	if len(b) < recEndLen || (len(b)-recEndLen)%recLen != 0 {
+		return nil, end, fmt.Errorf("login sockets: read %d bytes: not records of %d and an end of %d", len(b), recLen, recEndLen)
+	}
+	t := b[len(b)-recEndLen:]
+	end.Jiffies = binary.NativeEndian.Uint64(t)
+	end.NowNs = binary.NativeEndian.Uint64(t[8:])
+	return b[:len(b)-recEndLen], end, nil
+}
+
+// AppendConns appends to dst the established connections to the ports
+// given to NewLoginIter that a login process holds: the pre-auth
+// connections (see PreAuth), with no dump of every socket to join.
+func (l *LoginIter) AppendConns(dst []Conn) ([]Conn, error) {
+	if l.conns == nil {
+		return dst, errors.New("login sockets: loaded without ports")
+	}
+	recs, end, err := l.read()
+	if err != nil {
+		return dst, err
+	}
+	return appendRecs(dst, recs, end, l.hz), nil
+}
+
+// loginComm is names as logincomm.h's login_comm.
+func loginComm(names []string) ([maxLoginNames][16]byte, error) {
+	var comm [maxLoginNames][16]byte
+	if len(names) > maxLoginNames {
+		return comm, fmt.Errorf("login sockets: %d process names, at most %d", len(names), maxLoginNames)
+	}
+	for i, n := range names {
+		if len(n) == 0 || len(n) > 15 {
+			return comm, fmt.Errorf("login sockets: process name %q: want 1-15 bytes", n)
+		}
+		copy(comm[i][:], n)
+	}
+	return comm, nil
 }
 
 // Inodes returns the inodes of the sockets the login processes hold, as
@@ -73,5 +156,13 @@ func (l *LoginIter) Inodes() (map[uint32]bool, error) {
 	return out, nil
 }
 
-// Close detaches the iterator.
-func (l *LoginIter) Close() error { return l.it.Close() }
+// Close detaches the iterators.
+func (l *LoginIter) Close() error {
+	if l.conns != nil {
+		l.conns.Close()
+	}
+	if l.it != nil {
+		return l.it.Close()
+	}
+	return nil
+}

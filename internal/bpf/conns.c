@@ -1,0 +1,170 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// The connection index (sockets.ConnIndex): the established connections to
+// the protected ports that can still hold a login slot, kept by the kernel
+// as they come and go, so that a slot check reads those and not every TCP
+// socket of the host. inet_diag cannot do this: its dump walks the whole
+// established hash (about 350 ns a socket) and fills every protected-port
+// socket it lets through (1-4 us each), and a large IMAP host's 100,000
+// logged-in IDLE sessions are exactly such sockets.
+//
+// A connection enters `conns` when its handshake completes (the
+// inet_sock_set_state tracepoint, SYN_RECV -> ESTABLISHED), and leaves when
+// it leaves ESTABLISHED, or when a scan finds that it has received more
+// than scan_max_bytes: it can never be a silent slot holder again. A
+// logged-in IDLE session so costs one scan. (The pre-auth connections that
+// talk, the user-name trawlers, are found in the login processes instead:
+// loginsocks.c.)
+//
+// Connections established before the index was loaded are added by
+// `seed`, a TCP iterator run once.
+//
+// `scan` lists the index into `out`; the daemon runs it with
+// BPF_PROG_TEST_RUN. (An iterator over the map would do the same, but the
+// hosts this was built on refuse map-element iterators, fentry and
+// kprobes, while tracepoints, raw tracepoint programs and the TCP and task
+// iterators load.)
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
+
+#include "connrec.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct seq_file;
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((preserve_access_index));
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+#define TCP_SYN_RECV 3
+
+// What the index keeps of a connection: its cookie, which tells it from a
+// later socket at the same address, and when its handshake completed
+// (CLOCK_MONOTONIC ns; 0 when it was seeded, the time unknown).
+struct conn_seen {
+	__u64 cookie;
+	__u64 since_ns;
+};
+
+// By the address of the struct sock, which the scan follows with probe
+// reads: a map cannot hold a socket pointer. Sizes are defaults: the
+// loader sets this and `out` to the index's size.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_seen);
+} conns SEC(".maps");
+
+// Memory-mapped: the daemon reads the records where they are.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct conn_rec);
+} out SEC(".maps");
+
+// The last scan's clocks and counts; and scan_max_bytes, set by the
+// daemon (slot_holders.max_bytes).
+struct conn_end scan_end;
+__u64 scan_max_bytes;
+
+static __always_inline void add(void *sk, __u64 cookie, __u64 since)
+{
+	__u64 key = (__u64)sk;
+	struct conn_seen v = { .cookie = cookie, .since_ns = since };
+
+	if (bpf_map_update_elem(&conns, &key, &v, BPF_ANY))
+		__sync_fetch_and_add(&scan_end.full, 1);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int conn_state(__u64 *ctx)
+{
+	struct sock *sk = (void *)ctx[0];
+	__u64 key = (__u64)sk;
+
+	if (!protected_port(sk->__sk_common.skc_num) || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (ctx[1] == TCP_ESTABLISHED) {
+		bpf_map_delete_elem(&conns, &key);
+		return 0;
+	}
+	if (ctx[1] != TCP_SYN_RECV || ctx[2] != TCP_ESTABLISHED)
+		return 0;
+	if (sk->__sk_common.skc_net.net->ns.inum != netns_ino)
+		return 0;
+	add(sk, bpf_get_socket_cookie(sk), bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("iter/tcp")
+int seed(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp || skc->skc_state != TCP_ESTABLISHED || !protected_port(skc->skc_num))
+		return 0;
+	add(tp, bpf_get_socket_cookie(tp), 0);
+	return 0;
+}
+
+struct scan_ctx {
+	__u32 n;
+	__u32 now;	// jiffies
+};
+
+static long list_conn(void *map, __u64 *key, struct conn_seen *v, struct scan_ctx *sc)
+{
+	struct sock *sk = (void *)*key;
+	struct conn_rec *r;
+	__u32 i = sc->n;
+
+	// The socket was freed and its memory is another socket now (TCP
+	// sockets are SLAB_TYPESAFE_BY_RCU): not ours.
+	if (BPF_CORE_READ(sk, __sk_common.skc_cookie.counter) != v->cookie ||
+	    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED)
+		return 0;
+	if (BPF_CORE_READ((struct tcp_sock *)sk, bytes_received) > scan_max_bytes) {
+		bpf_map_delete_elem(&conns, key);
+		return 0;
+	}
+	r = bpf_map_lookup_elem(&out, &i);
+	if (!r) {
+		scan_end.dropped++;
+		return 0;
+	}
+	fill_rec(r, sk, sc->now);
+	r->since_ns = v->since_ns;
+	sc->n = i + 1;
+	return 0;
+}
+
+// Run on demand (BPF_PROG_TEST_RUN), never attached.
+SEC("raw_tp")
+int scan(void *ctx)
+{
+	struct scan_ctx sc = { .now = bpf_jiffies64() };
+
+	scan_end.dropped = 0;
+	scan_end.jiffies = sc.now;
+	scan_end.now_ns = bpf_ktime_get_ns();
+	bpf_for_each_map_elem(&conns, list_conn, &sc, 0);
+	scan_end.listed = sc.n;
+	return 0;
+}
