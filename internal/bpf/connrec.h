@@ -105,7 +105,6 @@ struct conn_rec {
 	__u32 since_ack;	// tcpi_last_ack_recv
 	__u32 since_sent;	// tcpi_last_data_sent
 	__u32 unacked;		// tcpi_unacked
-	__u64 since_ns;		// when the handshake completed; 0: unknown
 };
 
 // Ends a listing: the clocks its records' times are relative to.
@@ -158,7 +157,6 @@ static __always_inline void fill_rec(struct conn_rec *r, struct sock *sk, __u32 
 	r->since_ack = now - BPF_CORE_READ(tp, rcv_tstamp);
 	r->since_sent = now - BPF_CORE_READ(tp, lsndtime);
 	r->unacked = BPF_CORE_READ(tp, packets_out);
-	r->since_ns = 0;
 }
 
 #endif

@@ -48,11 +48,9 @@ struct bpf_iter__tcp {
 #define TCP_SYN_RECV 3
 
 // What the index keeps of a connection: its cookie, which tells it from a
-// later socket at the same address, and when its handshake completed
-// (CLOCK_MONOTONIC ns; 0 when it was seeded, the time unknown).
+// later socket at the same address.
 struct conn_seen {
 	__u64 cookie;
-	__u64 since_ns;
 };
 
 // By the address of the struct sock, which the scan follows with probe
@@ -80,10 +78,10 @@ struct {
 struct conn_end scan_end;
 __u64 scan_max_bytes;
 
-static __always_inline void add(void *sk, __u64 cookie, __u64 since)
+static __always_inline void add(void *sk, __u64 cookie)
 {
 	__u64 key = (__u64)sk;
-	struct conn_seen v = { .cookie = cookie, .since_ns = since };
+	struct conn_seen v = { .cookie = cookie };
 
 	if (bpf_map_update_elem(&conns, &key, &v, BPF_ANY))
 		__sync_fetch_and_add(&scan_end.full, 1);
@@ -105,7 +103,7 @@ int conn_state(__u64 *ctx)
 		return 0;
 	if (sk->__sk_common.skc_net.net->ns.inum != netns_ino)
 		return 0;
-	add(sk, bpf_get_socket_cookie(sk), bpf_ktime_get_ns());
+	add(sk, bpf_get_socket_cookie(sk));
 	return 0;
 }
 
@@ -120,7 +118,7 @@ int seed(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp || skc->skc_state != TCP_ESTABLISHED || !protected_port(skc->skc_num))
 		return 0;
-	add(tp, bpf_get_socket_cookie(tp), 0);
+	add(tp, bpf_get_socket_cookie(tp));
 	return 0;
 }
 
@@ -150,7 +148,6 @@ static long list_conn(void *map, __u64 *key, struct conn_seen *v, struct scan_ct
 		return 0;
 	}
 	fill_rec(r, sk, sc->now);
-	r->since_ns = v->since_ns;
 	sc->n = i + 1;
 	return 0;
 }

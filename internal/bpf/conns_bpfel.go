@@ -40,13 +40,11 @@ type ConnsConnRec struct {
 	SinceAck      uint32
 	SinceSent     uint32
 	Unacked       uint32
-	SinceNs       uint64
 }
 
 type ConnsConnSeen struct {
-	_       structs.HostLayout
-	Cookie  uint64
-	SinceNs uint64
+	_      structs.HostLayout
+	Cookie uint64
 }
 
 // Names of all BPF objects in the ELF.

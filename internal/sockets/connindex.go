@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -81,7 +82,8 @@ func NewConnIndex(ports []uint16, size int) (_ *ConnIndex, err error) {
 		return nil, fmt.Errorf("connection index: seed: %w", err)
 	}
 	if ci.hz, err = jiffiesPerSecond(func() (bpf.ConnsConnEnd, error) {
-		_, end, err := ci.read(0)
+		// No bound: a calibration must not drop anything.
+		_, end, err := ci.read(math.MaxUint64)
 		return end, err
 	}); err != nil {
 		return nil, err
@@ -138,6 +140,9 @@ func (ci *ConnIndex) read(maxBytes uint64) ([]byte, bpf.ConnsConnEnd, error) {
 		ci.buf = make([]byte, n, n+n/4)
 	}
 	b := ci.buf[:n]
+	if n == 0 {
+		return b, end, nil
+	}
 	if _, err := ci.out.ReadAt(b, 0); err != nil {
 		return nil, end, fmt.Errorf("connection index: %w", err)
 	}
@@ -145,7 +150,7 @@ func (ci *ConnIndex) read(maxBytes uint64) ([]byte, bpf.ConnsConnEnd, error) {
 }
 
 // AppendConns appends to dst the connections that have received at most
-// maxBytes, as Conns lists them (their Age is known), and drops the
+// maxBytes, as Conns lists them, and drops the
 // others from the index for good: a larger maxBytes needs a new index.
 // With ErrIndexFull, some were left out.
 func (ci *ConnIndex) AppendConns(dst []Conn, maxBytes uint64) ([]Conn, error) {
@@ -153,7 +158,7 @@ func (ci *ConnIndex) AppendConns(dst []Conn, maxBytes uint64) ([]Conn, error) {
 	if err != nil {
 		return dst, err
 	}
-	dst = appendRecs(dst, recs, end, ci.hz)
+	dst = appendRecs(dst, recs, ci.hz)
 	if end.Dropped > 0 || end.Full > 0 {
 		return dst, fmt.Errorf("%w: %d connections never indexed, %d not listed", ErrIndexFull, end.Full, end.Dropped)
 	}

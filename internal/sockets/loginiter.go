@@ -115,11 +115,11 @@ func (l *LoginIter) AppendConns(dst []Conn) ([]Conn, error) {
 	if l.conns == nil {
 		return dst, errors.New("login sockets: loaded without ports")
 	}
-	recs, end, err := l.read()
+	recs, _, err := l.read()
 	if err != nil {
 		return dst, err
 	}
-	return appendRecs(dst, recs, end, l.hz), nil
+	return appendRecs(dst, recs, l.hz), nil
 }
 
 // loginComm is names as logincomm.h's login_comm.

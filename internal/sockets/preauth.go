@@ -37,7 +37,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 )
 
 // LoginProcesses are the comm names of Dovecot's login processes for the
@@ -56,11 +55,8 @@ type Conn struct {
 	// Cookie identifies the socket for its lifetime: a key for tracking
 	// one connection across scans, which a 4-tuple is not.
 	Cookie uint64
-	// Age is the time since the handshake, where ConnIndex knows it (0
-	// from Conns, and for connections older than the index).
-	Age  time.Duration
-	id   [diagMsgIDEnd]byte
-	info bool // the kernel sent tcp_info: Holder's timings are real
+	id     [diagMsgIDEnd]byte
+	info   bool // the kernel sent tcp_info: Holder's timings are real
 }
 
 // Waiting reports whether the connection is still in the accept queue.

@@ -184,6 +184,20 @@ func TestPreAuthRealDovecot(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ns := testutil.New(t, "slotsuser-pa")
 			startDovecot(t, ns, mode)
+			var index *ConnIndex
+			var login *LoginIter
+			err := ns.Do(func() (err error) {
+				if index, err = NewConnIndex([]uint16{110, 143}, IndexSize); err != nil {
+					return err
+				}
+				login, err = NewLoginIter(LoginProcesses, 110, 143)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer index.Close()
+			defer login.Close()
 			var pre, authed []*client
 			for i := range 6 {
 				addr := "127.0.0.1:143"
@@ -282,6 +296,24 @@ func TestPreAuthRealDovecot(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
+			// The login iterator lists the pre-auth connections itself;
+			// the index, those that have said nothing.
+			if lc, err := login.AppendConns(nil); err != nil || !sameCookies(lc, got) {
+				t.Errorf("login iterator: %+v, %v; PreAuth: %+v", lc, err, got)
+			}
+			silent, err := index.AppendConns(nil, 0)
+			var ports, quiet []uint16
+			for _, c := range silent {
+				ports = append(ports, c.RemotePort)
+			}
+			for _, c := range pre[:3] {
+				quiet = append(quiet, localPort(c))
+			}
+			slices.Sort(ports)
+			slices.Sort(quiet)
+			if err != nil || !slices.Equal(ports, quiet) {
+				t.Errorf("index: silent client ports %v, %v; want %v", ports, err, quiet)
+			}
 			// The mode is really in force: a process per connection, or
 			// several connections per process.
 			procs := loginPIDs(t, got)
@@ -314,6 +346,19 @@ func TestPreAuthRealDovecot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sameCookies reports whether a and b list the same connections.
+func sameCookies(a, b []Conn) bool {
+	key := func(cs []Conn) []uint64 {
+		var out []uint64
+		for _, c := range cs {
+			out = append(out, c.Cookie)
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(key(a), key(b))
 }
 
 // BenchmarkLoginIter reads the iterator as eviction does under pressure.

@@ -36,21 +36,20 @@ const (
 	recAck      = 76
 	recSent     = 80
 	recUnacked  = 84
-	recSince    = 88
-	recLen      = 96
+	recLen      = 88
 	recEndLen   = 32 // struct conn_end
 )
 
-// appendRecs decodes conn_rec records into dst; end carries the clocks
-// their times are relative to, and hz the kernel's jiffies a second.
-func appendRecs(dst []Conn, recs []byte, end bpf.ConnsConnEnd, hz uint64) []Conn {
+// appendRecs decodes conn_rec records into dst; hz is the kernel's
+// jiffies a second.
+func appendRecs(dst []Conn, recs []byte, hz uint64) []Conn {
 	for ; len(recs) >= recLen; recs = recs[recLen:] {
-		dst = append(dst, connOfRec(recs[:recLen], end, hz))
+		dst = append(dst, connOfRec(recs[:recLen], hz))
 	}
 	return dst
 }
 
-func connOfRec(r []byte, end bpf.ConnsConnEnd, hz uint64) Conn {
+func connOfRec(r []byte, hz uint64) Conn {
 	ne := binary.NativeEndian
 	// tcp_info's own conversion (jiffies_to_msecs), to the millisecond.
 	ms := func(off int) time.Duration {
@@ -70,9 +69,6 @@ func connOfRec(r []byte, end bpf.ConnsConnEnd, hz uint64) Conn {
 		Inode:      ne.Uint32(r[recInode:]),
 		Cookie:     ne.Uint64(r[recCookie:]),
 		info:       true,
-	}
-	if since := ne.Uint64(r[recSince:]); since != 0 && since <= end.NowNs {
-		c.Age = time.Duration(end.NowNs - since)
 	}
 	if r[recFamily] == unix.AF_INET {
 		c.Remote = netip.AddrFrom4([4]byte(r[recRaddr : recRaddr+4]))
@@ -106,25 +102,33 @@ var kernelHZ struct {
 func jiffiesPerSecond(sample func() (bpf.ConnsConnEnd, error)) (uint64, error) {
 	k := &kernelHZ
 	k.once.Do(func() {
-		if k.hz = configHZ(); k.hz > 0 {
-			return
-		}
-		var a, b bpf.ConnsConnEnd
-		if a, k.err = sample(); k.err != nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-		if b, k.err = sample(); k.err != nil {
-			return
-		}
-		rate := float64(b.Jiffies-a.Jiffies) * 1e9 / float64(b.NowNs-a.NowNs)
-		for _, hz := range []uint64{100, 250, 300, 1000} {
-			if k.hz == 0 || abs(rate-float64(hz)) < abs(rate-float64(k.hz)) {
-				k.hz = hz
-			}
+		if k.hz = configHZ(); k.hz == 0 {
+			k.hz, k.err = measureHZ(sample)
 		}
 	})
 	return k.hz, k.err
+}
+
+// measureHZ counts the jiffies over 200 ms of CLOCK_MONOTONIC, and rounds
+// to the nearest HZ that Linux offers.
+func measureHZ(sample func() (bpf.ConnsConnEnd, error)) (uint64, error) {
+	a, err := sample()
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(200 * time.Millisecond)
+	b, err := sample()
+	if err != nil {
+		return 0, err
+	}
+	rate := float64(b.Jiffies-a.Jiffies) * 1e9 / float64(b.NowNs-a.NowNs)
+	best := uint64(0)
+	for _, hz := range []uint64{100, 250, 300, 1000} {
+		if best == 0 || abs(rate-float64(hz)) < abs(rate-float64(best)) {
+			best = hz
+		}
+	}
+	return best, nil
 }
 
 func abs(f float64) float64 {
