@@ -76,6 +76,7 @@ type Daemon struct {
 	status   statusWriter
 	kg       kgState       // known-good sources (knowngood.go)
 	evict    evictState    // pre-auth evictions under pressure (evict.go)
+	conns    connSource    // where the slot checks read connections (conns.go)
 	priority priorityState // known-good sources' own accept queue (priority.go)
 	esc      escState      // IPv6 escalation (escalate.go)
 	tr       trawlState    // user-name trawlers (trawl.go)
@@ -109,11 +110,7 @@ func Run(ctx context.Context, cfg Config, opts Options, reload <-chan struct{}) 
 	}
 	defer d.guard.Close()
 	defer d.priority.close()
-	defer func() {
-		if d.evict.login != nil {
-			d.evict.login.Close()
-		}
-	}()
+	defer d.conns.close()
 	return d.loop(ctx, reload)
 }
 

@@ -25,26 +25,6 @@ type evictState struct {
 	// destroyed within the log layer's window: a source evicted again and
 	// again is holding slots, and is banned (evidenceBan).
 	evicted map[netip.Prefix][]time.Time
-	// login finds the login processes' sockets (loaded on first use);
-	// loginErr is why it could not load: the /proc walk does it then.
-	login    *sockets.LoginIter
-	loginErr error
-}
-
-// loginInodes returns the inodes of the sockets that Dovecot's login
-// processes hold: from the BPF iterator, or, where it cannot load (before
-// Linux 5.8, no kernel BTF), from a walk of /proc.
-func (d *Daemon) loginInodes() (map[uint32]bool, error) {
-	w := &d.evict
-	if w.login == nil && w.loginErr == nil {
-		if w.login, w.loginErr = sockets.NewLoginIter(sockets.LoginProcesses); w.loginErr != nil {
-			d.log.Warn("login sockets: walking /proc instead of the BPF iterator", "error", w.loginErr)
-		}
-	}
-	if w.login != nil {
-		return w.login.Inodes()
-	}
-	return sockets.LoginInodes("/proc", sockets.LoginProcesses)
 }
 
 // evictBan is how many evictions of one source within the log layer's
@@ -52,8 +32,8 @@ func (d *Daemon) loginInodes() (map[uint32]bool, error) {
 // never evicted, and a new user's client authenticates within the grace.
 const evictBan = 3
 
-// seen updates first-seen times from a scan and forgets the connections
-// that are gone.
+// seen updates first-seen times from a scan's pre-auth connections and
+// forgets the connections that are gone or were handed on.
 func (w *evictState) seen(conns []sockets.Conn, now time.Time) {
 	if w.firstSeen == nil {
 		w.firstSeen = map[uint64]time.Time{}
@@ -109,9 +89,10 @@ func (d *Daemon) setAdmission(on bool) {
 	d.log.Info("kernel admission limit for sources that are not known-good", "on", on)
 }
 
-// evictPreAuth runs with every connection scan, on its result (conns;
-// banned: the prefixes the scan's slot holders were banned as). It tracks when each
-// connection was first seen, and, under pressure with connections waiting
+// evictPreAuth runs with every connection scan (conns: its result;
+// banned: the prefixes the scan's slot holders were banned as). It tracks
+// when each pre-auth connection was first seen, and, under pressure with
+// connections waiting
 // in the accept queues, destroys as many pre-auth connections as are
 // waiting: those of sources that are not known-good, past the grace
 // period, oldest first. Why not known-good: with TLS, Dovecot's login
@@ -122,26 +103,21 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool,
 	if !e.Enabled || !d.cfg.KillConnections || d.cfg.Kernel.Monitor {
 		return
 	}
-	d.evict.seen(conns, now)
-	waiting := 0
-	for _, c := range conns {
-		if c.Waiting() {
-			waiting++
-		}
-	}
-	if !pressure || waiting == 0 {
+	pre, err := d.preAuthConns(ctx, conns)
+	if err != nil {
+		d.slotError("find the pre-auth connections", err)
 		return
 	}
-	inodes, err := d.loginInodes()
-	if err != nil {
-		d.slotError("find the login processes' sockets", err)
+	d.evict.seen(pre, now)
+	// The accept queues as the check that began this tick saw them.
+	waiting := d.slots.waiting
+	if !pressure || waiting == 0 {
 		return
 	}
 	// Sources banned since the scan have lost their connections already.
 	spared := func(a netip.Addr) bool {
 		return d.neverBan(a) || d.isKnownGood(a) || slices.ContainsFunc(banned, func(p netip.Prefix) bool { return p.Contains(a) })
 	}
-	pre := sockets.PreAuth(conns, inodes)
 	victims := d.evict.victims(pre, waiting, e.Grace, now, spared)
 	if len(victims) == 0 {
 		return

@@ -113,7 +113,13 @@ func TestEvictionRealSockets(t *testing.T) {
 	scan := func(at time.Duration) {
 		t.Helper()
 		err := srv.Do(func() error {
-			conns, err := sockets.Conns(ctx, d.cfg.Kernel.Ports)
+			// As watchSlots does: the accept queues, then the scan.
+			n, err := sockets.Waiting(ctx, d.cfg.Kernel.Ports)
+			if err != nil {
+				return err
+			}
+			d.slots.waiting = n
+			conns, err := d.holderConns(ctx, nil)
 			if err == nil {
 				d.evictPreAuth(ctx, t0.Add(at), true, conns, nil)
 			}
@@ -307,5 +313,6 @@ func evictDaemon(t testing.TB) *Daemon {
 	d := &Daemon{cfg: Config{Config: c, Detect: det}, log: log, guard: g, engine: eng, metrics: m,
 		records: map[netip.Prefix]datapath.Ban{}, own: map[netip.Addr]bool{}}
 	d.kg.store = knowngood.New(c.KnownGood.Retention, c.KnownGood.MaxEntries, datapath.Granularity{V4: 32, V6: 64})
+	t.Cleanup(d.conns.close)
 	return d
 }

@@ -160,9 +160,8 @@ func (d *Daemon) watchSlots(now time.Time) {
 	// Half a period of slack: a tick that comes a little early must not
 	// put the scan off by a whole period.
 	w.next = now.Add(h.ScanInterval - slotPeriod(h)/2)
-	// One dump serves the slot holders and the eviction.
 	start := time.Now()
-	conns, err := sockets.AppendConns(ctx, w.conns[:0], d.cfg.Kernel.Ports)
+	conns, err := d.holderConns(ctx, w.conns[:0])
 	if err != nil {
 		d.slotError(connScan, err)
 		return
