@@ -290,7 +290,7 @@ func evictDaemon(t testing.TB) *Daemon {
 	t.Cleanup(func() { os.RemoveAll(pins) })
 	c := config.Default()
 	c.Kernel.Ports = []uint16{110}
-	c.SlotHolders.Pressure.Evict.Enabled = true // off by default
+	c.SlotHolders.Pressure.Evict.Enabled = true
 	c.SlotHolders.Pressure.Evict.Grace = time.Second
 	g, err := datapath.New(datapath.Options{PinRoot: filepath.Join(pins, "pins"), MaxBans: 1024, MaxTracked: 1024, MaxCIDR: 64})
 	if err != nil {

@@ -7,7 +7,9 @@ package sockets
 // authenticates, the login process passes the socket to a mail process
 // (imap, pop3) over a UNIX socket and closes its own descriptor. So a
 // connection is pre-auth exactly while a login process holds a descriptor
-// for its socket. The daemon joins two views of the same socket:
+// for its socket. LoginIter.AppendConns reads those sockets from the login
+// processes' files in the kernel. Where it cannot load, PreAuth joins two
+// views of the same socket:
 //
 //   - inet_diag gives every established connection to the protected ports
 //     with idiag_inode, the socket's inode (0 while it waits in the accept

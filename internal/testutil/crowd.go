@@ -42,7 +42,7 @@ func CrowdConns() int {
 
 // MailHost is a large IMAP host's crowd for the scan benchmarks: n
 // connections, half to IMAP and IMAPS (143, 993), where the server greets
-// and every client but one in a hundred logs in and idles (IDLE), the
+// and every client but four in a hundred logs in and idles (IDLE), the
 // rest silent slot holders; the other half to SMTP and submission (25,
 // 587), which the daemon does not protect.
 func MailHost(label string, n int) CrowdSpec {
