@@ -123,15 +123,38 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	st.Version = Version
 	st.Bans[0].Detector = "quote\" back\\ tab\t <html> & ünïcode \xff"
 	st.Offenders[0].Detector = "\u2028"
-	out, _ := encode(st)
-	std, _ := json.Marshal(st)
+	encodesLikeJSON(t, st)
+}
+
+// encodesLikeJSON fails the test unless the hand-written encoder writes st
+// as the same JSON value as encoding/json does; it returns what encode wrote.
+func encodesLikeJSON(t *testing.T, st State) []byte {
+	t.Helper()
+	out, err := encode(st)
+	if err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	std, err := json.Marshal(st)
+	if err != nil {
+		t.Fatalf("json.Marshal: %v", err)
+	}
 	var a, b any
 	if err := json.Unmarshal(out, &a); err != nil {
 		t.Fatalf("encode output is not JSON: %v\n%s", err, out)
 	}
 	json.Unmarshal(std, &b)
 	if !reflect.DeepEqual(a, b) {
-		t.Errorf("encode:\n%s\nencoding/json:\n%s", out, std)
+		t.Fatalf("encode differs from encoding/json:\n%s\nencoding/json:\n%s", out, std)
+	}
+	return out
+}
+
+// writeLegacy writes content as the state file of releases before the
+// journal, for load to import.
+func writeLegacy(t *testing.T, s Store, content string) {
+	t.Helper()
+	if err := os.WriteFile(s.LegacyPath(), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -334,9 +357,7 @@ func TestInvalidRecordsAreCorrupt(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := Store{Dir: t.TempDir()}
-			if err := os.WriteFile(s.LegacyPath(), []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			writeLegacy(t, s, content)
 			corruptFileCase(t, s, s.LegacyPath(), t0)
 		})
 	}
@@ -523,20 +544,9 @@ func FuzzDecode(f *testing.F) {
 		if err := st.check(); err != nil {
 			t.Fatalf("Decode accepted a state check refuses: %v", err)
 		}
-		// What Decode accepts, encode must write back to an equal state.
-		out, err := encode(st)
-		if err != nil {
-			t.Fatalf("encode: %v", err)
-		}
-		// The hand-written encoder must agree with encoding/json.
-		std, err := json.Marshal(st)
-		if err != nil {
-			t.Fatalf("json.Marshal: %v", err)
-		}
-		var a, b any
-		if json.Unmarshal(out, &a) != nil || json.Unmarshal(std, &b) != nil || !reflect.DeepEqual(a, b) {
-			t.Fatalf("encode differs from encoding/json:\n%s\n%s", out, std)
-		}
+		// What Decode accepts, encode must write back to an equal state,
+		// as encoding/json would.
+		out := encodesLikeJSON(t, st)
 		again, err := Decode(out)
 		if err != nil {
 			t.Fatalf("re-decode: %v\n%s", err, out)
