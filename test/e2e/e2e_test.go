@@ -203,7 +203,7 @@ func report(t *testing.T, results []*phaseResult) {
 	fmt.Fprintf(&b, "%-14s %8s %8s %8s %8s %10s %8s %8s  %s\n", "phase", "logins", "success", "p50", "p99",
 		"after "+settleAfter.String(), "v4 users", "v6 users", "attack dials/connected")
 	for _, r := range results {
-		v4, v6 := byFamily(r.Attempts)
+		v4, v6 := mailload.SummarizeByFamily(r.Attempts)
 		fmt.Fprintf(&b, "%-14s %8s %7.1f%% %8s %8s %9.1f%% %7.1f%% %7.1f%%  %d/%d\n", r.Name,
 			strconv.Itoa(r.Summary.OK)+"/"+strconv.Itoa(r.Summary.Attempts), 100*r.Summary.Rate,
 			r.Summary.P50.Round(time.Millisecond), r.Summary.P99.Round(time.Millisecond), 100*r.Settled.Rate,
@@ -216,16 +216,4 @@ func report(t *testing.T, results []*phaseResult) {
 	}
 	t.Logf("legitimate logins (probe every %v, %v deadline; latency of successful logins):\n%s", probeEvery, probeLimit, b.String())
 	harness.WriteResults(t, "", results, b.String())
-}
-
-func byFamily(as []mailload.Attempt) (v4, v6 mailload.Summary) {
-	var a4, a6 []mailload.Attempt
-	for _, a := range as {
-		if a.Src.Is4() {
-			a4 = append(a4, a)
-		} else {
-			a6 = append(a6, a)
-		}
-	}
-	return mailload.Summarize(a4), mailload.Summarize(a6)
 }
