@@ -163,28 +163,7 @@ func (e *e2e) xdpguardPhase(x *harness.Xdpguard, watch *harness.BanWatch, none *
 	// When, by the daemon's own clock: the first and the last attacker
 	// banned, and the slot pressure it reported.
 	tl := harness.ReadTimeline(x.Log())
-	banAt := tl.Bans
-	var first, last time.Time
-	byLog := 0
-	for _, a := range w.Attackers {
-		bits := 64
-		if a.Is4() {
-			bits = 32
-		}
-		p, _ := a.Prefix(bits)
-		at, ok := banAt[p]
-		if !ok || !at.Before(xr.End) {
-			continue
-		}
-		byLog++
-		if first.IsZero() || at.Before(first) {
-			first = at
-		}
-		if at.After(last) {
-			last = at
-		}
-	}
-	if byLog > 0 {
+	if first, last, byLog := tl.BannedDuring(w.Attackers, xr.Start, xr.End); byLog > 0 {
 		xr.Notes = append(xr.Notes, fmt.Sprintf("xdpguard's log: first attacker banned %.1f s into the attack, %d/%d by %.1f s",
 			first.Sub(xr.Start).Seconds(), byLog, len(w.Attackers), last.Sub(xr.Start).Seconds()))
 	}
