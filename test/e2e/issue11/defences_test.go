@@ -44,7 +44,7 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 		}
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf("bans by origin while the attack ran: %v; banned sources still holding connections at its end: %d", origins, len(res.heldByBanned)))
-	res.LegitBanned = watch.LegitBannedBy(res.End.Add(inFlight))
+	res.LegitBanned = watch.LegitBannedBy(res.End.Add(harness.InFlight))
 	r.timeline(res, a, x)
 	return res
 }
