@@ -15,14 +15,7 @@ func TestKnownGoodRoundTrip(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("198.18.7.7/32"), LastSeen: t0},
 		{Prefix: netip.MustParsePrefix("2001:db8:7::/64"), LastSeen: t0.Add(-29 * 24 * time.Hour)},
 	}
-	if err := s.Save(want); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.load(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameState(t, got, want)
+	got := saveLoad(t, s, want)
 	if len(got.KnownGood) != 2 {
 		t.Fatalf("known_good: %+v", got.KnownGood)
 	}

@@ -92,17 +92,31 @@ func byPrefix(bans []datapath.Ban) []datapath.Ban {
 	return bans
 }
 
-func TestRoundTrip(t *testing.T) {
-	s := Store{Dir: filepath.Join(t.TempDir(), "sub", "dir")} // Save creates it
-	want := sample()
-	if err := s.Save(want); err != nil {
-		t.Fatal(err)
-	}
+// loadsAs fails the test unless s loads, at t0, as want; it returns what
+// it loaded.
+func loadsAs(t *testing.T, s Store, want State) State {
+	t.Helper()
 	got, err := s.load(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sameState(t, got, want)
+	return got
+}
+
+// saveLoad saves st to s and checks that it loads back the same.
+func saveLoad(t *testing.T, s Store, st State) State {
+	t.Helper()
+	if err := s.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	return loadsAs(t, s, st)
+}
+
+func TestRoundTrip(t *testing.T) {
+	s := Store{Dir: filepath.Join(t.TempDir(), "sub", "dir")} // Save creates it
+	want := sample()
+	saveLoad(t, s, want)
 
 	fi, err := os.Stat(s.Path())
 	if err != nil || fi.Mode().Perm() != 0o600 {
@@ -189,22 +203,11 @@ func TestCrashMidWriteKeepsOldFile(t *testing.T) {
 	if err := os.WriteFile(stale, []byte(`{"version":1,"bans":[{"prefix":"198.18.`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.load(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameState(t, got, old)
+	loadsAs(t, s, old)
 
 	next := old
 	next.Bans = next.Bans[:1]
-	if err := s.Save(next); err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.load(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameState(t, got, next)
+	saveLoad(t, s, next)
 }
 
 // A Save that fails must leave the previous file untouched and no temp
@@ -320,11 +323,7 @@ func TestTruncatedFile(t *testing.T) {
 			}
 		}
 	}
-	if got, err := src.load(t0); err != nil {
-		t.Fatal(err)
-	} else {
-		sameState(t, got, full)
-	}
+	loadsAs(t, src, full)
 }
 
 func TestUnreadableFile(t *testing.T) {
