@@ -99,9 +99,9 @@ func (g *Guard) SetAdmission(on bool) error {
 		return err
 	}
 	defer unlock()
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return fmt.Errorf("read settings: %w", err)
+	c, err := g.readConfig()
+	if err != nil {
+		return err
 	}
 	if c.PrefixV4 == 0 {
 		return errors.New("set admission: settings never written")
@@ -112,17 +112,14 @@ func (g *Guard) SetAdmission(on bool) error {
 	} else {
 		c.Flags &^= flag
 	}
-	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
-		return fmt.Errorf("write settings: %w", privilegeHint(err))
-	}
-	return nil
+	return g.writeConfig(&c)
 }
 
 // Admission reports whether the admission limit is on.
 func (g *Guard) Admission() (bool, error) {
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return false, fmt.Errorf("read settings: %w", err)
+	c, err := g.readConfig()
+	if err != nil {
+		return false, err
 	}
 	return c.Flags&uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION) != 0, nil
 }

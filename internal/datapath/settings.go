@@ -183,9 +183,9 @@ func (g *Guard) SetSettings(s Settings) error {
 		return err
 	}
 	defer unlock()
-	var cur bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &cur); err != nil {
-		return fmt.Errorf("read settings: %w", err)
+	cur, err := g.readConfig()
+	if err != nil {
+		return err
 	}
 	if cur.PrefixV4 != 0 && (int(cur.PrefixV4) != s.PrefixV4 || int(cur.PrefixV6) != s.PrefixV6) {
 		n, err := g.banCount()
@@ -220,7 +220,21 @@ func (g *Guard) SetSettings(s Settings) error {
 		}
 		c.SynAdd = binary.NativeEndian.Uint64(seed[4+8*4:])
 	}
-	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
+	return g.writeConfig(&c)
+}
+
+// readConfig reads the settings map's one entry, as the program sees it.
+func (g *Guard) readConfig() (bpf.XdpguardConfig, error) {
+	var c bpf.XdpguardConfig
+	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
+		return c, fmt.Errorf("read settings: %w", err)
+	}
+	return c, nil
+}
+
+// writeConfig replaces the settings map's one entry.
+func (g *Guard) writeConfig(c *bpf.XdpguardConfig) error {
+	if err := g.maps.Settings.Update(uint32(0), c, 0); err != nil {
 		return fmt.Errorf("write settings: %w", privilegeHint(err))
 	}
 	return nil
@@ -228,9 +242,9 @@ func (g *Guard) SetSettings(s Settings) error {
 
 // Settings reads the settings the program is using now.
 func (g *Guard) Settings() (Settings, error) {
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return Settings{}, fmt.Errorf("read settings: %w", err)
+	c, err := g.readConfig()
+	if err != nil {
+		return Settings{}, err
 	}
 	if c.PrefixV4 == 0 {
 		return Settings{}, errors.New("read settings: never written (state pinned by a process that did not finish loading?)")
