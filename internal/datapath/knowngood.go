@@ -94,25 +94,18 @@ func (g *Guard) KnownGood() ([]netip.Prefix, error) {
 // the login slots run out, and off when pressure ends. SetSettings keeps it
 // as it is.
 func (g *Guard) SetAdmission(on bool) error {
-	unlock, err := g.lockWrites()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	c, err := g.readConfig()
-	if err != nil {
-		return err
-	}
-	if c.PrefixV4 == 0 {
-		return errors.New("set admission: settings never written")
-	}
-	flag := uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
-	if on {
-		c.Flags |= flag
-	} else {
-		c.Flags &^= flag
-	}
-	return g.writeConfig(&c)
+	return g.updateConfig(func(c bpf.XdpguardConfig) (bpf.XdpguardConfig, error) {
+		if c.PrefixV4 == 0 {
+			return c, errors.New("set admission: settings never written")
+		}
+		flag := uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
+		if on {
+			c.Flags |= flag
+		} else {
+			c.Flags &^= flag
+		}
+		return c, nil
+	})
 }
 
 // Admission reports whether the admission limit is on.

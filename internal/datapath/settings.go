@@ -176,24 +176,21 @@ func (g *Guard) SetSettings(s Settings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("invalid settings: %w", err)
 	}
-	// Under the write lock: a table growing meanwhile would have its
-	// switch of sides undone by this write.
-	unlock, err := g.lockWrites()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	cur, err := g.readConfig()
-	if err != nil {
-		return err
-	}
+	return g.updateConfig(func(cur bpf.XdpguardConfig) (bpf.XdpguardConfig, error) {
+		return g.settingsConfig(cur, s)
+	})
+}
+
+// settingsConfig is the settings map's entry for s, replacing cur: the
+// table's and the SYN tracker's state and the admission flag carry over.
+func (g *Guard) settingsConfig(cur bpf.XdpguardConfig, s Settings) (bpf.XdpguardConfig, error) {
 	if cur.PrefixV4 != 0 && (int(cur.PrefixV4) != s.PrefixV4 || int(cur.PrefixV6) != s.PrefixV6) {
 		n, err := g.banCount()
 		if err != nil {
-			return err
+			return cur, err
 		}
 		if n > 0 {
-			return fmt.Errorf("ban granularity /%d,/%d -> /%d,/%d: can only change with no active bans (%d exist; unban --all first)",
+			return cur, fmt.Errorf("ban granularity /%d,/%d -> /%d,/%d: can only change with no active bans (%d exist; unban --all first)",
 				cur.PrefixV4, cur.PrefixV6, s.PrefixV4, s.PrefixV6, n)
 		}
 	}
@@ -212,13 +209,34 @@ func (g *Guard) SetSettings(s Settings) error {
 		c.V4Mask = [2]uint32{n - 1, n - 1}
 		var seed [4 + 5*8]byte
 		if _, err := rand.Read(seed[:]); err != nil {
-			return fmt.Errorf("draw the hash seeds: %w", err)
+			return cur, fmt.Errorf("draw the hash seeds: %w", err)
 		}
 		c.V4Seed = binary.NativeEndian.Uint32(seed[:4])
 		for i := range c.SynMul {
 			c.SynMul[i] = binary.NativeEndian.Uint64(seed[4+8*i:])
 		}
 		c.SynAdd = binary.NativeEndian.Uint64(seed[4+8*4:])
+	}
+	return c, nil
+}
+
+// updateConfig replaces the settings map's entry with what next makes of
+// the current one, under lockWrites: a table growing meanwhile would have
+// its switch of sides undone by the write. Nothing is written when next
+// fails.
+func (g *Guard) updateConfig(next func(cur bpf.XdpguardConfig) (bpf.XdpguardConfig, error)) error {
+	unlock, err := g.lockWrites()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := g.readConfig()
+	if err != nil {
+		return err
+	}
+	c, err := next(cur)
+	if err != nil {
+		return err
 	}
 	return g.writeConfig(&c)
 }
