@@ -55,22 +55,12 @@ func lookupMech(mode string) mech {
 			if h.lookup.noPrealloc {
 				note += ", BPF_F_NO_PREALLOC"
 			}
-			return note, doIn(h.env.dut, func() (err error) {
-				l, err = link.AttachXDP(link.XDPOptions{Program: objs.Prog, Interface: h.env.dutIdx, Flags: xdpFlags(mode)})
-				return err
-			})
+			l, err = h.attachDUT("xdp_lookup", objs.Prog, mode)
+			return note, err
 		},
 		teardown: func(*harness) error {
-			var err error
-			if l != nil {
-				err = l.Close()
-				l = nil
-			}
-			if objs.Prog != nil {
-				objs.Prog.Close()
-				objs.Map.Close()
-				objs.Prog, objs.Map = nil, nil
-			}
+			err := detachDUT(&l, objs.Prog, objs.Map)
+			objs.Prog, objs.Map = nil, nil
 			return err
 		},
 	}
@@ -86,20 +76,6 @@ func oaMech(mode string) mech {
 		}
 		l link.Link
 	)
-	closeAll := func() error {
-		var err error
-		if l != nil {
-			err = l.Close()
-			l = nil
-		}
-		for _, c := range []interface{ Close() error }{objs.Prog, objs.Table, objs.Mask} {
-			if c != nil {
-				c.Close()
-			}
-		}
-		objs.Prog, objs.Table, objs.Mask = nil, nil, nil
-		return err
-	}
 	return mech{
 		Name: bucketName, Mode: mode,
 		setup: func(h *harness, srcs []uint32) (string, error) {
@@ -126,12 +102,14 @@ func oaMech(mode string) mech {
 				return "", err
 			}
 			note := fmt.Sprintf("%s buckets of 16 keys, %d KiB", count(len(table)), len(table)*64/1024)
-			return note, doIn(h.env.dut, func() (err error) {
-				l, err = link.AttachXDP(link.XDPOptions{Program: objs.Prog, Interface: h.env.dutIdx, Flags: xdpFlags(mode)})
-				return err
-			})
+			l, err = h.attachDUT("xdp_oa", objs.Prog, mode)
+			return note, err
 		},
-		teardown: func(*harness) error { return closeAll() },
+		teardown: func(*harness) error {
+			err := detachDUT(&l, objs.Prog, objs.Table, objs.Mask)
+			objs.Prog, objs.Table, objs.Mask = nil, nil, nil
+			return err
+		},
 	}
 }
 

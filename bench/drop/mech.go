@@ -2,11 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/xdpguard/xdpguard/internal/datapath"
@@ -50,18 +52,42 @@ func xdpFlags(mode string) link.XDPAttachFlags {
 	return link.XDPDriverMode
 }
 
+// attachDUT attaches prog (name is for errors) to the DUT's veth in mode.
+func (h *harness) attachDUT(name string, prog *ebpf.Program, mode string) (link.Link, error) {
+	var l link.Link
+	err := doIn(h.env.dut, func() (err error) {
+		l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: h.env.dutIdx, Flags: xdpFlags(mode)})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attach %s to %s (%s): %w", name, dutIf, mode, err)
+	}
+	return l, nil
+}
+
+// detachDUT closes *l, if attached, and leaves it nil, then closes the
+// programs and maps that went with it (nil ones are skipped); it returns
+// the link's error.
+func detachDUT(l *link.Link, objs ...io.Closer) error {
+	var err error
+	if *l != nil {
+		err = (*l).Close()
+		*l = nil
+	}
+	for _, o := range objs {
+		o.Close()
+	}
+	return err
+}
+
 func floorMech(mode string) mech {
 	var l link.Link
 	return mech{
 		Name: "XDP_DROP (floor)", Mode: mode,
 		setup: func(h *harness, _ []uint32) (string, error) {
-			return "", doIn(h.env.dut, func() (err error) {
-				l, err = link.AttachXDP(link.XDPOptions{Program: h.gen.objs.XdpDrop, Interface: h.env.dutIdx, Flags: xdpFlags(mode)})
-				if err != nil {
-					return fmt.Errorf("attach XDP_DROP to %s (%s): %w", dutIf, mode, err)
-				}
-				return nil
-			})
+			var err error
+			l, err = h.attachDUT("XDP_DROP", h.gen.objs.XdpDrop, mode)
+			return "", err
 		},
 		teardown: func(*harness) error { return l.Close() },
 	}

@@ -195,18 +195,24 @@ func (rp *report) tableRows() []string {
 		if nm, _, _, ok := nft.spread(); nok && ok && r.Mech != nftName {
 			toNft = strconv.FormatFloat(nm/med, 'f', 2, 64) + "×"
 		}
-		cl := "–"
-		p50, p99 := "–", "–"
-		if pct, a, b, ok := r.client(); ok {
-			cl = fmt.Sprintf("%.1f%%", pct)
-			if a > 0 {
-				p50, p99 = latency(a), latency(b)
-			}
-		}
+		cl, p50, p99 := r.clientCells()
 		out = append(out, fmt.Sprintf("| %s | %s | %.0f ns | %.0f–%.0f | %s | %s | %.2f | %s | %s | %s |",
 			r.label(), count(r.Size), med, lo, hi, toFloor, toNft, r.mpps(), cl, p50, p99))
 	}
 	return out
+}
+
+// clientCells are the table's client ok, p50 and p99 cells, "–" where
+// there is no figure.
+func (r row) clientCells() (okPct, p50, p99 string) {
+	okPct, p50, p99 = "–", "–", "–"
+	if pct, a, b, ok := r.client(); ok {
+		okPct = fmt.Sprintf("%.1f%%", pct)
+		if a > 0 {
+			p50, p99 = latency(a), latency(b)
+		}
+	}
+	return okPct, p50, p99
 }
 
 func latency(us float64) string {
@@ -240,13 +246,7 @@ func (rp *report) synRows() []string {
 			handled += s.Handled
 			tcp += s.ToTCP
 		}
-		cl, p50, p99 := "–", "–", "–"
-		if pct, a, b, ok := r.client(); ok {
-			cl = fmt.Sprintf("%.1f%%", pct)
-			if a > 0 {
-				p50, p99 = latency(a), latency(b)
-			}
-		}
+		cl, p50, p99 := r.clientCells()
 		out = append(out, fmt.Sprintf("| %s | %.0f ns | %.0f–%.0f | %.1f%% | %s | %s | %s | %s |",
 			r.label(), med, lo, hi, 100*float64(tcp)/float64(max(handled, 1)), r.Dropped, cl, p50, p99))
 	}

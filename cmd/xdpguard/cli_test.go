@@ -19,14 +19,13 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "xdpguard")
 	// Keep the commands away from /var/lib/xdpguard and from a
 	// /etc/xdpguard/xdpguard.yaml this machine may have: an empty file is
 	// all defaults.
 	os.Setenv("XDPGUARD_STATE_DIR", filepath.Join(dir, "state"))
 	os.Setenv("XDPGUARD_CONFIG", os.DevNull)
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		panic(string(out))
+	if binary, err = testutil.BuildXdpguard(dir); err != nil {
+		panic(err)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

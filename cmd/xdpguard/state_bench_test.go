@@ -38,12 +38,7 @@ type benchWorld struct {
 }
 
 func newBenchWorld(b *testing.B) *benchWorld {
-	testutil.RequireRoot(b)
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-store-bench-")
-	if err != nil {
-		b.Skipf("no bpffs: %v", err)
-	}
-	b.Cleanup(func() { os.RemoveAll(pins) })
+	pins := testutil.PinRoot(b, "store-bench")
 	w := &benchWorld{ns: testutil.New(b, "stbn"), root: filepath.Join(pins, "pins"), dir: b.TempDir()}
 	testutil.Veth(b, w.ns, "xg-stb0", []netip.Prefix{netip.MustParsePrefix("198.18.70.1/24")}, w.ns, "xg-stb1", nil)
 	logFile := filepath.Join(w.dir, "maillog")

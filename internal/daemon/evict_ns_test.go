@@ -283,11 +283,7 @@ func (tc *testConn) closed(wait time.Duration) bool {
 // (for evidence bans), the engine, metrics off, no interface.
 func evictDaemon(t testing.TB) *Daemon {
 	t.Helper()
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
-	if err != nil {
-		t.Skip(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pins) })
+	pins := testutil.PinRoot(t, "evict")
 	c := config.Default()
 	c.Kernel.Ports = []uint16{110}
 	c.SlotHolders.Pressure.Evict.Enabled = true

@@ -35,9 +35,7 @@ type testDaemon struct {
 // survive restarts within the test (pass the previous one's c to reuse).
 func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for BPF")
-	}
+	testutil.RequireRoot(t)
 	if c == nil {
 		c = newTestConfig(t)
 	}
@@ -318,20 +316,13 @@ func kernelKnows(t *testing.T, g *datapath.Guard, p netip.Prefix) bool {
 // and empty log file, all removed when the test ends.
 func newTestConfig(t *testing.T) *config.Config {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for BPF")
-	}
 	dir := t.TempDir()
-	pins, err := os.MkdirTemp("/sys/fs/bpf", "xdpguard-slots-user-")
-	if err != nil {
-		t.Skip(err)
-	}
-	t.Cleanup(func() {
+	pins := testutil.PinRoot(t, "daemon")
+	t.Cleanup(func() { // before PinRoot's removal
 		if g, err := datapath.Open(filepath.Join(pins, "pins")); err == nil {
 			g.DetachAll()
 			g.Close()
 		}
-		os.RemoveAll(pins)
 	})
 	cc := config.Default()
 	cc.PinRoot = filepath.Join(pins, "pins")

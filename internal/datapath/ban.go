@@ -25,12 +25,7 @@ const (
 var originNames = map[Origin]string{0: "none", OriginKernel: "kernel", OriginLog: "log", OriginManual: "manual",
 	OriginCrowdsec: "crowdsec"}
 
-func (o Origin) String() string {
-	if s, ok := originNames[o]; ok {
-		return s
-	}
-	return fmt.Sprintf("origin(%d)", uint8(o))
-}
+func (o Origin) String() string { return enumName(originNames, "origin", o) }
 
 // Known reports whether o is one of the named origins other than none.
 func (o Origin) Known() bool { _, ok := originNames[o]; return ok && o != 0 }
@@ -40,13 +35,12 @@ func (o Origin) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
 // UnmarshalText accepts the names String returns.
 func (o *Origin) UnmarshalText(b []byte) error {
-	for k, v := range originNames {
-		if v == string(b) {
-			*o = k
-			return nil
-		}
+	x, ok := enumCode(originNames, string(b))
+	if !ok {
+		return fmt.Errorf("unknown ban origin %q", b)
 	}
-	return fmt.Errorf("unknown ban origin %q", b)
+	*o = x
+	return nil
 }
 
 // Reason is the kernel's short code for why a source is banned; its values
@@ -72,12 +66,7 @@ var reasonNames = map[Reason]string{
 	ReasonBlocklist: "blocklist", ReasonOther: "other",
 }
 
-func (r Reason) String() string {
-	if s, ok := reasonNames[r]; ok {
-		return s
-	}
-	return fmt.Sprintf("reason(%d)", uint8(r))
-}
+func (r Reason) String() string { return enumName(reasonNames, "reason", r) }
 
 // Known reports whether r is one of the named reasons other than none.
 func (r Reason) Known() bool { _, ok := reasonNames[r]; return ok && r != 0 }
@@ -103,10 +92,8 @@ func (r *Reason) UnmarshalText(b []byte) error {
 // quietly turning it into "other" let the kernel and the state file tell
 // two different stories about one ban.
 func ParseReason(s string) (Reason, error) {
-	for k, v := range reasonNames {
-		if v == s && k != 0 {
-			return k, nil
-		}
+	if r, ok := enumCode(reasonNames, s); ok && r != 0 {
+		return r, nil
 	}
 	return 0, fmt.Errorf("unknown ban reason %q (known: %s)", s, ReasonNames())
 }
@@ -122,6 +109,25 @@ func ReasonNames() string {
 		out += r.String()
 	}
 	return out
+}
+
+// enumName is v's name in names, the name table of an enum shared with the
+// C program, or kind(v) for a code the table does not name.
+func enumName[T ~uint8](names map[T]string, kind string, v T) string {
+	if s, ok := names[v]; ok {
+		return s
+	}
+	return fmt.Sprintf("%s(%d)", kind, uint8(v))
+}
+
+// enumCode is the code names calls s.
+func enumCode[T ~uint8](names map[T]string, s string) (T, bool) {
+	for k, v := range names {
+		if v == s {
+			return k, true
+		}
+	}
+	return 0, false
 }
 
 // Detectors that are not log rules: a log ban's Detector is its rule's name.

@@ -5,20 +5,13 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // A failed batch restores the bans it replaced, wherever they fall in the
 // order BanMany writes (by bucket, not list order), and lifts the new ones,
 // repeated keys included.
 func TestBanManyRollsBackReplacedBans(t *testing.T) {
-	testutil.RequireRoot(t)
-	g, err := New(Options{MaxBans: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := newGuardWith(t, DefaultSettings(), Options{MaxBans: 64})
 	var kept []netip.Prefix
 	for i := range 100 { // spread over the buckets: some are written before the failure
 		kept = append(kept, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i)}), 32))

@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 func TestBanManyAndUnbanMany(t *testing.T) {
@@ -57,12 +55,7 @@ func TestBanManyAndUnbanMany(t *testing.T) {
 
 // A failed batch leaves the maps as they were.
 func TestBanManyRollsBack(t *testing.T) {
-	testutil.RequireRoot(t)
-	g, err := New(Options{MaxBans: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := newGuardWith(t, DefaultSettings(), Options{MaxBans: 64})
 	keep := netip.MustParsePrefix("198.18.0.1/32")
 	if err := g.Ban(keep, time.Minute, OriginLog, ReasonNoAuth); err != nil {
 		t.Fatal(err)
@@ -72,7 +65,7 @@ func TestBanManyRollsBack(t *testing.T) {
 		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(1 + i>>8), byte(i)}), 32))
 	}
 	ps = append(ps, keep)
-	err = g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist)
+	err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist)
 	if !errors.Is(err, ErrTableFull) {
 		t.Fatalf("600 bans in a 512-slot table: %v, want ErrTableFull", err)
 	}

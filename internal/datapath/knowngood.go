@@ -94,35 +94,25 @@ func (g *Guard) KnownGood() ([]netip.Prefix, error) {
 // the login slots run out, and off when pressure ends. SetSettings keeps it
 // as it is.
 func (g *Guard) SetAdmission(on bool) error {
-	unlock, err := g.lockWrites()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return fmt.Errorf("read settings: %w", err)
-	}
-	if c.PrefixV4 == 0 {
-		return errors.New("set admission: settings never written")
-	}
-	flag := uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
-	if on {
-		c.Flags |= flag
-	} else {
-		c.Flags &^= flag
-	}
-	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
-		return fmt.Errorf("write settings: %w", privilegeHint(err))
-	}
-	return nil
+	return g.updateConfig(func(c bpf.XdpguardConfig) (bpf.XdpguardConfig, error) {
+		if c.PrefixV4 == 0 {
+			return c, errors.New("set admission: settings never written")
+		}
+		flag := uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
+		if on {
+			c.Flags |= flag
+		} else {
+			c.Flags &^= flag
+		}
+		return c, nil
+	})
 }
 
 // Admission reports whether the admission limit is on.
 func (g *Guard) Admission() (bool, error) {
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return false, fmt.Errorf("read settings: %w", err)
+	c, err := g.readConfig()
+	if err != nil {
+		return false, err
 	}
 	return c.Flags&uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION) != 0, nil
 }

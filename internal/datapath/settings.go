@@ -176,24 +176,21 @@ func (g *Guard) SetSettings(s Settings) error {
 	if err := s.Validate(); err != nil {
 		return fmt.Errorf("invalid settings: %w", err)
 	}
-	// Under the write lock: a table growing meanwhile would have its
-	// switch of sides undone by this write.
-	unlock, err := g.lockWrites()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	var cur bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &cur); err != nil {
-		return fmt.Errorf("read settings: %w", err)
-	}
+	return g.updateConfig(func(cur bpf.XdpguardConfig) (bpf.XdpguardConfig, error) {
+		return g.settingsConfig(cur, s)
+	})
+}
+
+// settingsConfig is the settings map's entry for s, replacing cur: the
+// table's and the SYN tracker's state and the admission flag carry over.
+func (g *Guard) settingsConfig(cur bpf.XdpguardConfig, s Settings) (bpf.XdpguardConfig, error) {
 	if cur.PrefixV4 != 0 && (int(cur.PrefixV4) != s.PrefixV4 || int(cur.PrefixV6) != s.PrefixV6) {
 		n, err := g.banCount()
 		if err != nil {
-			return err
+			return cur, err
 		}
 		if n > 0 {
-			return fmt.Errorf("ban granularity /%d,/%d -> /%d,/%d: can only change with no active bans (%d exist; unban --all first)",
+			return cur, fmt.Errorf("ban granularity /%d,/%d -> /%d,/%d: can only change with no active bans (%d exist; unban --all first)",
 				cur.PrefixV4, cur.PrefixV6, s.PrefixV4, s.PrefixV6, n)
 		}
 	}
@@ -212,7 +209,7 @@ func (g *Guard) SetSettings(s Settings) error {
 		c.V4Mask = [2]uint32{n - 1, n - 1}
 		var seed [4 + 5*8]byte
 		if _, err := rand.Read(seed[:]); err != nil {
-			return fmt.Errorf("draw the hash seeds: %w", err)
+			return cur, fmt.Errorf("draw the hash seeds: %w", err)
 		}
 		c.V4Seed = binary.NativeEndian.Uint32(seed[:4])
 		for i := range c.SynMul {
@@ -220,7 +217,42 @@ func (g *Guard) SetSettings(s Settings) error {
 		}
 		c.SynAdd = binary.NativeEndian.Uint64(seed[4+8*4:])
 	}
-	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
+	return c, nil
+}
+
+// updateConfig replaces the settings map's entry with what next makes of
+// the current one, under lockWrites: a table growing meanwhile would have
+// its switch of sides undone by the write. Nothing is written when next
+// fails.
+func (g *Guard) updateConfig(next func(cur bpf.XdpguardConfig) (bpf.XdpguardConfig, error)) error {
+	unlock, err := g.lockWrites()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := g.readConfig()
+	if err != nil {
+		return err
+	}
+	c, err := next(cur)
+	if err != nil {
+		return err
+	}
+	return g.writeConfig(&c)
+}
+
+// readConfig reads the settings map's one entry, as the program sees it.
+func (g *Guard) readConfig() (bpf.XdpguardConfig, error) {
+	var c bpf.XdpguardConfig
+	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
+		return c, fmt.Errorf("read settings: %w", err)
+	}
+	return c, nil
+}
+
+// writeConfig replaces the settings map's one entry.
+func (g *Guard) writeConfig(c *bpf.XdpguardConfig) error {
+	if err := g.maps.Settings.Update(uint32(0), c, 0); err != nil {
 		return fmt.Errorf("write settings: %w", privilegeHint(err))
 	}
 	return nil
@@ -228,9 +260,9 @@ func (g *Guard) SetSettings(s Settings) error {
 
 // Settings reads the settings the program is using now.
 func (g *Guard) Settings() (Settings, error) {
-	var c bpf.XdpguardConfig
-	if err := g.maps.Settings.Lookup(uint32(0), &c); err != nil {
-		return Settings{}, fmt.Errorf("read settings: %w", err)
+	c, err := g.readConfig()
+	if err != nil {
+		return Settings{}, err
 	}
 	if c.PrefixV4 == 0 {
 		return Settings{}, errors.New("read settings: never written (state pinned by a process that did not finish loading?)")

@@ -383,12 +383,12 @@ func (g *Guard) grow(cur *table4, bans int, tick uint64) (*table4, error) {
 	}
 	// Two writes, so that no packet can see the new side with its old size.
 	c.V4Mask[next] = n - 1
-	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
-		return nil, fmt.Errorf("grow the IPv4 ban table: %w", privilegeHint(err))
+	if err := g.writeConfig(&c); err != nil {
+		return nil, fmt.Errorf("grow the IPv4 ban table: %w", err)
 	}
 	c.V4Active = next
-	if err := g.maps.Settings.Update(uint32(0), &c, 0); err != nil {
-		return nil, fmt.Errorf("grow the IPv4 ban table: %w", privilegeHint(err))
+	if err := g.writeConfig(&c); err != nil {
+		return nil, fmt.Errorf("grow the IPv4 ban table: %w", err)
 	}
 	// A program that read the old side finishes within microseconds;
 	// whatever it banned there moves over now.

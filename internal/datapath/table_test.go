@@ -11,7 +11,6 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/xdpguard/xdpguard/internal/packet"
-	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // newDenseGuard loads a 64-bucket IPv4 table (512 slots), so that a few
@@ -229,12 +228,7 @@ func TestExpiryEncoding(t *testing.T) {
 // addresses, at the half load the table is sized for, all fit within
 // BAN_PROBES buckets of their own.
 func TestTableHoldsMaxBans(t *testing.T) {
-	testutil.RequireRoot(t)
-	g, err := New(Options{MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g := newGuardWith(t, DefaultSettings(), Options{MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
 	r := rand.New(rand.NewPCG(3, 4))
 	seen := map[netip.Addr]bool{}
 	ps := make([]netip.Prefix, 0, DefaultMaxBans)
@@ -273,16 +267,8 @@ func TestTableHoldsMaxBans(t *testing.T) {
 // program keeps banning on its own: every ban, the kernel's included, is in
 // force afterwards, and the program reads the larger side.
 func TestTableGrowsUnderKernelBans(t *testing.T) {
-	testutil.RequireRoot(t)
-	g, err := New(Options{MaxBans: 1 << 16, MaxTracked: 1 << 14, MaxCIDR: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
 	s := rateSettings(1)
-	if err := g.SetSettings(s); err != nil {
-		t.Fatal(err)
-	}
+	g := newGuardWith(t, s, Options{MaxBans: 1 << 16, MaxTracked: 1 << 14, MaxCIDR: 1 << 10})
 	before, err := g.table()
 	if err != nil {
 		t.Fatal(err)

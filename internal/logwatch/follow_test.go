@@ -74,6 +74,19 @@ func expectNothing(t *testing.T, f *Follower, d time.Duration) {
 	}
 }
 
+// afterRotation does to p what a rotation does (rotate must not fail),
+// gives the follower a moment to notice, and then checks that lines
+// appended to p still arrive.
+func afterRotation(t *testing.T, f *Follower, p string, rotate func() error, lines ...string) {
+	t.Helper()
+	if err := rotate(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	appendFile(t, p, strings.Join(lines, "\n")+"\n")
+	expect(t, f, lines...)
+}
+
 func TestFollowStartsAtEndAndRenameRotation(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "maillog")
@@ -90,12 +103,7 @@ func TestFollowStartsAtEndAndRenameRotation(t *testing.T) {
 	}
 
 	// logrotate without copytruncate: rename, create a new file.
-	if err := os.Rename(p, p+".1"); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(100 * time.Millisecond)
-	appendFile(t, p, "after rename 1\nafter rename 2\n")
-	expect(t, f, "after rename 1", "after rename 2")
+	afterRotation(t, f, p, func() error { return os.Rename(p, p+".1") }, "after rename 1", "after rename 2")
 	appendFile(t, p, "after rename 3\n")
 	expect(t, f, "after rename 3")
 }
@@ -110,12 +118,7 @@ func TestFollowCopyTruncate(t *testing.T) {
 	// logrotate copytruncate: copy, then truncate in place.
 	data, _ := os.ReadFile(p)
 	os.WriteFile(p+".1", data, 0o644)
-	if err := os.Truncate(p, 0); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	appendFile(t, p, "after truncate\n")
-	expect(t, f, "after truncate")
+	afterRotation(t, f, p, func() error { return os.Truncate(p, 0) }, "after truncate")
 }
 
 func TestFollowMissingDeletedRecreated(t *testing.T) {
@@ -124,12 +127,7 @@ func TestFollowMissingDeletedRecreated(t *testing.T) {
 	f := startFollow(t, []string{p}, FollowOptions{})
 	appendFile(t, p, "first line of a new file\n")
 	expect(t, f, "first line of a new file")
-	if err := os.Remove(p); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(200 * time.Millisecond)
-	appendFile(t, p, "recreated\n")
-	expect(t, f, "recreated")
+	afterRotation(t, f, p, func() error { return os.Remove(p) }, "recreated")
 }
 
 func TestFollowPartialLongBinaryLines(t *testing.T) {

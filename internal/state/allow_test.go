@@ -2,7 +2,6 @@ package state
 
 import (
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -13,9 +12,7 @@ import (
 func TestAllowRules(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
 	old := `{"version":1,"bans":[],"offenders":[]}`
-	if err := os.WriteFile(s.LegacyPath(), []byte(old), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeLegacy(t, s, old)
 	st, err := s.load(t0)
 	if err != nil || st.Allow == nil || len(st.Allow) != 0 {
 		t.Fatalf("old file: %+v, %v", st, err)

@@ -167,12 +167,14 @@ func (t *table[T]) put(p netip.Prefix, v T) {
 	t.alive = append(t.alive, true)
 }
 
-func (t *table[T]) del(p netip.Prefix) {
-	if i, ok := t.idx[p]; ok {
-		delete(t.idx, p)
-		t.alive[i] = false
-		var zero T
-		t.items[i] = zero
+func (t *table[T]) del(ps ...netip.Prefix) {
+	for _, p := range ps {
+		if i, ok := t.idx[p]; ok {
+			delete(t.idx, p)
+			t.alive[i] = false
+			var zero T
+			t.items[i] = zero
+		}
 	}
 }
 
@@ -307,11 +309,7 @@ func (r *replay) apply(payload []byte) error {
 		}
 	case recAllowRemove:
 		ps := d.prefixes()
-		do = func() {
-			for _, p := range ps {
-				r.allow.del(p)
-			}
-		}
+		do = func() { r.allow.del(ps...) }
 	case recOffender:
 		o := d.offender()
 		do = func() { r.offenders.put(o.Prefix, o) }
@@ -327,11 +325,7 @@ func (r *replay) apply(payload []byte) error {
 		}
 	case recKnownGoodDel:
 		ps := d.prefixes()
-		do = func() {
-			for _, p := range ps {
-				r.known.del(p)
-			}
-		}
+		do = func() { r.known.del(ps...) }
 	case recCursor:
 		c := d.str()
 		do = func() { r.cursor = c }

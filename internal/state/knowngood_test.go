@@ -1,11 +1,8 @@
 package state
 
 import (
-	"encoding/json"
 	"errors"
 	"net/netip"
-	"os"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,14 +15,7 @@ func TestKnownGoodRoundTrip(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("198.18.7.7/32"), LastSeen: t0},
 		{Prefix: netip.MustParsePrefix("2001:db8:7::/64"), LastSeen: t0.Add(-29 * 24 * time.Hour)},
 	}
-	if err := s.Save(want); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.load(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameState(t, got, want)
+	got := saveLoad(t, s, want)
 	if len(got.KnownGood) != 2 {
 		t.Fatalf("known_good: %+v", got.KnownGood)
 	}
@@ -37,16 +27,7 @@ func TestKnownGoodRoundTrip(t *testing.T) {
 	// The hand-written encoder agrees with encoding/json.
 	st := want
 	st.Version = Version
-	out, _ := encode(st)
-	std, _ := json.Marshal(st)
-	var a, b any
-	if err := json.Unmarshal(out, &a); err != nil {
-		t.Fatalf("not JSON: %v\n%s", err, out)
-	}
-	json.Unmarshal(std, &b)
-	if !reflect.DeepEqual(a, b) {
-		t.Errorf("encode:\n%s\nencoding/json:\n%s", out, std)
-	}
+	encodesLikeJSON(t, st)
 }
 
 // A file without the key (every file written before known-good sources
@@ -58,9 +39,7 @@ func TestKnownGoodOldAndBadFiles(t *testing.T) {
 	}
 	s := Store{Dir: t.TempDir()}
 	bad := `{"version":2,"bans":[],"offenders":[],"known_good":[{"prefix":"198.18.7.7/24","last_seen":"2026-11-28T19:00:00Z"}]}`
-	if err := os.WriteFile(s.LegacyPath(), []byte(bad), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeLegacy(t, s, bad)
 	_, err = s.Load()
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "known_good[0]") {
 		t.Fatalf("bad known_good record: %v", err)

@@ -22,9 +22,7 @@ func TestReadsVersion1(t *testing.T) {
 "offenders":[
 {"prefix":"198.18.0.1/32","bans":["2026-11-28T18:00:00Z"],"until":"2026-11-28T20:00:00Z","reason":"syn-rate"}]}
 `
-	if err := os.WriteFile(s.LegacyPath(), []byte(v1), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeLegacy(t, s, v1)
 	st, err := s.load(t0)
 	if err != nil {
 		t.Fatal(err)
@@ -67,9 +65,7 @@ func TestReadsVersion1(t *testing.T) {
 // (set aside as corrupt), not read as "other".
 func TestUnknownReasonIsCorrupt(t *testing.T) {
 	s := Store{Dir: t.TempDir()}
-	if err := os.WriteFile(s.LegacyPath(), []byte(`{"version":2,"bans":[{"prefix":"198.18.0.1/32","origin":"log","reason":"bogus"}]}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeLegacy(t, s, `{"version":2,"bans":[{"prefix":"198.18.0.1/32","origin":"log","reason":"bogus"}]}`)
 	corruptFileCase(t, s, s.LegacyPath(), t0)
 }
 

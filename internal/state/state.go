@@ -180,11 +180,6 @@ func (st *State) check() error {
 			return fmt.Errorf("known_good[%d]: %w", i, err)
 		}
 	}
-	for i, k := range st.KnownGood {
-		if err := checkPrefix(k.Prefix); err != nil {
-			return fmt.Errorf("known_good[%d]: %w", i, err)
-		}
-	}
 	return nil
 }
 

@@ -92,17 +92,31 @@ func byPrefix(bans []datapath.Ban) []datapath.Ban {
 	return bans
 }
 
-func TestRoundTrip(t *testing.T) {
-	s := Store{Dir: filepath.Join(t.TempDir(), "sub", "dir")} // Save creates it
-	want := sample()
-	if err := s.Save(want); err != nil {
-		t.Fatal(err)
-	}
+// loadsAs fails the test unless s loads, at t0, as want; it returns what
+// it loaded.
+func loadsAs(t *testing.T, s Store, want State) State {
+	t.Helper()
 	got, err := s.load(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sameState(t, got, want)
+	return got
+}
+
+// saveLoad saves st to s and checks that it loads back the same.
+func saveLoad(t *testing.T, s Store, st State) State {
+	t.Helper()
+	if err := s.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	return loadsAs(t, s, st)
+}
+
+func TestRoundTrip(t *testing.T) {
+	s := Store{Dir: filepath.Join(t.TempDir(), "sub", "dir")} // Save creates it
+	want := sample()
+	saveLoad(t, s, want)
 
 	fi, err := os.Stat(s.Path())
 	if err != nil || fi.Mode().Perm() != 0o600 {
@@ -123,15 +137,38 @@ func TestEncodeMatchesEncodingJSON(t *testing.T) {
 	st.Version = Version
 	st.Bans[0].Detector = "quote\" back\\ tab\t <html> & ünïcode \xff"
 	st.Offenders[0].Detector = "\u2028"
-	out, _ := encode(st)
-	std, _ := json.Marshal(st)
+	encodesLikeJSON(t, st)
+}
+
+// encodesLikeJSON fails the test unless the hand-written encoder writes st
+// as the same JSON value as encoding/json does; it returns what encode wrote.
+func encodesLikeJSON(t *testing.T, st State) []byte {
+	t.Helper()
+	out, err := encode(st)
+	if err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	std, err := json.Marshal(st)
+	if err != nil {
+		t.Fatalf("json.Marshal: %v", err)
+	}
 	var a, b any
 	if err := json.Unmarshal(out, &a); err != nil {
 		t.Fatalf("encode output is not JSON: %v\n%s", err, out)
 	}
 	json.Unmarshal(std, &b)
 	if !reflect.DeepEqual(a, b) {
-		t.Errorf("encode:\n%s\nencoding/json:\n%s", out, std)
+		t.Fatalf("encode differs from encoding/json:\n%s\nencoding/json:\n%s", out, std)
+	}
+	return out
+}
+
+// writeLegacy writes content as the state file of releases before the
+// journal, for load to import.
+func writeLegacy(t *testing.T, s Store, content string) {
+	t.Helper()
+	if err := os.WriteFile(s.LegacyPath(), []byte(content), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -166,22 +203,11 @@ func TestCrashMidWriteKeepsOldFile(t *testing.T) {
 	if err := os.WriteFile(stale, []byte(`{"version":1,"bans":[{"prefix":"198.18.`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.load(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameState(t, got, old)
+	loadsAs(t, s, old)
 
 	next := old
 	next.Bans = next.Bans[:1]
-	if err := s.Save(next); err != nil {
-		t.Fatal(err)
-	}
-	got, err = s.load(t0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameState(t, got, next)
+	saveLoad(t, s, next)
 }
 
 // A Save that fails must leave the previous file untouched and no temp
@@ -297,11 +323,7 @@ func TestTruncatedFile(t *testing.T) {
 			}
 		}
 	}
-	if got, err := src.load(t0); err != nil {
-		t.Fatal(err)
-	} else {
-		sameState(t, got, full)
-	}
+	loadsAs(t, src, full)
 }
 
 func TestUnreadableFile(t *testing.T) {
@@ -334,9 +356,7 @@ func TestInvalidRecordsAreCorrupt(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			s := Store{Dir: t.TempDir()}
-			if err := os.WriteFile(s.LegacyPath(), []byte(content), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			writeLegacy(t, s, content)
 			corruptFileCase(t, s, s.LegacyPath(), t0)
 		})
 	}
@@ -523,20 +543,9 @@ func FuzzDecode(f *testing.F) {
 		if err := st.check(); err != nil {
 			t.Fatalf("Decode accepted a state check refuses: %v", err)
 		}
-		// What Decode accepts, encode must write back to an equal state.
-		out, err := encode(st)
-		if err != nil {
-			t.Fatalf("encode: %v", err)
-		}
-		// The hand-written encoder must agree with encoding/json.
-		std, err := json.Marshal(st)
-		if err != nil {
-			t.Fatalf("json.Marshal: %v", err)
-		}
-		var a, b any
-		if json.Unmarshal(out, &a) != nil || json.Unmarshal(std, &b) != nil || !reflect.DeepEqual(a, b) {
-			t.Fatalf("encode differs from encoding/json:\n%s\n%s", out, std)
-		}
+		// What Decode accepts, encode must write back to an equal state,
+		// as encoding/json would.
+		out := encodesLikeJSON(t, st)
 		again, err := Decode(out)
 		if err != nil {
 			t.Fatalf("re-decode: %v\n%s", err, out)

@@ -22,22 +22,15 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	binary = os.Getenv("XDPGUARD_BIN")
-	dir := ""
-	if binary == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "xdpguard-crowdsec-"); err != nil {
-			panic(err)
-		}
-		binary = filepath.Join(dir, "xdpguard")
-		if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/xdpguard").CombinedOutput(); err != nil {
-			panic(string(out))
-		}
+	dir, err := os.MkdirTemp("", "xdpguard-crowdsec-")
+	if err != nil {
+		panic(err)
+	}
+	if binary, err = testutil.XdpguardBinary(dir); err != nil {
+		panic(err)
 	}
 	code := m.Run()
-	if dir != "" {
-		os.RemoveAll(dir)
-	}
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 

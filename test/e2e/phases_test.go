@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/logwatch"
 	"github.com/xdpguard/xdpguard/test/e2e/harness"
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
@@ -35,21 +33,14 @@ func newE2E(t *testing.T) *e2e {
 			t.Fatal(err)
 		}
 	}
-	w := harness.NewForTest(t, harness.Options{AttackersV4: attackersV4, AttackersV6: attackersV6}, "")
+	w := harness.NewForTest(t, harness.Options{AttackersV4: harness.SeedAttackersV4, AttackersV6: harness.SeedAttackersV6}, "")
 
-	probe, err := w.StartProbe(probeEvery, probeLimit, time.Hour, 0, nil)
+	probe, err := w.StartProbe(harness.ProbeEvery, harness.ProbeLimit, time.Hour, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	settle(t, w, probe)
-	conns := attackConns
-	if s := os.Getenv("E2E_CONNS"); s != "" {
-		if conns, err = strconv.Atoi(s); err != nil {
-			t.Fatalf("E2E_CONNS=%q: %v", s, err)
-		}
-	}
-	return &e2e{t: t, w: w, probe: probe, plen: harness.PhaseLen(t),
-		attack: mailload.AttackConfig{Servers: w.Servers(), Sources: w.Attackers, Conns: conns}}
+	return &e2e{t: t, w: w, probe: probe, plen: harness.PhaseLen(t), attack: w.SeedAttack(t)}
 }
 
 // fail2banPhase runs the attack against fail2ban alone, first (fail2ban
@@ -163,28 +154,7 @@ func (e *e2e) xdpguardPhase(x *harness.Xdpguard, watch *harness.BanWatch, none *
 	// When, by the daemon's own clock: the first and the last attacker
 	// banned, and the slot pressure it reported.
 	tl := harness.ReadTimeline(x.Log())
-	banAt := tl.Bans
-	var first, last time.Time
-	byLog := 0
-	for _, a := range w.Attackers {
-		bits := 64
-		if a.Is4() {
-			bits = 32
-		}
-		p, _ := a.Prefix(bits)
-		at, ok := banAt[p]
-		if !ok || !at.Before(xr.End) {
-			continue
-		}
-		byLog++
-		if first.IsZero() || at.Before(first) {
-			first = at
-		}
-		if at.After(last) {
-			last = at
-		}
-	}
-	if byLog > 0 {
+	if first, last, byLog := tl.BannedDuring(w.Attackers, xr.Start, xr.End); byLog > 0 {
 		xr.Notes = append(xr.Notes, fmt.Sprintf("xdpguard's log: first attacker banned %.1f s into the attack, %d/%d by %.1f s",
 			first.Sub(xr.Start).Seconds(), byLog, len(w.Attackers), last.Sub(xr.Start).Seconds()))
 	}
@@ -198,27 +168,18 @@ func (e *e2e) xdpguardPhase(x *harness.Xdpguard, watch *harness.BanWatch, none *
 	return xr
 }
 
-// slowPhase runs only the slow attacker, one address opening a connection
-// every slowHold+slowPause: the SYN rate never catches it, the log layer
-// must.
+// slowPhase runs only the slow attacker (harness.SlowAttack), one address
+// opening a connection every SlowHold+SlowPause: the SYN rate never catches
+// it, the log layer must.
 func (e *e2e) slowPhase(watch *harness.BanWatch) *phaseResult {
 	t, w, probe, plen := e.t, e.w, e.probe, e.plen
 	p3 := &phaseResult{Name: "slow attacker", Start: time.Now()}
-	slowAttack, err := w.StartAttack("slow-attacker", mailload.AttackConfig{
-		Servers: w.Servers(), Sources: []netip.Addr{harness.Slow}, Conns: 1, Hold: slowHold, Pause: slowPause,
-	}, 10*time.Minute)
+	slowAttack, err := w.StartAttack("slow-attacker", w.SlowAttack(), 10*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Its POP3 `USER` is logged as a failed authentication; the ban is due
-	// on the connection that lifts its score to the threshold.
-	lw := logwatch.DefaultConfig()
-	due := (lw.Threshold + lw.Weights["auth-failed"] - 1) / lw.Weights["auth-failed"]
-	limit := time.Duration(due+2) * (slowHold + slowPause)
-	var slowBan harness.StatusBan
-	var slowBanned bool
-	for end := time.Now().Add(limit); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
-		if slowBan, slowBanned = watch.Get(harness.Slow); slowBanned {
+	for end := time.Now().Add(harness.SlowLimit()); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
+		if _, banned := watch.Get(harness.Slow); banned {
 			break
 		}
 	}
@@ -227,7 +188,7 @@ func (e *e2e) slowPhase(watch *harness.BanWatch) *phaseResult {
 		time.Sleep(rest)
 	}
 	p3.End = time.Now()
-	time.Sleep(inFlight)
+	time.Sleep(harness.InFlight)
 	slowStats, err := slowAttack.Stop()
 	if err != nil {
 		t.Error(err)
@@ -236,16 +197,8 @@ func (e *e2e) slowPhase(watch *harness.BanWatch) *phaseResult {
 	p3.Attempts = probe.Between(p3.Start, p3.End)
 	p3.Summary = mailload.Summarize(p3.Attempts)
 	p3.Settled = mailload.Summarize(probe.Between(p3.Start.Add(settleAfter), p3.End))
-	switch {
-	case !slowBanned:
-		t.Errorf("the slow attacker %s (%d connections) was not banned within %v", harness.Slow, slowStats.Connected, limit)
-	case slowBan.Origin != "log":
-		t.Errorf("the slow attacker was banned by %q, want the log layer", slowBan.Origin)
-	case slowStats.Connected > int64(due)+1:
-		t.Errorf("the slow attacker got %d connections through; the ban was due on connection %d (threshold %d)", slowStats.Connected, due, lw.Threshold)
-	default:
-		p3.Notes = append(p3.Notes, fmt.Sprintf("slow attacker %s (one connection per %v) banned by the log layer (%s) after %d connections, %.0f s after its first; due after %d",
-			harness.Slow, slowHold+slowPause, slowBan.Reason, slowStats.Connected, watch.FirstBan(harness.Slow).Sub(p3.Start).Seconds(), due))
+	if note := harness.CheckSlowBan(t, watch, slowStats.Connected, p3.Start); note != "" {
+		p3.Notes = append(p3.Notes, note)
 	}
 	if p3.Summary.Rate < 0.99 {
 		t.Errorf("slow-attacker phase: %.2f%% of legitimate logins succeeded, want >= 99%%", 100*p3.Summary.Rate)

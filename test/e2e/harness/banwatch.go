@@ -22,9 +22,7 @@ type BanWatch struct {
 	wrong map[netip.Addr]StatusBan
 	all   map[netip.Prefix]SeenBan // every ban status ever showed
 	errs  int                      // failed status calls
-	done  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
+	poll  *Poller
 	addrs []netip.Addr
 }
 
@@ -37,66 +35,49 @@ type SeenBan struct {
 // WatchBans starts watching x's bans.
 func (w *World) WatchBans(x *Xdpguard) *BanWatch {
 	bw := &BanWatch{logf: w.opts.Logf, x: x, legit: map[netip.Addr]bool{}, seen: map[netip.Addr]StatusBan{},
-		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]StatusBan{}, done: make(chan struct{}),
-		all: map[netip.Prefix]SeenBan{}}
+		first: map[netip.Addr]time.Time{}, wrong: map[netip.Addr]StatusBan{}, all: map[netip.Prefix]SeenBan{}}
 	for _, a := range w.Legitimate() {
 		bw.legit[a] = true
 	}
 	bw.addrs = append(append(append(append(bw.addrs, w.Attackers...), w.Trawlers...), Slow), w.Legitimate()...)
-	bw.wg.Add(1)
-	go bw.loop()
+	bw.poll = StartPoller(500*time.Millisecond, bw.sample)
 	return bw
 }
 
-func (bw *BanWatch) loop() {
-	defer bw.wg.Done()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		st, err := bw.x.Status()
-		if err != nil {
-			bw.mu.Lock()
-			bw.errs++
-			if bw.errs == 1 && bw.logf != nil {
-				bw.logf("xdpguard status failed (further failures are only counted): %v", err)
-			}
-			bw.mu.Unlock()
-		} else {
-			now := time.Now()
-			bw.mu.Lock()
-			for _, b := range st.Bans {
-				if _, ok := bw.all[b.Prefix]; !ok {
-					bw.all[b.Prefix] = SeenBan{StatusBan: b, First: now}
-				}
-			}
-			for _, a := range bw.addrs {
-				b, ok := st.Banned(a)
-				if !ok {
-					continue
-				}
-				if _, had := bw.seen[a]; !had {
-					bw.first[a] = now
-				}
-				bw.seen[a] = b
-				if bw.legit[a] {
-					bw.wrong[a] = b
-				}
-			}
-			bw.mu.Unlock()
+func (bw *BanWatch) sample() {
+	st, err := bw.x.Status()
+	bw.mu.Lock()
+	defer bw.mu.Unlock()
+	if err != nil {
+		bw.errs++
+		if bw.errs == 1 && bw.logf != nil {
+			bw.logf("xdpguard status failed (further failures are only counted): %v", err)
 		}
-		select {
-		case <-bw.done:
-			return
-		case <-tick.C:
+		return
+	}
+	now := time.Now()
+	for _, b := range st.Bans {
+		if _, ok := bw.all[b.Prefix]; !ok {
+			bw.all[b.Prefix] = SeenBan{StatusBan: b, First: now}
+		}
+	}
+	for _, a := range bw.addrs {
+		b, ok := st.Banned(a)
+		if !ok {
+			continue
+		}
+		if _, had := bw.seen[a]; !had {
+			bw.first[a] = now
+		}
+		bw.seen[a] = b
+		if bw.legit[a] {
+			bw.wrong[a] = b
 		}
 	}
 }
 
 // Stop stops the polling; it may be called more than once.
-func (bw *BanWatch) Stop() {
-	bw.once.Do(func() { close(bw.done) })
-	bw.wg.Wait()
-}
+func (bw *BanWatch) Stop() { bw.poll.Stop() }
 
 // Get is the last ban status showed for a, if any.
 func (bw *BanWatch) Get(a netip.Addr) (StatusBan, bool) {

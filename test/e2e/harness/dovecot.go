@@ -182,20 +182,9 @@ exec dovecot -F -c "$CONF"
 	if err != nil {
 		return err
 	}
-	err = waitFor(20*time.Second, "Dovecot to start", func() bool {
-		select {
-		case <-p.Done():
-			return true
-		default:
-		}
+	err = w.waitStarted(p, 20*time.Second, "Dovecot to start", func() bool {
 		return w.MaillogContains("starting up for imap, pop3")
-	})
-	select {
-	case <-p.Done():
-		out, _ := os.ReadFile(filepath.Join(w.Dir, "dovecot.log"))
-		return fmt.Errorf("dovecot exited at start-up: %v: %s", p.Err(), strings.TrimSpace(string(out)))
-	default:
-	}
+	}, "dovecot exited at start-up", "dovecot.log")
 	if err != nil {
 		return err
 	}

@@ -90,21 +90,10 @@ func (w *World) StartFail2ban() (*Fail2ban, error) {
 		return nil, err
 	}
 	f.p = p
-	err = waitFor(30*time.Second, "fail2ban's dovecot jail", func() bool {
-		select {
-		case <-p.Done():
-			return true
-		default:
-		}
+	err = w.waitStarted(p, 30*time.Second, "fail2ban's dovecot jail", func() bool {
 		out, err := f.client("status", "dovecot")
 		return err == nil && strings.Contains(out, "Currently banned")
-	})
-	select {
-	case <-p.Done():
-		log, _ := os.ReadFile(filepath.Join(dir, "fail2ban.log"))
-		return nil, fmt.Errorf("fail2ban-server exited: %v: %s", p.Err(), log)
-	default:
-	}
+	}, "fail2ban-server exited", filepath.Join("fail2ban", "fail2ban.log"))
 	if err != nil {
 		return nil, err
 	}

@@ -7,15 +7,17 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // The settings both end-to-end tests read from the environment, and where
 // they leave their figures and logs.
 
-// TestBinary is XdpguardBinary in the test's temporary directory.
+// TestBinary is testutil.XdpguardBinary in the test's temporary directory.
 func TestBinary(t testing.TB) string {
 	t.Helper()
-	bin, err := XdpguardBinary(t.TempDir())
+	bin, err := testutil.XdpguardBinary(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,36 @@ func ReadTimeline(log string) Timeline {
 	return tl
 }
 
+// BannedDuring is when the log first shows a ban of each of sources
+// strictly between from and to: a ban of its host prefix (/32, /64) or of
+// a wider one that holds it (an escalation). It returns the earliest and
+// the latest of those times and how many sources were banned.
+func (tl Timeline) BannedDuring(sources []netip.Addr, from, to time.Time) (first, last time.Time, n int) {
+	for _, s := range sources {
+		bits := 64
+		if s.Is4() {
+			bits = 32
+		}
+		at, ok := time.Time{}, false
+		for p, t := range tl.Bans {
+			if p.Contains(s) && p.Bits() <= bits && t.After(from) && t.Before(to) && (!ok || t.Before(at)) {
+				at, ok = t, true
+			}
+		}
+		if !ok {
+			continue
+		}
+		n++
+		if first.IsZero() || at.Before(first) {
+			first = at
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	return first, last, n
+}
+
 // PressureDuring reports whether the daemon saw slot pressure at some
 // time between from and to, and from when in that span: a spell that
 // began before from (the last attack's, or the legitimate load's) and

@@ -316,6 +316,27 @@ func waitFor(timeout time.Duration, what string, cond func() bool) error {
 	return nil
 }
 
+// waitStarted waits up to timeout for the daemon p to be ready (what names
+// the wait in the error). If p exits first, the error says so (exited
+// names the failure) and quotes its log, logName under the world's Dir.
+func (w *World) waitStarted(p *Proc, timeout time.Duration, what string, ready func() bool, exited, logName string) error {
+	err := waitFor(timeout, what, func() bool {
+		select {
+		case <-p.Done():
+			return true
+		default:
+		}
+		return ready()
+	})
+	select {
+	case <-p.Done():
+		out, _ := os.ReadFile(filepath.Join(w.Dir, logName))
+		return fmt.Errorf("%s: %v: %s", exited, p.Err(), strings.TrimSpace(string(out)))
+	default:
+	}
+	return err
+}
+
 // sweep kills what is still running in the namespaces after the orderly
 // stops: only descendants of processes the harness started can be there
 // (a Dovecot child that outlived its master, say).

@@ -91,21 +91,10 @@ func (w *World) StartXdpguard(args ...string) (*Xdpguard, error) {
 		return nil, err
 	}
 	x.p = p
-	err = waitFor(15*time.Second, "xdpguard to attach", func() bool {
-		select {
-		case <-p.Done():
-			return true
-		default:
-		}
+	err = w.waitStarted(p, 15*time.Second, "xdpguard to attach", func() bool {
 		st, err := x.Status()
 		return err == nil && len(st.Interfaces) > 0
-	})
-	select {
-	case <-p.Done():
-		out, _ := os.ReadFile(filepath.Join(w.Dir, "xdpguard.log"))
-		return nil, fmt.Errorf("xdpguard run exited: %v: %s", p.Err(), out)
-	default:
-	}
+	}, "xdpguard run exited", "xdpguard.log")
 	if err != nil {
 		return nil, err
 	}

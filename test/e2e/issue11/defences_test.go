@@ -44,7 +44,7 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 		}
 	}
 	res.Notes = append(res.Notes, fmt.Sprintf("bans by origin while the attack ran: %v; banned sources still holding connections at its end: %d", origins, len(res.heldByBanned)))
-	res.LegitBanned = watch.LegitBannedBy(res.End.Add(inFlight))
+	res.LegitBanned = watch.LegitBannedBy(res.End.Add(harness.InFlight))
 	r.timeline(res, a, x)
 	return res
 }
@@ -54,32 +54,7 @@ func (r *run) xdpguardPhase(t *testing.T, a attack, x *harness.Xdpguard, watch *
 // pressure during the phase.
 func (r *run) timeline(res *phaseResult, a attack, x *harness.Xdpguard) {
 	tl := harness.ReadTimeline(x.Log())
-	banAt := tl.Bans
-	var first, last time.Time
-	n := 0
-	for _, s := range a.sources {
-		bits := 64
-		if s.Is4() {
-			bits = 32
-		}
-		at, ok := time.Time{}, false
-		for p, t := range banAt {
-			if p.Contains(s) && p.Bits() <= bits && t.After(res.Start) && t.Before(res.End) && (!ok || t.Before(at)) {
-				at, ok = t, true
-			}
-		}
-		if !ok {
-			continue
-		}
-		n++
-		if first.IsZero() || at.Before(first) {
-			first = at
-		}
-		if at.After(last) {
-			last = at
-		}
-	}
-	if n > 0 {
+	if first, last, n := tl.BannedDuring(a.sources, res.Start, res.End); n > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("xdpguard's log: first source banned %.1f s into the attack, %d/%d by %.1f s",
 			first.Sub(res.Start).Seconds(), n, len(a.sources), last.Sub(res.Start).Seconds()))
 	}

@@ -10,7 +10,6 @@ package issue11
 import (
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,38 +25,26 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// Sizes of the attacks and of the population.
+// Sizes of the attacks and of the population. The seed's attack, the slow
+// attacker and the returning users' probe are harness's (attacks.go),
+// shared with the seed's test.
 const (
-	// The seed's attack: 400 held connections against two login services
-	// of 100 processes each, from 48+48 sources.
-	attackConns = 400
-	attackersV4 = 48
-	attackersV6 = 48
 	// Issue 11's trawler: 300+300 sources, one connection each, a new
 	// USER or CAPABILITY every 3 s.
 	trawlersV4 = 300
 	trawlersV6 = 300
 	trawlEvery = 3 * time.Second
-	// Returning users: a login every 0.5 s over five users who logged in
-	// before each attack. New users: one login a second, each a new
-	// account from an address never seen before.
-	probeEvery    = 500 * time.Millisecond
+	// Returning users: a login every harness.ProbeEvery over five users
+	// who logged in before each attack. New users: one login a second,
+	// each a new account from an address never seen before.
 	newUserEvery  = time.Second
 	newUsers      = 600 // 15 phase lengths: per attack fail2ban and none 1 each, xdpguard 3 and 4, slow 1; and a margin
-	probeLimit    = 5 * time.Second
 	officeUsers   = 50
 	officeHeld    = 2               // IDLE connections per office user (INBOX and one folder)
 	officeEvery   = 5 * time.Second // one office user checks mail every 5 s: each every 4 min
 	webmailUsers  = 20
 	webmailEvery  = 50 * time.Millisecond // 20 logins a second
 	starvedWindow = 10 * time.Second
-	// inFlight is how long after a phase's end every login it started
-	// has been reported: the deadline, and a second for the report.
-	inFlight = probeLimit + time.Second
-	// The slow attacker: one connection every 8 s (held 3 s, then a 5 s
-	// pause), one address, far below the kernel's 20 SYNs per 10 s.
-	slowHold  = 3 * time.Second
-	slowPause = 5 * time.Second
 )
 
 func TestE2E(t *testing.T) {
@@ -113,7 +100,7 @@ func TestE2E(t *testing.T) {
 // along: the returning users, the NAT office and the webmail front end.
 func newRun(t *testing.T, plen time.Duration) *run {
 	w := harness.NewForTest(t, harness.Options{
-		AttackersV4: attackersV4, AttackersV6: attackersV6,
+		AttackersV4: harness.SeedAttackersV4, AttackersV6: harness.SeedAttackersV6,
 		TrawlersV4: trawlersV4, TrawlersV6: trawlersV6,
 		NewUsers: newUsers, OfficeUsers: officeUsers, WebmailUsers: webmailUsers, TLSProxies: officeUsers * officeHeld,
 	}, "issue11")
@@ -124,14 +111,7 @@ func newRun(t *testing.T, plen time.Duration) *run {
 }
 
 func (r *run) seedAttack(t *testing.T) attack {
-	conns := attackConns
-	if s := os.Getenv("E2E_CONNS"); s != "" {
-		var err error
-		if conns, err = strconv.Atoi(s); err != nil {
-			t.Fatalf("E2E_CONNS=%q: %v", s, err)
-		}
-	}
-	cfg := mailload.AttackConfig{Servers: r.w.Servers(), Sources: r.w.Attackers, Conns: conns}
+	cfg := r.w.SeedAttack(t)
 	// Three times as long under xdpguard: 120 new users' logins, so that
 	// a single failure is still 99.2% (one in 40 failed in one of four
 	// runs, and 97.5% is under the target).

@@ -74,14 +74,14 @@ func (r *run) startUsers(t *testing.T) {
 	w := r.w
 	var err error
 	start := func(name string, cfg mailload.ProbeConfig) *harness.Probe {
-		cfg.Deadline = probeLimit
+		cfg.Deadline = harness.ProbeLimit
 		p, err := w.StartLogins(name, cfg, time.Hour, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return p
 	}
-	r.returning = start("probe", mailload.ProbeConfig{Class: classReturning, Users: w.Users, Interval: probeEvery})
+	r.returning = start("probe", mailload.ProbeConfig{Class: classReturning, Users: w.Users, Interval: harness.ProbeEvery})
 	r.webmail = start("webmail", mailload.ProbeConfig{Class: classWebmail, Users: w.Webmail, Interval: webmailInterval(t), Protos: []string{"imap"}})
 	r.officeLogins = start("office", mailload.ProbeConfig{Class: classOffice, Users: w.Office, Interval: officeEvery, Protos: []string{"imap"}})
 	r.officeHold, err = w.StartHold("office-idle", mailload.HoldConfig{
@@ -105,7 +105,7 @@ func (r *run) startNewUsers(t *testing.T, name string, d time.Duration) *harness
 	users := r.w.NewUsers[r.newNext : r.newNext+n]
 	r.newNext += n
 	p, err := r.w.StartLogins("new-"+name, mailload.ProbeConfig{Class: classNew, Users: users, Interval: newUserEvery,
-		Deadline: probeLimit, Count: n, ProtoByAttempt: true}, d+time.Minute, nil)
+		Deadline: harness.ProbeLimit, Count: n, ProtoByAttempt: true}, d+time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func (r *run) phaseFor(t *testing.T, a attack, defence string, d time.Duration, 
 	// Logins still in flight are reported when they end, up to the
 	// deadline later; the attack goes on until then, so that they count,
 	// and count under the attack they started in.
-	time.Sleep(inFlight)
+	time.Sleep(harness.InFlight)
 	res.conns.stop()
 	if med, top := res.conns.queues(); top > 0 {
 		res.Notes = append(res.Notes, fmt.Sprintf("accept queues (sampled every %v): median %d, largest %d waiting", connSampleEvery, med, top))

@@ -55,7 +55,7 @@ func report(t *testing.T, results []*phaseResult) {
 		}
 	}
 	t.Logf("legitimate logins by class (returning users every %v, new users every %v, %v deadline; p50/p99 of the returning users' successful logins; "+
-		"starved: no login slot, no connection Dovecot accepted, in the phase's last %v):\n%s", probeEvery, newUserEvery, probeLimit, starvedWindow, b.String())
+		"starved: no login slot, no connection Dovecot accepted, in the phase's last %v):\n%s", harness.ProbeEvery, newUserEvery, harness.ProbeLimit, starvedWindow, b.String())
 	harness.WriteResults(t, "issue11", results, b.String())
 }
 

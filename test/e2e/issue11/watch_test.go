@@ -25,64 +25,45 @@ type connWatch struct {
 	// queued is the accept queues' total length in each sample.
 	queued []int
 	errs   int
-	done   chan struct{}
-	wg     sync.WaitGroup
+	poll   *harness.Poller
 }
 
 const connSampleEvery = time.Second
 
 func newConnWatch(w *harness.World, addrs []netip.Addr) *connWatch {
-	cw := &connWatch{w: w, watch: map[netip.Addr]bool{}, last: map[netip.Addr]time.Time{}, lastQ: map[netip.Addr]time.Time{}, done: make(chan struct{})}
+	cw := &connWatch{w: w, watch: map[netip.Addr]bool{}, last: map[netip.Addr]time.Time{}, lastQ: map[netip.Addr]time.Time{}}
 	for _, a := range addrs {
 		cw.watch[a] = true
 	}
-	cw.wg.Add(1)
-	go cw.loop()
+	cw.poll = harness.StartPoller(connSampleEvery, cw.sample)
 	return cw
 }
 
-func (cw *connWatch) loop() {
-	defer cw.wg.Done()
-	tick := time.NewTicker(connSampleEvery)
-	defer tick.Stop()
-	for {
-		now := time.Now()
-		est, accepted, err := cw.w.Connections()
-		q, qerr := cw.w.Waiting()
-		cw.mu.Lock()
-		if err != nil || qerr != nil {
-			cw.errs++
+func (cw *connWatch) sample() {
+	now := time.Now()
+	est, accepted, err := cw.w.Connections()
+	q, qerr := cw.w.Waiting()
+	cw.mu.Lock()
+	defer cw.mu.Unlock()
+	if err != nil || qerr != nil {
+		cw.errs++
+	}
+	if qerr == nil {
+		cw.queued = append(cw.queued, q)
+	}
+	for a, n := range est {
+		if n > 0 && cw.watch[a] {
+			cw.lastQ[a] = now
 		}
-		if qerr == nil {
-			cw.queued = append(cw.queued, q)
-		}
-		for a, n := range est {
-			if n > 0 && cw.watch[a] {
-				cw.lastQ[a] = now
-			}
-		}
-		for a, n := range accepted {
-			if n > 0 && cw.watch[a] {
-				cw.last[a] = now
-			}
-		}
-		cw.mu.Unlock()
-		select {
-		case <-cw.done:
-			return
-		case <-tick.C:
+	}
+	for a, n := range accepted {
+		if n > 0 && cw.watch[a] {
+			cw.last[a] = now
 		}
 	}
 }
 
-func (cw *connWatch) stop() {
-	select {
-	case <-cw.done:
-	default:
-		close(cw.done)
-	}
-	cw.wg.Wait()
-}
+func (cw *connWatch) stop() { cw.poll.Stop() }
 
 // lastHeld is the last sample in which a held a connection that Dovecot
 // had accepted.

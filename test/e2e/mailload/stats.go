@@ -50,6 +50,20 @@ func Summarize(as []Attempt) Summary {
 	return s
 }
 
+// SummarizeByFamily is Summarize of the attempts from IPv4 sources and of
+// those from IPv6 sources.
+func SummarizeByFamily(as []Attempt) (v4, v6 Summary) {
+	var a4, a6 []Attempt
+	for _, a := range as {
+		if a.Src.Is4() {
+			a4 = append(a4, a)
+		} else {
+			a6 = append(a6, a)
+		}
+	}
+	return Summarize(a4), Summarize(a6)
+}
+
 // percentile is the nearest-rank percentile of sorted values.
 func percentile(sorted []time.Duration, p int) time.Duration {
 	i := (p*len(sorted) + 99) / 100

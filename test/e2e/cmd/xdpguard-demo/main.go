@@ -243,15 +243,7 @@ func line(as []mailload.Attempt) string {
 }
 
 func families(as []mailload.Attempt) string {
-	var a4, a6 []mailload.Attempt
-	for _, a := range as {
-		if a.Src.Is4() {
-			a4 = append(a4, a)
-		} else {
-			a6 = append(a6, a)
-		}
-	}
-	s4, s6 := mailload.Summarize(a4), mailload.Summarize(a6)
+	s4, s6 := mailload.SummarizeByFamily(as)
 	return fmt.Sprintf("; IPv4 users %.0f%%, IPv6 users %.0f%%", 100*s4.Rate, 100*s6.Rate)
 }
 
