@@ -5,8 +5,6 @@ import (
 	"errors"
 	"math"
 	"net/netip"
-	"os"
-	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -188,11 +186,7 @@ func sameConn(t *testing.T, got, want Conn) {
 // process stands in for one), as PreAuth does from the dump.
 func TestConnIndexMatchesDump(t *testing.T) {
 	testutil.RequireRoot(t)
-	comm, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := strings.TrimSpace(string(comm))
+	self := selfComm(t)
 	w := newIndexWorld(t)
 
 	// Before the index: seeded; the other port's is not listed at all.

@@ -17,11 +17,7 @@ import (
 // Dovecot (TestPreAuthRealDovecot compares the two against Dovecot).
 func TestLoginIterFindsItsProcess(t *testing.T) {
 	testutil.RequireRoot(t)
-	comm, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := strings.TrimSpace(string(comm))
+	self := selfComm(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,4 +65,15 @@ func TestLoginIterNames(t *testing.T) {
 			t.Errorf("%q: no error", names)
 		}
 	}
+}
+
+// selfComm is this process's name, which the tests give the iterators as
+// a login process's.
+func selfComm(t *testing.T) string {
+	t.Helper()
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(comm))
 }
