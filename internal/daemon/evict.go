@@ -32,17 +32,20 @@ type evictState struct {
 // never evicted, and a new user's client authenticates within the grace.
 const evictBan = 3
 
-// seen updates first-seen times from a scan's pre-auth connections and
-// forgets the connections that are gone or were handed on.
-func (w *evictState) seen(conns []sockets.Conn, now time.Time) {
+// seen updates first-seen times from a scan and forgets the connections
+// that are gone. A scan is one list or more (the slot holders' and the
+// pre-auth connections), which may share connections.
+func (w *evictState) seen(now time.Time, scan ...[]sockets.Conn) {
 	if w.firstSeen == nil {
 		w.firstSeen = map[uint64]time.Time{}
 	}
-	live := make(map[uint64]bool, len(conns))
-	for _, c := range conns {
-		live[c.Cookie] = true
-		if _, ok := w.firstSeen[c.Cookie]; !ok {
-			w.firstSeen[c.Cookie] = now
+	live := make(map[uint64]bool, len(scan[0]))
+	for _, conns := range scan {
+		for _, c := range conns {
+			live[c.Cookie] = true
+			if _, ok := w.firstSeen[c.Cookie]; !ok {
+				w.firstSeen[c.Cookie] = now
+			}
 		}
 	}
 	for k := range w.firstSeen {
@@ -108,7 +111,11 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool,
 		d.slotError("find the pre-auth connections", err)
 		return
 	}
-	d.evict.seen(pre, now)
+	// A connection's age counts from its first scan, in the accept queue
+	// if it waited there (the scan lists it: it has said nothing yet),
+	// not from its first scan as pre-auth: a bot accepted late would
+	// otherwise get a second grace period.
+	d.evict.seen(now, conns, pre)
 	// The accept queues as the check that began this tick saw them.
 	waiting := d.slots.waiting
 	if !pressure || waiting == 0 {

@@ -25,10 +25,10 @@ func TestEvictionOrder(t *testing.T) {
 	good := netip.MustParseAddr("198.18.70.1")
 	spared := func(a netip.Addr) bool { return a == good }
 
-	w.seen([]sockets.Conn{conn("198.18.70.2", 1, 11), conn("198.18.70.1", 2, 12)}, t0)
-	w.seen([]sockets.Conn{conn("198.18.70.2", 1, 11), conn("198.18.70.1", 2, 12), conn("198.18.70.3", 3, 13)}, t0.Add(2*time.Second))
+	w.seen(t0, []sockets.Conn{conn("198.18.70.2", 1, 11), conn("198.18.70.1", 2, 12)})
+	w.seen(t0.Add(2*time.Second), []sockets.Conn{conn("198.18.70.2", 1, 11), conn("198.18.70.1", 2, 12), conn("198.18.70.3", 3, 13)})
 	all := []sockets.Conn{conn("198.18.70.2", 1, 11), conn("198.18.70.1", 2, 12), conn("198.18.70.3", 3, 13), conn("198.18.70.4", 4, 14)}
-	w.seen(all, t0.Add(3*time.Second))
+	w.seen(t0.Add(3*time.Second), all)
 	cookies := func(cs []sockets.Conn) []uint64 {
 		var out []uint64
 		for _, c := range cs {
@@ -56,7 +56,7 @@ func TestEvictionOrder(t *testing.T) {
 	}
 	// A connection that is gone is forgotten; if its cookie came back it
 	// would be new.
-	w.seen(all[1:], now)
+	w.seen(now, all[1:])
 	if _, ok := w.firstSeen[1]; ok {
 		t.Error("a closed connection's first-seen time is kept")
 	}
