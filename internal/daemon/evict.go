@@ -116,6 +116,9 @@ func (d *Daemon) evictPreAuth(ctx context.Context, now time.Time, pressure bool,
 	// not from its first scan as pre-auth: a bot accepted late would
 	// otherwise get a second grace period.
 	d.evict.seen(now, conns, pre)
+	if pressure {
+		d.late(conns, pre)
+	}
 	// The accept queues as the check that began this tick saw them.
 	waiting := d.slots.waiting
 	if !pressure || waiting == 0 {
@@ -193,6 +196,29 @@ func (d *Daemon) evidence(from []netip.Addr, now time.Time) {
 	if len(banned) > 0 {
 		d.kill(banned...)
 		d.escalate(banned, now)
+	}
+}
+
+// late tells the steering program that the sources holding connections
+// under pressure (the scan's, and the pre-auth ones) are not new users:
+// they never use the fresh queue's rate (datapath.Priority.Late).
+// Known-good sources have their own queue and are left out.
+func (d *Daemon) late(scan ...[]sockets.Conn) {
+	if d.priority.p == nil {
+		return
+	}
+	seen := map[netip.Prefix]bool{}
+	var ps []netip.Prefix
+	for _, conns := range scan {
+		for _, c := range conns {
+			if p, ok := d.prefixOf(c.Remote); ok && !seen[p] {
+				seen[p] = true
+				ps = append(ps, p)
+			}
+		}
+	}
+	if err := d.priority.p.Late(ps); err != nil {
+		d.log.Error("sources holding slots not marked late", "error", err)
 	}
 }
 

@@ -53,7 +53,7 @@ type Priority struct {
 	socks      *ebpf.Map
 	stats      *ebpf.Map
 	refused    [2]*ebpf.Map // refused_v4, refused_v6
-	freshSince [2]*ebpf.Map // fresh_since_v4, fresh_since_v6: only the kernel writes them
+	freshSince [2]*ebpf.Map // fresh_since_v4, fresh_since_v6: the kernel writes them, Late adds
 	freshRate  *ebpf.Map
 	link       link.Link // nil when pinned: the pin keeps it attached
 }
@@ -230,6 +230,38 @@ func refuse[K any](m *ebpf.Map, keys []K, deadline uint64) error {
 	for _, k := range keys {
 		if err := m.Update(k, deadline, ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("refuse %v: %w", k, privilegeHint(err))
+		}
+	}
+	return nil
+}
+
+// Late marks the sources ps, masked like bans, as past their fresh
+// seconds, unless the kernel has already seen their first SYN under
+// pressure: their next connections wait in the public queue, and none
+// takes a place in the fresh queue's rate. The daemon marks the sources
+// that already hold connections when the slots run out: a source that
+// holds slots is not a new user, and an attack's sources, all redialling
+// in its first seconds, would otherwise use up the rate that the new
+// users who come next need.
+func (p *Priority) Late(ps []netip.Prefix) error {
+	k4, k6, err := p.g.knownGoodKeys(ps)
+	if err != nil {
+		return err
+	}
+	// A second back: the program reads the coarse clock, which lags
+	// CLOCK_MONOTONIC by up to a tick, and a first SYN "after now" would
+	// read as 600 s old, a new source again.
+	e := bpf.PriorityFreshEntry{First: monoNow() - uint64(time.Second)}
+	if err := late(p.freshSince[0], k4, e); err != nil {
+		return err
+	}
+	return late(p.freshSince[1], k6, e)
+}
+
+func late[K any](m *ebpf.Map, keys []K, e bpf.PriorityFreshEntry) error {
+	for _, k := range keys {
+		if err := m.Update(k, e, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+			return fmt.Errorf("mark %v late: %w", k, privilegeHint(err))
 		}
 	}
 	return nil

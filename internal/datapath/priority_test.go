@@ -340,3 +340,43 @@ func TestPriorityFreshRate(t *testing.T) {
 		t.Fatalf("stats %+v, %v: want 1 fresh, 1 over the rate, 1 late", st, err)
 	}
 }
+
+// A source marked late goes to the public queue and leaves the fresh
+// queue's rate to the next new source; a source whose first SYN under
+// pressure the kernel has already seen keeps its entry.
+func TestPriorityLate(t *testing.T) {
+	w := newKGWorld(t, DefaultSettings())
+	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
+	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
+	p := attachIn(t, w, w.g)
+	setListener(t, p, Listener{110, unix.AF_INET, TierFresh}, fresh4)
+	// One new source an hour.
+	if err := p.freshRate.Update(uint32(0), bpf.PriorityFreshLimit{IntervalNs: uint64(time.Hour)}, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Late([]netip.Prefix{netip.PrefixFrom(kgOld4, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		src  netip.Addr
+		want *net.TCPListener
+	}{{kgOld4, pub4}, {kgCli4, fresh4}} {
+		if err := w.dial(t, tc.src, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := acceptedFrom(t, tc.want, 5*time.Second); got != tc.src {
+			t.Fatalf("%s accepted %s, want %s", tc.want.Addr(), got, tc.src)
+		}
+	}
+	// kgCli4 is in its fresh seconds: marking it late changes nothing.
+	if err := p.Late([]netip.Prefix{netip.PrefixFrom(kgCli4, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	var e bpf.PriorityFreshEntry
+	if err := p.freshSince[0].Lookup(kgCli4.As4(), &e); err != nil || e.Until == 0 {
+		t.Fatalf("the fresh source's entry %+v, %v: want its fresh period kept", e, err)
+	}
+	if st, err := p.Stats(); err != nil || st.Fresh != 1 || st.Late != 1 || st.FreshFull != 0 {
+		t.Fatalf("stats %+v, %v: want 1 fresh, 1 late, none over the rate", st, err)
+	}
+}

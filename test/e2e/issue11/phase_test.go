@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,6 +146,15 @@ func (r *run) phaseFor(t *testing.T, a attack, defence string, d time.Duration, 
 		t.Error(err)
 	}
 	news := nu.Wait()
+	var failed []string
+	for _, a := range news {
+		if !a.OK {
+			failed = append(failed, fmt.Sprintf("%.1f s (%s: %s)", a.Start.Sub(res.Start).Seconds(), a.Proto, a.Err))
+		}
+	}
+	if len(failed) > 0 {
+		res.Notes = append(res.Notes, "new users' failed logins started "+strings.Join(failed, ", ")+" into the phase")
+	}
 	r.collect(res, news)
 	r.results = append(r.results, res)
 	s := res.Classes[classReturning]
