@@ -25,6 +25,9 @@ type evictState struct {
 	// destroyed within the log layer's window: a source evicted again and
 	// again is holding slots, and is banned (evidenceBan).
 	evicted map[netip.Prefix][]time.Time
+	// late holds the sources marked late in this spell of pressure
+	// (Daemon.late): each is told to the kernel once.
+	late map[netip.Prefix]bool
 }
 
 // evictBan is how many evictions of one source within the log layer's
@@ -207,12 +210,14 @@ func (d *Daemon) late(scan ...[]sockets.Conn) {
 	if d.priority.p == nil {
 		return
 	}
-	seen := map[netip.Prefix]bool{}
+	if d.evict.late == nil {
+		d.evict.late = map[netip.Prefix]bool{}
+	}
 	var ps []netip.Prefix
 	for _, conns := range scan {
 		for _, c := range conns {
-			if p, ok := d.prefixOf(c.Remote); ok && !seen[p] {
-				seen[p] = true
+			if p, ok := d.prefixOf(c.Remote); ok && !d.evict.late[p] {
+				d.evict.late[p] = true
 				ps = append(ps, p)
 			}
 		}

@@ -150,6 +150,7 @@ func (d *Daemon) watchSlots(now time.Time) {
 	on, ended := w.under(now)
 	if ended {
 		d.log.Info("login slot pressure over", "lasted", now.Sub(w.since).Round(time.Second))
+		d.evict.late = nil
 	}
 	d.setAdmission(on)
 	d.syncPriority(ctx, on)
