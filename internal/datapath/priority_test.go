@@ -303,15 +303,22 @@ func TestPriorityRefusesEvicted(t *testing.T) {
 	}
 }
 
+// freshTier is a server with the fresh tier on for its IPv4 POP3 port:
+// pressure, as the daemon sets it.
+func freshTier(t *testing.T) (w *kgWorld, p *Priority, pub4, fresh4 *net.TCPListener) {
+	w = newKGWorld(t, DefaultSettings())
+	pub4 = listenIn(t, w.srv, "198.18.101.1:110")
+	fresh4 = listenIn(t, w.srv, "127.0.0.1:20110")
+	p = attachIn(t, w, w.g)
+	setListener(t, p, Listener{110, unix.AF_INET, TierFresh}, fresh4)
+	return w, p, pub4, fresh4
+}
+
 // Under pressure the fresh queue takes fresh_rate new sources a second:
 // past it, a new source's connection goes to the public queue, and so do
 // its next ones (its first SYN under pressure was turned away).
 func TestPriorityFreshRate(t *testing.T) {
-	w := newKGWorld(t, DefaultSettings())
-	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
-	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
-	p := attachIn(t, w, w.g)
-	setListener(t, p, Listener{110, unix.AF_INET, TierFresh}, fresh4)
+	w, p, pub4, fresh4 := freshTier(t)
 	// Four a second, up to a second's worth at once.
 	if err := p.SetFreshRate(4); err != nil {
 		t.Fatal(err)
@@ -345,11 +352,7 @@ func TestPriorityFreshRate(t *testing.T) {
 // queue's rate to the next new source; a source whose first SYN under
 // pressure the kernel has already seen keeps its entry.
 func TestPriorityLate(t *testing.T) {
-	w := newKGWorld(t, DefaultSettings())
-	pub4 := listenIn(t, w.srv, "198.18.101.1:110")
-	fresh4 := listenIn(t, w.srv, "127.0.0.1:20110")
-	p := attachIn(t, w, w.g)
-	setListener(t, p, Listener{110, unix.AF_INET, TierFresh}, fresh4)
+	w, p, pub4, fresh4 := freshTier(t)
 	// One new source an hour.
 	if err := p.freshRate.Update(uint32(0), bpf.PriorityFreshLimit{IntervalNs: uint64(time.Hour)}, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
