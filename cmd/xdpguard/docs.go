@@ -19,10 +19,9 @@ func docsCommand() *cli.Command {
 		Usage:     "write the man page (man) or a completion script (bash, zsh) to standard output",
 		ArgsUsage: "man|bash|zsh",
 		Hidden:    true,
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return fail("gendocs: want one of man, bash, zsh")
-			}
+		// Declared without command: gendocs reads no configuration, so it has
+		// no common flags.
+		Action: exactly(1, "gendocs: want one of man, bash, zsh").check(func(c *cli.Context) error {
 			switch c.Args().First() {
 			case "man":
 				page, err := c.App.ToManWithSection(8)
@@ -37,7 +36,7 @@ func docsCommand() *cli.Command {
 				return writeZsh(c.App.Writer, c.App)
 			}
 			return fail("gendocs: %q is not man, bash or zsh", c.Args().First())
-		},
+		}),
 	}
 }
 

@@ -17,7 +17,7 @@ import (
 // `xdpguard run` would do with those lines.
 // Exit status: 0 when it ran, 2 for an unreadable file or a bad config.
 func logtestCommand() *cli.Command {
-	return &cli.Command{
+	return command(&cli.Command{
 		Name:      "logtest",
 		Usage:     "run the log rules over files and report matches and would-be bans",
 		ArgsUsage: "FILE... | --explain LINE",
@@ -28,41 +28,40 @@ func logtestCommand() *cli.Command {
 			`object per matched line, {"file","line","rule","event","ip"}, then {"summary":{...,"would_ban":[...]}}.` + "\n" +
 			"With --explain LINE it reads no file and shows, for that one line, the header form, the\n" +
 			"rule, the event, the address, and why the line is or is not counted.",
-		Flags: append([]cli.Flag{
+		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "write JSON objects, one per line"},
 			&cli.StringFlag{Name: "explain", Usage: "explain how one log `LINE` is read and scored, instead of reading files"},
-		}, commonFlags()...),
-		Action: func(c *cli.Context) error {
-			files := c.Args().Slice()
-			explain := c.IsSet("explain")
-			if explain && len(files) > 0 {
-				return fail("logtest: --explain takes one LINE and no FILE")
-			}
-			if !explain && len(files) == 0 {
-				return fail("logtest: no FILE given")
-			}
-			cfg, err := settings(c)
-			if err != nil {
-				return fail("logtest: %v", err)
-			}
-			det, err := daemon.DetectConfig(cfg)
-			if err != nil {
-				return fail("logtest: %s: %v", configPath(c), err)
-			}
-			if explain {
-				return explainLine(c, det, c.String("explain"))
-			}
-			_, err = logwatch.Replay(det, files, c.App.Writer, logwatch.ReplayOptions{JSON: c.Bool("json")})
-			switch {
-			case err == nil:
-				return nil
-			case errors.Is(err, logwatch.ErrUnreadable):
-				return fail("logtest: %v", err)
-			default:
-				return cli.Exit(fmt.Sprintf("xdpguard: logtest: %v", err), 1)
-			}
 		},
-	}
+	}, anyArgs, func(c *cli.Context) error {
+		files := c.Args().Slice()
+		explain := c.IsSet("explain")
+		if explain && len(files) > 0 {
+			return fail("logtest: --explain takes one LINE and no FILE")
+		}
+		if !explain && len(files) == 0 {
+			return fail("logtest: no FILE given")
+		}
+		cfg, err := settings(c)
+		if err != nil {
+			return fail("logtest: %v", err)
+		}
+		det, err := daemon.DetectConfig(cfg)
+		if err != nil {
+			return fail("logtest: %s: %v", configPath(c), err)
+		}
+		if explain {
+			return explainLine(c, det, c.String("explain"))
+		}
+		_, err = logwatch.Replay(det, files, c.App.Writer, logwatch.ReplayOptions{JSON: c.Bool("json")})
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, logwatch.ErrUnreadable):
+			return fail("logtest: %v", err)
+		default:
+			return cli.Exit(fmt.Sprintf("xdpguard: logtest: %v", err), 1)
+		}
+	})
 }
 
 func explainLine(c *cli.Context, cfg logwatch.Config, line string) error {

@@ -183,6 +183,41 @@ func fail(format string, a ...any) error {
 	return cli.Exit("xdpguard: "+fmt.Sprintf(format, a...), 2)
 }
 
+// command declares one of the commands that read xdpguard's configuration:
+// cmd with the common flags after its own, and action, run once the
+// positional arguments are what args says.
+func command(cmd *cli.Command, args arity, action cli.ActionFunc) *cli.Command {
+	cmd.Flags = append(cmd.Flags, commonFlags()...)
+	cmd.Action = args.check(action)
+	return cmd
+}
+
+// arity is how many positional arguments a command takes, and the usage
+// error it answers any other count with.
+type arity struct {
+	n     int // -1: any number, left to the action
+	wrong string
+}
+
+// exactly is n arguments, no more and no fewer; wrong says what they are.
+func exactly(n int, wrong string) arity { return arity{n: n, wrong: wrong} }
+
+// anyArgs is for the commands whose arguments depend on their flags (ban
+// takes ADDR|CIDR or --from, logtest FILE... or --explain): the action
+// checks them.
+var anyArgs = arity{n: -1}
+
+// check runs action only on the right number of arguments, and otherwise
+// fails with a's usage error before anything is read or opened.
+func (a arity) check(action cli.ActionFunc) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if a.n >= 0 && c.NArg() != a.n {
+			return fail("%s", a.wrong)
+		}
+		return action(c)
+	}
+}
+
 // warn writes a line that does not change the exit status.
 func warn(c *cli.Context, format string, a ...any) {
 	fmt.Fprintf(c.App.ErrWriter, "xdpguard: warning: "+format+"\n", a...)

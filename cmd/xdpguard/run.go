@@ -16,12 +16,12 @@ import (
 )
 
 func runCommand() *cli.Command {
-	return &cli.Command{
+	return command(&cli.Command{
 		Name:  "run",
 		Usage: "the daemon: attach, follow the mail logs, ban, persist, serve metrics",
 		Description: "Reads --config (default " + config.DefaultPath + ", optional); flags override the file.\n" +
 			"SIGHUP reloads the configuration; SIGTERM and SIGINT stop the daemon and leave protection in force.",
-		Flags: append([]cli.Flag{
+		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "`INTERFACE` to protect (repeatable; replaces the file's list)"},
 			&cli.StringSliceFlag{Name: "log", Usage: "mail log `FILE` to follow (repeatable; replaces the file's list)"},
 			&cli.BoolFlag{Name: "journal", Usage: "follow the systemd journal too (logs.journal: units and identifiers from the file or the defaults)"},
@@ -30,46 +30,42 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "crowdsec-url", Usage: "CrowdSec LAPI `URL` to bounce from (crowdsec.lapi_url)"},
 			&cli.StringFlag{Name: "crowdsec-key", Usage: "CrowdSec bouncer API `KEY` (crowdsec.api_key)"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the program and its bans when the daemon stops"},
-		}, commonFlags()...),
-		Action: func(c *cli.Context) error {
-			if c.Args().Present() {
-				return fail("run takes no arguments (interfaces go with --iface)")
-			}
-			cfg, err := runConfig(c)
-			if err != nil {
-				return fail("%v", err)
-			}
-			if err := checkPrivileges("run"); err != nil {
-				return err
-			}
-			log := newLogger(cfg.Log.Format, cfg.Log.Level)
-			slog.SetDefault(log)
-
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			reload := make(chan struct{}, 1)
-			go func() {
-				for range hup {
-					select {
-					case reload <- struct{}{}:
-					default:
-					}
-				}
-			}()
-			err = daemon.Run(ctx, cfg, daemon.Options{
-				Reload:       func() (daemon.Config, error) { return runConfig(c) },
-				DetachOnExit: c.Bool("detach-on-exit"),
-				ConfigFile:   configFileUsed(c),
-				Logger:       log,
-			}, reload)
-			if err != nil {
-				return fail("%v", err)
-			}
-			return nil
 		},
-	}
+	}, exactly(0, "run takes no arguments (interfaces go with --iface)"), func(c *cli.Context) error {
+		cfg, err := runConfig(c)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if err := checkPrivileges("run"); err != nil {
+			return err
+		}
+		log := newLogger(cfg.Log.Format, cfg.Log.Level)
+		slog.SetDefault(log)
+
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		reload := make(chan struct{}, 1)
+		go func() {
+			for range hup {
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		err = daemon.Run(ctx, cfg, daemon.Options{
+			Reload:       func() (daemon.Config, error) { return runConfig(c) },
+			DetachOnExit: c.Bool("detach-on-exit"),
+			ConfigFile:   configFileUsed(c),
+			Logger:       log,
+		}, reload)
+		if err != nil {
+			return fail("%v", err)
+		}
+		return nil
+	})
 }
 
 // runConfig reads the file as every command does, puts the daemon's flags

@@ -52,62 +52,58 @@ type banJSON struct {
 }
 
 func statusCommand() *cli.Command {
-	return &cli.Command{
+	return command(&cli.Command{
 		Name:  "status",
 		Usage: "show the daemon, interfaces, counters, bans and the top SYN sources",
 		Description: "Without the capabilities to open the maps (a monitoring user), or with --from-file, it reads\n" +
 			"the status file the daemon writes in the state directory every " + state.StatusInterval.String() + ".",
-		Flags: append([]cli.Flag{
+		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 			&cli.IntFlag{Name: "top", Value: 10, Usage: "show the `N` busiest SYN sources"},
 			&cli.IntFlag{Name: "bans", Value: 100, Usage: "list at most `N` bans in the table (--json lists all)"},
 			&cli.StringFlag{Name: "ip", Usage: "show everything that concerns `ADDR` (as `xdpguard why ADDR`)"},
 			&cli.BoolFlag{Name: "from-file", Usage: "read only the daemon's status file (no CAP_BPF needed)"},
-		}, commonFlags()...),
-		Action: func(c *cli.Context) error {
-			if c.Int("top") < 0 {
-				return fail("--top must be >= 0")
-			}
-			if c.Args().Present() {
-				return fail("status takes no arguments (status --ip ADDR, or why ADDR)")
-			}
-			if c.IsSet("ip") {
-				return why(c, c.String("ip"))
-			}
-			cfg, err := settings(c)
-			if err != nil {
-				return fail("%v", err)
-			}
-			store := store(cfg)
-			dj := readDaemon(store, time.Now())
-			g, err := openStatusMaps(c, dj)
-			if err != nil {
-				return err
-			}
-			if g == nil {
-				return printFromFile(c, dj)
-			}
-			defer g.Close()
-			r, err := collect(g, g.PinRoot(), c.Int("top"))
-			if err != nil {
-				return fail("%v", err)
-			}
-			r.Daemon = dj
-			addEvidence(r.Bans, store)
-			if rep, ok, err := crowdsec.ReadReport(cfg.StateDir); err != nil {
-				return fail("crowdsec report: %v", err)
-			} else if ok {
-				r.CrowdSec = &rep
-			}
-			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
-			}
-			printStatus(c.App.Writer, r, c.Int("bans"))
-			return nil
 		},
-	}
+	}, exactly(0, "status takes no arguments (status --ip ADDR, or why ADDR)"), func(c *cli.Context) error {
+		if c.Int("top") < 0 {
+			return fail("--top must be >= 0")
+		}
+		if c.IsSet("ip") {
+			return why(c, c.String("ip"))
+		}
+		cfg, err := settings(c)
+		if err != nil {
+			return fail("%v", err)
+		}
+		store := store(cfg)
+		dj := readDaemon(store, time.Now())
+		g, err := openStatusMaps(c, dj)
+		if err != nil {
+			return err
+		}
+		if g == nil {
+			return printFromFile(c, dj)
+		}
+		defer g.Close()
+		r, err := collect(g, g.PinRoot(), c.Int("top"))
+		if err != nil {
+			return fail("%v", err)
+		}
+		r.Daemon = dj
+		addEvidence(r.Bans, store)
+		if rep, ok, err := crowdsec.ReadReport(cfg.StateDir); err != nil {
+			return fail("crowdsec report: %v", err)
+		} else if ok {
+			r.CrowdSec = &rep
+		}
+		if c.Bool("json") {
+			enc := json.NewEncoder(c.App.Writer)
+			enc.SetIndent("", "  ")
+			return enc.Encode(r)
+		}
+		printStatus(c.App.Writer, r, c.Int("bans"))
+		return nil
+	})
 }
 
 func collect(g *datapath.Guard, root string, top int) (*statusReport, error) {

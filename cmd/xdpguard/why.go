@@ -16,21 +16,17 @@ import (
 )
 
 func whyCommand() *cli.Command {
-	return &cli.Command{
+	return command(&cli.Command{
 		Name:      "why",
 		Usage:     "show every ban, rule, offence and log score that concerns an address",
 		ArgsUsage: "ADDR",
-		Flags: append([]cli.Flag{
+		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object"},
 			&cli.BoolFlag{Name: "from-file", Usage: "read only the daemon's status file (no CAP_BPF needed)"},
-		}, commonFlags()...),
-		Action: func(c *cli.Context) error {
-			if c.Args().Len() != 1 {
-				return fail("why takes exactly one ADDR")
-			}
-			return why(c, c.Args().First())
 		},
-	}
+	}, exactly(1, "why takes exactly one ADDR"), func(c *cli.Context) error {
+		return why(c, c.Args().First())
+	})
 }
 
 // whyReport is everything xdpguard knows about one address.
