@@ -199,12 +199,13 @@ type arity struct {
 	wrong string
 }
 
-// exactly is n arguments, no more and no fewer; wrong says what they are.
+// exactly is n arguments, no more, no fewer; wrong, the usage error for
+// any other count, says what they are.
 func exactly(n int, wrong string) arity { return arity{n: n, wrong: wrong} }
 
-// anyArgs is for the commands whose arguments depend on their flags (ban
-// takes ADDR|CIDR or --from, logtest FILE... or --explain): the action
-// checks them.
+// anyArgs leaves the arguments to the action: what ban and unban take
+// depends on --from and --all, what logtest takes on --explain; detach
+// ignores them.
 var anyArgs = arity{n: -1}
 
 // check runs action only on the right number of arguments, and otherwise
