@@ -218,37 +218,34 @@ func (d *decoder) scalar(n *yaml.Node, v reflect.Value, key string) {
 		}
 		return
 	}
+	// A value must parse and also carry its kind's YAML tag, so that a
+	// quoted "80" is not taken for a number; format reports it when not.
+	parsed := func(err error, tag, format string) bool {
+		if err != nil || n.Tag != tag {
+			d.fail(n, key, format, n.Value)
+			return false
+		}
+		return true
+	}
 	switch {
 	case v.Type() == durationType:
 		// Decode by hand: the value must be a string with a unit, never
 		// a bare number (is 600 seconds or nanoseconds?).
-		dur, err := time.ParseDuration(n.Value)
-		if err != nil || n.Tag != "!!str" {
-			d.fail(n, key, "invalid duration %q (write a number with a unit: \"90s\", \"10m\", \"1h\")", n.Value)
-			return
+		if dur, err := time.ParseDuration(n.Value); parsed(err, "!!str", "invalid duration %q (write a number with a unit: \"90s\", \"10m\", \"1h\")") {
+			v.SetInt(int64(dur))
 		}
-		v.SetInt(int64(dur))
 	case v.Kind() == reflect.Bool:
-		b, err := strconv.ParseBool(n.Value)
-		if err != nil || n.Tag != "!!bool" {
-			d.fail(n, key, "must be true or false, got %q", n.Value)
-			return
+		if b, err := strconv.ParseBool(n.Value); parsed(err, "!!bool", "must be true or false, got %q") {
+			v.SetBool(b)
 		}
-		v.SetBool(b)
 	case v.Kind() == reflect.Int:
-		i, err := strconv.ParseInt(n.Value, 10, 64)
-		if err != nil || n.Tag != "!!int" {
-			d.fail(n, key, "must be a decimal integer, got %q", n.Value)
-			return
+		if i, err := strconv.ParseInt(n.Value, 10, 64); parsed(err, "!!int", "must be a decimal integer, got %q") {
+			v.SetInt(i)
 		}
-		v.SetInt(i)
 	case v.Kind() == reflect.Uint16:
-		i, err := strconv.ParseUint(n.Value, 10, 16)
-		if err != nil || n.Tag != "!!int" {
-			d.fail(n, key, "must be a port number 1-65535, got %q", n.Value)
-			return
+		if i, err := strconv.ParseUint(n.Value, 10, 16); parsed(err, "!!int", "must be a port number 1-65535, got %q") {
+			v.SetUint(i)
 		}
-		v.SetUint(i)
 	case v.Kind() == reflect.String:
 		if n.Tag != "!!str" {
 			// yes, 1.5, null... as a name or path is almost surely a

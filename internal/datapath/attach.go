@@ -30,12 +30,7 @@ const (
 
 var modeNames = [...]string{ModeAuto: "auto", ModeNative: "native", ModeGeneric: "generic"}
 
-func (m Mode) String() string {
-	if int(m) < len(modeNames) {
-		return modeNames[m]
-	}
-	return fmt.Sprintf("mode(%d)", uint8(m))
-}
+func (m Mode) String() string { return listName(modeNames[:], "mode", m) }
 
 // ParseMode parses "auto", "native" (or "driver") and "generic" (or "skb").
 func ParseMode(s string) (Mode, error) {
@@ -45,12 +40,7 @@ func ParseMode(s string) (Mode, error) {
 	case "skb":
 		return ModeGeneric, nil
 	}
-	for m, name := range modeNames {
-		if s == name {
-			return Mode(m), nil
-		}
-	}
-	return 0, fmt.Errorf("must be one of %s, got %q", strings.Join(modeNames[:], ", "), s)
+	return parseListed[Mode](modeNames[:], s)
 }
 
 // MarshalText and UnmarshalText let the configuration hold a Mode.

@@ -3,6 +3,8 @@ package datapath
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
@@ -128,6 +130,24 @@ func enumCode[T ~uint8](names map[T]string, s string) (T, bool) {
 		}
 	}
 	return 0, false
+}
+
+// listName is enumName for an enum whose names are listed by code, as
+// Mode's and Scope's are.
+func listName[T ~uint8](names []string, kind string, v T) string {
+	if int(v) < len(names) {
+		return names[v]
+	}
+	return fmt.Sprintf("%s(%d)", kind, uint8(v))
+}
+
+// parseListed is the code names lists s under; its error lists the names
+// in code order.
+func parseListed[T ~uint8](names []string, s string) (T, error) {
+	if i := slices.Index(names, s); i >= 0 {
+		return T(i), nil
+	}
+	return 0, fmt.Errorf("must be one of %s, got %q", strings.Join(names, ", "), s)
 }
 
 // Detectors that are not log rules: a log ban's Detector is its rule's name.

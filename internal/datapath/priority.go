@@ -174,24 +174,30 @@ func (l Listener) key() (bpf.PriorityPriorityKey, error) {
 // descriptor of this process; the map takes its own reference, so the
 // caller may close it).
 func (p *Priority) SetListener(l Listener, sock *os.File) error {
-	k, err := l.key()
-	if err != nil {
-		return err
-	}
-	if err := p.socks.Update(k, uint64(sock.Fd()), ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("%s listener for port %d: %w", l.Tier, l.Port, privilegeHint(err))
-	}
-	return nil
+	return l.write(func(k bpf.PriorityPriorityKey) error {
+		return p.socks.Update(k, uint64(sock.Fd()), ebpf.UpdateAny)
+	})
 }
 
 // DeleteListener stops steering l's connections: they go to the port's
 // public listener again. A listener that is not in the map is no error.
 func (p *Priority) DeleteListener(l Listener) error {
+	return l.write(func(k bpf.PriorityPriorityKey) error {
+		if err := p.socks.Delete(k); !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+		return nil
+	})
+}
+
+// write runs op, a change to the socket map, on l's key, and names l in
+// its error.
+func (l Listener) write(op func(bpf.PriorityPriorityKey) error) error {
 	k, err := l.key()
 	if err != nil {
 		return err
 	}
-	if err := p.socks.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := op(k); err != nil {
 		return fmt.Errorf("%s listener for port %d: %w", l.Tier, l.Port, privilegeHint(err))
 	}
 	return nil

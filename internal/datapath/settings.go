@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
@@ -25,22 +24,10 @@ const (
 
 var scopeNames = [...]string{ScopeAll: "all", ScopePorts: "ports"}
 
-func (s Scope) String() string {
-	if int(s) < len(scopeNames) {
-		return scopeNames[s]
-	}
-	return fmt.Sprintf("scope(%d)", uint8(s))
-}
+func (s Scope) String() string { return listName(scopeNames[:], "scope", s) }
 
 // ParseScope parses "all" or "ports".
-func ParseScope(s string) (Scope, error) {
-	for sc, name := range scopeNames {
-		if s == name {
-			return Scope(sc), nil
-		}
-	}
-	return 0, fmt.Errorf("must be one of %s, got %q", strings.Join(scopeNames[:], ", "), s)
-}
+func ParseScope(s string) (Scope, error) { return parseListed[Scope](scopeNames[:], s) }
 
 // MarshalText and UnmarshalText let the configuration hold a Scope.
 func (s Scope) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
