@@ -1,52 +1,29 @@
 package daemon
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/xdpguard/xdpguard/internal/config"
 	"github.com/xdpguard/xdpguard/internal/datapath"
 	"github.com/xdpguard/xdpguard/internal/logwatch"
-	"github.com/xdpguard/xdpguard/internal/testutil"
 )
 
 // benchDaemon runs the daemon in this process with no interface attached:
 // what is measured is log line -> decision -> kernel map.
 func benchDaemon(b *testing.B, threshold int) (*datapath.Guard, *os.File, func()) {
-	dir := b.TempDir()
-	pins := testutil.PinRoot(b, "bench")
-	logPath := filepath.Join(dir, "maillog")
-	os.WriteFile(logPath, nil, 0o644)
-	c := config.Default()
-	c.PinRoot = filepath.Join(pins, "pins")
-	c.StateDir = filepath.Join(dir, "state")
-	c.Logs.Files = []string{logPath}
-	c.KillConnections = false // no namespace here; sockdestroy has its own tests
+	c := baseConfig(b, "bench")
 	det := logwatch.DefaultConfig()
 	det.Threshold = threshold
 	det.Files = c.Logs.Files
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{Config: c, Detect: det}, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, nil)
-	}()
-	var g *datapath.Guard
-	for deadline := time.Now().Add(5 * time.Second); g == nil; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("daemon did not start")
-		}
-		g, _ = datapath.Open(c.PinRoot)
-	}
+	g, cancel, done := runDaemon(b, c, det, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	time.Sleep(200 * time.Millisecond) // the follower is up
-	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+	f, err := os.OpenFile(c.Logs.Files[0], os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,9 +31,7 @@ func benchDaemon(b *testing.B, threshold int) (*datapath.Guard, *os.File, func()
 		f.Close()
 		cancel()
 		<-done
-		g.DetachAll()
 		g.Close()
-		os.RemoveAll(pins)
 	}
 }
 

@@ -41,8 +41,6 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 	}
 	det := logwatch.DefaultConfig()
 	det.Files = c.Logs.Files
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	logs := &testutil.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -50,24 +48,8 @@ func startDaemon(t *testing.T, c *config.Config) *testDaemon {
 			t.Logf("daemon log (last 4 KiB):\n%s", out[max(0, len(out)-4096):])
 		}
 	})
-	go func() {
-		done <- Run(ctx, Config{Config: *c, Detect: det},
-			Options{Tick: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))}, nil)
-	}()
-	var g *datapath.Guard
-	for deadline := time.Now().Add(10 * time.Second); g == nil; time.Sleep(20 * time.Millisecond) {
-		select {
-		case err := <-done:
-			cancel()
-			t.Fatalf("daemon exited: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatal("daemon did not start")
-		}
-		g, _ = datapath.Open(c.PinRoot)
-	}
+	g, cancel, done := runDaemon(t, *c, det,
+		Options{Tick: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	f, err := os.OpenFile(c.Logs.Files[0], os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		cancel()
@@ -316,22 +298,59 @@ func kernelKnows(t *testing.T, g *datapath.Guard, p netip.Prefix) bool {
 // and empty log file, all removed when the test ends.
 func newTestConfig(t *testing.T) *config.Config {
 	t.Helper()
-	dir := t.TempDir()
-	pins := testutil.PinRoot(t, "daemon")
-	t.Cleanup(func() { // before PinRoot's removal
+	c := baseConfig(t, "daemon")
+	c.SlotHolders.Enabled = false
+	return &c
+}
+
+// baseConfig is the defaults on a fresh pin root (named with label),
+// state directory and empty log file, all removed when the test ends, and
+// with no connections killed.
+func baseConfig(tb testing.TB, label string) config.Config {
+	tb.Helper()
+	dir := tb.TempDir()
+	pins := testutil.PinRoot(tb, label)
+	tb.Cleanup(func() { // before PinRoot's removal
 		if g, err := datapath.Open(filepath.Join(pins, "pins")); err == nil {
 			g.DetachAll()
 			g.Close()
 		}
 	})
-	cc := config.Default()
-	cc.PinRoot = filepath.Join(pins, "pins")
-	cc.StateDir = filepath.Join(dir, "state")
-	cc.Logs.Files = []string{filepath.Join(dir, "maillog")}
-	cc.KillConnections = false // no namespace: sockdestroy has its own tests
-	cc.SlotHolders.Enabled = false
-	os.WriteFile(cc.Logs.Files[0], nil, 0o644)
-	return &cc
+	c := config.Default()
+	c.PinRoot = filepath.Join(pins, "pins")
+	c.StateDir = filepath.Join(dir, "state")
+	c.Logs.Files = []string{filepath.Join(dir, "maillog")}
+	c.KillConnections = false // no namespace: sockdestroy has its own tests
+	os.WriteFile(c.Logs.Files[0], nil, 0o644)
+	return c
+}
+
+// runDaemon runs the daemon in this process, with no interface attached,
+// and waits until its maps are pinned. It returns the pinned maps, the
+// cancel that stops the daemon and the channel that then yields what Run
+// returned.
+func runDaemon(tb testing.TB, c config.Config, det logwatch.Config, opts Options) (*datapath.Guard, context.CancelFunc, <-chan error) {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{Config: c, Detect: det}, opts, nil)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-done:
+			cancel()
+			tb.Fatalf("daemon exited: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			tb.Fatal("daemon did not start")
+		}
+		if g, err := datapath.Open(c.PinRoot); err == nil {
+			return g, cancel, done
+		}
+	}
 }
 
 // The logins already in the log when the daemon starts make their sources

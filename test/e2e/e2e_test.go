@@ -8,7 +8,6 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,12 +17,7 @@ import (
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
-func TestMain(m *testing.M) {
-	// The attack and the probe are this binary, re-executed in the client
-	// namespace.
-	mailload.Main()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // The attack, the slow attacker and the probe are harness's (attacks.go),
 // shared with issue 11's test. settleAfter is how much of a phase a
@@ -46,14 +40,12 @@ type phaseResult struct {
 }
 
 func TestE2E(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
-	}
+	withF2B := harness.Prerequisites(t)
 	e := newE2E(t)
 	var results []*phaseResult
 	defer func() { report(t, results) }()
 
-	if os.Getenv("E2E_FAIL2BAN") == "1" {
+	if withF2B {
 		results = append(results, e.fail2banPhase())
 	}
 	// Phase 1: no protection. The attack must hurt, or it is not the

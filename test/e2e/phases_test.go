@@ -24,15 +24,6 @@ type e2e struct {
 }
 
 func newE2E(t *testing.T) *e2e {
-	if err := harness.CheckDovecot(); err != nil {
-		// CI installs Dovecot; its absence there is a failure, not a skip.
-		t.Fatal(err)
-	}
-	if os.Getenv("E2E_FAIL2BAN") == "1" {
-		if err := harness.CheckFail2ban(); err != nil {
-			t.Fatal(err)
-		}
-	}
 	w := harness.NewForTest(t, harness.Options{AttackersV4: harness.SeedAttackersV4, AttackersV6: harness.SeedAttackersV6}, "")
 
 	probe, err := w.StartProbe(harness.ProbeEvery, harness.ProbeLimit, time.Hour, 0, nil)

@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"github.com/xdpguard/xdpguard/dist"
-
 	"bufio"
 	"bytes"
 	"fmt"
@@ -12,6 +10,8 @@ import (
 	"strings"
 	"text/template"
 	"time"
+
+	"github.com/xdpguard/xdpguard/dist"
 )
 
 // MailUID runs the users' mail processes: nobody, so that the harness adds
@@ -20,9 +20,16 @@ const MailUID = 65534
 
 // CheckDovecot says what is missing to run the real Dovecot.
 func CheckDovecot() error {
-	for _, bin := range []string{"dovecot", "rsyslogd", "openssl", "nsenter", "unshare", "ip"} {
+	return installed("dovecot-imapd dovecot-pop3d rsyslog openssl util-linux iproute2",
+		"dovecot", "rsyslogd", "openssl", "nsenter", "unshare", "ip")
+}
+
+// installed says which of bins is not on $PATH, and that the Debian
+// packages pkgs install them.
+func installed(pkgs string, bins ...string) error {
+	for _, bin := range bins {
 		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Errorf("%s is not installed (apt-get install dovecot-imapd dovecot-pop3d rsyslog openssl util-linux iproute2): %w", bin, err)
+			return fmt.Errorf("%s is not installed (apt-get install %s): %w", bin, pkgs, err)
 		}
 	}
 	return nil

@@ -13,10 +13,8 @@ import (
 
 // CheckFail2ban says what is missing to run the fail2ban comparison.
 func CheckFail2ban() error {
-	for _, bin := range []string{"fail2ban-server", "fail2ban-client", "iptables", "ip6tables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return fmt.Errorf("%s is not installed (apt-get install fail2ban python3-pyinotify iptables): %w", bin, err)
-		}
+	if err := installed("fail2ban python3-pyinotify iptables", "fail2ban-server", "fail2ban-client", "iptables", "ip6tables"); err != nil {
+		return err
 	}
 	if _, err := exec.Command("/usr/bin/python3", "-c", "import pyinotify").CombinedOutput(); err != nil {
 		return fmt.Errorf("python3-pyinotify is not installed; fail2ban would poll the log instead: %w", err)

@@ -9,10 +9,40 @@ import (
 	"time"
 
 	"github.com/xdpguard/xdpguard/internal/testutil"
+	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
 // The settings both end-to-end tests read from the environment, and where
 // they leave their figures and logs.
+
+// Main is an end-to-end test binary's TestMain. The load (attacks, probe,
+// users) is this binary, re-executed in the client namespace: there
+// mailload.Main runs its role and exits; anywhere else the tests run.
+func Main(m *testing.M) {
+	mailload.Main()
+	os.Exit(m.Run())
+}
+
+// Prerequisites skips the test unless it runs as root, and fails it where
+// Dovecot, or with $E2E_FAIL2BAN=1 fail2ban, is missing: CI installs them,
+// so their absence there is a failure, not a skip. It reports whether the
+// fail2ban phases run.
+func Prerequisites(t testing.TB) (fail2ban bool) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
+	}
+	if err := CheckDovecot(); err != nil {
+		t.Fatal(err)
+	}
+	fail2ban = os.Getenv("E2E_FAIL2BAN") == "1"
+	if fail2ban {
+		if err := CheckFail2ban(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fail2ban
+}
 
 // TestBinary is testutil.XdpguardBinary in the test's temporary directory.
 func TestBinary(t testing.TB) string {

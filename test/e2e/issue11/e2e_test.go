@@ -18,12 +18,7 @@ import (
 	"github.com/xdpguard/xdpguard/test/e2e/mailload"
 )
 
-func TestMain(m *testing.M) {
-	// The attacks and the users are this binary, re-executed in the
-	// client namespace.
-	mailload.Main()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { harness.Main(m) }
 
 // Sizes of the attacks and of the population. The seed's attack, the slow
 // attacker and the returning users' probe are harness's (attacks.go),
@@ -48,19 +43,7 @@ const (
 )
 
 func TestE2E(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the end-to-end test needs root (network namespaces, XDP, Dovecot); run `sudo make test-e2e`")
-	}
-	if err := harness.CheckDovecot(); err != nil {
-		// CI installs Dovecot; its absence there is a failure, not a skip.
-		t.Fatal(err)
-	}
-	withF2B := os.Getenv("E2E_FAIL2BAN") == "1"
-	if withF2B {
-		if err := harness.CheckFail2ban(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	withF2B := harness.Prerequisites(t)
 	r := newRun(t, harness.PhaseLen(t))
 	defer func() { report(t, r.results) }()
 
