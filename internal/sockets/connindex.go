@@ -33,19 +33,19 @@ type ConnIndex struct {
 	buf   []byte // the last scan's records, reused
 }
 
-// connIndexObjs are the index's programs and maps in the sockets object:
-// LoadAndAssign loads these and what they use, not the login iterator's.
+// connIndexObjs are the index's part of the sockets object: its programs,
+// not the login iterator's, which LoadAndAssign then leaves unloaded. The
+// object's maps and globals are all the index's or shared (the constants).
 type connIndexObjs struct {
-	ConnState    *ebpf.Program  `ebpf:"conn_state"`
-	Seed         *ebpf.Program  `ebpf:"seed"`
-	Scan         *ebpf.Program  `ebpf:"scan"`
-	Out          *ebpf.Map      `ebpf:"out"`
-	ScanEnd      *ebpf.Variable `ebpf:"scan_end"`
-	ScanMaxBytes *ebpf.Variable `ebpf:"scan_max_bytes"`
+	ConnState *ebpf.Program `ebpf:"conn_state"`
+	Seed      *ebpf.Program `ebpf:"seed"`
+	Scan      *ebpf.Program `ebpf:"scan"`
+	bpf.SocketsMaps
+	bpf.SocketsVariables
 }
 
 func (o *connIndexObjs) Close() error {
-	return errors.Join(o.ConnState.Close(), o.Seed.Close(), o.Scan.Close(), o.Out.Close())
+	return errors.Join(o.ConnState.Close(), o.Seed.Close(), o.Scan.Close(), o.SocketsMaps.Close())
 }
 
 // IndexSize is how many connections the index holds by default: far more
