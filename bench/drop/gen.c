@@ -13,6 +13,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "../../internal/bpf/hash.h"
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 // The set of sources is {set_addr(i) : i < nsources}: computed, not read
@@ -102,12 +104,9 @@ int xdp_gen(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
-// On the generator's veth: the DUT's SYN-ACKs to spoofed sources die here,
-// cheaply, instead of in the generator namespace's TCP stack. Traffic for
-// the harness's own addresses (198.18.0.0/15: the legitimate client, ARP)
-// passes.
-SEC("xdp")
-int xdp_sink(struct xdp_md *ctx)
+// The IPv4 header of the frame, bounds-checked; NULL for anything but IPv4
+// over Ethernet.
+static __always_inline struct iphdr *ipv4_of(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -115,6 +114,20 @@ int xdp_sink(struct xdp_md *ctx)
 	struct iphdr *ip = (void *)(eth + 1);
 
 	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return NULL;
+	return ip;
+}
+
+// On the generator's veth: the DUT's SYN-ACKs to spoofed sources die here,
+// cheaply, instead of in the generator namespace's TCP stack. Traffic for
+// the harness's own addresses (198.18.0.0/15: the legitimate client, ARP)
+// passes.
+SEC("xdp")
+int xdp_sink(struct xdp_md *ctx)
+{
+	struct iphdr *ip = ipv4_of(ctx);
+
+	if (!ip)
 		return XDP_PASS;
 	if ((ip->daddr & bpf_htonl(0xfffe0000)) == bpf_htonl(0xc6120000))
 		return XDP_PASS;
@@ -141,12 +154,9 @@ struct {
 SEC("xdp")
 int xdp_lookup(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	struct iphdr *ip = ipv4_of(ctx);
 
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if (!ip)
 		return XDP_PASS;
 	if (bpf_map_lookup_elem(&lookup_v4, &ip->saddr))
 		return XDP_DROP;
@@ -181,36 +191,24 @@ struct {
 	__type(value, __u32);
 } oa_mask SEC(".maps");
 
-// The murmur3 finalizer (must match oaHash in lookup.go): the generator's
-// sources are an arithmetic progression in their low bits, which a
-// multiplicative hash alone would map onto a few buckets.
-static __always_inline __u32 oa_hash(__u32 h)
-{
-	h ^= h >> 16;
-	h *= 0x85ebca6b;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35;
-	h ^= h >> 16;
-	return h;
-}
-
 SEC("xdp")
 int xdp_oa(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
 	__u32 zero = 0;
+	struct iphdr *ip = ipv4_of(ctx);
 
-	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if (!ip)
 		return XDP_PASS;
 	__u32 *mask = bpf_map_lookup_elem(&oa_mask, &zero);
 
 	if (!mask)
 		return XDP_PASS;
 	__u32 key = ip->saddr;
-	__u32 b = oa_hash(key);
+	// The murmur3 finalizer (oaBuild places the keys with its Go twin,
+	// datapath.Fmix32): the generator's sources are an arithmetic
+	// progression in their low bits, which a multiplicative hash alone
+	// would map onto a few buckets.
+	__u32 b = fmix32(key);
 
 	for (int p = 0; p < OA_PROBES; p++) {
 		__u32 idx = (b + p) & *mask;

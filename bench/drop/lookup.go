@@ -5,6 +5,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/xdpguard/xdpguard/internal/datapath"
 )
 
 // lookupOpts shape the reference hash map, for finding out what a ban map
@@ -131,7 +133,7 @@ func oaBuild(srcs []uint32) ([]GenOaBucket, int) {
 	over := 0
 	for _, s := range srcs {
 		k := beU32(s)
-		b := int(oaHash(k))
+		b := int(datapath.Fmix32(k))
 		placed := false
 		for p := 0; p < oaProbes && !placed; p++ {
 			i := (b + p) & (n - 1)
@@ -148,18 +150,9 @@ func oaBuild(srcs []uint32) ([]GenOaBucket, int) {
 	return table, over
 }
 
-func oaHash(h uint32) uint32 {
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
-	return h
-}
-
 // oaLookup is xdp_oa's lookup in Go, for tests.
 func oaLookup(table []GenOaBucket, k uint32) bool {
-	b := int(oaHash(k))
+	b := int(datapath.Fmix32(k))
 	for p := 0; p < oaProbes; p++ {
 		bk := table[(b+p)&(len(table)-1)]
 		for _, v := range bk.Key {

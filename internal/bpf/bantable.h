@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "hash.h"
 #include "xdpguard.h"
 
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
@@ -39,14 +40,7 @@ struct {
 // pile into one bucket.
 static __always_inline __u32 ban_hash(__u32 key, __u32 seed)
 {
-	__u32 h = key ^ seed;
-
-	h ^= h >> 16;
-	h *= 0x85ebca6b;
-	h ^= h >> 13;
-	h *= 0xc2b2ae35;
-	h ^= h >> 16;
-	return h;
+	return fmix32(key ^ seed);
 }
 
 static __always_inline int slot_live(__u64 w, __u64 tick)

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
 // A connection to a protected port as the connection programs report it
-// (conns.c, loginsocks.c): the fields of inet_diag's sockid and of tcp_info
-// that the slot checks read (sockets.Conn), from the socket itself.
+// (sockets.c): the fields of inet_diag's sockid and of tcp_info that the
+// slot checks read (sockets.Conn), from the socket itself.
 
 #ifndef CONNREC_H
 #define CONNREC_H

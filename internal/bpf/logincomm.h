@@ -2,7 +2,7 @@
 //
 // Dovecot's login processes by name (comm), for the programs that tell a
 // connection before authentication from one handed to imap or pop3
-// (loginsocks.c, conns.c).
+// (sockets.c).
 
 #ifndef LOGINCOMM_H
 #define LOGINCOMM_H

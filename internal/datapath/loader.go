@@ -226,15 +226,19 @@ func Open(pinRoot string) (*Guard, error) {
 		}
 		return nil, fmt.Errorf("open pinned state %s: %w", pinRoot, privilegeHint(err))
 	}
-	g := &Guard{pinRoot: pinRoot}
-	ptrs := g.mapPointers()
+	pinned := &ebpf.Collection{Maps: make(map[string]*ebpf.Map, len(mapNames))}
 	for _, name := range mapNames {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinRoot, name), nil)
 		if err != nil {
-			g.Close()
+			pinned.Close()
 			return nil, fmt.Errorf("open pinned map %s: %w", filepath.Join(pinRoot, name), privilegeHint(err))
 		}
-		*ptrs[name] = m
+		pinned.Maps[name] = m
+	}
+	g := &Guard{pinRoot: pinRoot}
+	if err := pinned.Assign(&g.maps); err != nil {
+		pinned.Close()
+		return nil, fmt.Errorf("open pinned state %s: %w", pinRoot, err)
 	}
 	return g, nil
 }
@@ -265,24 +269,6 @@ func (g *Guard) Close() error {
 	g.t4mu.Unlock()
 	// All maps, the unpinned per-load ones (the clock cache) included.
 	return g.maps.Close()
-}
-
-func (g *Guard) mapPointers() map[string]**ebpf.Map {
-	return map[string]**ebpf.Map{
-		bpf.XdpguardMapBansV4:     &g.maps.BansV4,
-		bpf.XdpguardMapBansV4Meta: &g.maps.BansV4Meta,
-		bpf.XdpguardMapBansV6:     &g.maps.BansV6,
-		bpf.XdpguardMapCidrV4:     &g.maps.CidrV4,
-		bpf.XdpguardMapCidrV6:     &g.maps.CidrV6,
-		bpf.XdpguardMapCidrCount:  &g.maps.CidrCount,
-		bpf.XdpguardMapSynV4:      &g.maps.SynV4,
-		bpf.XdpguardMapSynV6:      &g.maps.SynV6,
-		bpf.XdpguardMapGoodV4:     &g.maps.GoodV4,
-		bpf.XdpguardMapGoodV6:     &g.maps.GoodV6,
-		bpf.XdpguardMapSettings:   &g.maps.Settings,
-		bpf.XdpguardMapStats:      &g.maps.Stats,
-		bpf.XdpguardMapEvents:     &g.maps.Events,
-	}
 }
 
 // pinnedMaps returns the maps pinned under root, creating and pinning them

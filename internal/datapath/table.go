@@ -109,9 +109,12 @@ func mmap(m *ebpf.Map, size int) ([]byte, error) {
 	return b, nil
 }
 
-// hash is ban_hash in bpf/xdpguard.c.
-func (t *table4) hash(key uint32) uint32 {
-	h := key ^ t.seed
+// hash is ban_hash in bpf/bantable.h.
+func (t *table4) hash(key uint32) uint32 { return Fmix32(key ^ t.seed) }
+
+// Fmix32 is the murmur3 finalizer, fmix32 in bpf/hash.h: the hash of the
+// IPv4 ban table, over the seeded key, and of bench/drop's reference table.
+func Fmix32(h uint32) uint32 {
 	h ^= h >> 16
 	h *= 0x85ebca6b
 	h ^= h >> 13

@@ -16,7 +16,7 @@ import (
 // ConnIndex lists the connections that can hold a login slot silently:
 // the established connections to the protected ports that have received
 // at most a given number of bytes, from an index the kernel keeps
-// (internal/bpf/conns.c). Conns' dump walks every TCP socket of the host
+// (internal/bpf/sockets.c). Conns' dump walks every TCP socket of the host
 // and fills every protected-port one: 150 ms with 100,000 connections
 // (BENCHMARKS.md, "Socket scan"). The index drops a connection for good
 // the first time a scan finds it over the bytes, so a logged-in IDLE
@@ -26,11 +26,26 @@ import (
 // It needs Linux 5.13 (bpf_for_each_map_elem) and the kernel's BTF; where
 // it cannot load, Conns does the work.
 type ConnIndex struct {
-	objs  bpf.ConnsObjects
+	objs  connIndexObjs
 	links []link.Link
 	out   *ebpf.Memory
 	hz    uint64 // jiffies a second
 	buf   []byte // the last scan's records, reused
+}
+
+// connIndexObjs are the index's part of the sockets object: its programs,
+// not the login iterator's, which LoadAndAssign then leaves unloaded. The
+// object's maps and globals are all the index's or shared (the constants).
+type connIndexObjs struct {
+	ConnState *ebpf.Program `ebpf:"conn_state"`
+	Seed      *ebpf.Program `ebpf:"seed"`
+	Scan      *ebpf.Program `ebpf:"scan"`
+	bpf.SocketsMaps
+	bpf.SocketsVariables
+}
+
+func (o *connIndexObjs) Close() error {
+	return errors.Join(o.ConnState.Close(), o.Seed.Close(), o.Scan.Close(), o.SocketsMaps.Close())
 }
 
 // IndexSize is how many connections the index holds by default: far more
@@ -50,11 +65,8 @@ func NewConnIndex(ports []uint16, size int) (_ *ConnIndex, err error) {
 	if size < 1 {
 		return nil, fmt.Errorf("connection index: size %d", size)
 	}
-	spec, err := bpf.LoadConns()
+	spec, err := socketsSpec(ports)
 	if err != nil {
-		return nil, fmt.Errorf("connection index: %w", err)
-	}
-	if err := setPorts(spec, ports); err != nil {
 		return nil, fmt.Errorf("connection index: %w", err)
 	}
 	spec.Maps["conns"].MaxEntries = uint32(size)
@@ -81,7 +93,7 @@ func NewConnIndex(ports []uint16, size int) (_ *ConnIndex, err error) {
 	if err := ci.seed(); err != nil {
 		return nil, fmt.Errorf("connection index: seed: %w", err)
 	}
-	if ci.hz, err = jiffiesPerSecond(func() (bpf.ConnsConnEnd, error) {
+	if ci.hz, err = jiffiesPerSecond(func() (bpf.SocketsConnEnd, error) {
 		// No bound: a calibration must not drop anything.
 		_, end, err := ci.read(math.MaxUint64)
 		return end, err
@@ -91,20 +103,29 @@ func NewConnIndex(ports []uint16, size int) (_ *ConnIndex, err error) {
 	return ci, nil
 }
 
-// setPorts sets the ports and netns_ino constants of connrec.h.
-func setPorts(spec *ebpf.CollectionSpec, ports []uint16) error {
+// socketsSpec is the sockets object (internal/bpf/sockets.c) with
+// connrec.h's constants set: ports, and netns_ino, the calling thread's
+// network namespace.
+func socketsSpec(ports []uint16) (*ebpf.CollectionSpec, error) {
+	spec, err := bpf.LoadSockets()
+	if err != nil {
+		return nil, err
+	}
 	var bits [1024]uint64
 	for _, p := range ports {
 		bits[p>>6] |= 1 << (p & 63)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
-		return err
+		return nil, err
 	}
 	if err := spec.Variables["ports"].Set(bits); err != nil {
-		return err
+		return nil, err
 	}
-	return spec.Variables["netns_ino"].Set(uint32(st.Ino))
+	if err := spec.Variables["netns_ino"].Set(uint32(st.Ino)); err != nil {
+		return nil, err
+	}
+	return spec, nil
 }
 
 // seed adds the established connections that the hook did not see come.
@@ -124,8 +145,8 @@ func (ci *ConnIndex) seed() error {
 }
 
 // read runs the scan; it returns the records and the scan's clocks.
-func (ci *ConnIndex) read(maxBytes uint64) ([]byte, bpf.ConnsConnEnd, error) {
-	var end bpf.ConnsConnEnd
+func (ci *ConnIndex) read(maxBytes uint64) ([]byte, bpf.SocketsConnEnd, error) {
+	var end bpf.SocketsConnEnd
 	if err := ci.objs.ScanMaxBytes.Set(maxBytes); err != nil {
 		return nil, end, fmt.Errorf("connection index: %w", err)
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 func TestConnRecLayout(t *testing.T) {
-	var r bpf.ConnsConnRec
+	var r bpf.SocketsConnRec
 	for name, c := range map[string][2]uintptr{
 		"family":   {unsafe.Offsetof(r.Family), recFamily},
 		"state":    {unsafe.Offsetof(r.State), recState},
@@ -293,7 +293,7 @@ func TestMeasureHZ(t *testing.T) {
 		t.Skip("no kernel config to check against")
 	}
 	ci := newIndexWorld(t).index(t)
-	got, err := measureHZ(func() (bpf.ConnsConnEnd, error) {
+	got, err := measureHZ(func() (bpf.SocketsConnEnd, error) {
 		_, end, err := ci.read(math.MaxUint64)
 		return end, err
 	})

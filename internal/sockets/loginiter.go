@@ -7,13 +7,14 @@ import (
 	"io"
 	"slices"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/xdpguard/xdpguard/internal/bpf"
 )
 
 // LoginIter finds the login processes' sockets with a BPF task_file
-// iterator (internal/bpf/loginsocks.c): one read(2) instead of LoginInodes'
+// iterator (internal/bpf/sockets.c): one read(2) instead of LoginInodes'
 // walk of /proc, which under pressure took most of the daemon's time. It
 // needs Linux 5.8 and the kernel's BTF; where it cannot load, LoginInodes
 // does the same work.
@@ -35,21 +36,25 @@ func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
 	if err != nil {
 		return nil, err
 	}
-	spec, err := bpf.LoadLoginsocks()
+	spec, err := socketsSpec(ports)
 	if err != nil {
 		return nil, fmt.Errorf("login sockets: %w", err)
 	}
 	if err := spec.Variables["login_comm"].Set(comm); err != nil {
 		return nil, fmt.Errorf("login sockets: %w", err)
 	}
-	if err := setPorts(spec, ports); err != nil {
-		return nil, fmt.Errorf("login sockets: %w", err)
+	// Only the iterators and what they use, not the connection index's
+	// programs and maps.
+	var objs struct {
+		LoginSockets *ebpf.Program `ebpf:"login_sockets"`
+		LoginConns   *ebpf.Program `ebpf:"login_conns"`
 	}
-	var objs bpf.LoginsocksObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("login sockets: load the iterator: %w", err)
 	}
-	defer objs.Close() // the links hold the programs
+	// The links hold the programs.
+	defer objs.LoginSockets.Close()
+	defer objs.LoginConns.Close()
 	l := &LoginIter{}
 	defer func() {
 		if err != nil {
@@ -65,7 +70,7 @@ func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
 	if l.conns, err = link.AttachIter(link.IterOptions{Program: objs.LoginConns}); err != nil {
 		return nil, fmt.Errorf("login sockets: attach the iterator: %w", err)
 	}
-	l.hz, err = jiffiesPerSecond(func() (bpf.ConnsConnEnd, error) {
+	l.hz, err = jiffiesPerSecond(func() (bpf.SocketsConnEnd, error) {
 		_, end, err := l.read()
 		return end, err
 	})
@@ -74,8 +79,8 @@ func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
 
 // read reads the connections' iterator into l.buf; it returns the records
 // and the clocks.
-func (l *LoginIter) read() ([]byte, bpf.ConnsConnEnd, error) {
-	var end bpf.ConnsConnEnd
+func (l *LoginIter) read() ([]byte, bpf.SocketsConnEnd, error) {
+	var end bpf.SocketsConnEnd
 	r, err := l.conns.Open()
 	if err != nil {
 		return nil, end, fmt.Errorf("login sockets: %w", err)

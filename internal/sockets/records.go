@@ -99,7 +99,7 @@ var kernelHZ struct {
 // with sample (a reading of jiffies and CLOCK_MONOTONIC) over 200 ms. HZ
 // is one of 100, 250, 300 and 1000, far enough apart for that. It is
 // found once per process.
-func jiffiesPerSecond(sample func() (bpf.ConnsConnEnd, error)) (uint64, error) {
+func jiffiesPerSecond(sample func() (bpf.SocketsConnEnd, error)) (uint64, error) {
 	k := &kernelHZ
 	k.once.Do(func() {
 		if k.hz = configHZ(); k.hz == 0 {
@@ -111,7 +111,7 @@ func jiffiesPerSecond(sample func() (bpf.ConnsConnEnd, error)) (uint64, error) {
 
 // measureHZ counts the jiffies over 200 ms of CLOCK_MONOTONIC, and rounds
 // to the nearest HZ that Linux offers.
-func measureHZ(sample func() (bpf.ConnsConnEnd, error)) (uint64, error) {
+func measureHZ(sample func() (bpf.SocketsConnEnd, error)) (uint64, error) {
 	a, err := sample()
 	if err != nil {
 		return 0, err

@@ -2,13 +2,19 @@
 
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// The connection index (sockets.ConnIndex): the established connections to
-// the protected ports that can still hold a login slot, kept by the kernel
-// as they come and go, so that a slot check reads those and not every TCP
-// socket of the host. inet_diag cannot do this: its dump walks the whole
-// established hash (about 350 ns a socket) and fills every protected-port
-// socket it lets through (1-4 us each), and a large IMAP host's 100,000
-// logged-in IDLE sessions are exactly such sockets.
+// The programs that watch the protected ports' sockets for internal/sockets,
+// in one object: the connection index (sockets.ConnIndex: conn_state, seed,
+// scan) and the login processes' sockets (sockets.LoginIter: login_sockets,
+// login_conns). Each loader loads only its own programs and the maps they
+// use, and sets its own constants.
+//
+// The connection index: the established connections to the protected
+// ports that can still hold a login slot, kept by the kernel as they come
+// and go, so that a slot check reads those and not every TCP socket of the
+// host. inet_diag cannot do this: its dump walks the whole established hash
+// (about 350 ns a socket) and fills every protected-port socket it lets
+// through (1-4 us each), and a large IMAP host's 100,000 logged-in IDLE
+// sessions are exactly such sockets.
 //
 // A connection enters `conns` when its handshake completes (the
 // inet_sock_set_state tracepoint, SYN_RECV -> ESTABLISHED), and leaves when
@@ -16,7 +22,7 @@
 // than scan_max_bytes: it can never be a silent slot holder again. A
 // logged-in IDLE session so costs one scan. (The pre-auth connections that
 // talk, the user-name trawlers, are found in the login processes instead:
-// loginsocks.c.)
+// login_conns.)
 //
 // Connections established before the index was loaded are added by
 // `seed`, a TCP iterator run once.
@@ -26,6 +32,22 @@
 // hosts this was built on refuse map-element iterators, fentry and
 // kprobes, while tracepoints, raw tracepoint programs and the TCP and task
 // iterators load.)
+//
+// The login processes' sockets, by inode: what tells a connection before
+// authentication from one handed to imap or pop3 (internal/sockets,
+// "pre-auth"). A task_file iterator walks every open file of every process
+// in the kernel, in one read(2), where the /proc walk it replaces took a
+// getdents and a readlink for each descriptor of each login process: most
+// of the daemon's time under pressure, when a high-security Dovecot runs
+// hundreds of login processes.
+//
+// login_sockets writes one __u64 inode per socket of a process whose comm
+// is one of login_comm's names (what the /proc walk finds, for the
+// fallback and its tests). login_conns writes a struct conn_rec for each
+// of those that is an established TCP connection to a protected port of
+// this namespace, and a struct conn_end after the last: the pre-auth
+// connections, with no inet_diag dump to join. A process's threads share
+// its descriptors, and the iterator visits each table once.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -33,16 +55,30 @@
 #include <bpf/bpf_core_read.h>
 
 #include "connrec.h"
+#include "logincomm.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+struct task_struct {
+	char comm[16];
+} __attribute__((preserve_access_index));
+
 struct seq_file;
+
 struct bpf_iter_meta {
 	struct seq_file *seq;
 } __attribute__((preserve_access_index));
+
 struct bpf_iter__tcp {
 	struct bpf_iter_meta *meta;
 	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task_file {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
+	__u32 fd;
+	struct file *file;
 } __attribute__((preserve_access_index));
 
 #define TCP_SYN_RECV 3
@@ -163,5 +199,57 @@ int scan(void *ctx)
 	scan_end.now_ns = bpf_ktime_get_ns();
 	bpf_for_each_map_elem(&conns, list_conn, &sc, 0);
 	scan_end.listed = sc.n;
+	return 0;
+}
+
+SEC("iter/task_file")
+int login_sockets(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	char comm[COMM_LEN];
+	__u64 ino;
+
+	if (!task || !file)
+		return 0;
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) || !is_login(comm))
+		return 0;
+	ino = file->f_inode->i_ino;
+	bpf_seq_write(ctx->meta->seq, &ino, sizeof(ino));
+	return 0;
+}
+
+SEC("iter/task_file")
+int login_conns(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct conn_rec r;
+	struct sock *sk;
+	char comm[COMM_LEN];
+
+	// The last call, after every file, has none.
+	if (!task || !file) {
+		struct conn_end e = { .jiffies = bpf_jiffies64(), .now_ns = bpf_ktime_get_ns() };
+
+		bpf_seq_write(seq, &e, sizeof(e));
+		return 0;
+	}
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) || !is_login(comm))
+		return 0;
+	// private_data is a void pointer: only probe reads go past it.
+	sk = BPF_CORE_READ((struct socket *)file->private_data, sk);
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
+	    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED ||
+	    !protected_port(BPF_CORE_READ(sk, __sk_common.skc_num)) ||
+	    BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != netns_ino)
+		return 0;
+	fill_rec(&r, sk, bpf_jiffies64());
+	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
 }
