@@ -114,13 +114,14 @@ bench-drop: build bpffs
 
 # Issue 17: the slot check's socket scan on a large IMAP host, 100,000
 # established connections in network namespaces (BENCHMARKS.md). First
-# the dump variants (BenchmarkScan), then the daemon's check under
+# the dump variants (BenchmarkScan) and the pre-auth listing with 3,000
+# other processes on the host (BenchmarkLogin), then the daemon's check under
 # pressure, its time and CPU share, on this tree and on SCAN_BEFORE (the
 # commit before the connection index) in the same run. Run it with nothing
 # else on the machine: other jobs move the figures.
 SCAN_BEFORE ?= 13303f2
 bench-scan: bpffs
-	$(GO) test -v -run '^$$' -bench '^BenchmarkScan$$' -benchtime 50x -count 1 -timeout 10m ./internal/sockets/
+	$(GO) test -v -run '^$$' -bench '^Benchmark(Scan|Login)$$' -benchtime 50x -count 1 -timeout 10m ./internal/sockets/
 	$(GO) test -run '^$$' -bench '^BenchmarkSlotCheck$$' -benchtime 40x -count 1 -timeout 10m ./internal/daemon/
 	bench/scan/before.sh $(SCAN_BEFORE) $(GO) test -run '^$$' -bench '^BenchmarkSlotCheck$$' -benchtime 40x -count 1 -timeout 10m ./internal/daemon/
 

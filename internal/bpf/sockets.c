@@ -4,9 +4,10 @@
 //
 // The programs that watch the protected ports' sockets for internal/sockets,
 // in one object: the connection index (sockets.ConnIndex: conn_state, seed,
-// scan) and the login processes' sockets (sockets.LoginIter: login_sockets,
-// login_conns). Each loader loads only its own programs and the maps they
-// use, and sets its own constants.
+// scan) and the login processes' connections (sockets.LoginIter:
+// login_exec, login_exit, login_seed, login_scan, and login_sockets). Each
+// loader loads only its own programs and the maps they use, and sets its
+// own constants.
 //
 // The connection index: the established connections to the protected
 // ports that can still hold a login slot, kept by the kernel as they come
@@ -22,7 +23,7 @@
 // than scan_max_bytes: it can never be a silent slot holder again. A
 // logged-in IDLE session so costs one scan. (The pre-auth connections that
 // talk, the user-name trawlers, are found in the login processes instead:
-// login_conns.)
+// login_scan.)
 //
 // Connections established before the index was loaded are added by
 // `seed`, a TCP iterator run once.
@@ -33,21 +34,16 @@
 // kprobes, while tracepoints, raw tracepoint programs and the TCP and task
 // iterators load.)
 //
-// The login processes' sockets, by inode: what tells a connection before
+// The login processes' connections: what tells a connection before
 // authentication from one handed to imap or pop3 (internal/sockets,
-// "pre-auth"). A task_file iterator walks every open file of every process
-// in the kernel, in one read(2), where the /proc walk it replaces took a
-// getdents and a readlink for each descriptor of each login process: most
-// of the daemon's time under pressure, when a high-security Dovecot runs
-// hundreds of login processes.
-//
-// login_sockets writes one __u64 inode per socket of a process whose comm
-// is one of login_comm's names (what the /proc walk finds, for the
-// fallback and its tests). login_conns writes a struct conn_rec for each
-// of those that is an established TCP connection to a protected port of
-// this namespace, and a struct conn_end after the last: the pre-auth
-// connections, with no inet_diag dump to join. A process's threads share
-// its descriptors, and the iterator visits each table once.
+// "pre-auth") is that a login process holds it. The kernel keeps the
+// login processes (comm one of login_comm's names) in `login_tasks` as
+// they exec and exit, and login_scan, run like `scan`, reads only their
+// descriptor tables: its cost follows the login processes, not the host's
+// processes, where a busy IMAP host runs one imap process per session.
+// login_sockets, a task_file iterator over every process, writes one __u64
+// inode per login-process socket: what the /proc walk (the fallback) finds,
+// for its tests.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -59,7 +55,19 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __attribute__((preserve_access_index));
+
+struct files_struct {
+	struct fdtable *fdt;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
+	int pid;
+	int tgid;
+	struct files_struct *files;
 	char comm[16];
 } __attribute__((preserve_access_index));
 
@@ -72,6 +80,11 @@ struct bpf_iter_meta {
 struct bpf_iter__tcp {
 	struct bpf_iter_meta *meta;
 	struct sock_common *sk_common;
+} __attribute__((preserve_access_index));
+
+struct bpf_iter__task {
+	struct bpf_iter_meta *meta;
+	struct task_struct *task;
 } __attribute__((preserve_access_index));
 
 struct bpf_iter__task_file {
@@ -221,35 +234,136 @@ int login_sockets(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
-SEC("iter/task_file")
-int login_conns(struct bpf_iter__task_file *ctx)
+// The login processes, by thread-group id: kept as they exec and exit
+// (login_exec, login_exit), and seeded at load by a task iterator
+// (login_seed). The value is the task's address, which login_scan follows
+// with probe reads; a raw tracepoint program holds no task reference. A
+// scan walks every bucket, about 3 ns each, so the table is sized for the
+// login processes a Dovecot runs (default_process_limit is 100), not for
+// its sessions; one that finds no room turns the daemon to /proc.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} login_tasks SEC(".maps");
+
+static __always_inline void track(struct task_struct *t)
 {
-	struct seq_file *seq = ctx->meta->seq;
-	struct task_struct *task = ctx->task;
-	struct file *file = ctx->file;
-	struct conn_rec r;
-	struct sock *sk;
 	char comm[COMM_LEN];
+	__u32 tgid = t->tgid;
+	__u64 addr = (__u64)t;
 
-	// The last call, after every file, has none.
-	if (!task || !file) {
-		struct conn_end e = { .jiffies = bpf_jiffies64(), .now_ns = bpf_ktime_get_ns() };
-
-		bpf_seq_write(seq, &e, sizeof(e));
-		return 0;
+	if (bpf_probe_read_kernel(comm, sizeof(comm), t->comm) || !is_login(comm)) {
+		bpf_map_delete_elem(&login_tasks, &tgid);
+		return;
 	}
-	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+	if (bpf_map_update_elem(&login_tasks, &tgid, &addr, BPF_ANY))
+		__sync_fetch_and_add(&scan_end.full, 1);
+}
+
+// Dovecot's master forks and execs each login process: its comm is the
+// login name from exec on. A process that execs something else leaves.
+SEC("tp_btf/sched_process_exec")
+int login_exec(__u64 *ctx)
+{
+	struct task_struct *t = (void *)ctx[0];
+
+	if (t->pid == t->tgid)
+		track(t);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int login_exit(__u64 *ctx)
+{
+	struct task_struct *t = (void *)ctx[0];
+	__u32 tgid = t->tgid;
+
+	if (t->pid == tgid)
+		bpf_map_delete_elem(&login_tasks, &tgid);
+	return 0;
+}
+
+SEC("iter/task")
+int login_seed(struct bpf_iter__task *ctx)
+{
+	struct task_struct *t = ctx->task;
+
+	if (t && t->pid == t->tgid)
+		track(t);
+	return 0;
+}
+
+struct fd_walk {
+	struct file **fd;	// the task's descriptor table
+	struct scan_ctx *sc;
+};
+
+static long list_fd(__u64 i, struct fd_walk *w)
+{
+	struct scan_ctx *sc = w->sc;
+	struct conn_rec *r;
+	struct socket *so;
+	struct file *f;
+	struct sock *sk;
+	__u32 n = sc->n;
+
+	if (bpf_probe_read_kernel(&f, sizeof(f), &w->fd[i]) || !f ||
+	    (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return 0;
-	if (bpf_probe_read_kernel(comm, sizeof(comm), task->comm) || !is_login(comm))
-		return 0;
-	// private_data is a void pointer: only probe reads go past it.
-	sk = BPF_CORE_READ((struct socket *)file->private_data, sk);
+	so = BPF_CORE_READ(f, private_data);
+	sk = BPF_CORE_READ(so, sk);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP ||
 	    BPF_CORE_READ(sk, __sk_common.skc_state) != TCP_ESTABLISHED ||
 	    !protected_port(BPF_CORE_READ(sk, __sk_common.skc_num)) ||
 	    BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != netns_ino)
 		return 0;
-	fill_rec(&r, sk, bpf_jiffies64());
-	bpf_seq_write(seq, &r, sizeof(r));
+	r = bpf_map_lookup_elem(&out, &n);
+	if (!r) {
+		scan_end.dropped++;
+		return 1;
+	}
+	fill_rec(r, sk, sc->now);
+	sc->n = n + 1;
+	return 0;
+}
+
+static long list_task(void *map, __u32 *tgid, __u64 *addr, struct scan_ctx *sc)
+{
+	struct task_struct *t = (void *)*addr;
+	struct fd_walk w = { .sc = sc };
+	struct fdtable *fdt;
+
+	// The exit hook has removed a task whose memory is reused, unless it
+	// exited between the seed's visit and its insert: such an entry names
+	// another task, or none, and goes.
+	if (BPF_CORE_READ(t, tgid) != *tgid || BPF_CORE_READ(t, pid) != *tgid) {
+		bpf_map_delete_elem(map, tgid);
+		return 0;
+	}
+	fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt)
+		return 0;
+	w.fd = BPF_CORE_READ(fdt, fd);
+	bpf_loop(BPF_CORE_READ(fdt, max_fds), list_fd, &w, 0);
+	return 0;
+}
+
+// Run on demand (BPF_PROG_TEST_RUN), never attached: the login processes'
+// established connections to the protected ports of this namespace, into
+// `out`. Its cost follows the login processes' descriptors, not the
+// host's processes: a task_file iterator visits every open file of every
+// process, and a large IMAP host runs an imap process per session.
+SEC("raw_tp")
+int login_scan(void *ctx)
+{
+	struct scan_ctx sc = { .now = bpf_jiffies64() };
+
+	scan_end.dropped = 0;
+	scan_end.jiffies = sc.now;
+	scan_end.now_ns = bpf_ktime_get_ns();
+	bpf_for_each_map_elem(&login_tasks, list_task, &sc, 0);
+	scan_end.listed = sc.n;
 	return 0;
 }

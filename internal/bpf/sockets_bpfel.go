@@ -52,9 +52,13 @@ type SocketsConnSeen struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	SocketsMapConns         = "conns"
+	SocketsMapLoginTasks    = "login_tasks"
 	SocketsMapOut           = "out"
 	SocketsProgConnState    = "conn_state"
-	SocketsProgLoginConns   = "login_conns"
+	SocketsProgLoginExec    = "login_exec"
+	SocketsProgLoginExit    = "login_exit"
+	SocketsProgLoginScan    = "login_scan"
+	SocketsProgLoginSeed    = "login_seed"
 	SocketsProgLoginSockets = "login_sockets"
 	SocketsProgScan         = "scan"
 	SocketsProgSeed         = "seed"
@@ -108,7 +112,10 @@ type SocketsSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type SocketsProgramSpecs struct {
 	ConnState    *ebpf.ProgramSpec `ebpf:"conn_state"`
-	LoginConns   *ebpf.ProgramSpec `ebpf:"login_conns"`
+	LoginExec    *ebpf.ProgramSpec `ebpf:"login_exec"`
+	LoginExit    *ebpf.ProgramSpec `ebpf:"login_exit"`
+	LoginScan    *ebpf.ProgramSpec `ebpf:"login_scan"`
+	LoginSeed    *ebpf.ProgramSpec `ebpf:"login_seed"`
 	LoginSockets *ebpf.ProgramSpec `ebpf:"login_sockets"`
 	Scan         *ebpf.ProgramSpec `ebpf:"scan"`
 	Seed         *ebpf.ProgramSpec `ebpf:"seed"`
@@ -118,8 +125,9 @@ type SocketsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SocketsMapSpecs struct {
-	Conns *ebpf.MapSpec `ebpf:"conns"`
-	Out   *ebpf.MapSpec `ebpf:"out"`
+	Conns      *ebpf.MapSpec `ebpf:"conns"`
+	LoginTasks *ebpf.MapSpec `ebpf:"login_tasks"`
+	Out        *ebpf.MapSpec `ebpf:"out"`
 }
 
 // SocketsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -153,13 +161,15 @@ func (o *SocketsObjects) Close() error {
 //
 // It can be passed to LoadSocketsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SocketsMaps struct {
-	Conns *ebpf.Map `ebpf:"conns"`
-	Out   *ebpf.Map `ebpf:"out"`
+	Conns      *ebpf.Map `ebpf:"conns"`
+	LoginTasks *ebpf.Map `ebpf:"login_tasks"`
+	Out        *ebpf.Map `ebpf:"out"`
 }
 
 func (m *SocketsMaps) Close() error {
 	return _SocketsClose(
 		m.Conns,
+		m.LoginTasks,
 		m.Out,
 	)
 }
@@ -180,7 +190,10 @@ type SocketsVariables struct {
 // It can be passed to LoadSocketsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SocketsPrograms struct {
 	ConnState    *ebpf.Program `ebpf:"conn_state"`
-	LoginConns   *ebpf.Program `ebpf:"login_conns"`
+	LoginExec    *ebpf.Program `ebpf:"login_exec"`
+	LoginExit    *ebpf.Program `ebpf:"login_exit"`
+	LoginScan    *ebpf.Program `ebpf:"login_scan"`
+	LoginSeed    *ebpf.Program `ebpf:"login_seed"`
 	LoginSockets *ebpf.Program `ebpf:"login_sockets"`
 	Scan         *ebpf.Program `ebpf:"scan"`
 	Seed         *ebpf.Program `ebpf:"seed"`
@@ -189,7 +202,10 @@ type SocketsPrograms struct {
 func (p *SocketsPrograms) Close() error {
 	return _SocketsClose(
 		p.ConnState,
-		p.LoginConns,
+		p.LoginExec,
+		p.LoginExit,
+		p.LoginScan,
+		p.LoginSeed,
 		p.LoginSockets,
 		p.Scan,
 		p.Seed,

@@ -77,18 +77,26 @@ func (d *Daemon) holderConns(ctx context.Context, dst []sockets.Conn) ([]sockets
 }
 
 // preAuthConns lists the connections a login process holds: from the
-// login iterator, or by joining a dump (conns, when it is one: from the
-// index it is not) with the login processes' sockets.
+// kernel's table of login processes, or by joining a dump (conns, when it
+// is one: from the index it is not) with the login processes' sockets.
 func (d *Daemon) preAuthConns(ctx context.Context, conns []sockets.Conn) ([]sockets.Conn, error) {
 	d.refreshConnSource()
 	s := &d.conns
 	if s.login == nil && s.loginErr == nil {
 		if s.login, s.loginErr = sockets.NewLoginIter(sockets.LoginProcesses, s.ports...); s.loginErr != nil {
-			d.log.Warn("login sockets: walking /proc instead of the BPF iterator", "error", s.loginErr)
+			d.log.Warn("login sockets: walking /proc instead of the kernel's table of login processes", "error", s.loginErr)
 		}
 	}
 	if s.login != nil {
-		return s.login.AppendConns(nil)
+		pre, err := s.login.AppendConns(nil)
+		if !errors.Is(err, sockets.ErrIndexFull) {
+			return pre, err
+		}
+		// A login process it never tracked holds connections it cannot
+		// list: walk /proc until a reload.
+		d.log.Warn("login sockets: the kernel's table is full; walking /proc from now on", "error", err)
+		s.login.Close()
+		s.login, s.loginErr = nil, err
 	}
 	if s.index != nil {
 		var err error

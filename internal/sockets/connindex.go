@@ -3,7 +3,6 @@ package sockets
 import (
 	"errors"
 	"fmt"
-	"io"
 	"math"
 
 	"github.com/cilium/ebpf"
@@ -28,9 +27,8 @@ import (
 type ConnIndex struct {
 	objs  connIndexObjs
 	links []link.Link
-	out   *ebpf.Memory
+	scan  scanner
 	hz    uint64 // jiffies a second
-	buf   []byte // the last scan's records, reused
 }
 
 // connIndexObjs are the index's part of the sockets object: its programs,
@@ -80,7 +78,7 @@ func NewConnIndex(ports []uint16, size int) (_ *ConnIndex, err error) {
 			ci.Close()
 		}
 	}()
-	if ci.out, err = ci.objs.Out.Memory(); err != nil {
+	if ci.scan, err = newScanner(ci.objs.Scan, ci.objs.ScanEnd, ci.objs.Out); err != nil {
 		return nil, fmt.Errorf("connection index: %w", err)
 	}
 	// The hook first, then the seed: a connection that comes meanwhile
@@ -90,7 +88,7 @@ func NewConnIndex(ports []uint16, size int) (_ *ConnIndex, err error) {
 		return nil, fmt.Errorf("connection index: attach to inet_sock_set_state: %w", err)
 	}
 	ci.links = append(ci.links, l)
-	if err := ci.seed(); err != nil {
+	if err := runIter(ci.objs.Seed); err != nil {
 		return nil, fmt.Errorf("connection index: seed: %w", err)
 	}
 	if ci.hz, err = jiffiesPerSecond(func() (bpf.SocketsConnEnd, error) {
@@ -128,46 +126,16 @@ func socketsSpec(ports []uint16) (*ebpf.CollectionSpec, error) {
 	return spec, nil
 }
 
-// seed adds the established connections that the hook did not see come.
-func (ci *ConnIndex) seed() error {
-	it, err := link.AttachIter(link.IterOptions{Program: ci.objs.Seed})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
-	r, err := it.Open()
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	_, err = io.Copy(io.Discard, r)
-	return err
-}
-
 // read runs the scan; it returns the records and the scan's clocks.
 func (ci *ConnIndex) read(maxBytes uint64) ([]byte, bpf.SocketsConnEnd, error) {
-	var end bpf.SocketsConnEnd
 	if err := ci.objs.ScanMaxBytes.Set(maxBytes); err != nil {
+		return nil, bpf.SocketsConnEnd{}, fmt.Errorf("connection index: %w", err)
+	}
+	recs, end, err := ci.scan.read()
+	if err != nil {
 		return nil, end, fmt.Errorf("connection index: %w", err)
 	}
-	if _, err := ci.objs.Scan.Run(&ebpf.RunOptions{}); err != nil {
-		return nil, end, fmt.Errorf("connection index: scan: %w", err)
-	}
-	if err := ci.objs.ScanEnd.Get(&end); err != nil {
-		return nil, end, fmt.Errorf("connection index: %w", err)
-	}
-	n := int(end.Listed) * recLen
-	if cap(ci.buf) < n {
-		ci.buf = make([]byte, n, n+n/4)
-	}
-	b := ci.buf[:n]
-	if n == 0 {
-		return b, end, nil
-	}
-	if _, err := ci.out.ReadAt(b, 0); err != nil {
-		return nil, end, fmt.Errorf("connection index: %w", err)
-	}
-	return b, end, nil
+	return recs, end, nil
 }
 
 // AppendConns appends to dst the connections that have received at most

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -13,24 +12,48 @@ import (
 	"github.com/xdpguard/xdpguard/internal/bpf"
 )
 
-// LoginIter finds the login processes' sockets with a BPF task_file
-// iterator (internal/bpf/sockets.c): one read(2) instead of LoginInodes'
-// walk of /proc, which under pressure took most of the daemon's time. It
-// needs Linux 5.8 and the kernel's BTF; where it cannot load, LoginInodes
-// does the same work.
+// LoginIter finds the login processes' connections from the kernel
+// (internal/bpf/sockets.c): one program run instead of LoginInodes' walk
+// of /proc, which under pressure took most of the daemon's time, and no
+// dump of every socket to join. The kernel keeps the login processes in a
+// table as they exec and exit, and a scan reads only their descriptors: a
+// task_file iterator, which this replaced, visits every open file of
+// every process, and a large IMAP host runs an imap process per session
+// (86 ms a scan with 3,000 idle processes on the host, against 0.07 ms
+// with none; BENCHMARKS.md, "Socket scan"). It needs Linux 5.17 (bpf_loop)
+// and the kernel's BTF; where it cannot load, LoginInodes does the work.
 type LoginIter struct {
-	it, conns *link.Iter
-	hz        uint64
-	buf       []byte // the last read's records, reused
+	objs  loginObjs
+	links []link.Link
+	it    *link.Iter // login_sockets, for Inodes
+	scan  scanner
+	hz    uint64
+}
+
+// loginObjs are the login programs and maps in the sockets object:
+// LoadAndAssign loads these and what they use, not the connection index's.
+type loginObjs struct {
+	Sockets *ebpf.Program  `ebpf:"login_sockets"`
+	Exec    *ebpf.Program  `ebpf:"login_exec"`
+	Exit    *ebpf.Program  `ebpf:"login_exit"`
+	Seed    *ebpf.Program  `ebpf:"login_seed"`
+	Scan    *ebpf.Program  `ebpf:"login_scan"`
+	Tasks   *ebpf.Map      `ebpf:"login_tasks"`
+	Out     *ebpf.Map      `ebpf:"out"`
+	ScanEnd *ebpf.Variable `ebpf:"scan_end"`
+}
+
+func (o *loginObjs) Close() error {
+	return errors.Join(o.Sockets.Close(), o.Exec.Close(), o.Exit.Close(), o.Seed.Close(),
+		o.Scan.Close(), o.Tasks.Close(), o.Out.Close())
 }
 
 // maxLoginNames is login_comm's length in logincomm.h.
 const maxLoginNames = 4
 
-// NewLoginIter loads the iterator for processes named names (comm, at most
-// four of at most 15 bytes). With ports, AppendConns lists the login
-// processes' connections to those ports in the calling thread's network
-// namespace.
+// NewLoginIter loads the table of the processes named names (comm, at
+// most four of at most 15 bytes), which AppendConns reads for their
+// connections to ports in the calling thread's network namespace.
 func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
 	comm, err := loginComm(names)
 	if err != nil {
@@ -43,88 +66,56 @@ func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
 	if err := spec.Variables["login_comm"].Set(comm); err != nil {
 		return nil, fmt.Errorf("login sockets: %w", err)
 	}
-	// Only the iterators and what they use, not the connection index's
-	// programs and maps.
-	var objs struct {
-		LoginSockets *ebpf.Program `ebpf:"login_sockets"`
-		LoginConns   *ebpf.Program `ebpf:"login_conns"`
-	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("login sockets: load the iterator: %w", err)
-	}
-	// The links hold the programs.
-	defer objs.LoginSockets.Close()
-	defer objs.LoginConns.Close()
 	l := &LoginIter{}
+	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
+		return nil, fmt.Errorf("login sockets: load: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			l.Close()
 		}
 	}()
-	if l.it, err = link.AttachIter(link.IterOptions{Program: objs.LoginSockets}); err != nil {
+	if l.it, err = link.AttachIter(link.IterOptions{Program: l.objs.Sockets}); err != nil {
 		return nil, fmt.Errorf("login sockets: attach the iterator: %w", err)
 	}
-	if len(ports) == 0 {
-		return l, nil
+	// The hooks first, then the seed: a process that comes meanwhile is
+	// added by one or both, and one that leaves meanwhile is dropped by
+	// the scan (list_task).
+	for _, p := range []*ebpf.Program{l.objs.Exec, l.objs.Exit} {
+		lk, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			return nil, fmt.Errorf("login sockets: attach %s: %w", p, err)
+		}
+		l.links = append(l.links, lk)
 	}
-	if l.conns, err = link.AttachIter(link.IterOptions{Program: objs.LoginConns}); err != nil {
-		return nil, fmt.Errorf("login sockets: attach the iterator: %w", err)
+	if err := runIter(l.objs.Seed); err != nil {
+		return nil, fmt.Errorf("login sockets: seed: %w", err)
+	}
+	if l.scan, err = newScanner(l.objs.Scan, l.objs.ScanEnd, l.objs.Out); err != nil {
+		return nil, fmt.Errorf("login sockets: %w", err)
 	}
 	l.hz, err = jiffiesPerSecond(func() (bpf.SocketsConnEnd, error) {
-		_, end, err := l.read()
+		_, end, err := l.scan.read()
 		return end, err
 	})
 	return l, err
 }
 
-// read reads the connections' iterator into l.buf; it returns the records
-// and the clocks.
-func (l *LoginIter) read() ([]byte, bpf.SocketsConnEnd, error) {
-	var end bpf.SocketsConnEnd
-	r, err := l.conns.Open()
-	if err != nil {
-		return nil, end, fmt.Errorf("login sockets: %w", err)
-	}
-	defer r.Close()
-	b := l.buf[:0]
-	if cap(b) == 0 {
-		b = make([]byte, 0, 16<<10)
-	}
-	for {
-		if len(b) == cap(b) {
-			b = slices.Grow(b, cap(b))
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF || (err == nil && n == 0) {
-			break
-		}
-		if err != nil {
-			return nil, end, fmt.Errorf("login sockets: read the iterator: %w", err)
-		}
-	}
-	l.buf = b
-	if len(b) < recEndLen || (len(b)-recEndLen)%recLen != 0 {
-		return nil, end, fmt.Errorf("login sockets: read %d bytes: not records of %d and an end of %d", len(b), recLen, recEndLen)
-	}
-	t := b[len(b)-recEndLen:]
-	end.Jiffies = binary.NativeEndian.Uint64(t)
-	end.NowNs = binary.NativeEndian.Uint64(t[8:])
-	return b[:len(b)-recEndLen], end, nil
-}
-
 // AppendConns appends to dst the established connections to the ports
 // given to NewLoginIter that a login process holds: the pre-auth
-// connections (see PreAuth), with no dump of every socket to join.
+// connections (see PreAuth). With ErrIndexFull, some were left out: a
+// login process found no room in the table, or its connections none in
+// the listing.
 func (l *LoginIter) AppendConns(dst []Conn) ([]Conn, error) {
-	if l.conns == nil {
-		return dst, errors.New("login sockets: loaded without ports")
-	}
-	recs, _, err := l.read()
+	recs, end, err := l.scan.read()
 	if err != nil {
-		return dst, err
+		return dst, fmt.Errorf("login sockets: %w", err)
 	}
-	return appendRecs(dst, recs, l.hz), nil
+	dst = appendRecs(dst, recs, l.hz)
+	if end.Dropped > 0 || end.Full > 0 {
+		return dst, fmt.Errorf("login sockets: %w: %d login processes never tracked, %d connections not listed", ErrIndexFull, end.Full, end.Dropped)
+	}
+	return dst, nil
 }
 
 // loginComm is names as logincomm.h's login_comm.
@@ -143,7 +134,8 @@ func loginComm(names []string) ([maxLoginNames][16]byte, error) {
 }
 
 // Inodes returns the inodes of the sockets the login processes hold, as
-// LoginInodes does.
+// LoginInodes does (a task_file iterator over every process: for tests
+// and comparisons, not for the daemon's checks).
 func (l *LoginIter) Inodes() (map[uint32]bool, error) {
 	r, err := l.it.Open()
 	if err != nil {
@@ -161,13 +153,13 @@ func (l *LoginIter) Inodes() (map[uint32]bool, error) {
 	return out, nil
 }
 
-// Close detaches the iterators.
+// Close detaches the hooks and the iterator.
 func (l *LoginIter) Close() error {
-	if l.conns != nil {
-		l.conns.Close()
+	for _, lk := range l.links {
+		lk.Close()
 	}
 	if l.it != nil {
-		return l.it.Close()
+		l.it.Close()
 	}
-	return nil
+	return l.objs.Close()
 }

@@ -4,9 +4,13 @@ import (
 	"maps"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/xdpguard/xdpguard/internal/testutil"
 )
@@ -76,4 +80,94 @@ func selfComm(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(comm))
+}
+
+// The kernel's table of login processes follows them: one that existed
+// before the load (the seed) and one started after it (the exec hook) are
+// listed with their connections; once they exit (the exit hook) they and
+// their connections are gone. The test's own end of each connection,
+// held by a process of another name, is never listed.
+func TestLoginIterFollowsProcesses(t *testing.T) {
+	ns := testutil.New(t, "loginiter")
+	const name = "xg-fake-login"
+	bin := filepath.Join(t.TempDir(), name)
+	if err := os.Link("/bin/sleep", bin); err != nil {
+		if err := exec.Command("cp", "/bin/sleep", bin).Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var l net.Listener
+	if err := ns.Do(func() (err error) { l, err = net.Listen("tcp", "127.0.0.1:143"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// A login process: the server's end of a connection to 143 as
+	// descriptor 3, which only it holds.
+	start := func() (*exec.Cmd, uint16) {
+		var client net.Conn
+		if err := ns.Do(func() (err error) { client, err = net.Dial("tcp", "127.0.0.1:143"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close() })
+		server, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := server.(*net.TCPConn).File()
+		server.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd := exec.Command(bin, "600")
+		cmd.ExtraFiles = []*os.File{f}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { testutil.Stop(cmd, 0) })
+		return cmd, uint16(client.LocalAddr().(*net.TCPAddr).Port)
+	}
+	listed := func(it *LoginIter, want ...uint16) {
+		t.Helper()
+		var got []uint16
+		for try := 0; try < 200; try++ {
+			conns, err := it.AppendConns(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = got[:0]
+			for _, c := range conns {
+				got = append(got, c.RemotePort)
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if slices.Equal(got, want) {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("login connections from ports %v, want %v", got, want)
+	}
+
+	before, p1 := start()
+	var it *LoginIter
+	if err := ns.Do(func() (err error) { it, err = NewLoginIter([]string{name}, 143); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	listed(it, p1)
+	after, p2 := start()
+	listed(it, p1, p2)
+
+	testutil.Stop(before, 0)
+	listed(it, p2)
+	testutil.Stop(after, 0)
+	listed(it)
+	var n int
+	for it2 := it.objs.Tasks.Iterate(); it2.Next(new(uint32), new(uint64)); {
+		n++
+	}
+	if n != 0 {
+		t.Errorf("%d login processes still in the table after both exited", n)
+	}
 }

@@ -361,30 +361,6 @@ func sameCookies(a, b []Conn) bool {
 	return slices.Equal(key(a), key(b))
 }
 
-// BenchmarkLoginIter reads the iterator as eviction does under pressure.
-func BenchmarkLoginIter(b *testing.B) {
-	it, err := NewLoginIter(LoginProcesses)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer it.Close()
-	for b.Loop() {
-		if _, err := it.Inodes(); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkLoginInodes walks this host's /proc as eviction does under
-// pressure (every slot tick while connections wait).
-func BenchmarkLoginInodes(b *testing.B) {
-	for b.Loop() {
-		if _, err := LoginInodes("/proc", LoginProcesses); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // loginPIDs counts the login processes that hold the connections.
 func loginPIDs(t *testing.T, conns []Conn) int {
 	t.Helper()

@@ -2,7 +2,11 @@ package sockets
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
 	"testing"
 	"time"
 
@@ -109,4 +113,65 @@ func BenchmarkScan(b *testing.B) {
 	want = 0
 	run("destroy-no-match", func() (int, error) { return DestroyAll(ctx, none, benchProtected) })
 	run("waiting", func() (int, error) { return Waiting(ctx, benchProtected) })
+}
+
+// BenchmarkLogin finds the pre-auth connections as eviction does under
+// pressure, on a host with no other processes and on one with 3,000 idle
+// processes of ten descriptors each, which stand in for the imap
+// processes of a host's logged-in sessions (one each): the kernel's table
+// of login processes (AppendConns), a task_file iterator over every
+// process (Inodes) and the /proc walk (LoginInodes).
+func BenchmarkLogin(b *testing.B) {
+	testutil.RequireRoot(b)
+	for _, procs := range []int{0, 3000} {
+		idle := idleProcs(b, procs)
+		it, err := NewLoginIter(LoginProcesses, 110, 143)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for name, fn := range map[string]func() error{
+			"table":     func() error { _, err := it.AppendConns(nil); return err },
+			"task_file": func() error { _, err := it.Inodes(); return err },
+			"proc":      func() error { _, err := LoginInodes("/proc", LoginProcesses); return err },
+		} {
+			b.Run(fmt.Sprintf("%s/procs=%d", name, procs), func(b *testing.B) {
+				for b.Loop() {
+					if err := fn(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		it.Close()
+		idle()
+	}
+}
+
+// idleProcs starts n sleeping processes holding ten descriptors each, and
+// returns what stops them.
+func idleProcs(b *testing.B, n int) (stop func()) {
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer null.Close()
+	var cmds []*exec.Cmd
+	stop = func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+		cmds = nil
+	}
+	b.Cleanup(stop)
+	for range n {
+		c := exec.Command("sleep", "600")
+		c.ExtraFiles = slices.Repeat([]*os.File{null}, 10)
+		c.SysProcAttr = &unix.SysProcAttr{Pdeathsig: unix.SIGKILL}
+		if err := c.Start(); err != nil {
+			b.Fatal(err)
+		}
+		cmds = append(cmds, c)
+	}
+	return stop
 }
