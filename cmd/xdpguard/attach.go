@@ -79,7 +79,7 @@ func detachCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "keep-state", Usage: "keep the state file: the next run restores its bans and allow rules"},
 		},
-	}, anyArgs, func(c *cli.Context) error {
+	}, exactly(0, "detach takes no arguments: it removes xdpguard from every interface"), func(c *cli.Context) error {
 		cfg, err := settings(c)
 		if err != nil {
 			return fail("%v", err)

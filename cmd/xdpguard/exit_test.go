@@ -34,6 +34,7 @@ func TestUsageErrorsInProcess(t *testing.T) {
 		{[]string{"attach", "--iface", "xg-a", "extra"}, "attach takes no arguments"},
 		{[]string{"run", "--iface", "X", "--bogus"}, "xdpguard run: unknown flag --bogus"},
 		{[]string{"run", "--iface", "xg-a", "extra"}, "run takes no arguments"},
+		{[]string{"detach", "xg-a"}, "detach takes no arguments"},
 		{[]string{"status", "--top", "abc"}, `--top "abc": not a valid value`},
 		{[]string{"status", "--top", "-1"}, "--top must be >= 0"},
 		{[]string{"ban", "198.18.3.4", "--reason", "bogus"}, `unknown ban reason "bogus" (known: syn-rate, no-auth, auth-failed, probe, conn-limit, manual, blocklist, other)`},

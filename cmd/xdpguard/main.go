@@ -204,8 +204,7 @@ type arity struct {
 func exactly(n int, wrong string) arity { return arity{n: n, wrong: wrong} }
 
 // anyArgs leaves the arguments to the action: what ban and unban take
-// depends on --from and --all, what logtest takes on --explain; detach
-// ignores them.
+// depends on --from and --all, what logtest takes on --explain.
 var anyArgs = arity{n: -1}
 
 // check runs action only on the right number of arguments, and otherwise

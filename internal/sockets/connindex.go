@@ -31,19 +31,20 @@ type ConnIndex struct {
 	hz    uint64 // jiffies a second
 }
 
-// connIndexObjs are the index's part of the sockets object: its programs,
-// not the login iterator's, which LoadAndAssign then leaves unloaded. The
-// object's maps and globals are all the index's or shared (the constants).
+// connIndexObjs are the index's part of the sockets object, which
+// LoadAndAssign loads without the login programs and their table.
 type connIndexObjs struct {
-	ConnState *ebpf.Program `ebpf:"conn_state"`
-	Seed      *ebpf.Program `ebpf:"seed"`
-	Scan      *ebpf.Program `ebpf:"scan"`
-	bpf.SocketsMaps
-	bpf.SocketsVariables
+	ConnState    *ebpf.Program  `ebpf:"conn_state"`
+	Seed         *ebpf.Program  `ebpf:"seed"`
+	Scan         *ebpf.Program  `ebpf:"scan"`
+	Conns        *ebpf.Map      `ebpf:"conns"`
+	Out          *ebpf.Map      `ebpf:"out"`
+	ScanEnd      *ebpf.Variable `ebpf:"scan_end"`
+	ScanMaxBytes *ebpf.Variable `ebpf:"scan_max_bytes"`
 }
 
 func (o *connIndexObjs) Close() error {
-	return errors.Join(o.ConnState.Close(), o.Seed.Close(), o.Scan.Close(), o.SocketsMaps.Close())
+	return errors.Join(o.ConnState.Close(), o.Seed.Close(), o.Scan.Close(), o.Conns.Close(), o.Out.Close())
 }
 
 // IndexSize is how many connections the index holds by default: far more
