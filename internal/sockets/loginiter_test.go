@@ -90,12 +90,7 @@ func selfComm(t *testing.T) string {
 func TestLoginIterFollowsProcesses(t *testing.T) {
 	ns := testutil.New(t, "loginiter")
 	const name = "xg-fake-login"
-	bin := filepath.Join(t.TempDir(), name)
-	if err := os.Link("/bin/sleep", bin); err != nil {
-		if err := exec.Command("cp", "/bin/sleep", bin).Run(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	bin := fakeLogin(t, name)
 	var l net.Listener
 	if err := ns.Do(func() (err error) { l, err = net.Listen("tcp", "127.0.0.1:143"); return err }); err != nil {
 		t.Fatal(err)
@@ -119,7 +114,8 @@ func TestLoginIterFollowsProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		cmd := exec.Command(bin, "600")
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), fakeLoginEnv+"=1")
 		cmd.ExtraFiles = []*os.File{f}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -170,4 +166,39 @@ func TestLoginIterFollowsProcesses(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d login processes still in the table after both exited", n)
 	}
+}
+
+// fakeLoginEnv makes this test binary a stand-in login process: it holds
+// the descriptors it was given until it is killed, or for an hour. (Not /bin/sleep under
+// another name: in the kernel matrix's initramfs that is busybox, which
+// knows no applet of that name.)
+const fakeLoginEnv = "XDPGUARD_FAKE_LOGIN"
+
+func init() {
+	if os.Getenv(fakeLoginEnv) == "1" {
+		time.Sleep(time.Hour)
+		os.Exit(0)
+	}
+}
+
+// fakeLogin is this test binary under name, for a process whose comm is
+// name.
+func fakeLogin(t *testing.T, name string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), name)
+	if os.Link(self, bin) == nil {
+		return bin
+	}
+	src, err := os.ReadFile(self)
+	if err == nil {
+		err = os.WriteFile(bin, src, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }
