@@ -240,7 +240,8 @@ int login_sockets(struct bpf_iter__task_file *ctx)
 // with probe reads; a raw tracepoint program holds no task reference. A
 // scan walks every bucket, about 3 ns each, so the table is sized for the
 // login processes a Dovecot runs (default_process_limit is 100), not for
-// its sessions; one that finds no room turns the daemon to /proc.
+// its sessions; one that finds no room turns the daemon to /proc. The
+// loader sets the size (sockets.loginTableSize).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

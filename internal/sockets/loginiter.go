@@ -51,6 +51,10 @@ func (o *loginObjs) Close() error {
 // maxLoginNames is login_comm's length in logincomm.h.
 const maxLoginNames = 4
 
+// loginTableSize is how many login processes the kernel's table holds
+// (login_tasks in sockets.c); a variable so that a test can fill it.
+var loginTableSize uint32 = 16384
+
 // NewLoginIter loads the table of the processes named names (comm, at
 // most four of at most 15 bytes), which AppendConns reads for their
 // connections to ports in the calling thread's network namespace.
@@ -66,6 +70,7 @@ func NewLoginIter(names []string, ports ...uint16) (_ *LoginIter, err error) {
 	if err := spec.Variables["login_comm"].Set(comm); err != nil {
 		return nil, fmt.Errorf("login sockets: %w", err)
 	}
+	spec.Maps["login_tasks"].MaxEntries = loginTableSize
 	l := &LoginIter{}
 	if err := spec.LoadAndAssign(&l.objs, nil); err != nil {
 		return nil, fmt.Errorf("login sockets: load: %w", err)

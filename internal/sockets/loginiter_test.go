@@ -1,6 +1,7 @@
 package sockets
 
 import (
+	"errors"
 	"maps"
 	"net"
 	"os"
@@ -165,6 +166,32 @@ func TestLoginIterFollowsProcesses(t *testing.T) {
 	}
 	if n != 0 {
 		t.Errorf("%d login processes still in the table after both exited", n)
+	}
+}
+
+// A login process the table has no room for makes every scan say so:
+// the daemon must not take a partial list for the whole.
+func TestLoginIterFull(t *testing.T) {
+	ns := testutil.New(t, "loginfull")
+	const name = "xg-fake-full"
+	bin := fakeLogin(t, name)
+	for range 2 {
+		cmd := exec.Command(bin)
+		cmd.Env = append(os.Environ(), fakeLoginEnv+"=1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { testutil.Stop(cmd, 0) })
+	}
+	defer func(n uint32) { loginTableSize = n }(loginTableSize)
+	loginTableSize = 1
+	var it *LoginIter
+	if err := ns.Do(func() (err error) { it, err = NewLoginIter([]string{name}, 143); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	if _, err := it.AppendConns(nil); !errors.Is(err, ErrIndexFull) {
+		t.Fatalf("two login processes in a table of one: %v, want ErrIndexFull", err)
 	}
 }
 
