@@ -14,6 +14,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
 
 #define VLAN_MAX_DEPTH 2	// 802.1ad outer tag + 802.1Q inner tag
@@ -33,6 +34,17 @@ struct ipv6_frag_hdr {
 	__be32 identification;
 };
 
+// The TCP flags byte (the kernel's include/net/tcp.h has these names).
+#define TCPHDR_FIN 0x01
+#define TCPHDR_SYN 0x02
+#define TCPHDR_RST 0x04
+#define TCPHDR_ACK 0x10
+
+static __always_inline __u8 tcp_flag_byte(const struct tcphdr *tcp)
+{
+	return ((const __u8 *)tcp)[13];
+}
+
 #define IP_OFFSET 0x1fff	// IPv4 frag_off: the offset bits
 #define IP6_OFFSET 0xfff8	// IPv6 frag_off: the offset bits
 
@@ -41,6 +53,13 @@ enum l4_none {
 	L4_UNTRUSTED = -1,	// truncated, or too many extension headers: malformed
 	L4_FRAGMENT = -2,	// a non-first fragment: no L4 header, not malformed
 };
+
+// The EtherType of the Ethernet header at eth, in one 16-bit load: struct
+// ethhdr is packed, and clang reads a packed field a byte at a time.
+static __always_inline __be16 eth_proto(const void *eth)
+{
+	return *(const __be16 *)(eth + __builtin_offsetof(struct ethhdr, h_proto));
+}
 
 static __always_inline int proto_is_vlan(__be16 proto)
 {

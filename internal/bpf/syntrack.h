@@ -71,11 +71,17 @@ static __always_inline int over_rate(struct syn_state *s, const struct config *c
 
 #define FP_KEY_MASK 0xffffffffffffULL	// sport and seq: enum syn_fp
 
-// Whether the SYN resends one of the source's last counted SYNs: same source
-// port and sequence number, within retrans_ticks of it, and not yet resent
-// FP_MAX_RETRANS times. The cap bounds what a raw-socket client gains by
-// reusing a port and sequence number for new connections: a real stack
+// Whether the SYN resends one of the source's last counted SYNs: same
+// source port and sequence number, within retrans_ticks of it, and not yet
+// resent FP_MAX_RETRANS times. The cap bounds what a raw-socket client gains
+// by reusing a port and sequence number for new connections: a real stack
 // resends a SYN at most 5 times in the first 10 s, so more count again.
+//
+// A fingerprint is held in one slot at most: a copy that is too old or
+// resent too often can never match again, so it is cleared when found, and
+// the SYN, counted, is written as the newest. The first slot that holds the
+// fingerprint therefore decides, and a client that reuses one fingerprint
+// costs one compare, not one per slot.
 static __always_inline int retransmitted(struct syn_state *s, const struct config *cfg,
 					 __u64 want, __u8 tick)
 {
@@ -87,10 +93,11 @@ static __always_inline int retransmitted(struct syn_state *s, const struct confi
 
 		if ((w & FP_KEY_MASK) != want)
 			continue;
-		if ((__u8)(tick - (__u8)(w >> 48)) >= cfg->retrans_ticks)
-			continue;
-		if ((w >> 56) >= FP_MAX_RETRANS)
-			continue;
+		if ((__u8)(tick - (__u8)(w >> 48)) >= cfg->retrans_ticks ||
+		    (w >> 56) >= FP_MAX_RETRANS) {
+			s->fp[i] = 0;
+			return 0;
+		}
 		s->fp[i] = w + (1ULL << 56);
 		return 1;
 	}

@@ -105,107 +105,40 @@ static __always_inline void count(struct counters *c, __u32 idx)
 	c->n[idx]++;
 }
 
+// What decide() reads of a packet's TCP header, copied out as numbers: a
+// packet pointer kept for later would carry each parse path's offsets into
+// decide(), and the verifier could no longer merge its states there. Two
+// words, not a field each: they live across the CIDR trie's and the
+// clock's helper calls, where every word is a stack spill and a reload.
 struct pkt {
-	struct in6_key src;	// IPv4 in src.hi's low 32 bits (network order)
-	__u8 family;		// 0: no readable source
-	__u8 tcp;		// a sane TCP header was found
-	__u8 syn;		// SYN without ACK, RST or FIN
-	__u8 malformed;
-	__u16 dport;		// host order
-	__u16 sport;		// host order; SYNs only
-	__u32 seq;		// host order; SYNs only
+	__u32 tcp;	// destination port (host order) | TCP_SANE | TCP_SYN; 0: no TCP
+	__u64 fp;	// a SYN's fingerprint: source port << 32 | sequence number
 };
 
-// Each parser returns the L4 protocol with *l4 at its header, or an enum
-// l4_none (parsing.h). The source is recorded first, so a ban applies
-// regardless.
-static __always_inline int parse_ipv6(void *cur, void *data_end, struct pkt *p,
-				      void **l4)
+#define TCP_SANE (1U << 16)	// a sane TCP header was found
+#define TCP_SYN (1U << 17)	// SYN without ACK, RST or FIN
+
+// Every pass goes through here; see drop().
+static __always_inline int pass(struct counters *c)
 {
-	struct ipv6hdr *ip6 = cur;
-
-	if ((void *)(ip6 + 1) > data_end)
-		return L4_UNTRUSTED;
-	__builtin_memcpy(&p->src, &ip6->saddr, sizeof(p->src));
-	p->family = 6;
-
-	cur = ip6 + 1;
-	int l4proto = skip_ipv6_exts(&cur, data_end, ip6->nexthdr);
-
-	*l4 = cur;
-	return l4proto;
+	count(c, STAT_PASS);
+	return XDP_PASS;
 }
 
-static __always_inline int parse_ipv4(void *cur, void *data_end, struct pkt *p,
-				      void **l4)
+static __always_inline void parse_tcp(struct counters *c, void *cur, void *data_end,
+				      struct pkt *p)
 {
-	struct iphdr *ip = cur;
-
-	if ((void *)(ip + 1) > data_end)
-		return L4_UNTRUSTED;
-	// The source sits at a fixed offset, so a ban applies even when the
-	// rest of the header is nonsense; the stack drops such packets anyway.
-	p->src.hi = (__u64)ip->saddr;
-	p->family = 4;
-	if (ip->version != 4 || ip->ihl < 5)
-		return L4_UNTRUSTED;
-	if (ip->frag_off & bpf_htons(IP_OFFSET))
-		return L4_FRAGMENT;
-	*l4 = cur + ip->ihl * 4;
-	return ip->protocol;
-}
-
-static __always_inline void parse(struct xdp_md *ctx, struct pkt *p)
-{
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	void *cur = eth + 1;
-	__be16 proto;
-
-	if (cur > data_end) {
-		p->malformed = 1;
-		return;
-	}
-	proto = eth->h_proto;
-	if (skip_vlans(&cur, data_end, &proto) < 0) {
-		p->malformed = 1;
-		return;
-	}
-
-	void *l4 = 0;
-	int l4proto;
-
-	if (proto == bpf_htons(ETH_P_IP)) {
-		l4proto = parse_ipv4(cur, data_end, p, &l4);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		l4proto = parse_ipv6(cur, data_end, p, &l4);
-	} else {
-		// A third VLAN tag hides the network header: pass it, unparsed.
-		if (proto_is_vlan(proto))
-			p->malformed = 1;
-		return;
-	}
-	if (l4proto == L4_UNTRUSTED)
-		p->malformed = 1;
-	if (l4proto != IPPROTO_TCP)
-		return;
-
-	struct tcphdr *tcp = l4;
+	struct tcphdr *tcp = cur;
 
 	if ((void *)(tcp + 1) > data_end || tcp->doff < 5) {
-		p->malformed = 1;
+		count(c, STAT_MALFORMED);
 		return;
 	}
-	p->tcp = 1;
-	p->dport = bpf_ntohs(tcp->dest);
-	p->syn = tcp->syn && !(tcp->ack | tcp->rst | tcp->fin);
-	// Only a SYN needs its fingerprint. Copied here as numbers: a packet
-	// pointer kept for later would carry each parse path's offsets into
-	// decide(), and the verifier could no longer merge its states there.
-	if (p->syn) {
-		p->sport = bpf_ntohs(tcp->source);
-		p->seq = bpf_ntohl(tcp->seq);
+	p->tcp = bpf_ntohs(tcp->dest) | TCP_SANE;
+	// The flags as one byte: the bitfields cost a shift and a mask each.
+	if ((tcp_flag_byte(tcp) & (TCPHDR_SYN | TCPHDR_ACK | TCPHDR_RST | TCPHDR_FIN)) == TCPHDR_SYN) {
+		p->tcp |= TCP_SYN;
+		p->fp = (__u64)bpf_ntohs(tcp->source) << 32 | bpf_ntohl(tcp->seq);
 	}
 }
 
@@ -219,32 +152,47 @@ static __always_inline int expired(__u64 deadline, __u64 now)
 	return deadline != 0 && deadline <= now;
 }
 
-// Returns 0 (no rule), CIDR_ALLOW or CIDR_DENY for the unmasked source: an
-// allow for one host inside a banned /64 must match that host.
-static __always_inline int cidr_verdict(struct counters *c, const struct pkt *p)
+// Whether the family's trie holds rules: the common case of an empty
+// trie costs an inlined array read instead of a trie walk.
+static __always_inline int cidr_rules(__u32 idx)
 {
-	__u32 idx = p->family == 4 ? 0 : 1;
 	__u32 *n = bpf_map_lookup_elem(&cidr_count, &idx);
-	struct cidr_rule *r;
 
-	if (!n || *n == 0)
-		return 0;
-	if (p->family == 4) {
-		struct cidr_v4_key k = { .prefixlen = 32, .addr = (__u32)p->src.hi };
+	return n && *n;
+}
 
-		r = bpf_map_lookup_elem(&cidr_v4, &k);
-	} else {
-		struct cidr_v6_key k = { .prefixlen = 128 };
-
-		__builtin_memcpy(k.addr, &p->src, sizeof(k.addr));
-		r = bpf_map_lookup_elem(&cidr_v6, &k);
-	}
+// The verdict of a CIDR rule found for the unmasked source (an allow for
+// one host inside a banned /64 must match that host): 0 when it has
+// expired, else CIDR_ALLOW or CIDR_DENY.
+static __always_inline int cidr_action(struct counters *c, const struct cidr_rule *r)
+{
 	if (!r || expired(r->expires_ns, now_ns(c)))
 		return 0;
 	return r->action;
 }
 
-static __always_inline void auto_ban(struct counters *c, const struct pkt *p, const struct config *cfg,
+static __always_inline int cidr_verdict_v4(struct counters *c, __u32 src)
+{
+	if (!cidr_rules(0))
+		return 0;
+
+	struct cidr_v4_key k = { .prefixlen = 32, .addr = src };
+
+	return cidr_action(c, bpf_map_lookup_elem(&cidr_v4, &k));
+}
+
+static __always_inline int cidr_verdict_v6(struct counters *c, const struct in6_key *src)
+{
+	if (!cidr_rules(1))
+		return 0;
+
+	struct cidr_v6_key k = { .prefixlen = 128 };
+
+	__builtin_memcpy(k.addr, src, sizeof(k.addr));
+	return cidr_action(c, bpf_map_lookup_elem(&cidr_v6, &k));
+}
+
+static __always_inline void auto_ban(struct counters *c, const struct config *cfg,
 				     struct syn_state *s, void *key, __u32 keylen, __u64 now)
 {
 	__u64 expires = now + cfg->ban_ns;
@@ -283,8 +231,8 @@ static __always_inline void auto_ban(struct counters *c, const struct pkt *p, co
 		__builtin_memcpy(e->addr, key, 4);
 	else
 		__builtin_memcpy(e->addr, key, 16);
-	e->family = p->family;
-	e->prefixlen = p->family == 4 ? cfg->prefix_v4 : cfg->prefix_v6;
+	e->family = keylen == 4 ? 4 : 6;
+	e->prefixlen = keylen == 4 ? cfg->prefix_v4 : cfg->prefix_v6;
 	e->reason = REASON_SYN_RATE;
 	e->threshold = cfg->rate_threshold;
 	e->ts_ns = now;
@@ -292,9 +240,9 @@ static __always_inline void auto_ban(struct counters *c, const struct pkt *p, co
 	bpf_ringbuf_submit(e, 0);
 }
 
-// Every drop goes through here, and every pass counts STAT_PASS where it
-// returns: each packet ends in exactly one of STAT_PASS, STAT_DROP_BAN,
-// STAT_DROP_CIDR and STAT_DROP_ADMISSION, which Stats.Seen() relies on.
+// Every drop goes through here, and every pass through pass(): each packet
+// ends in exactly one of STAT_PASS, STAT_DROP_BAN, STAT_DROP_CIDR and
+// STAT_DROP_ADMISSION, which Stats.Seen() relies on.
 // Monitor mode turns the drop into a pass and counts `would` instead; each
 // caller names both counters, so the order of enum stat carries no meaning.
 // (One exit that records a verdict, as xdp-tools' xdp_stats_record_action()
@@ -339,20 +287,27 @@ static __always_inline int banned(const struct config *cfg, struct counters *c, 
 	return !expired(b->expires_ns, *now);
 }
 
-// Everything after parsing, for one family. Inlined once per family with
+// Everything after parsing, for one family, given the CIDR rule's verdict
+// on the unmasked source (cidr_verdict_v4/_v6). Inlined once per family with
 // constant maps: a lookup whose map differs by path cannot be inlined by the
 // verifier and costs an indirect call.
 static __always_inline int decide(const struct config *cfg, struct counters *c, const struct pkt *p,
-				  void *good, void *key, __u32 keylen)
+				  int cidr, void *good, void *key, __u32 keylen)
 {
-	int to_port = p->tcp && port_protected(cfg, p->dport);
+	int to_port = (p->tcp & TCP_SANE) && port_protected(cfg, (__u16)p->tcp);
 	__u64 now = 0;
 
+	if (cidr == CIDR_ALLOW) {
+		count(c, STAT_ALLOW);
+		return pass(c);
+	}
+	if (cidr == CIDR_DENY)
+		return drop(cfg, c, STAT_DROP_CIDR, STAT_WOULD_DROP_CIDR);
 	if (banned(cfg, c, key, keylen, &now) &&
 	    (!(cfg->flags & FLAG_SCOPE_PORTS) || to_port))
 		return drop(cfg, c, STAT_DROP_BAN, STAT_WOULD_DROP_BAN);
 
-	if (!p->syn || !to_port)
+	if (!(p->tcp & TCP_SYN) || !to_port)
 		goto pass;
 	if (!cfg->rate_interval_ns && !(cfg->flags & FLAG_ADMISSION))
 		goto pass;
@@ -368,7 +323,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 		goto pass;
 	}
 
-	__u64 fp = (__u64)p->sport << 32 | p->seq;
+	__u64 fp = p->fp;
 	__u8 tick = now >> FP_TICK_SHIFT;
 
 	if (retransmitted(s, cfg, fp, tick)) {
@@ -395,7 +350,7 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	}
 	if (cfg->rate_interval_ns && over_rate(s, cfg, now)) {
 		if (!bpf_map_lookup_elem(good, key)) {
-			auto_ban(c, p, cfg, s, key, keylen, now);
+			auto_ban(c, cfg, s, key, keylen, now);
 			return drop(cfg, c, STAT_DROP_BAN, STAT_WOULD_DROP_BAN);
 		}
 		count(c, STAT_KNOWN_GOOD);
@@ -403,47 +358,92 @@ static __always_inline int decide(const struct config *cfg, struct counters *c, 
 	s->fp[s->syns & (SYN_FPS - 1)] = (__u64)tick << 48 | fp;
 	s->syns++;
 pass:
-	count(c, STAT_PASS);
-	return XDP_PASS;
+	return pass(c);
+}
+
+// The IPv4 header at cur, and everything after it.
+static __always_inline int ipv4(const struct config *cfg, struct counters *c, void *cur,
+				void *data_end)
+{
+	struct iphdr *ip = cur;
+	struct pkt p = {};
+
+	if ((void *)(ip + 1) > data_end) {
+		count(c, STAT_MALFORMED);
+		return pass(c);
+	}
+	// The source sits at a fixed offset, so a ban applies even when the
+	// rest of the header is nonsense; the stack drops such packets anyway.
+	__u32 src = ip->saddr;
+
+	if (ip->version != 4 || ip->ihl < 5)
+		count(c, STAT_MALFORMED);
+	else if (!(ip->frag_off & bpf_htons(IP_OFFSET)) && ip->protocol == IPPROTO_TCP)
+		parse_tcp(c, cur + ip->ihl * 4, data_end, &p);
+
+	int cidr = cidr_verdict_v4(c, src);
+	__u32 key = src & cfg->mask_v4;
+
+	return decide(cfg, c, &p, cidr, &good_v4, &key, sizeof(key));
+}
+
+// The IPv6 header at cur, and everything after it.
+static __always_inline int ipv6(const struct config *cfg, struct counters *c, void *cur,
+				void *data_end)
+{
+	struct ipv6hdr *ip6 = cur;
+	struct pkt p = {};
+	struct in6_key src;
+
+	if ((void *)(ip6 + 1) > data_end) {
+		count(c, STAT_MALFORMED);
+		return pass(c);
+	}
+	__builtin_memcpy(&src, &ip6->saddr, sizeof(src));
+	cur = ip6 + 1;
+
+	int l4proto = skip_ipv6_exts(&cur, data_end, ip6->nexthdr);
+
+	if (l4proto == L4_UNTRUSTED)
+		count(c, STAT_MALFORMED);
+	else if (l4proto == IPPROTO_TCP)
+		parse_tcp(c, cur, data_end, &p);
+
+	int cidr = cidr_verdict_v6(c, &src);
+	struct in6_key key = {
+		.hi = src.hi & cfg->mask_v6_hi,
+		.lo = src.lo & cfg->mask_v6_lo,
+	};
+
+	return decide(cfg, c, &p, cidr, &good_v6, &key, sizeof(key));
 }
 
 SEC("xdp")
 int xdpguard(struct xdp_md *ctx)
 {
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
 	__u32 zero = 0;
 	struct config *cfg = bpf_map_lookup_elem(&settings, &zero);
 	struct counters *c = bpf_map_lookup_elem(&stats, &zero);
-	struct pkt p = {};
+	void *cur = data + sizeof(struct ethhdr);
+	__be16 proto;
 
 	if (!cfg || !c)
 		return XDP_PASS;
-	parse(ctx, &p);
-	if (p.malformed)
-		count(c, STAT_MALFORMED);
-	if (!p.family) {
-		count(c, STAT_PASS);
-		return XDP_PASS;
-	}
-
-	int cidr = cidr_verdict(c, &p);
-
-	if (cidr == CIDR_ALLOW) {
-		count(c, STAT_ALLOW);
-		count(c, STAT_PASS);
-		return XDP_PASS;
-	}
-	if (cidr == CIDR_DENY)
-		return drop(cfg, c, STAT_DROP_CIDR, STAT_WOULD_DROP_CIDR);
-
-	if (p.family == 4) {
-		__u32 key4 = (__u32)p.src.hi & cfg->mask_v4;
-
-		return decide(cfg, c, &p, &good_v4, &key4, sizeof(key4));
-	}
-	struct in6_key key6 = {
-		.hi = p.src.hi & cfg->mask_v6_hi,
-		.lo = p.src.lo & cfg->mask_v6_lo,
-	};
-
-	return decide(cfg, c, &p, &good_v6, &key6, sizeof(key6));
+	if (cur > data_end)
+		goto malformed;
+	proto = eth_proto(data);
+	if (skip_vlans(&cur, data_end, &proto) < 0)
+		goto malformed;
+	if (proto == bpf_htons(ETH_P_IP))
+		return ipv4(cfg, c, cur, data_end);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return ipv6(cfg, c, cur, data_end);
+	// A third VLAN tag hides the network header: pass it, unparsed.
+	if (!proto_is_vlan(proto))
+		return pass(c);
+malformed:
+	count(c, STAT_MALFORMED);
+	return pass(c);
 }

@@ -265,16 +265,23 @@ func (m *model) verdict(b []byte) uint32 {
 		}
 		// A resend: the same port and sequence number as one of the last
 		// four counted SYNs, resent fewer than FP_MAX_RETRANS times. Port 0 with
-		// sequence 0 is never one (the kernel's empty slot).
-		if m.s.RetransmitWindow > 0 && (p.sport != 0 || p.seq != 0) {
+		// sequence 0 is never one (the kernel's empty slot). A copy resent
+		// too often is cleared, so the first copy found decides
+		// (retransmitted in bpf/syntrack.h).
+		if p.sport != 0 || p.seq != 0 {
 			for i := range st.fps {
 				f := &st.fps[i]
-				if f.sport == p.sport && f.seq == p.seq && f.resent < int(bpf.XdpguardSynFpFP_MAX_RETRANS) {
-					f.resent++
-					m.stats.SYNRetransmits++
-					m.stats.Passed++
-					return xdpPass
+				if f.sport != p.sport || f.seq != p.seq {
+					continue
 				}
+				if m.s.RetransmitWindow == 0 || f.resent >= int(bpf.XdpguardSynFpFP_MAX_RETRANS) {
+					*f = fingerprint{}
+					break
+				}
+				f.resent++
+				m.stats.SYNRetransmits++
+				m.stats.Passed++
+				return xdpPass
 			}
 		}
 		good := m.good[key]
