@@ -180,6 +180,42 @@ func TestRetransmitCap(t *testing.T) {
 	}
 }
 
+// A SYN counted again past the cap takes the newest slot and clears its
+// old copy: a fingerprint is held once at most, which is what lets the
+// kernel's resend check stop at the first copy it finds.
+func TestRecountedFingerprintHeldOnce(t *testing.T) {
+	s := rateSettings(100)
+	g := newTestGuard(t, s)
+	src := netip.MustParseAddr("198.18.23.2")
+	sp := syn(src, 110)
+	pkt := packet.Build(sp)
+	for i := range 2 * (1 + bpf.XdpguardSynFpFP_MAX_RETRANS) {
+		if got := run(t, g, pkt); got != xdpPass {
+			t.Fatalf("send %d: %s", i, verdictName(got))
+		}
+	}
+	st, _ := g.Stats()
+	if want := uint64(2 * bpf.XdpguardSynFpFP_MAX_RETRANS); st.SYNRetransmits != want {
+		t.Fatalf("%d resends seen, want %d: the copy counted again must match its resends", st.SYNRetransmits, want)
+	}
+	want := uint64(sp.SrcPort)<<32 | uint64(sp.Seq)
+	copies := 0
+	var i uint32
+	var pair bpf.XdpguardSynPairV4
+	for it := g.maps.SynV4.Iterate(); it.Next(&i, &pair); {
+		for _, slot := range pair.Slot {
+			for _, fp := range slot.S.Fp {
+				if fp&(1<<48-1) == want {
+					copies++
+				}
+			}
+		}
+	}
+	if copies != 1 {
+		t.Fatalf("the fingerprint is held %d times, want once", copies)
+	}
+}
+
 // With the window 0, every SYN counts.
 func TestRetransmitWindowZero(t *testing.T) {
 	s := rateSettings(1)
