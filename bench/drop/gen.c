@@ -171,7 +171,6 @@ int xdp_lookup(struct xdp_md *ctx)
 // cost is its layout.
 #define OA_WAYS 16
 #define OA_PROBES 4
-#define OA_MUL 0x9e3779b97f4a7c15ULL	// oaMul in lookup.go
 
 struct oa_bucket {
 	__u32 key[OA_WAYS];	// network order; 0 ends a probe sequence
@@ -205,10 +204,11 @@ int xdp_oa(struct xdp_md *ctx)
 	if (!mask)
 		return XDP_PASS;
 	__u32 key = ip->saddr;
-	// The product's hash (oaBuild places the keys with its Go twin,
-	// datapath.Hash32), with a fixed multiplier: the product draws its
-	// own per set of maps, which costs the same.
-	__u32 b = hash32(key, OA_MUL, 0);
+	// The murmur3 finalizer (oaBuild places the keys with its Go twin,
+	// datapath.Fmix32): the generator's sources are an arithmetic
+	// progression in their low bits, which a multiplicative hash alone
+	// would map onto a few buckets.
+	__u32 b = fmix32(key);
 
 	for (int p = 0; p < OA_PROBES; p++) {
 		__u32 idx = (b + p) & *mask;

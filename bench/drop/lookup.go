@@ -118,7 +118,6 @@ func oaMech(mode string) mech {
 const (
 	oaWays   = 16
 	oaProbes = 4
-	oaMul    = 0x9e3779b97f4a7c15 // OA_MUL in gen.c
 )
 
 // oaBuild lays srcs out as xdp_oa expects: a power-of-two number of
@@ -134,7 +133,7 @@ func oaBuild(srcs []uint32) ([]GenOaBucket, int) {
 	over := 0
 	for _, s := range srcs {
 		k := beU32(s)
-		b := int(datapath.Hash32(k, oaMul, 0))
+		b := int(datapath.Fmix32(k))
 		placed := false
 		for p := 0; p < oaProbes && !placed; p++ {
 			i := (b + p) & (n - 1)
@@ -153,7 +152,7 @@ func oaBuild(srcs []uint32) ([]GenOaBucket, int) {
 
 // oaLookup is xdp_oa's lookup in Go, for tests.
 func oaLookup(table []GenOaBucket, k uint32) bool {
-	b := int(datapath.Hash32(k, oaMul, 0))
+	b := int(datapath.Fmix32(k))
 	for p := 0; p < oaProbes; p++ {
 		bk := table[(b+p)&(len(table)-1)]
 		for _, v := range bk.Key {

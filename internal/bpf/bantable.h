@@ -34,11 +34,13 @@ struct {
 	__type(value, struct ban_meta);
 } bans_v4_meta SEC(".maps");
 
-// The multipliers are random per set of maps (internal/datapath/table.go
-// has the twin).
-static __always_inline __u32 ban_hash(const struct config *cfg, __u32 key)
+// The murmur3 finalizer over the seeded key (internal/datapath/table.go has
+// its twin).
+// The seed is random per table, so addresses an attacker picks do not
+// pile into one bucket.
+static __always_inline __u32 ban_hash(__u32 key, __u32 seed)
 {
-	return hash32(key, cfg->v4_mul, cfg->v4_add);
+	return fmix32(key ^ seed);
 }
 
 static __always_inline int slot_live(__u64 w, __u64 tick)
@@ -60,7 +62,7 @@ static __always_inline __u32 side_of(const struct config *cfg, __u32 *mask)
 // The IPv4 ban on key, read as one word: 0 when there is none.
 static __always_inline __u64 lookup_v4(const struct config *cfg, __u32 key)
 {
-	__u32 h = ban_hash(cfg, key);
+	__u32 h = ban_hash(key, cfg->v4_seed);
 	__u32 mask;
 	__u32 base = side_of(cfg, &mask);
 
@@ -89,7 +91,7 @@ static __always_inline __u64 lookup_v4(const struct config *cfg, __u32 key)
 static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp,
 				  __u64 tick)
 {
-	__u32 h = ban_hash(cfg, key);
+	__u32 h = ban_hash(key, cfg->v4_seed);
 	__u32 mask;
 	__u32 base = side_of(cfg, &mask);
 	__u64 nw = (__u64)exp << 32 | key;

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 //
-// The hash of the open-addressed IPv4 tables: the ban table (bantable.h)
-// and bench/drop's bucketized reference (gen.c), so that the benchmark's
-// reference hashes as the product does. Userspace's twin is
-// datapath.Hash32.
+// The murmur3 finalizer, the hash of the open-addressed IPv4 tables: the
+// ban table (bantable.h) and bench/drop's bucketized reference (gen.c),
+// so that the benchmark's reference hashes as the product does.
+// Userspace's twin is datapath.Fmix32.
 
 #ifndef XDPGUARD_HASH_H
 #define XDPGUARD_HASH_H
@@ -11,16 +11,14 @@
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
 
-// Multiply-add-shift (Dietzfelbinger): bits 32 and up of mul * key + add.
-// A table of 2^l buckets masks the low l of them, which is the scheme with
-// (32 + l)-bit arithmetic; with mul and add random it is strongly universal
-// (Thorup, "High Speed Hashing for Integers and Strings"), so addresses an
-// attacker picks collide no more than random ones. One multiply in front
-// of the bucket's load, where murmur3's finalizer had two, each behind a
-// shift and an xor.
-static __always_inline __u32 hash32(__u32 key, __u64 mul, __u64 add)
+static __always_inline __u32 fmix32(__u32 h)
 {
-	return ((__u64)key * mul + add) >> 32;
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
 }
 
 #endif

@@ -163,16 +163,15 @@ struct config {
 	// (a small table misses the cache less); userspace grows it by
 	// filling the other side, larger, and switching v4_active.
 	__u32 v4_mask[2];	// per side: buckets in use - 1 (a power of two)
+	__u32 v4_seed;		// the hash seed, random per set of maps
 	__u32 v4_active;	// the side in use: 0 or 1
 	__u32 v4_side;		// buckets per side: side 1 starts there
 	__u32 retrans_ticks;	// a SYN's retransmissions within this many FP ticks are not new
-	__u32 syn_mask;		// SYN tracker slot pairs - 1 (a power of two)
 	__u64 admit_interval_ns;	// under admission: one new connection per source per interval
 	__u64 retrans_window_ns;	// read back by userspace only
-	// The hashes of the IPv4 ban table (bantable.h) and of the SYN tracker
-	// (syntrack.h), random per set of maps.
-	__u64 v4_mul;
-	__u64 v4_add;
+	__u32 syn_mask;		// SYN tracker slot pairs - 1 (a power of two)
+	__u32 pad2;
+	// The SYN tracker's hash (syntrack.h), random per set of maps.
 	__u64 syn_mul[4];	// one multiplier per 32-bit word of the key
 	__u64 syn_add;
 	__u64 ports[1024];	// bitmap of protected destination ports

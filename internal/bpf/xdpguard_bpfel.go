@@ -85,14 +85,14 @@ type XdpguardConfig struct {
 	PrefixV6        uint8
 	Pad             uint16
 	V4Mask          [2]uint32
+	V4Seed          uint32
 	V4Active        uint32
 	V4Side          uint32
 	RetransTicks    uint32
-	SynMask         uint32
 	AdmitIntervalNs uint64
 	RetransWindowNs uint64
-	V4Mul           uint64
-	V4Add           uint64
+	SynMask         uint32
+	Pad2            uint32
 	SynMul          [4]uint64
 	SynAdd          uint64
 	Ports           [1024]uint64

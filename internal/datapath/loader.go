@@ -102,7 +102,7 @@ func (g *Guard) table() (*table4, error) {
 		return nil, fmt.Errorf("IPv4 ban table: settings say sides of %d buckets, the map has %d: pinned by an incompatible version? (xdpguard detach, then start again)", c.V4Side, sides[0].buckets)
 	}
 	a := c.V4Active & 1
-	return sides[a].view(c.V4Mask[a], c.V4Mul, c.V4Add)
+	return sides[a].view(c.V4Mask[a], c.V4Seed)
 }
 
 // tableState reads the settings that describe the table, and its sides.

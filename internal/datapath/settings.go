@@ -182,25 +182,27 @@ func (g *Guard) settingsConfig(cur bpf.XdpguardConfig, s Settings) (bpf.Xdpguard
 		}
 	}
 	c := encodeSettings(s)
-	c.V4Mask, c.V4Active, c.V4Side = cur.V4Mask, cur.V4Active, cur.V4Side
-	c.V4Mul, c.V4Add, c.SynMul, c.SynAdd = cur.V4Mul, cur.V4Add, cur.SynMul, cur.SynAdd
+	c.V4Mask, c.V4Seed, c.V4Active, c.V4Side = cur.V4Mask, cur.V4Seed, cur.V4Active, cur.V4Side
+	c.SynMul, c.SynAdd = cur.SynMul, cur.SynAdd
 	// Both trackers have the same power-of-two size (trackerPairs).
 	c.SynMask = g.maps.SynV4.MaxEntries() - 1
 	// Admission is the daemon's run-time state (SetAdmission), not a setting.
 	c.Flags |= cur.Flags & uint32(bpf.XdpguardConfigFlagsFLAG_ADMISSION)
 	if cur.PrefixV4 == 0 {
 		// The first write, on a table nobody has used: start it small,
-		// and draw the random numbers of its hash and the SYN tracker's.
+		// and draw its hash seed and the SYN tracker's.
 		c.V4Side = g.maps.BansV4.MaxEntries() / 2
 		n := min(uint32(initialBuckets), c.V4Side)
 		c.V4Mask = [2]uint32{n - 1, n - 1}
-		var seed [7]uint64 // the ban table's mul and add, the tracker's 4 muls and add
-		if err := binary.Read(rand.Reader, binary.NativeEndian, &seed); err != nil {
+		var seed [4 + 5*8]byte
+		if _, err := rand.Read(seed[:]); err != nil {
 			return cur, fmt.Errorf("draw the hash seeds: %w", err)
 		}
-		c.V4Mul, c.V4Add = seed[0], seed[1]
-		copy(c.SynMul[:], seed[2:6])
-		c.SynAdd = seed[6]
+		c.V4Seed = binary.NativeEndian.Uint32(seed[:4])
+		for i := range c.SynMul {
+			c.SynMul[i] = binary.NativeEndian.Uint64(seed[4+8*i:])
+		}
+		c.SynAdd = binary.NativeEndian.Uint64(seed[4+8*4:])
 	}
 	return c, nil
 }

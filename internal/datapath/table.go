@@ -37,8 +37,7 @@ type table4 struct {
 	slots []uint64 // bucket b's slots are slots[b*banWays:][:banWays]
 	meta  []byte   // per bucket: origin[banWays] then reason[banWays]
 	mask  uint32
-	mul   uint64 // the hash's, from the settings
-	add   uint64
+	seed  uint32
 	side  int // slots in the whole side, the most it can grow to
 }
 
@@ -93,12 +92,12 @@ func (s *banSide) close() {
 }
 
 // view is the side's first mask+1 buckets, as the program sees them.
-func (s *banSide) view(mask uint32, mul, add uint64) (*table4, error) {
+func (s *banSide) view(mask, seed uint32) (*table4, error) {
 	if mask >= s.buckets || (mask+1)&mask != 0 {
 		return nil, fmt.Errorf("IPv4 ban table: settings say %d buckets of %d: pinned by an incompatible version? (xdpguard detach, then start again)", uint64(mask)+1, s.buckets)
 	}
 	n := int(mask) + 1
-	return &table4{slots: s.slots[:n*banWays], meta: s.meta[:n*2*banWays], mask: mask, mul: mul, add: add, side: len(s.slots)}, nil
+	return &table4{slots: s.slots[:n*banWays], meta: s.meta[:n*2*banWays], mask: mask, seed: seed, side: len(s.slots)}, nil
 }
 
 func mmap(m *ebpf.Map, size int) ([]byte, error) {
@@ -111,12 +110,17 @@ func mmap(m *ebpf.Map, size int) ([]byte, error) {
 }
 
 // hash is ban_hash in bpf/bantable.h.
-func (t *table4) hash(key uint32) uint32 { return Hash32(key, t.mul, t.add) }
+func (t *table4) hash(key uint32) uint32 { return Fmix32(key ^ t.seed) }
 
-// Hash32 is hash32 in bpf/hash.h, multiply-add-shift: the hash of the IPv4
-// ban table and of bench/drop's reference table.
-func Hash32(key uint32, mul, add uint64) uint32 {
-	return uint32((uint64(key)*mul + add) >> 32)
+// Fmix32 is the murmur3 finalizer, fmix32 in bpf/hash.h: the hash of the
+// IPv4 ban table, over the seeded key, and of bench/drop's reference table.
+func Fmix32(h uint32) uint32 {
+	h ^= h >> 16
+	h *= 0x85ebca6b
+	h ^= h >> 13
+	h *= 0xc2b2ae35
+	h ^= h >> 16
+	return h
 }
 
 // probe returns the index of the i-th slot of key's probe sequence.
@@ -356,7 +360,7 @@ func (g *Guard) grow(cur *table4, bans int, tick uint64) (*table4, error) {
 	if n <= have {
 		return cur, nil // at the maps' size: ErrTableFull will say so
 	}
-	nv, err := sides[next].view(n-1, c.V4Mul, c.V4Add)
+	nv, err := sides[next].view(n-1, c.V4Seed)
 	if err != nil {
 		return nil, err
 	}
