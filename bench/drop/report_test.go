@@ -135,6 +135,32 @@ func TestTableRatios(t *testing.T) {
 	}
 }
 
+// The client's success is xdpguard's target: another product that fails
+// the client does not make it missed, and xdpguard failing it does.
+func TestClientTargetIsXdpguards(t *testing.T) {
+	withClient := func(ok int, ns ...float64) []sample {
+		s := samples(ns...)
+		for i := range s {
+			s[i].Client.OK = ok
+		}
+		return s
+	}
+	rp := &report{Sizes: []int{10000}, Runs: 1, Rows: []row{
+		{Mech: "xdpguard", Mode: "native", Filter: true, Size: 10000, Samples: withClient(100, 150)},
+		{Mech: "xdpguard", Mode: "generic", Filter: true, Size: 10000, Samples: withClient(99, 400)},
+		{Mech: "xdp-filter", Mode: "generic", Filter: true, Size: 10000, Samples: withClient(90, 600)},
+	}}
+	want := "met: the legitimate client's worst success rate through xdpguard during a flood is 99.0% (xdpguard (generic), 10,000 banned"
+	if tg := strings.Join(rp.targets(), "\n"); !strings.Contains(tg, want) {
+		t.Errorf("targets lack %q:\n%s", want, tg)
+	}
+	rp.Rows[0].Samples = withClient(97, 150)
+	want = "MISSED: the legitimate client's worst success rate through xdpguard during a flood is 97.0% (xdpguard (native)"
+	if tg := strings.Join(rp.targets(), "\n"); !strings.Contains(tg, want) {
+		t.Errorf("targets lack %q:\n%s", want, tg)
+	}
+}
+
 func TestSVGHasEveryMeasuredBar(t *testing.T) {
 	rp := &report{Sizes: []int{10000, 100000}, Runs: 1, Rows: []row{
 		{Mech: floorName, Mode: "native", Size: 10000, Samples: samples(104)},
