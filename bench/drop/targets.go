@@ -51,9 +51,7 @@ func (rp *report) targets() []string {
 			return fmt.Sprintf("; the bucket-array reference: %.2f×", other/ref)
 		}
 		if haveRef {
-			xr, _ := rp.find("xdpguard", "native", n)
-			rr, _ := rp.find(bucketName, "native", n)
-			check(x/ref <= 1.05, "%s banned: xdpguard costs %.2f× the bucket-array reference (target ≤ 1.05×%s)", count(n), x/ref, rp.perRound(xr, rr))
+			check(x/ref <= 1.05, "%s banned: xdpguard costs %.2f× the bucket-array reference (target ≤ 1.05×%s)", count(n), x/ref, rp.perRound("xdpguard", bucketName, n))
 		}
 		if nm, ok := median(nftName, "", n); ok {
 			check(nm/x >= 4, "%s banned: xdpguard is %.2f× cheaper than the nftables ingress set (target ≥ 4×%s)", count(n), nm/x, refVs(nm))
@@ -106,11 +104,14 @@ func (rp *report) references() []string {
 	return out
 }
 
-// perRound is a's cost over b's in each round, where both were measured
-// in every round: a round measures the two seconds apart, so their ratio
-// moves less with the host's neighbours than either median does.
-func (rp *report) perRound(a, b row) string {
-	if rp.Runs < 2 || len(a.Samples) != rp.Runs || len(b.Samples) != rp.Runs {
+// perRound is mechanism a's cost over b's (both native) with n banned, in
+// each round, where both were measured in every round: a round measures
+// the two seconds apart, so their ratio moves less with the host's
+// neighbours than either median does.
+func (rp *report) perRound(mechA, mechB string, n int) string {
+	a, okA := rp.find(mechA, "native", n)
+	b, okB := rp.find(mechB, "native", n)
+	if !okA || !okB || rp.Runs < 2 || len(a.Samples) != rp.Runs || len(b.Samples) != rp.Runs {
 		return ""
 	}
 	parts := make([]string, rp.Runs)
