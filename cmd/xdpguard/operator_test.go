@@ -72,6 +72,16 @@ func TestGuardRails(t *testing.T) {
 	if got, want := banPrefixes(status(t, ns, root)), []string{"10.0.0.0/7", "198.18.50.7/32"}; !slices.Equal(got, want) {
 		t.Errorf("bans %v, want %v", got, want)
 	}
+	// The two addresses that mark the IPv4 table's free slots: refused
+	// even with --force, and nothing of the list is banned.
+	os.WriteFile(list, []byte("203.0.113.9\n255.255.255.255\n"), 0o644)
+	_, stderr, code = xdpguardEnv(t, ns, ssh, "ban", "--from", list, "--force", "--pin-root", root)
+	if code != 2 || !strings.Contains(stderr, "ban 255.255.255.255: 0.0.0.0 and 255.255.255.255 are never a TCP peer") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("ban of 255.255.255.255: exit %d, stderr %q; want 2 and one line naming it", code, stderr)
+	}
+	if got, want := banPrefixes(status(t, ns, root)), []string{"10.0.0.0/7", "198.18.50.7/32"}; !slices.Equal(got, want) {
+		t.Errorf("after the refused list: bans %v, want %v", got, want)
+	}
 }
 
 // A run that fails leaves no pins behind: before, the 11 maps (40 MiB of

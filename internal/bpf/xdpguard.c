@@ -271,18 +271,13 @@ static __always_inline int drop(const struct config *cfg, struct counters *c, __
 	return XDP_DROP;
 }
 
-// Whether the source's ban is in force; *now is read only when one exists.
+// Whether the source's ban is in force; *now is read only when a ban's
+// deadline has to be checked, and stays 0 otherwise.
 static __always_inline int banned(const struct config *cfg, struct counters *c, void *key,
 				  __u32 keylen, __u64 *now)
 {
-	if (keylen == 4) {
-		__u64 w = lookup_v4(cfg, *(__u32 *)key);
-
-		if (!w)
-			return 0;
-		*now = now_ns(c);
-		return slot_live(w, *now >> BAN_TICK_SHIFT);
-	}
+	if (keylen == 4)
+		return lookup_v4(cfg, c, *(__u32 *)key, now);
 
 	struct ban *b = bpf_map_lookup_elem(&bans_v6, key);
 

@@ -51,31 +51,50 @@ struct ban {
 };
 
 // IPv4 bans live in an open-addressing table of one-cache-line buckets, an
-// mmapable array that the program and userspace both write with
-// compare-and-swap. A slot is one 64-bit word, so that one CAS claims it:
-//   low 32 bits:  masked source, network order
-//   high 32 bits: deadline in ticks of 2^BAN_TICK_SHIFT ns of CLOCK_MONOTONIC
+// mmapable array that the program reads without a lock. A lookup of a
+// banned source reads one line: the bucket's keys, and the earliest
+// deadline among its bans. Each ban's own deadline, origin and reason live
+// in a second array (struct ban_meta), read only when that earliest
+// deadline has passed: four-byte keys halve the memory a lookup ranges
+// over, which at a million bans is the difference between 16 and 8 MiB.
 // A key lives in one of BAN_PROBES buckets from its hash's, in the first
 // slot that was free when it was written; lookups stop at a slot never
-// used (the word is 0), and the first slot holding the key decides.
+// used, and the first slot holding the key decides.
+// Writers (the program's auto-bans, userspace) take the bucket's lock in
+// struct ban_meta, and publish a key last: a reader that sees a key sees
+// its deadline.
 enum ban_table {
-	BAN_WAYS = 8,			// slots per 64-byte bucket
+	BAN_WAYS = 15,			// keys per 64-byte bucket
 	BAN_PROBES = 16,		// buckets a key may live in; a million keys in
-					// 2M slots were seen to need 7 (TestTableHoldsMaxBans)
+					// 1.97M slots were seen to need 2 (TestTableHoldsMaxBans)
 	BAN_TICK_SHIFT = 25,		// 33.5 ms ticks: 32 bits last 4.5 years of uptime
-	BAN_EXP_REMOVED = 1,		// unbanned; the slot is free but was used
+	BAN_KEY_FREE = 0,		// never used: lookups stop here
+	BAN_KEY_TOMB = 0xffffffff,	// unbanned or expired: free, but was used
 	BAN_EXP_FOREVER = 0xffffffff,	// never expires
+	BAN_UNLOCKED = 0,
+	BAN_LOCK_KERNEL = 1,		// held by the program, for nanoseconds
+	BAN_LOCK_USER = 2,		// held by userspace, under its write lock
 };
 
+// Keys are masked sources in network order. 0.0.0.0 and 255.255.255.255
+// cannot be banned here: they mark free slots, and neither is ever a TCP
+// peer.
 struct ban_bucket {
-	__u64 slot[BAN_WAYS];
+	__u32 key[BAN_WAYS];
+	// No ban in the bucket expires before this tick (BAN_EXP_FOREVER: none
+	// does). Writers lower it before they publish a key, and only the
+	// sweep raises it, so it may be too early, never too late; 0 sends
+	// every lookup that finds its key to the deadline in ban_meta.
+	__u32 min_exp;
 };
 
-// Who banned and why, per slot of the bucket with the same index. Only
-// userspace reads it, so it stays off the packet path's cache line.
+// The rest of each ban, per slot of the bucket with the same index.
 struct ban_meta {
+	__u32 exp[BAN_WAYS];	// deadline in ticks of 2^BAN_TICK_SHIFT ns of CLOCK_MONOTONIC
+	__u32 lock;		// BAN_UNLOCKED, BAN_LOCK_KERNEL or BAN_LOCK_USER
 	__u8 origin[BAN_WAYS];
 	__u8 reason[BAN_WAYS];
+	__u8 pad[2];
 };
 
 enum cidr_action {

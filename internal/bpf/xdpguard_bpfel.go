@@ -22,24 +22,32 @@ type XdpguardBan struct {
 }
 
 type XdpguardBanBucket struct {
-	_    structs.HostLayout
-	Slot [8]uint64
+	_      structs.HostLayout
+	Key    [15]uint32
+	MinExp uint32
 }
 
 type XdpguardBanMeta struct {
 	_      structs.HostLayout
-	Origin [8]uint8
-	Reason [8]uint8
+	Exp    [15]uint32
+	Lock   uint32
+	Origin [15]uint8
+	Reason [15]uint8
+	Pad    [2]uint8
 }
 
 type XdpguardBanTable uint32
 
 const (
-	XdpguardBanTableBAN_WAYS        XdpguardBanTable = 8
+	XdpguardBanTableBAN_WAYS        XdpguardBanTable = 15
 	XdpguardBanTableBAN_PROBES      XdpguardBanTable = 16
 	XdpguardBanTableBAN_TICK_SHIFT  XdpguardBanTable = 25
-	XdpguardBanTableBAN_EXP_REMOVED XdpguardBanTable = 1
+	XdpguardBanTableBAN_KEY_FREE    XdpguardBanTable = 0
+	XdpguardBanTableBAN_KEY_TOMB    XdpguardBanTable = 4294967295
 	XdpguardBanTableBAN_EXP_FOREVER XdpguardBanTable = 4294967295
+	XdpguardBanTableBAN_UNLOCKED    XdpguardBanTable = 0
+	XdpguardBanTableBAN_LOCK_KERNEL XdpguardBanTable = 1
+	XdpguardBanTableBAN_LOCK_USER   XdpguardBanTable = 2
 )
 
 type XdpguardCidrAction uint32

@@ -94,6 +94,11 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 	if len(keys) == 0 {
 		return nil
 	}
+	for _, k := range keys {
+		if !used(key4(k)) {
+			return fmt.Errorf("ban %s: %w", netip.AddrFrom4(k), errUnbannable4)
+		}
+	}
 	tick := tickOf(monoNow())
 	// What the undo needs: the keys written, in order, and the bans they
 	// replaced, which for a list of new bans is none. A record per key
@@ -121,8 +126,8 @@ func (g *Guard) put4(keys [][4]byte, deadline uint64, origin Origin, reason Reas
 	})
 	return g.writeTable(func(t *table4) error {
 		// A table already at its side's size cannot grow: no need to count.
-		if len(t.slots) < t.side {
-			if n := t.count(tick) + len(keys); 2*n > len(t.slots) {
+		if t.buckets() < t.side {
+			if n := t.count(tick) + len(keys); !fits(uint32(t.buckets()), uint64(n)) {
 				var err error
 				if t, err = g.grow(t, n, tick); err != nil {
 					return err
@@ -353,7 +358,7 @@ func (g *Guard) bans() ([]Ban, error) {
 		return nil, err
 	}
 	t.each(func(i int, e entry) {
-		if at, _, _ := t.find(e.key); at != i {
+		if at, _ := t.find(e.key); at != i {
 			return // a duplicate left by a race: the first one decides
 		}
 		out = append(out, Ban{Prefix: netip.PrefixFrom(addr4(e.key), s.PrefixV4), Origin: Origin(e.origin),

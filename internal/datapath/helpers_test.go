@@ -84,7 +84,7 @@ func setRawBan(t testing.TB, g *Guard, a netip.Addr, deadline uint64) {
 		var tb *table4
 		if tb, err = g.table(); err == nil {
 			// The table counts in ticks: a deadline in the past stays there.
-			exp := max(uint32(deadline>>banTickShift), expRemoved+1)
+			exp := max(uint32(deadline>>banTickShift), 1)
 			if deadline == 0 {
 				exp = expForever
 			}

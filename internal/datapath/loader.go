@@ -27,8 +27,9 @@ const DefaultPinRoot = "/sys/fs/bpf/xdpguard"
 
 // Map sizes, per family. The IPv6 ban map is a hash map, not preallocated,
 // so an empty one costs only its bucket array. The IPv4 ban table has two
-// sides, each preallocated at twice MaxBans slots (8 bytes each): 16 MiB
-// apiece for the default million. Only the part that fits the bans held is
+// sides, each preallocated for MaxBans at 9/16 load: 64-byte buckets of 15
+// keys, 8 MiB apiece for the default million, and 96 bytes of deadlines,
+// lock, origins and reasons per bucket. Only the part that fits the bans held is
 // in use, so few bans stay in few cache lines. The SYN trackers are tables
 // of MaxTracked slots (rounded up to a power of two), 64 bytes each for
 // IPv4 and 128 for IPv6: 12 MiB for the default 65,536.
@@ -65,11 +66,11 @@ type Guard struct {
 	wmu sync.Mutex // in-process half of lockWrites
 }
 
-// bucketsFor sizes the IPv4 ban table: a power of two of buckets with room
-// for 2*bans slots, and at least one page.
+// bucketsFor sizes the IPv4 ban table: a power of two of buckets that fits
+// bans, and at least one page.
 func bucketsFor(bans uint32) uint32 {
 	n := uint32(4096 / 64)
-	for uint64(n)*uint64(banWays) < 2*uint64(bans) {
+	for !fits(n, uint64(bans)) {
 		n <<= 1
 	}
 	return n

@@ -13,10 +13,11 @@ import (
 // BenchmarkRandomBucketRead is what this host charges an XDP program for
 // one 64-byte bucket read at a random index of an array map, by the map's
 // size: the cost that grows with the IPv4 ban table, apart from any code.
-// At a million bans the table is 16 MiB (eight-byte slots at half load)
-// and bench/drop's bucket-array reference 8 MiB (four-byte keys), so the
-// 8 and 16 MiB rows are what the slot size costs a banned packet there
-// (BENCHMARKS.md, "Where a SYN's time goes").
+// At a million bans the table was 16 MiB (eight-byte slots at half load)
+// against bench/drop's bucket-array reference's 8 MiB (four-byte keys);
+// the 8 and 16 MiB rows were what the slot size cost a banned packet
+// there (BENCHMARKS.md, "Where a SYN's time goes"), and why the table's
+// buckets now hold four-byte keys too.
 //
 // Both programs draw the index with bpf_get_prandom_u32(), since
 // BPF_PROG_TEST_RUN repeats one packet; ns/read is the program with the

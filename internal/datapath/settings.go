@@ -225,7 +225,20 @@ func (g *Guard) updateConfig(next func(cur bpf.XdpguardConfig) (bpf.XdpguardConf
 	if err != nil {
 		return err
 	}
-	return g.writeConfig(&c)
+	if err := g.writeConfig(&c); err != nil {
+		return err
+	}
+	if cur.PrefixV4 == 0 {
+		// A new table: its buckets' earliest deadlines start at "none",
+		// not at 0, which would send every banned packet to the second
+		// array until the first sweep.
+		t, err := g.table()
+		if err != nil {
+			return err
+		}
+		t.init()
+	}
+	return nil
 }
 
 // readConfig reads the settings map's one entry, as the program sees it.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -19,64 +20,82 @@ const (
 	banWays      = int(bpf.XdpguardBanTableBAN_WAYS)
 	banProbes    = int(bpf.XdpguardBanTableBAN_PROBES)
 	banTickShift = uint(bpf.XdpguardBanTableBAN_TICK_SHIFT)
-	expRemoved   = uint32(bpf.XdpguardBanTableBAN_EXP_REMOVED)
+	keyFree      = uint32(bpf.XdpguardBanTableBAN_KEY_FREE)
+	keyTomb      = uint32(bpf.XdpguardBanTableBAN_KEY_TOMB)
 	expForever   = uint32(bpf.XdpguardBanTableBAN_EXP_FOREVER)
+	lockFree     = uint32(bpf.XdpguardBanTableBAN_UNLOCKED)
+	lockKernel   = uint32(bpf.XdpguardBanTableBAN_LOCK_KERNEL)
+	lockUser     = uint32(bpf.XdpguardBanTableBAN_LOCK_USER)
+
+	bucketWords = banWays + 1 // a bucket's keys, then its min_exp
+	metaSize    = int(unsafe.Sizeof(bpf.XdpguardBanMeta{}))
 )
+
+// The load a side is sized and grown for: at most 9 keys in 16 slots.
+// Half, as the bucket-array reference in bench/drop uses, would put a
+// million bans in twice the buckets, since 15 slots a bucket fall just
+// short of a power of two's worth.
+func fits(buckets uint32, bans uint64) bool { return 9*uint64(buckets)*uint64(banWays) >= 16*bans }
 
 // ErrTableFull means every slot an IPv4 address may use holds a live ban.
 var ErrTableFull = errors.New("IPv4 ban table full around this address (raise max_bans)")
 
+// errUnbannable4 refuses the two keys that mark free slots.
+var errUnbannable4 = errors.New("0.0.0.0 and 255.255.255.255 are never a TCP peer, and cannot be banned")
+
 // table4 is userspace's view of the side of the IPv4 ban table in use: the
 // very memory the XDP program reads, mapped shared, and written with the
-// program's protocol. A slot changes only by compare-and-swap from the
-// value last read, so the kernel's auto-bans and userspace's bans never
-// overwrite each other, and no lock is shared with the packet path.
-// Userspace writers also hold Guard.lockWrites, which is what keeps the
-// side in use from changing under them (see grow).
+// program's protocol (bpf/xdpguard.h): under the bucket's lock, a key
+// published last. Userspace writers also hold Guard.lockWrites, which
+// makes them one writer, and keeps the side in use from changing under
+// them (see grow).
 type table4 struct {
-	slots []uint64 // bucket b's slots are slots[b*banWays:][:banWays]
-	meta  []byte   // per bucket: origin[banWays] then reason[banWays]
-	mask  uint32
-	seed  uint32
-	side  int // slots in the whole side, the most it can grow to
+	hot  []uint32              // bucket b: hot[b*bucketWords:][:banWays] keys, then min_exp
+	meta []bpf.XdpguardBanMeta // bucket b's deadlines, lock, origins, reasons
+	mask uint32
+	seed uint32
+	side int // buckets in the whole side, the most it can grow to
 }
 
 // banSide is one side of the table, mapped whole.
 type banSide struct {
-	slots   []uint64
-	meta    []byte
+	hot     []uint32
+	meta    []bpf.XdpguardBanMeta
 	buckets uint32
 	maps    [][]byte // the mappings of both sides, held by side 0
 }
 
-// initialBuckets is where a new table starts: 256 KiB, 16,384 bans at half
-// load, so that a host with few bans misses the cache less. It grows on
-// demand up to a side's size; the kernel alone (no daemon) can fill it to
-// about twice that before its auto-bans find no room.
-const initialBuckets = 4096
+// initialBuckets is where a new table starts: 128 KiB, 17,000 bans, so
+// that a host with few bans misses the cache less. It grows on demand up
+// to a side's size; the kernel alone (no daemon) can fill it to about
+// 30,000 before its auto-bans find no room.
+const initialBuckets = 2048
 
 // mapSides maps the table and its metadata, and splits both in halves.
 func mapSides(bans, meta *ebpf.Map) ([2]*banSide, error) {
 	n := bans.MaxEntries()
-	if n < 2 || (n/2)&(n/2-1) != 0 || n%2 != 0 || meta.MaxEntries() != n {
-		return [2]*banSide{}, fmt.Errorf("IPv4 ban table: %d buckets and %d metadata entries: pinned by an incompatible version? (xdpguard detach, then start again)", n, meta.MaxEntries())
+	if n < 2 || (n/2)&(n/2-1) != 0 || n%2 != 0 || meta.MaxEntries() != n ||
+		bans.ValueSize() != uint32(4*bucketWords) || meta.ValueSize() != uint32(metaSize) {
+		return [2]*banSide{}, fmt.Errorf("IPv4 ban table: %d buckets of %d bytes and %d metadata entries of %d: pinned by an incompatible version? (xdpguard detach, then start again)",
+			n, bans.ValueSize(), meta.MaxEntries(), meta.ValueSize())
 	}
-	b, err := mmap(bans, int(n)*banWays*8)
+	b, err := mmap(bans, int(n)*4*bucketWords)
 	if err != nil {
 		return [2]*banSide{}, err
 	}
-	m, err := mmap(meta, int(n)*2*banWays)
+	m, err := mmap(meta, int(n)*metaSize)
 	if err != nil {
 		unix.Munmap(b)
 		return [2]*banSide{}, err
 	}
-	slots := unsafe.Slice((*uint64)(unsafe.Pointer(&b[0])), int(n)*banWays)
+	hot := unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), int(n)*bucketWords)
+	cold := unsafe.Slice((*bpf.XdpguardBanMeta)(unsafe.Pointer(&m[0])), int(n))
 	half := int(n / 2)
 	var sides [2]*banSide
 	for i := range sides {
 		sides[i] = &banSide{
-			slots:   slots[i*half*banWays : (i+1)*half*banWays],
-			meta:    m[i*half*2*banWays : (i+1)*half*2*banWays],
+			hot:     hot[i*half*bucketWords : (i+1)*half*bucketWords],
+			meta:    cold[i*half : (i+1)*half],
 			buckets: n / 2,
 		}
 	}
@@ -88,7 +107,7 @@ func (s *banSide) close() {
 	for _, b := range s.maps {
 		unix.Munmap(b)
 	}
-	s.maps, s.slots, s.meta = nil, nil, nil
+	s.maps, s.hot, s.meta = nil, nil, nil
 }
 
 // view is the side's first mask+1 buckets, as the program sees them.
@@ -97,7 +116,7 @@ func (s *banSide) view(mask, seed uint32) (*table4, error) {
 		return nil, fmt.Errorf("IPv4 ban table: settings say %d buckets of %d: pinned by an incompatible version? (xdpguard detach, then start again)", uint64(mask)+1, s.buckets)
 	}
 	n := int(mask) + 1
-	return &table4{slots: s.slots[:n*banWays], meta: s.meta[:n*2*banWays], mask: mask, seed: seed, side: len(s.slots)}, nil
+	return &table4{hot: s.hot[:n*bucketWords], meta: s.meta[:n], mask: mask, seed: seed, side: int(s.buckets)}, nil
 }
 
 func mmap(m *ebpf.Map, size int) ([]byte, error) {
@@ -123,23 +142,51 @@ func Fmix32(h uint32) uint32 {
 	return h
 }
 
-// probe returns the index of the i-th slot of key's probe sequence.
+// A slot is numbered b*banWays + s: slot s of bucket b.
+
+func (t *table4) buckets() int { return len(t.meta) }
+func (t *table4) slots() int   { return len(t.meta) * banWays }
+
+// probe returns the i-th slot of key's probe sequence.
 func (t *table4) probe(key uint32, i int) int {
 	b := (t.hash(key) + uint32(i/banWays)) & t.mask
 	return int(b)*banWays + i%banWays
 }
 
-func (t *table4) load(i int) uint64 { return atomic.LoadUint64(&t.slots[i]) }
+func (t *table4) keyp(i int) *uint32  { return &t.hot[i/banWays*bucketWords+i%banWays] }
+func (t *table4) expp(i int) *uint32  { return &t.meta[i/banWays].Exp[i%banWays] }
+func (t *table4) minp(b int) *uint32  { return &t.hot[b*bucketWords+banWays] }
+func (t *table4) key(i int) uint32    { return atomic.LoadUint32(t.keyp(i)) }
+func (t *table4) exp(i int) uint32    { return atomic.LoadUint32(t.expp(i)) }
+func (t *table4) minExp(b int) uint32 { return atomic.LoadUint32(t.minp(b)) }
+func used(k uint32) bool              { return k != keyFree && k != keyTomb }
 
-func (t *table4) cas(i int, old, new uint64) bool {
-	return atomic.CompareAndSwapUint64(&t.slots[i], old, new)
+func live(exp uint32, tick uint64) bool { return exp == expForever || uint64(exp) > tick }
+
+// lock takes bucket b's lock from the program's writers. The program holds
+// it for nanoseconds, so a writer spins. A lock that userspace holds here
+// was left by a writer that died holding it (lockWrites lets one at a
+// time in), in a state a reader already copes with: it is taken over.
+func (t *table4) lock(b int) {
+	l := &t.meta[b].Lock
+	for spin := 0; ; spin++ {
+		v := atomic.LoadUint32(l)
+		if v == lockUser || v == lockFree && atomic.CompareAndSwapUint32(l, lockFree, lockUser) {
+			return
+		}
+		if spin > 64 {
+			runtime.Gosched()
+		}
+	}
 }
 
-func word(key, exp uint32) uint64 { return uint64(exp)<<32 | uint64(key) }
+func (t *table4) unlock(b int) { atomic.StoreUint32(&t.meta[b].Lock, lockFree) }
 
-func live(w uint64, tick uint64) bool {
-	exp := uint32(w >> 32)
-	return exp == expForever || uint64(exp) > tick
+// init readies buckets nobody has written: no ban in them expires.
+func (t *table4) init() {
+	for b := range t.buckets() {
+		atomic.StoreUint32(t.minp(b), expForever)
+	}
 }
 
 // tickOf is the program's clock in table ticks.
@@ -152,7 +199,7 @@ func expOf(deadline uint64) uint32 {
 		return expForever
 	}
 	t := (deadline + 1<<banTickShift - 1) >> banTickShift
-	return uint32(min(max(t, uint64(expRemoved)+1), uint64(expForever)-1))
+	return uint32(min(max(t, 1), uint64(expForever)-1))
 }
 
 // deadlineOf decodes exp back to CLOCK_MONOTONIC nanoseconds (0: never).
@@ -170,82 +217,90 @@ type entry struct {
 	origin, reason uint8
 }
 
-func (t *table4) metaOf(i int) (origin, reason uint8) {
-	b, s := i/banWays, i%banWays
-	return t.meta[b*2*banWays+s], t.meta[b*2*banWays+banWays+s]
-}
-
-func (t *table4) setMeta(i int, origin, reason uint8) {
-	b, s := i/banWays, i%banWays
-	t.meta[b*2*banWays+s], t.meta[b*2*banWays+banWays+s] = origin, reason
+func (t *table4) entryAt(i int) entry {
+	m := &t.meta[i/banWays]
+	s := i % banWays
+	return entry{key: t.key(i), exp: t.exp(i), origin: m.Origin[s], reason: m.Reason[s]}
 }
 
 // find returns the slot that decides key's ban, as the program's lookup_v4
 // finds it: the first slot holding key before a never-used one.
-func (t *table4) find(key uint32) (int, uint64, bool) {
+func (t *table4) find(key uint32) (int, bool) {
+	if !used(key) {
+		return 0, false
+	}
 	for p := range banProbes * banWays {
 		i := t.probe(key, p)
-		w := t.load(i)
-		if w == 0 {
-			return 0, 0, false
-		}
-		if uint32(w) == key {
-			return i, w, true
+		switch t.key(i) {
+		case keyFree:
+			return 0, false
+		case key:
+			return i, true
 		}
 	}
-	return 0, 0, false
+	return 0, false
 }
 
 // get returns key's ban if it is live at tick.
 func (t *table4) get(key uint32, tick uint64) (entry, bool) {
-	i, w, ok := t.find(key)
-	if !ok || !live(w, tick) {
+	i, ok := t.find(key)
+	if !ok {
 		return entry{}, false
 	}
-	o, r := t.metaOf(i)
-	return entry{key: key, exp: uint32(w >> 32), origin: o, reason: r}, true
+	e := t.entryAt(i)
+	if e.key != key || !live(e.exp, tick) {
+		return entry{}, false
+	}
+	return e, true
 }
 
 // put bans key until exp, in the first slot of its probe sequence that is
 // free (never used, unbanned or expired) or already key's, as the program's
-// ban_v4 does. Later slots still holding key, left by a race with the
-// program, are retired, so the slot written decides.
+// ban_v4 does. Later slots still holding key are retired, so the slot
+// written decides.
 func (t *table4) put(e entry, tick uint64) error {
-	nw := word(e.key, e.exp)
-	for attempt := 0; attempt < 16; attempt++ {
+	if !used(e.key) {
+		return errUnbannable4
+	}
+	for range 16 {
 		at := -1
 		for p := range banProbes * banWays {
 			i := t.probe(e.key, p)
-			w := t.load(i)
-			if w != 0 && uint32(w) != e.key && live(w, tick) {
-				continue
+			if k := t.key(i); k == e.key || !used(k) || !live(t.exp(i), tick) {
+				at = p
+				break
 			}
-			if !t.cas(i, w, nw) {
-				break // raced; read the sequence again
-			}
-			t.setMeta(i, e.origin, e.reason)
-			at = p
-			break
 		}
 		if at < 0 {
-			if t.full(e.key, tick) {
-				return ErrTableFull
-			}
-			continue
+			return ErrTableFull
 		}
-		t.retire(e.key, at+1)
-		return nil
+		if t.claim(t.probe(e.key, at), e, tick) {
+			t.retire(e.key, at+1)
+			return nil
+		}
 	}
 	return fmt.Errorf("IPv4 ban table: the slots around this address kept changing under 16 attempts")
 }
 
-func (t *table4) full(key uint32, tick uint64) bool {
-	for p := range banProbes * banWays {
-		w := t.load(t.probe(key, p))
-		if w == 0 || uint32(w) == key || !live(w, tick) {
-			return false
-		}
+// claim writes e into slot i if it is still free, expired or e.key's,
+// in the order the program's lookups rely on: the deadline, then the key.
+func (t *table4) claim(i int, e entry, tick uint64) bool {
+	b, s := i/banWays, i%banWays
+	t.lock(b)
+	defer t.unlock(b)
+	k := t.key(i)
+	if k != e.key && used(k) && live(t.exp(i), tick) {
+		return false // the program banned another source here meanwhile
 	}
+	if k != e.key && k != keyFree {
+		atomic.StoreUint32(t.keyp(i), keyTomb) // not seen with e's deadline
+	}
+	if e.exp < t.minExp(b) {
+		atomic.StoreUint32(t.minp(b), e.exp)
+	}
+	atomic.StoreUint32(t.expp(i), e.exp)
+	t.meta[b].Origin[s], t.meta[b].Reason[s] = e.origin, e.reason
+	atomic.StoreUint32(t.keyp(i), e.key)
 	return true
 }
 
@@ -253,62 +308,65 @@ func (t *table4) full(key uint32, tick uint64) bool {
 func (t *table4) retire(key uint32, from int) {
 	for p := from; p < banProbes*banWays; p++ {
 		i := t.probe(key, p)
-		for {
-			w := t.load(i)
-			if w == 0 {
-				return
-			}
-			if uint32(w) != key || uint32(w>>32) == expRemoved || t.cas(i, w, word(key, expRemoved)) {
-				break
-			}
+		switch t.key(i) {
+		case keyFree:
+			return
+		case key:
+			t.lock(i / banWays)
+			atomic.CompareAndSwapUint32(t.keyp(i), key, keyTomb)
+			t.unlock(i / banWays)
 		}
 	}
 }
 
 // remove unbans key and reports whether its ban was live at tick.
 func (t *table4) remove(key uint32, tick uint64) bool {
-	_, w, ok := t.find(key)
-	was := ok && live(w, tick)
+	_, was := t.get(key, tick)
 	t.retire(key, 0)
 	return was
 }
 
-// each calls fn for every slot holding a ban, live or expired, unless
-// unbanned. A key the program and userspace raced on may come twice; the
-// caller keeps what get returns.
+// each calls fn for every slot holding a ban, live or expired. A key the
+// program and userspace raced on may come twice; the caller keeps what
+// find returns.
 func (t *table4) each(fn func(int, entry)) {
-	for i := range t.slots {
-		w := t.load(i)
-		if w == 0 || uint32(w>>32) == expRemoved {
-			continue
+	for i := range t.slots() {
+		if used(t.key(i)) {
+			fn(i, t.entryAt(i))
 		}
-		o, r := t.metaOf(i)
-		fn(i, entry{key: uint32(w), exp: uint32(w >> 32), origin: o, reason: r})
 	}
 }
 
-// sweep retires expired bans, and returns slots to never-used where no key
-// can lie beyond them, so that lookups of absent keys keep stopping at the
-// first slot. It returns how many expired bans it retired.
+// sweep retires expired bans, sets each bucket's earliest deadline to its
+// bans' own again, and returns slots to never-used where no key can lie
+// beyond them, so that lookups of absent keys keep stopping at the first
+// slot. It returns how many expired bans it retired.
 func (t *table4) sweep(tick uint64) int {
 	n := 0
-	for i := range t.slots {
-		w := t.load(i)
-		if w != 0 && uint32(w>>32) != expRemoved && !live(w, tick) && t.cas(i, w, word(uint32(w), expRemoved)) {
-			n++
+	for b := range t.buckets() {
+		if m, dirty := t.earliest(b, tick); !dirty && m == t.minExp(b) {
+			continue
 		}
+		t.lock(b)
+		for s := range banWays {
+			i := b*banWays + s
+			if k := t.key(i); used(k) && !live(t.exp(i), tick) {
+				atomic.StoreUint32(t.keyp(i), keyTomb)
+				n++
+			}
+		}
+		m, _ := t.earliest(b, tick)
+		atomic.StoreUint32(t.minp(b), m)
+		t.unlock(b)
 	}
 	// Backwards from a never-used slot, around the ring, so that every run
 	// of retired slots ending at a never-used one clears in one pass (the
-	// last bucket's successor is the first). Slot i may become never-used
-	// only while slot i+1 is; if i+1 is claimed meanwhile, i is retired
-	// again at once. Until then a lookup of the key claimed at i+1 may stop
-	// short: a ban made that same microsecond can miss a packet or two,
-	// never the reverse.
-	size := len(t.slots)
+	// last bucket's successor is the first). Under both buckets' locks:
+	// the program claims a never-used slot only under its bucket's.
+	size := t.slots()
 	start := -1
-	for i := range t.slots {
-		if t.load(i) == 0 {
+	for i := range size {
+		if t.key(i) == keyFree {
 			start = i
 			break
 		}
@@ -319,22 +377,48 @@ func (t *table4) sweep(tick uint64) int {
 	for k := 1; k < size; k++ {
 		i := (start - k + size) % size
 		next := (i + 1) % size
-		w := t.load(i)
-		if w == 0 || uint32(w>>32) != expRemoved || t.load(next) != 0 {
+		if t.key(i) != keyTomb || t.key(next) != keyFree {
 			continue
 		}
-		if t.cas(i, w, 0) && t.load(next) != 0 {
-			t.cas(i, 0, w)
+		b, nb := i/banWays, next/banWays
+		t.lock(b)
+		if nb != b {
+			t.lock(nb)
 		}
+		if t.key(i) == keyTomb && t.key(next) == keyFree {
+			atomic.StoreUint32(t.keyp(i), keyFree)
+		}
+		if nb != b {
+			t.unlock(nb)
+		}
+		t.unlock(b)
 	}
 	return n
+}
+
+// earliest returns bucket b's earliest live deadline, and whether it holds
+// an expired ban.
+func (t *table4) earliest(b int, tick uint64) (uint32, bool) {
+	m, dirty := expForever, false
+	for s := range banWays {
+		i := b*banWays + s
+		if !used(t.key(i)) {
+			continue
+		}
+		if x := t.exp(i); live(x, tick) {
+			m = min(m, x)
+		} else {
+			dirty = true
+		}
+	}
+	return m, dirty
 }
 
 // count returns the number of live bans at tick.
 func (t *table4) count(tick uint64) int {
 	n := 0
-	for i := range t.slots {
-		if w := t.load(i); w != 0 && live(w, tick) {
+	for i := range t.slots() {
+		if used(t.key(i)) && live(t.exp(i), tick) {
 			n++
 		}
 	}
@@ -352,9 +436,9 @@ func (g *Guard) grow(cur *table4, bans int, tick uint64) (*table4, error) {
 		return nil, err
 	}
 	next := 1 - c.V4Active&1
-	have := uint32(len(cur.slots) / banWays)
+	have := uint32(cur.buckets())
 	n := have
-	for uint64(n)*uint64(banWays) < 2*uint64(bans) && n < sides[next].buckets {
+	for !fits(n, uint64(bans)) && n < sides[next].buckets {
 		n <<= 1
 	}
 	if n <= have {
@@ -366,12 +450,13 @@ func (g *Guard) grow(cur *table4, bans int, tick uint64) (*table4, error) {
 	}
 	// Nothing reads the side not in use: the last program that did
 	// finished long before the last switch.
-	clear(nv.slots)
+	clear(nv.hot)
 	clear(nv.meta)
+	nv.init()
 	carry := func() error {
 		var err error
 		cur.each(func(i int, e entry) {
-			if at, w, _ := cur.find(e.key); err != nil || at != i || !live(w, tick) {
+			if at, _ := cur.find(e.key); err != nil || at != i || !live(e.exp, tick) {
 				return
 			}
 			if have, ok := nv.get(e.key, tick); ok && (have.exp == expForever || e.exp != expForever && have.exp >= e.exp) {

@@ -13,7 +13,7 @@ import (
 	"github.com/xdpguard/xdpguard/internal/packet"
 )
 
-// newDenseGuard loads a 64-bucket IPv4 table (512 slots), so that a few
+// newDenseGuard loads a 64-bucket IPv4 table (960 slots), so that a few
 // hundred keys share buckets and probe sequences overlap.
 func newDenseGuard(t testing.TB, s Settings) *Guard {
 	t.Helper()
@@ -26,11 +26,11 @@ func newDenseGuard(t testing.TB, s Settings) *Guard {
 func tableOps(t *testing.T, ops []byte) {
 	g := newDenseGuard(t, DefaultSettings())
 	var keys []netip.Addr
-	for i := range 300 {
+	for i := range 560 {
 		keys = append(keys, netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}))
 	}
 	live := map[netip.Addr]bool{}
-	check := func(step int) {
+	check := func(step int, keys []netip.Addr) {
 		t.Helper()
 		for _, a := range keys {
 			_, ok, err := g.BanOf(a)
@@ -64,9 +64,10 @@ func tableOps(t *testing.T, ops []byte) {
 		if len(bans) != n {
 			t.Fatalf("step %d: Bans lists %d, model has %d", step, len(bans), n)
 		}
+		checkEarliest(t, g)
 	}
 	for step := 0; step+1 < len(ops); step += 2 {
-		a := keys[int(ops[step+1])*len(keys)/256]
+		a := keys[(int(ops[step]/4)<<8|int(ops[step+1]))%len(keys)]
 		p := netip.PrefixFrom(a, 32)
 		switch ops[step] % 4 {
 		case 0:
@@ -96,18 +97,41 @@ func tableOps(t *testing.T, ops []byte) {
 				t.Fatal(err)
 			}
 		}
-		check(step)
+		// Every key now and then, and at the end; the one touched always.
+		if step%32 == 0 || step+3 >= len(ops) {
+			check(step, keys)
+		} else {
+			check(step, []netip.Addr{a})
+		}
+	}
+}
+
+// checkEarliest fails unless every bucket's earliest deadline is at most
+// each of its bans' own: a later one would keep an expired ban in force
+// in the program until the next sweep.
+func checkEarliest(t testing.TB, g *Guard) {
+	t.Helper()
+	tb, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range tb.slots() {
+		b := i / banWays
+		if used(tb.key(i)) && tb.exp(i) < tb.minExp(b) {
+			t.Fatalf("bucket %d says no ban expires before tick %d; slot %d's does at %d", b, tb.minExp(b), i, tb.exp(i))
+		}
 	}
 }
 
 func TestTableAgainstModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	ops := make([]byte, 1200)
+	ops := make([]byte, 2000)
 	for i := range ops {
 		ops[i] = byte(r.Uint32())
 	}
-	// Mostly bans first, so the table fills past half, then a mix.
-	for i := 0; i < 600; i += 2 {
+	// Bans first, so that most keys are banned and buckets overflow into
+	// their neighbours, then a mix.
+	for i := 0; i < 1400; i += 2 {
 		ops[i] = 0
 	}
 	tableOps(t, ops)
@@ -176,6 +200,7 @@ func TestTableKernelAndUserspaceRace(t *testing.T) {
 				}
 			}
 		}
+		checkEarliest(t, g)
 		if _, err := g.UnbanAll(); err != nil {
 			t.Fatal(err)
 		}
@@ -189,9 +214,9 @@ func TestTableKernelAndUserspaceRace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range tb.slots {
-		if w := tb.load(i); w != 0 {
-			t.Fatalf("slot %d still %#x after unbanning and sweeping everything", i, w)
+	for i := range tb.slots() {
+		if k := tb.key(i); k != keyFree {
+			t.Fatalf("slot %d still %#x after unbanning and sweeping everything", i, k)
 		}
 	}
 }
@@ -199,11 +224,11 @@ func TestTableKernelAndUserspaceRace(t *testing.T) {
 func TestTableFullNamesTheAddress(t *testing.T) {
 	g := newDenseGuard(t, DefaultSettings())
 	var err error
-	for i := 0; i < 600 && err == nil; i++ {
+	for i := 0; i < 1200 && err == nil; i++ {
 		err = g.Ban(netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 32), time.Hour, OriginManual, ReasonManual)
 	}
 	if !errors.Is(err, ErrTableFull) {
-		t.Fatalf("600 bans in 512 slots: %v, want ErrTableFull", err)
+		t.Fatalf("1200 bans in 960 slots: %v, want ErrTableFull", err)
 	}
 	if want := "ban 198.18."; len(err.Error()) < len(want) || err.Error()[:len(want)] != want {
 		t.Fatalf("error %q should name the address", err)
@@ -219,13 +244,13 @@ func TestExpiryEncoding(t *testing.T) {
 			t.Errorf("deadline %d round-trips to %d: must round up by less than a tick", d, got)
 		}
 	}
-	if e := expOf(1); e <= expRemoved {
-		t.Errorf("a deadline right after boot encodes as %d, which means unbanned", e)
+	if e := expOf(1); e == 0 {
+		t.Errorf("a deadline right after boot encodes as 0")
 	}
 }
 
 // The default table takes its advertised million bans: 1,048,576 random
-// addresses, at the half load the table is sized for, all fit within
+// addresses, at the load the table is sized for, all fit within
 // BAN_PROBES buckets of their own.
 func TestTableHoldsMaxBans(t *testing.T) {
 	g := newGuardWith(t, DefaultSettings(), Options{MaxTracked: 1 << 12, MaxCIDR: 1 << 10})
@@ -251,12 +276,12 @@ func TestTableHoldsMaxBans(t *testing.T) {
 	}
 	// Displacement: how many buckets past its own each key had to go.
 	most := 0
-	for i := range tb.slots {
-		w := tb.load(i)
-		if w == 0 {
+	for i := range tb.slots() {
+		k := tb.key(i)
+		if !used(k) {
 			continue
 		}
-		home := tb.hash(uint32(w)) & tb.mask
+		home := tb.hash(k) & tb.mask
 		d := int((uint32(i/banWays) - home) & tb.mask)
 		most = max(most, d)
 	}
@@ -273,7 +298,7 @@ func TestTableGrowsUnderKernelBans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(before.slots) / banWays; got != initialBuckets {
+	if got := before.buckets(); got != initialBuckets {
 		t.Fatalf("a new table uses %d buckets, want %d", got, initialBuckets)
 	}
 
@@ -311,7 +336,7 @@ func TestTableGrowsUnderKernelBans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := len(after.slots) / banWays; got <= initialBuckets {
+	if got := after.buckets(); got <= initialBuckets {
 		t.Fatalf("after 43,000 bans the table still uses %d buckets", got)
 	}
 	for _, a := range kern {
@@ -331,6 +356,7 @@ func TestTableGrowsUnderKernelBans(t *testing.T) {
 			t.Fatalf("program passes banned %s after growth", a)
 		}
 	}
+	checkEarliest(t, g)
 	if st, err := g.Stats(); err != nil || st.BanTableFull != 0 {
 		t.Fatalf("stats %+v, %v: no kernel ban may have found the table full", st, err)
 	}
@@ -338,7 +364,7 @@ func TestTableGrowsUnderKernelBans(t *testing.T) {
 
 // A ban list of consecutive addresses, the usual shape of a blocklist,
 // stays in short probe sequences for every seed: in a table of its size
-// (at most half full) no key sits more than a few buckets past its own.
+// (at most 9/16 full) no key sits more than a few buckets past its own.
 // The hash is what keeps it so; a multiply-add-shift hash, tried for a
 // cheaper lookup (BENCHMARKS.md), left one seed in a few hundred with a
 // full probe sequence at a third of the table's capacity.
@@ -368,5 +394,70 @@ func TestHashSpreadsConsecutiveAddresses(t *testing.T) {
 		if most > 4 {
 			t.Fatalf("seed %#x: a key sits %d buckets past its own", tb.seed, most)
 		}
+	}
+}
+
+// A ban that ends after the sweep that set its bucket's earliest deadline
+// stops dropping at its own deadline, while a later ban in the same bucket
+// keeps dropping: the program reads the ban's own deadline once the
+// bucket's has passed. The kernel's auto-bans and userspace's alike.
+func TestBanEndsBeforeItsBucketsNextSweep(t *testing.T) {
+	s := rateSettings(1)
+	s.BanDuration = 300 * time.Millisecond
+	g := newDenseGuard(t, s)
+	tb, err := g.table()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Three sources whose keys share a bucket.
+	var same []netip.Addr
+	home := tb.hash(key4([4]byte{198, 18, 0, 1})) & tb.mask
+	for i := 1; len(same) < 3; i++ {
+		a := netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
+		if tb.hash(key4(a.As4()))&tb.mask == home {
+			same = append(same, a)
+		}
+	}
+	long, short, kern := same[0], same[1], same[2]
+	if err := g.Ban(netip.PrefixFrom(long, 32), time.Hour, OriginManual, ReasonManual); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Ban(netip.PrefixFrom(short, 32), 300*time.Millisecond, OriginManual, ReasonManual); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second SYN is over a rate of one: banned for 300 ms
+		run(t, g, packet.Build(syn(kern, 143)))
+	}
+	if _, err := g.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	checkEarliest(t, g)
+	ack := func(a netip.Addr) []byte {
+		spec := syn(a, 25)
+		spec.Flags = packet.ACK
+		return packet.Build(spec)
+	}
+	for _, a := range same {
+		if got := run(t, g, ack(a)); got != xdpDrop {
+			t.Fatalf("%s passes while banned", a)
+		}
+	}
+	// Past both short deadlines (rounded up to a tick) and the clock's tick.
+	end := monoNow() + uint64(time.Second)
+	for monoNow() < end {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for a, want := range map[netip.Addr]uint32{long: xdpDrop, short: xdpPass, kern: xdpPass} {
+		if got := run(t, g, ack(a)); got != want {
+			t.Errorf("%s: %s after the short bans ended, want %s", a, verdictName(got), verdictName(want))
+		}
+	}
+	// The sweep retires them and raises the bucket's deadline to the long one's.
+	if n, err := g.Sweep(); err != nil || n != 2 {
+		t.Fatalf("Sweep() = %d, %v; want the 2 ended bans", n, err)
+	}
+	i, _ := tb.find(key4(long.As4()))
+	if m := tb.minExp(i / banWays); m != tb.exp(i) {
+		t.Fatalf("bucket's earliest deadline %d after the sweep, want the long ban's %d", m, tb.exp(i))
 	}
 }
