@@ -36,7 +36,7 @@ func TestBanListTooBigChangesNothing(t *testing.T) {
 		t.Fatalf("ban: %s", stderr)
 	}
 	var sb strings.Builder
-	for i := range 1200 { // more than the 64 buckets of 15 slots hold
+	for i := range 1200 { // more than the 64 buckets of 14 slots hold
 		fmt.Fprintf(&sb, "198.18.%d.%d\n", 1+i>>8, i&0xff)
 	}
 	sb.WriteString("198.18.0.1\n")

@@ -51,9 +51,9 @@ struct ban {
 };
 
 // IPv4 bans live in an open-addressing table of one-cache-line buckets, an
-// mmapable array that the program reads without a lock. A lookup of a
-// banned source reads one line: the bucket's keys, and the earliest
-// deadline among its bans. Each ban's own deadline, origin and reason live
+// mmapable array that the program reads without a lock. A lookup reads one
+// line: the bucket's keys, a filter of them, and the earliest deadline
+// among its bans. Each ban's own deadline, origin and reason live
 // in a second array (struct ban_meta), read only when that earliest
 // deadline has passed: four-byte keys halve the memory a lookup ranges
 // over, which at a million bans is the difference between 16 and 8 MiB.
@@ -64,9 +64,10 @@ struct ban {
 // struct ban_meta, and publish a key last: a reader that sees a key sees
 // its deadline.
 enum ban_table {
-	BAN_WAYS = 15,			// keys per 64-byte bucket
+	BAN_WAYS = 14,			// keys per 64-byte bucket
 	BAN_PROBES = 16,		// buckets a key may live in; a million keys in
-					// 1.97M slots were seen to need 2 (TestTableHoldsMaxBans)
+					// 1.84M slots were seen to need 2 (TestTableHoldsMaxBans)
+	BAN_TAG_SHIFT = 27,		// a key's tag is bit (hash >> 27) of tags
 	BAN_TICK_SHIFT = 25,		// 33.5 ms ticks: 32 bits last 4.5 years of uptime
 	BAN_KEY_FREE = 0,		// never used: lookups stop here
 	BAN_KEY_TOMB = 0xffffffff,	// unbanned or expired: free, but was used
@@ -81,6 +82,11 @@ enum ban_table {
 // peer.
 struct ban_bucket {
 	__u32 key[BAN_WAYS];
+	// One bit per key in the bucket, from its hash's top bits: a source
+	// whose bit is clear is not here, so most lookups of unbanned sources
+	// read no key. Set before a key is published; bits of keys gone stay
+	// until the sweep.
+	__u32 tags;
 	// No ban in the bucket expires before this tick (BAN_EXP_FOREVER: none
 	// does). Writers lower it before they publish a key, and only the
 	// sweep raises it, so it may be too early, never too late; 0 sends
@@ -94,7 +100,8 @@ struct ban_meta {
 	__u32 lock;		// BAN_UNLOCKED, BAN_LOCK_KERNEL or BAN_LOCK_USER
 	__u8 origin[BAN_WAYS];
 	__u8 reason[BAN_WAYS];
-	__u8 pad[2];
+	// 88 bytes, a multiple of 8, as the kernel spaces an array's values:
+	// userspace maps these as a Go array of this struct.
 };
 
 enum cidr_action {

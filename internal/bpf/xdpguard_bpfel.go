@@ -23,24 +23,25 @@ type XdpguardBan struct {
 
 type XdpguardBanBucket struct {
 	_      structs.HostLayout
-	Key    [15]uint32
+	Key    [14]uint32
+	Tags   uint32
 	MinExp uint32
 }
 
 type XdpguardBanMeta struct {
 	_      structs.HostLayout
-	Exp    [15]uint32
+	Exp    [14]uint32
 	Lock   uint32
-	Origin [15]uint8
-	Reason [15]uint8
-	Pad    [2]uint8
+	Origin [14]uint8
+	Reason [14]uint8
 }
 
 type XdpguardBanTable uint32
 
 const (
-	XdpguardBanTableBAN_WAYS        XdpguardBanTable = 15
+	XdpguardBanTableBAN_WAYS        XdpguardBanTable = 14
 	XdpguardBanTableBAN_PROBES      XdpguardBanTable = 16
+	XdpguardBanTableBAN_TAG_SHIFT   XdpguardBanTable = 27
 	XdpguardBanTableBAN_TICK_SHIFT  XdpguardBanTable = 25
 	XdpguardBanTableBAN_KEY_FREE    XdpguardBanTable = 0
 	XdpguardBanTableBAN_KEY_TOMB    XdpguardBanTable = 4294967295

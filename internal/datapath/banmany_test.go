@@ -61,13 +61,13 @@ func TestBanManyRollsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ps []netip.Prefix
-	for i := range 1200 { // more than the table's 64 buckets of 15 slots hold
+	for i := range 1200 { // more than the table's 64 buckets of 14 slots hold
 		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(1 + i>>8), byte(i)}), 32))
 	}
 	ps = append(ps, keep)
 	err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist)
 	if !errors.Is(err, ErrTableFull) {
-		t.Fatalf("1200 bans in a 960-slot table: %v, want ErrTableFull", err)
+		t.Fatalf("1200 bans in an 896-slot table: %v, want ErrTableFull", err)
 	}
 	bans, _ := g.Bans()
 	if len(bans) != 1 || bans[0].Prefix != keep || bans[0].Origin != OriginLog {
@@ -92,13 +92,13 @@ func TestBanManyRollsBackReplacedBans(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ps []netip.Prefix
-	for i := range 1200 { // more than the table's 64 buckets of 15 slots hold
+	for i := range 1200 { // more than the table's 64 buckets of 14 slots hold
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(1 + i>>8), byte(i)}), 32)
 		ps = append(ps, p, p)
 	}
 	ps = append(ps, kept...)
 	if err := g.BanMany(ps, time.Hour, OriginManual, ReasonBlocklist); !errors.Is(err, ErrTableFull) {
-		t.Fatalf("1200 bans in a 960-slot table: %v, want ErrTableFull", err)
+		t.Fatalf("1200 bans in an 896-slot table: %v, want ErrTableFull", err)
 	}
 	after, err := g.Bans()
 	if err != nil {

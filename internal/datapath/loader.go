@@ -27,8 +27,8 @@ const DefaultPinRoot = "/sys/fs/bpf/xdpguard"
 
 // Map sizes, per family. The IPv6 ban map is a hash map, not preallocated,
 // so an empty one costs only its bucket array. The IPv4 ban table has two
-// sides, each preallocated for MaxBans at 9/16 load: 64-byte buckets of 15
-// keys, 8 MiB apiece for the default million, and 96 bytes of deadlines,
+// sides, each preallocated for MaxBans at 3/5 load: 64-byte buckets of 14
+// keys, 8 MiB apiece for the default million, and 88 bytes of deadlines,
 // lock, origins and reasons per bucket. Only the part that fits the bans held is
 // in use, so few bans stay in few cache lines. The SYN trackers are tables
 // of MaxTracked slots (rounded up to a power of two), 64 bytes each for

@@ -26,16 +26,22 @@ const (
 	lockFree     = uint32(bpf.XdpguardBanTableBAN_UNLOCKED)
 	lockKernel   = uint32(bpf.XdpguardBanTableBAN_LOCK_KERNEL)
 	lockUser     = uint32(bpf.XdpguardBanTableBAN_LOCK_USER)
+	banTagShift  = uint(bpf.XdpguardBanTableBAN_TAG_SHIFT)
 
-	bucketWords = banWays + 1 // a bucket's keys, then its min_exp
+	bucketWords = banWays + 2 // a bucket's keys, then its tags and min_exp
 	metaSize    = int(unsafe.Sizeof(bpf.XdpguardBanMeta{}))
 )
 
-// The load a side is sized and grown for: at most 9 keys in 16 slots.
+// The kernel lays an array's values out 8 bytes apart (round_up(value_size,
+// 8)); a struct ban_meta of any other size would put userspace's view of
+// the mapping out of step with the program's. This fails to compile then.
+var _ = [1]struct{}{}[metaSize%8]
+
+// The load a side is sized and grown for: at most 3 keys in 5 slots.
 // Half, as the bucket-array reference in bench/drop uses, would put a
-// million bans in twice the buckets, since 15 slots a bucket fall just
-// short of a power of two's worth.
-func fits(buckets uint32, bans uint64) bool { return 9*uint64(buckets)*uint64(banWays) >= 16*bans }
+// million bans in twice the buckets, since 14 slots a bucket fall short of
+// a power of two's worth.
+func fits(buckets uint32, bans uint64) bool { return 3*uint64(buckets)*uint64(banWays) >= 5*bans }
 
 // ErrTableFull means every slot an IPv4 address may use holds a live ban.
 var ErrTableFull = errors.New("IPv4 ban table full around this address (raise max_bans)")
@@ -50,7 +56,7 @@ var errUnbannable4 = errors.New("0.0.0.0 and 255.255.255.255 are never a TCP pee
 // makes them one writer, and keeps the side in use from changing under
 // them (see grow).
 type table4 struct {
-	hot  []uint32              // bucket b: hot[b*bucketWords:][:banWays] keys, then min_exp
+	hot  []uint32              // bucket b: hot[b*bucketWords:][:banWays] keys, then tags and min_exp
 	meta []bpf.XdpguardBanMeta // bucket b's deadlines, lock, origins, reasons
 	mask uint32
 	seed uint32
@@ -153,13 +159,15 @@ func (t *table4) probe(key uint32, i int) int {
 	return int(b)*banWays + i%banWays
 }
 
-func (t *table4) keyp(i int) *uint32  { return &t.hot[i/banWays*bucketWords+i%banWays] }
-func (t *table4) expp(i int) *uint32  { return &t.meta[i/banWays].Exp[i%banWays] }
-func (t *table4) minp(b int) *uint32  { return &t.hot[b*bucketWords+banWays] }
-func (t *table4) key(i int) uint32    { return atomic.LoadUint32(t.keyp(i)) }
-func (t *table4) exp(i int) uint32    { return atomic.LoadUint32(t.expp(i)) }
-func (t *table4) minExp(b int) uint32 { return atomic.LoadUint32(t.minp(b)) }
-func used(k uint32) bool              { return k != keyFree && k != keyTomb }
+func (t *table4) keyp(i int) *uint32    { return &t.hot[i/banWays*bucketWords+i%banWays] }
+func (t *table4) expp(i int) *uint32    { return &t.meta[i/banWays].Exp[i%banWays] }
+func (t *table4) tagp(b int) *uint32    { return &t.hot[b*bucketWords+banWays] }
+func (t *table4) minp(b int) *uint32    { return &t.hot[b*bucketWords+banWays+1] }
+func (t *table4) tag(key uint32) uint32 { return 1 << (t.hash(key) >> banTagShift) }
+func (t *table4) key(i int) uint32      { return atomic.LoadUint32(t.keyp(i)) }
+func (t *table4) exp(i int) uint32      { return atomic.LoadUint32(t.expp(i)) }
+func (t *table4) minExp(b int) uint32   { return atomic.LoadUint32(t.minp(b)) }
+func used(k uint32) bool                { return k != keyFree && k != keyTomb }
 
 func live(exp uint32, tick uint64) bool { return exp == expForever || uint64(exp) > tick }
 
@@ -298,6 +306,7 @@ func (t *table4) claim(i int, e entry, tick uint64) bool {
 	if e.exp < t.minExp(b) {
 		atomic.StoreUint32(t.minp(b), e.exp)
 	}
+	atomic.StoreUint32(t.tagp(b), atomic.LoadUint32(t.tagp(b))|t.tag(e.key))
 	atomic.StoreUint32(t.expp(i), e.exp)
 	t.meta[b].Origin[s], t.meta[b].Reason[s] = e.origin, e.reason
 	atomic.StoreUint32(t.keyp(i), e.key)
@@ -337,14 +346,15 @@ func (t *table4) each(fn func(int, entry)) {
 	}
 }
 
-// sweep retires expired bans, sets each bucket's earliest deadline to its
-// bans' own again, and returns slots to never-used where no key can lie
+// sweep retires expired bans, sets each bucket's earliest deadline and
+// tags to its live bans' own again, and returns slots to never-used where no key can lie
 // beyond them, so that lookups of absent keys keep stopping at the first
 // slot. It returns how many expired bans it retired.
 func (t *table4) sweep(tick uint64) int {
 	n := 0
 	for b := range t.buckets() {
-		if m, dirty := t.earliest(b, tick); !dirty && m == t.minExp(b) {
+		if m, tags, dirty := t.earliest(b, tick); !dirty && m == t.minExp(b) &&
+			tags == atomic.LoadUint32(t.tagp(b)) {
 			continue
 		}
 		t.lock(b)
@@ -355,8 +365,9 @@ func (t *table4) sweep(tick uint64) int {
 				n++
 			}
 		}
-		m, _ := t.earliest(b, tick)
+		m, tags, _ := t.earliest(b, tick)
 		atomic.StoreUint32(t.minp(b), m)
+		atomic.StoreUint32(t.tagp(b), tags)
 		t.unlock(b)
 	}
 	// Backwards from a never-used slot, around the ring, so that every run
@@ -396,22 +407,24 @@ func (t *table4) sweep(tick uint64) int {
 	return n
 }
 
-// earliest returns bucket b's earliest live deadline, and whether it holds
-// an expired ban.
-func (t *table4) earliest(b int, tick uint64) (uint32, bool) {
-	m, dirty := expForever, false
+// earliest returns bucket b's earliest live deadline, the tags of its live
+// bans, and whether it holds an expired ban.
+func (t *table4) earliest(b int, tick uint64) (uint32, uint32, bool) {
+	m, tags, dirty := expForever, uint32(0), false
 	for s := range banWays {
 		i := b*banWays + s
-		if !used(t.key(i)) {
+		k := t.key(i)
+		if !used(k) {
 			continue
 		}
 		if x := t.exp(i); live(x, tick) {
 			m = min(m, x)
+			tags |= t.tag(k)
 		} else {
 			dirty = true
 		}
 	}
-	return m, dirty
+	return m, tags, dirty
 }
 
 // count returns the number of live bans at tick.
