@@ -81,10 +81,11 @@ development run (10,000 bans, one run per cell). The harness is
   xdpguard's IPv4 ban table uses: an ARRAY map of 64-byte buckets, here
   holding 16 IPv4 keys each and sized to the set, at most half full, so a
   lookup reads one cache line. It has no expiry, deletion or IPv6.
-  xdpguard's own table holds 8 slots a bucket (address and deadline in one
-  word) and uses as many buckets as keep its bans at most half full,
-  growing by powers of two: at 100,000 bans 32,768 buckets (2 MiB) where
-  this reference uses 1 MiB.
+  xdpguard's own table holds 14 keys a bucket, a filter of them and
+  their earliest deadline (each ban's own deadline is in a second array,
+  read only once that one has passed), and uses as many buckets as keep its
+  bans at most 3/5 full, growing by powers of two: at 100,000 and
+  1,000,000 bans the same 1 and 8 MiB as this reference.
 - Both veths have TSO off. Otherwise veth passes a socket's packets to the
   peer's backlog queue rather than its NAPI ring, except while a native XDP
   program is attached (which turns the peer's TSO off): the legitimate
