@@ -72,6 +72,11 @@ development run (10,000 bans, one run per cell). The harness is
   mechanisms before the next round, each setting up from scratch: a burst
   of someone else's load then spoils one sample of several cells, which
   the median absorbs, rather than every sample of one.
+- "Parse + XDP_DROP" is the floor of any filter by source: it parses
+  Ethernet and IPv4 and reads the source address, as every filter must,
+  then drops. Its distance from the floor is what touching the packet
+  costs (the floor reads none of it); a lookup's distance from it is the
+  table's.
 - "Bare hash lookup + XDP_DROP" is a reference, not a product: an XDP
   program that parses Ethernet and IPv4, looks the source up in a BPF hash
   map sized to the set, and drops on a hit. It is the least any ban list

@@ -38,6 +38,7 @@ const (
 	GenProgXdpGen    = "xdp_gen"
 	GenProgXdpLookup = "xdp_lookup"
 	GenProgXdpOa     = "xdp_oa"
+	GenProgXdpParse  = "xdp_parse"
 	GenProgXdpSink   = "xdp_sink"
 )
 
@@ -87,6 +88,7 @@ type GenProgramSpecs struct {
 	XdpGen    *ebpf.ProgramSpec `ebpf:"xdp_gen"`
 	XdpLookup *ebpf.ProgramSpec `ebpf:"xdp_lookup"`
 	XdpOa     *ebpf.ProgramSpec `ebpf:"xdp_oa"`
+	XdpParse  *ebpf.ProgramSpec `ebpf:"xdp_parse"`
 	XdpSink   *ebpf.ProgramSpec `ebpf:"xdp_sink"`
 }
 
@@ -155,6 +157,7 @@ type GenPrograms struct {
 	XdpGen    *ebpf.Program `ebpf:"xdp_gen"`
 	XdpLookup *ebpf.Program `ebpf:"xdp_lookup"`
 	XdpOa     *ebpf.Program `ebpf:"xdp_oa"`
+	XdpParse  *ebpf.Program `ebpf:"xdp_parse"`
 	XdpSink   *ebpf.Program `ebpf:"xdp_sink"`
 }
 
@@ -164,6 +167,7 @@ func (p *GenPrograms) Close() error {
 		p.XdpGen,
 		p.XdpLookup,
 		p.XdpOa,
+		p.XdpParse,
 		p.XdpSink,
 	)
 }

@@ -32,7 +32,7 @@ func mechanisms() []mech {
 	for _, mode := range []string{"native", "generic"} {
 		ms = append(ms, floorMech(mode))
 		if mode == "native" {
-			ms = append(ms, lookupMech(mode), oaMech(mode))
+			ms = append(ms, parseMech(mode), lookupMech(mode), oaMech(mode))
 		}
 		ms = append(ms, xdpguardMech(mode), xdpFilterMech(mode))
 	}
@@ -87,6 +87,20 @@ func floorMech(mode string) mech {
 		setup: func(h *harness, _ []uint32) (string, error) {
 			var err error
 			l, err = h.attachDUT("XDP_DROP", h.gen.objs.XdpDrop, mode)
+			return "", err
+		},
+		teardown: func(*harness) error { return l.Close() },
+	}
+}
+
+// parseMech is xdp_parse: the floor plus reading the source address.
+func parseMech(mode string) mech {
+	var l link.Link
+	return mech{
+		Name: "parse + XDP_DROP", Mode: mode,
+		setup: func(h *harness, _ []uint32) (string, error) {
+			var err error
+			l, err = h.attachDUT("xdp_parse", h.gen.objs.XdpParse, mode)
 			return "", err
 		},
 		teardown: func(*harness) error { return l.Close() },

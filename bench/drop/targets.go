@@ -90,7 +90,7 @@ func (rp *report) references() []string {
 			continue
 		}
 		var parts []string
-		for _, name := range []string{"bare hash lookup + XDP_DROP", bucketName, "xdpguard"} {
+		for _, name := range []string{"parse + XDP_DROP", "bare hash lookup + XDP_DROP", bucketName, "xdpguard"} {
 			if r, ok := rp.find(name, "native", n); ok {
 				if m, _, _, ok := r.spread(); ok {
 					parts = append(parts, fmt.Sprintf("%s %.2f×", strings.TrimSuffix(name, " + XDP_DROP"), m/fm))
