@@ -188,6 +188,7 @@ func printStatus(w io.Writer, r *statusReport, maxBans int) {
 		{"would drop (ban, monitor)", c.WouldDropBan}, {"would drop (CIDR, monitor)", c.WouldDropCIDR},
 		{"SYNs counted", c.SYNs}, {"kernel auto-bans", c.AutoBans}, {"allowed", c.Allowed},
 		{"malformed", c.Malformed}, {"events lost", c.EventsLost}, {"kernel bans with no free slot", c.BanTableFull},
+		{"kernel bans left to the daemon (bucket busy)", c.BanDeferred},
 		{"SYN resends (not counted)", c.SYNRetransmits}, {"known-good over the rate (spared)", c.KnownGoodSpared},
 		{"dropped (admission)", c.DroppedAdmission}, {"would drop (admission, monitor)", c.WouldDropAdmission},
 		{"SYNs untracked (SYN tracker full)", c.SYNUntracked},

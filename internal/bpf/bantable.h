@@ -129,9 +129,10 @@ static __always_inline int lock_bucket(struct ban_meta *m)
 }
 
 // Bans key until exp in the first slot of its probe sequence that is
-// free, expired or already key's, under the bucket's lock. 0 when every
-// slot is live, or when userspace holds that bucket's lock this instant:
-// either way the daemon bans the source when it reads the event.
+// free, expired or already key's, under the bucket's lock: 1. 0 when every
+// slot is live; -1 when a writer held the bucket's lock past the spin
+// (userspace, preempted while it held it). Either way the ban is not in
+// the table, and the daemon applies it from the event (Guard.EnsureBan).
 static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp,
 				  __u64 tick)
 {
@@ -149,7 +150,7 @@ static __always_inline int ban_v4(const struct config *cfg, __u32 key, __u32 exp
 		if (!bk || !m)
 			return 0;
 		if (!lock_bucket(m))
-			return 0;
+			return -1;
 
 		int at = -1;
 

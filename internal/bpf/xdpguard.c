@@ -210,8 +210,12 @@ static __always_inline void auto_ban(struct counters *c, const struct config *cf
 
 		if (exp >= BAN_EXP_FOREVER)
 			exp = BAN_EXP_FOREVER - 1;
-		if (!ban_v4(cfg, *(__u32 *)key, exp, now >> BAN_TICK_SHIFT))
+		int written = ban_v4(cfg, *(__u32 *)key, exp, now >> BAN_TICK_SHIFT);
+
+		if (written == 0)
 			count(c, STAT_BAN_TABLE_FULL);
+		else if (written < 0)
+			count(c, STAT_BAN_DEFERRED);
 		expires = exp << BAN_TICK_SHIFT;
 	} else {
 		struct ban b = {

@@ -232,7 +232,8 @@ enum stat {
 	STAT_DROP_ADMISSION = 13,	// new connections over the admission limit
 	STAT_WOULD_DROP_ADMISSION = 14,	// monitor mode; also counted as PASS
 	STAT_SYN_UNTRACKED = 15,	// SYNs whose source found no slot in the SYN tracker
-	STAT_MAX = 16,
+	STAT_BAN_DEFERRED = 16,		// a kernel ban whose bucket userspace held: the daemon applies it
+	STAT_MAX = 17,
 };
 
 // Per-CPU counters, indexed by enum stat, and the CPU's cache of the

@@ -117,7 +117,7 @@ const (
 
 type XdpguardCounters struct {
 	_            structs.HostLayout
-	N            [16]uint64
+	N            [17]uint64
 	ClockJiffies uint64
 	ClockNs      uint64
 }
@@ -183,7 +183,8 @@ const (
 	XdpguardStatSTAT_DROP_ADMISSION       XdpguardStat = 13
 	XdpguardStatSTAT_WOULD_DROP_ADMISSION XdpguardStat = 14
 	XdpguardStatSTAT_SYN_UNTRACKED        XdpguardStat = 15
-	XdpguardStatSTAT_MAX                  XdpguardStat = 16
+	XdpguardStatSTAT_BAN_DEFERRED         XdpguardStat = 16
+	XdpguardStatSTAT_MAX                  XdpguardStat = 17
 )
 
 type XdpguardSynFp uint32

@@ -121,6 +121,9 @@ func (d *Daemon) onKernelBans(evs []datapath.Ban) {
 			}
 		} else {
 			dur = base
+			if _, err := d.guard.EnsureBan(ev.Prefix, dur, ev.Origin, ev.Reason); err != nil {
+				d.log.Error("kernel ban not in the table", "prefix", ev.Prefix, "error", err)
+			}
 		}
 		rec := ev
 		rec.Expires, rec.Offence = ev.Last.Add(dur), offence

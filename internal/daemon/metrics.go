@@ -165,6 +165,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descKernel, st.Allowed, "allowed")
 		counter(descKernel, st.EventsLost, "event_lost")
 		counter(descKernel, st.BanTableFull, "ban_table_full")
+		counter(descKernel, st.BanDeferred, "ban_deferred")
 	} else {
 		c.log.Warn("metrics: read kernel counters", "error", err)
 	}

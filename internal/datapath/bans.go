@@ -23,6 +23,18 @@ func (g *Guard) Ban(p netip.Prefix, ttl time.Duration, origin Origin, reason Rea
 	return g.BanMany([]netip.Prefix{p}, ttl, origin, reason)
 }
 
+// EnsureBan bans p for ttl unless a ban of p is in force already, and
+// says whether it did. The daemon calls it for each ban the program made
+// on its own: the program leaves one out of the table when the table is
+// full or a userspace writer holds its bucket (Stats.BanTableFull,
+// Stats.BanDeferred), and announces it all the same.
+func (g *Guard) EnsureBan(p netip.Prefix, ttl time.Duration, origin Origin, reason Reason) (bool, error) {
+	if _, ok, err := g.BanOf(p.Addr()); err != nil || ok {
+		return false, err
+	}
+	return true, g.Ban(p, ttl, origin, reason)
+}
+
 // BanMany bans every prefix, with batch map updates. Either all of them are
 // in the kernel when it returns nil, or none of the new ones are.
 func (g *Guard) BanMany(ps []netip.Prefix, ttl time.Duration, origin Origin, reason Reason) error {

@@ -24,8 +24,11 @@ type Stats struct {
 	Allowed       uint64 `json:"allowed"`
 	EventsLost    uint64 `json:"events_lost"`
 	// BanTableFull counts kernel auto-bans that found no free slot in the
-	// IPv4 ban table; the daemon still bans the source when it hears of it.
+	// IPv4 ban table, and BanDeferred those whose bucket a userspace writer
+	// held (preempted mid-write). The daemon bans both sources when it
+	// hears of them (EnsureBan); the table grows for the first.
 	BanTableFull uint64 `json:"ban_table_full"`
+	BanDeferred  uint64 `json:"ban_deferred"`
 	// SYNRetransmits counts SYNs (within SYNs) that resent one already
 	// counted: the limiter does not count them again.
 	SYNRetransmits uint64 `json:"syn_retransmits"`
@@ -69,6 +72,7 @@ func (g *Guard) Stats() (Stats, error) {
 		Allowed:       sum[bpf.XdpguardStatSTAT_ALLOW],
 		EventsLost:    sum[bpf.XdpguardStatSTAT_EVENT_LOST],
 		BanTableFull:  sum[bpf.XdpguardStatSTAT_BAN_TABLE_FULL],
+		BanDeferred:   sum[bpf.XdpguardStatSTAT_BAN_DEFERRED],
 
 		SYNRetransmits:     sum[bpf.XdpguardStatSTAT_SYN_RETRANS],
 		KnownGoodSpared:    sum[bpf.XdpguardStatSTAT_KNOWN_GOOD],
