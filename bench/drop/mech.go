@@ -80,31 +80,27 @@ func detachDUT(l *link.Link, objs ...io.Closer) error {
 	return err
 }
 
-func floorMech(mode string) mech {
+// genMech attaches one of gen.c's stateless programs: the floor
+// (xdp_drop) or the floor plus reading the source (xdp_parse).
+func genMech(name, what string, prog func(*harness) *ebpf.Program, mode string) mech {
 	var l link.Link
 	return mech{
-		Name: "XDP_DROP (floor)", Mode: mode,
+		Name: name, Mode: mode,
 		setup: func(h *harness, _ []uint32) (string, error) {
 			var err error
-			l, err = h.attachDUT("XDP_DROP", h.gen.objs.XdpDrop, mode)
+			l, err = h.attachDUT(what, prog(h), mode)
 			return "", err
 		},
 		teardown: func(*harness) error { return l.Close() },
 	}
 }
 
-// parseMech is xdp_parse: the floor plus reading the source address.
+func floorMech(mode string) mech {
+	return genMech("XDP_DROP (floor)", "XDP_DROP", func(h *harness) *ebpf.Program { return h.gen.objs.XdpDrop }, mode)
+}
+
 func parseMech(mode string) mech {
-	var l link.Link
-	return mech{
-		Name: "parse + XDP_DROP", Mode: mode,
-		setup: func(h *harness, _ []uint32) (string, error) {
-			var err error
-			l, err = h.attachDUT("xdp_parse", h.gen.objs.XdpParse, mode)
-			return "", err
-		},
-		teardown: func(*harness) error { return l.Close() },
-	}
+	return genMech("parse + XDP_DROP", "xdp_parse", func(h *harness) *ebpf.Program { return h.gen.objs.XdpParse }, mode)
 }
 
 func xdpguardMech(mode string) mech {
